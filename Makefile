@@ -1,0 +1,108 @@
+# ferry: plain make. `make` builds into build/; `make check` tests;
+# `make run` runs; `make bench` benchmarks. See README.md.
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -MMD -MP -fPIC
+CPPFLAGS += -Idaemon -Iclient-stub/c
+LDLIBS_D = -luv -lhiredis -lcbor
+LDLIBS_C = -lcbor
+
+B ?= build
+
+DAEMON_SRC = $(wildcard daemon/*.c)
+DAEMON_LIB_SRC = $(filter-out daemon/main.c,$(DAEMON_SRC))
+LIBFERRY_SRC = client-stub/c/ferry.c
+CLI_SRC = client-stub/c/ferry_cli.c
+BENCH_SRC = tests/bench/ferry_bench.c
+UNIT_SRC = $(wildcard tests/unit/test_*.c)
+
+DAEMON_OBJ = $(DAEMON_SRC:%.c=$(B)/obj/%.o)
+DAEMON_LIB_OBJ = $(DAEMON_LIB_SRC:%.c=$(B)/obj/%.o)
+LIBFERRY_OBJ = $(LIBFERRY_SRC:%.c=$(B)/obj/%.o)
+UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
+
+.PHONY: units all deps check check-unit check-integration check-asan run bench clean install conf-check
+
+all: $(B)/ferryd $(B)/ferry $(B)/libferry.a $(B)/libferry.so $(B)/ferry-bench
+
+$(B)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(B)/ferryd: $(DAEMON_OBJ)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS_D)
+
+$(B)/libferry.a: $(LIBFERRY_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/libferry.so: $(LIBFERRY_OBJ)
+	$(CC) $(CFLAGS) $(LDFLAGS) -shared -Wl,-soname,libferry.so.1 -o $@ $^ $(LDLIBS_C)
+
+$(B)/ferry: $(B)/obj/$(CLI_SRC:.c=.o) $(B)/libferry.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS_C)
+
+$(B)/ferry-bench: $(B)/obj/$(BENCH_SRC:.c=.o) $(B)/libferry.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS_C) -lm
+
+units: $(UNIT_BIN)
+
+$(B)/tests/%: $(B)/obj/tests/unit/%.o $(DAEMON_LIB_OBJ) $(B)/libferry.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS_D) -lcmocka
+
+# Every Debian package that the build, the tests and the benchmarks need.
+# Idempotent: it installs only what is missing, and nothing when all is there.
+DEB_PKGS = build-essential pkg-config libuv1-dev libhiredis-dev libcbor-dev \
+	redis-server redis-tools nutcracker python3-pytest python3-cbor2 \
+	libcmocka-dev valgrind clang libclang-rt-14-dev systemd
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root to install:$$missing" >&2; exit 1; fi; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+check: deps
+	$(MAKE) all units
+	$(MAKE) check-unit check-integration
+
+check-unit: $(UNIT_BIN)
+	@pass=0; fail=0; for t in $(UNIT_BIN); do \
+		if $$t; then pass=$$((pass+1)); else fail=$$((fail+1)); fi; \
+	done; echo "unit test binaries: $$pass passed, $$fail failed"; [ $$fail = 0 ]
+
+check-integration: all
+	cd tests/integration && FERRY_BUILD=$(abspath $(B)) /usr/bin/python3 -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The same suites under AddressSanitizer and UndefinedBehaviorSanitizer.
+check-asan: deps
+	$(MAKE) B=build-asan CC=clang CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+		LDFLAGS="-fsanitize=address,undefined" all units
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		$(MAKE) B=build-asan check-unit
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 FERRY_SANITIZED=1 \
+		$(MAKE) B=build-asan check-integration
+
+run: deps all
+	@sh tests/run.sh
+
+bench: deps all
+	/usr/bin/python3 tests/bench/run_bench.py --build $(abspath $(B))
+
+install: all
+	install -D -m 0755 $(B)/ferryd $(DESTDIR)/usr/local/sbin/ferryd
+	install -D -m 0755 $(B)/ferry $(DESTDIR)/usr/local/bin/ferry
+	install -D -m 0644 $(B)/libferry.a $(DESTDIR)/usr/local/lib/libferry.a
+	install -D -m 0755 $(B)/libferry.so $(DESTDIR)/usr/local/lib/libferry.so.1
+	install -D -m 0644 client-stub/c/ferry.h $(DESTDIR)/usr/local/include/ferry.h
+	install -D -m 0644 conf/ferryd.conf $(DESTDIR)/etc/ferry/ferryd.conf
+
+clean:
+	rm -rf build build-asan run
+
+-include $(shell find $(B) build-asan -name '*.d' 2>/dev/null)

@@ -1,0 +1,43 @@
+/* backend.h: the one small interface between the request path and a
+ * backend (Redis now, RabbitMQ next).
+ *
+ * A backend registers the ops it serves with server_add_op(). For each
+ * request of those ops the request path calls submit(); from then on the
+ * backend holds the request until it either completes it (request_result_*,
+ * request_fail) or the request path takes it back with cancel() on a
+ * deadline or a vanished client. Exactly one of those happens. */
+#ifndef FERRY_BACKEND_H
+#define FERRY_BACKEND_H
+
+#include "cbuf.h"
+
+struct backend;
+struct config;
+struct request;
+struct server;
+
+struct backend_ops {
+    const char *name;
+    /* Starts connecting. Never blocks; returns 0 or a negative fe code. */
+    int (*start)(struct backend *b);
+    /* Takes req, or returns a negative fe code and leaves req to the caller. */
+    int (*submit)(struct backend *b, struct request *req);
+    /* Forgets req: no completion may follow. */
+    void (*cancel)(struct backend *b, struct request *req);
+    /* Appends one CBOR map describing the backend's state to out. */
+    void (*stats)(struct backend *b, struct cbuf *out);
+    /* Applies the reloadable keys of a new configuration. */
+    void (*reload)(struct backend *b, const struct config *cfg);
+    /* Closes the backend's handles at shutdown. Every request has already
+     * been completed or cancelled by then. */
+    void (*close)(struct backend *b);
+    /* Frees memory once the loop has closed every handle. */
+    void (*destroy)(struct backend *b);
+};
+
+struct backend {
+    const struct backend_ops *ops; /* refers */
+    struct server *server;         /* refers */
+};
+
+#endif

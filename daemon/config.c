@@ -1,0 +1,304 @@
+/* config.c: the settings table, and loading it from file, environment and
+ * flags. Pure apart from reading the file: unit tests drive it directly. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cbuf.h"
+#include "config.h"
+#include "log.h"
+
+#define OFF(f) offsetof(struct config, f)
+
+/* The default deny-list: commands that would harm every client of a shared
+ * connection (FLUSHALL, CONFIG, SHUTDOWN ...), that change the connection's
+ * own state under other clients' feet (SELECT, AUTH, MULTI, CLIENT REPLY),
+ * or that block or subscribe, which later ops serve on dedicated
+ * connections. "CMD WORD" denies CMD when any later argument is WORD. */
+#define DEFAULT_DENY                                                                 \
+    "FLUSHALL, FLUSHDB, CONFIG, SHUTDOWN, DEBUG, MONITOR, SLAVEOF, REPLICAOF, "      \
+    "CLIENT KILL, CLIENT PAUSE, CLIENT REPLY, SYNC, PSYNC, REPLCONF, SAVE, SWAPDB, " \
+    "FAILOVER, MODULE, ACL, SCRIPT FLUSH, FUNCTION FLUSH, "                          \
+    "SELECT, AUTH, HELLO, RESET, QUIT, MULTI, EXEC, DISCARD, WATCH, UNWATCH, "       \
+    "SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE, UNSUBSCRIBE, PUNSUBSCRIBE, SUNSUBSCRIBE, "   \
+    "BLPOP, BRPOP, BRPOPLPUSH, BLMOVE, BLMPOP, BZPOPMIN, BZPOPMAX, BZMPOP, "         \
+    "WAIT, WAITAOF, XREAD BLOCK, XREADGROUP BLOCK"
+
+const struct cfg_key cfg_keys[] = {
+    {"socket", CFG_STR, OFF(socket), FERRY_DEFAULT_SOCKET, 0, 0, false,
+     "Path of the Unix socket that clients connect to."},
+    {"socket_mode", CFG_MODE, OFF(socket_mode), "0660", 0, 07777, false,
+     "Permission bits of the socket file, in octal."},
+    {"socket_owner", CFG_STR, OFF(socket_owner), "", 0, 0, false,
+     "Owner of the socket file as user[:group]; empty keeps the daemon's own."},
+    {"max_clients", CFG_INT, OFF(max_clients), "1024", 1, 1000000, true,
+     "Connected clients allowed at once; one more is told 'overloaded' and closed."},
+    {"max_frame", CFG_INT, OFF(max_frame), "16777216", 64, 1073741824, false,
+     "Largest frame body in bytes, in either direction; a larger request gets 'too_large' and the connection is closed."},
+    {"max_items", CFG_INT, OFF(max_items), "262144", 16, 100000000, true,
+     "Most CBOR data items in one request; more gets 'too_large'."},
+    {"max_depth", CFG_INT, OFF(max_depth), "32", 2, 64, true,
+     "Deepest CBOR nesting in a request (the request map is level 1); deeper gets 'bad_request'."},
+    {"client_max_inflight", CFG_INT, OFF(client_max_inflight), "4096", 1, 10000000, true,
+     "Requests in flight per client before ferryd stops reading from it (backpressure, not an error)."},
+    {"client_max_output", CFG_INT, OFF(client_max_output), "67108864", 4096, 4294967296, true,
+     "Bytes of responses queued for a client that is not reading; past this it is disconnected."},
+    {"default_deadline_ms", CFG_INT, OFF(default_deadline_ms), "5000", 1, 3600000, true,
+     "Deadline of a request that names none."},
+    {"max_deadline_ms", CFG_INT, OFF(max_deadline_ms), "300000", 1, 86400000, true,
+     "Longer deadlines asked for by clients are cut to this."},
+    {"drain_timeout_ms", CFG_INT, OFF(drain_timeout_ms), "10000", 0, 3600000, true,
+     "On SIGTERM or SIGINT, how long in-flight requests may finish before the rest get 'shutting_down'."},
+    {"log_level", CFG_LEVEL, OFF(log_level), "info", 0, 3, true,
+     "One of error, warn, info, debug."},
+    {"redis_url", CFG_STR, OFF(redis_url), "redis://127.0.0.1:6379/0", 0, 0, false,
+     "redis://[user:password@]host:port[/db] or unix:///path/redis.sock[?db=N]."},
+    {"redis_pool", CFG_INT, OFF(redis_pool), "1", 1, 64, false,
+     "Connections to Redis; each carries many pipelined requests."},
+    {"redis_connect_timeout_ms", CFG_INT, OFF(redis_connect_timeout_ms), "2000", 10, 600000, true,
+     "How long connecting (and the AUTH/SELECT/PING handshake) may take."},
+    {"redis_backoff_min_ms", CFG_INT, OFF(redis_backoff_min_ms), "100", 1, 600000, true,
+     "First delay before reconnecting; it doubles on each failure, with jitter."},
+    {"redis_backoff_max_ms", CFG_INT, OFF(redis_backoff_max_ms), "5000", 1, 3600000, true,
+     "Longest delay between reconnect attempts."},
+    {"redis_max_pending", CFG_INT, OFF(redis_max_pending), "65536", 16, 10000000, true,
+     "Commands awaiting replies on one Redis connection; past this requests get 'overloaded'."},
+    {"redis_deny", CFG_STR, OFF(redis_deny), DEFAULT_DENY, 0, 0, true,
+     "Comma-separated commands the 'redis' op refuses with 'denied'. 'CMD WORD' denies CMD when any later argument is WORD."},
+};
+const size_t cfg_nkeys = sizeof(cfg_keys) / sizeof(cfg_keys[0]);
+
+const struct cfg_key *config_find(const char *name)
+{
+    for (size_t i = 0; i < cfg_nkeys; i++)
+        if (strcmp(cfg_keys[i].name, name) == 0)
+            return &cfg_keys[i];
+    return NULL;
+}
+
+static char **str_field(struct config *c, const struct cfg_key *k)
+{
+    return (char **)((char *)c + k->offset);
+}
+
+static long *int_field(struct config *c, const struct cfg_key *k)
+{
+    return (long *)((char *)c + k->offset);
+}
+
+void config_defaults(struct config *c)
+{
+    memset(c, 0, sizeof(*c));
+    for (size_t i = 0; i < cfg_nkeys; i++) {
+        char err[256];
+        if (config_set(c, cfg_keys[i].name, cfg_keys[i].def, "default", err, sizeof(err)) != 0)
+            abort(); /* a bad default is a programming error */
+    }
+}
+
+void config_free(struct config *c)
+{
+    for (size_t i = 0; i < cfg_nkeys; i++)
+        if (cfg_keys[i].type == CFG_STR) {
+            free(*str_field(c, &cfg_keys[i]));
+            *str_field(c, &cfg_keys[i]) = NULL;
+        }
+}
+
+void config_copy(struct config *dst, const struct config *src)
+{
+    *dst = *src;
+    for (size_t i = 0; i < cfg_nkeys; i++)
+        if (cfg_keys[i].type == CFG_STR)
+            *str_field(dst, &cfg_keys[i]) = xstrdup(*str_field((struct config *)src, &cfg_keys[i]));
+}
+
+int config_set(struct config *c, const char *key, const char *value, const char *where, char *err,
+               size_t errlen)
+{
+    const struct cfg_key *k = config_find(key);
+    if (!k) {
+        snprintf(err, errlen, "%s: unknown key '%s'", where, key);
+        return -1;
+    }
+    switch (k->type) {
+    case CFG_STR:
+        if (strcmp(key, "socket") == 0 && value[0] == '\0') {
+            snprintf(err, errlen, "%s: key 'socket': must not be empty", where);
+            return -1;
+        }
+        free(*str_field(c, k));
+        *str_field(c, k) = xstrdup(value);
+        return 0;
+    case CFG_INT:
+    case CFG_MODE: {
+        char *end;
+        errno = 0;
+        long v = strtol(value, &end, k->type == CFG_MODE ? 8 : 10);
+        if (errno || end == value || *end != '\0') {
+            snprintf(err, errlen, "%s: key '%s': '%s' is not %s", where, key, value,
+                     k->type == CFG_MODE ? "an octal mode" : "an integer");
+            return -1;
+        }
+        if (v < k->min || v > k->max) {
+            snprintf(err, errlen, "%s: key '%s': %ld is outside %ld..%ld", where, key, v, k->min,
+                     k->max);
+            return -1;
+        }
+        *int_field(c, k) = v;
+        return 0;
+    }
+    case CFG_LEVEL: {
+        int lv = log_level_parse(value);
+        if (lv < 0) {
+            snprintf(err, errlen, "%s: key '%s': '%s' is not one of error, warn, info, debug",
+                     where, key, value);
+            return -1;
+        }
+        *int_field(c, k) = lv;
+        return 0;
+    }
+    }
+    return -1;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+/* The file format: "key = value" lines, '#' comments, blank lines. A value
+ * may be wrapped in double quotes to keep leading or trailing spaces. */
+int config_load_file(struct config *c, const char *path, bool must_exist, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        if (!must_exist && errno == ENOENT)
+            return 0;
+        snprintf(err, errlen, "config file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    char line[8192];
+    int lineno = 0;
+    int rc = 0;
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        char where[512];
+        snprintf(where, sizeof(where), "%s line %d", path, lineno);
+        if (!strchr(line, '\n') && !feof(f)) {
+            snprintf(err, errlen, "%s: line too long", where);
+            rc = -1;
+            break;
+        }
+        char *s = trim(line);
+        if (*s == '\0' || *s == '#')
+            continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            snprintf(err, errlen, "%s: expected 'key = value'", where);
+            rc = -1;
+            break;
+        }
+        *eq = '\0';
+        char *key = trim(s);
+        char *value = trim(eq + 1);
+        size_t vl = strlen(value);
+        if (vl >= 2 && value[0] == '"' && value[vl - 1] == '"') {
+            value[vl - 1] = '\0';
+            value++;
+        }
+        if (config_set(c, key, value, where, err, errlen) != 0) {
+            rc = -1;
+            break;
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+int config_load_env(struct config *c, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < cfg_nkeys; i++) {
+        char var[128] = "FERRY_";
+        size_t n = strlen(var);
+        for (const char *p = cfg_keys[i].name; *p && n < sizeof(var) - 1; p++)
+            var[n++] = (char)toupper((unsigned char)*p);
+        var[n] = '\0';
+        const char *v = getenv(var);
+        if (!v)
+            continue;
+        char where[160];
+        snprintf(where, sizeof(where), "environment %s", var);
+        if (config_set(c, cfg_keys[i].name, v, where, err, errlen) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int config_validate(const struct config *c, char *err, size_t errlen)
+{
+    if (c->redis_backoff_max_ms < c->redis_backoff_min_ms) {
+        snprintf(err, errlen, "key 'redis_backoff_max_ms': %ld is below redis_backoff_min_ms (%ld)",
+                 c->redis_backoff_max_ms, c->redis_backoff_min_ms);
+        return -1;
+    }
+    if (c->default_deadline_ms > c->max_deadline_ms) {
+        snprintf(err, errlen, "key 'default_deadline_ms': %ld is above max_deadline_ms (%ld)",
+                 c->default_deadline_ms, c->max_deadline_ms);
+        return -1;
+    }
+    if (c->client_max_output < c->max_frame + 4) {
+        snprintf(err, errlen,
+                 "key 'client_max_output': %ld must be at least max_frame + 4 (%ld), or one "
+                 "response could disconnect its client",
+                 c->client_max_output, c->max_frame + 4);
+        return -1;
+    }
+    return 0;
+}
+
+void config_format(const struct config *c, const struct cfg_key *k, char *buf, size_t len)
+{
+    const char *base = (const char *)c + k->offset;
+    switch (k->type) {
+    case CFG_STR:
+        snprintf(buf, len, "%s", *(char *const *)base);
+        break;
+    case CFG_INT:
+        snprintf(buf, len, "%ld", *(const long *)base);
+        break;
+    case CFG_MODE:
+        snprintf(buf, len, "%04lo", *(const long *)base);
+        break;
+    case CFG_LEVEL:
+        snprintf(buf, len, "%s", log_level_name((enum log_level) * (const long *)base));
+        break;
+    }
+}
+
+void config_write_example(FILE *f)
+{
+    fputs("# ferryd configuration.\n"
+          "#\n"
+          "# Every key is shown with its default. Precedence: defaults < this file <\n"
+          "# environment (FERRY_<KEY>, e.g. FERRY_REDIS_URL) < flags (--socket, --redis,\n"
+          "# --log-level, --set key=value). Keys marked 'reloadable' take effect on SIGHUP;\n"
+          "# the others need a restart.\n"
+          "# This file is generated by `ferryd --print-config`; the tests check that it\n"
+          "# matches the daemon's table.\n",
+          f);
+    for (size_t i = 0; i < cfg_nkeys; i++) {
+        const struct cfg_key *k = &cfg_keys[i];
+        fprintf(f, "\n# %s%s\n", k->help, k->reloadable ? " (reloadable)" : "");
+        if (k->type == CFG_STR && strchr(k->def, ','))
+            fprintf(f, "%s = \"%s\"\n", k->name, k->def);
+        else
+            fprintf(f, "%s = %s\n", k->name, k->def);
+    }
+}

@@ -1,0 +1,79 @@
+/* config.h: ferryd's settings, declared once as a table.
+ *
+ * Each key has a name, a type, bounds, a default, a one-line help and a
+ * reload flag. The file parser, the FERRY_* environment, the command-line
+ * flags, --help, conf/ferryd.conf and `ferry stats` all read the same table,
+ * so they cannot disagree. Precedence: defaults < file < environment < flags. */
+#ifndef FERRY_CONFIG_H
+#define FERRY_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#define FERRY_VERSION "0.1.0"
+#define FERRY_DEFAULT_CONFIG "/etc/ferry/ferryd.conf"
+#define FERRY_DEFAULT_SOCKET "/run/ferry/ferry.sock"
+
+enum cfg_type { CFG_STR, CFG_INT, CFG_MODE, CFG_LEVEL };
+
+struct config {
+    char *socket;             /* owns */
+    long socket_mode;
+    char *socket_owner;       /* owns; "" leaves it as created */
+    long max_clients;
+    long max_frame;
+    long max_items;
+    long max_depth;
+    long client_max_inflight;
+    long client_max_output;
+    long default_deadline_ms;
+    long max_deadline_ms;
+    long drain_timeout_ms;
+    long log_level;
+    char *redis_url;          /* owns; may hold a password, never logged raw */
+    long redis_pool;
+    long redis_connect_timeout_ms;
+    long redis_backoff_min_ms;
+    long redis_backoff_max_ms;
+    long redis_max_pending;
+    char *redis_deny;         /* owns */
+};
+
+struct cfg_key {
+    const char *name;
+    enum cfg_type type;
+    size_t offset;
+    const char *def;          /* the default, as text */
+    long min, max;            /* bounds for integers */
+    bool reloadable;
+    const char *help;
+};
+
+extern const struct cfg_key cfg_keys[];
+extern const size_t cfg_nkeys;
+
+/* Sets every key to its default. */
+void config_defaults(struct config *c);
+void config_free(struct config *c);
+void config_copy(struct config *dst, const struct config *src);
+
+/* Each returns 0, or -1 after writing one line naming the key (and the file
+ * and line, or the variable, or the flag) to err. */
+int config_set(struct config *c, const char *key, const char *value, const char *where,
+               char *err, size_t errlen) __attribute__((warn_unused_result));
+int config_load_file(struct config *c, const char *path, bool must_exist, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+int config_load_env(struct config *c, char *err, size_t errlen) __attribute__((warn_unused_result));
+/* Checks relations between keys once everything is loaded. */
+int config_validate(const struct config *c, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+const struct cfg_key *config_find(const char *name);
+/* Writes a key's current value as text. */
+void config_format(const struct config *c, const struct cfg_key *k, char *buf, size_t len);
+/* Writes the documented example file (conf/ferryd.conf is generated from it
+ * and checked by the tests). */
+void config_write_example(FILE *f);
+
+#endif

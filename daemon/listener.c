@@ -1,0 +1,155 @@
+/* listener.c: see listener.h. */
+#include <errno.h>
+#include <grp.h>
+#include <libgen.h>
+#include <pwd.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "listener.h"
+#include "log.h"
+#include "server.h"
+
+/* Decides what to do with a file already at path: 0 when the path is free
+ * (or was a dead socket, now removed), -1 when we must not start. */
+static int clear_stale(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return errno == ENOENT ? 0 : (log_error("socket %s: %s", path, strerror(errno)), -1);
+    if (!S_ISSOCK(st.st_mode)) {
+        log_error("socket %s: the path exists and is not a socket; refusing to replace it", path);
+        return -1;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        log_error("socket(): %s", strerror(errno));
+        return -1;
+    }
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    int rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+    int err = errno;
+    close(fd);
+    if (rc == 0) {
+        log_error("socket %s: another ferryd is live on it; refusing to start", path);
+        return -1;
+    }
+    if (err != ECONNREFUSED) {
+        log_error("socket %s: cannot tell whether it is in use: %s", path, strerror(err));
+        return -1;
+    }
+    log_info("socket %s: removing the stale socket of a dead process", path);
+    if (unlink(path) != 0 && errno != ENOENT) {
+        log_error("socket %s: unlink: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int set_owner(const char *path, const char *owner)
+{
+    char buf[256];
+    snprintf(buf, sizeof(buf), "%s", owner);
+    char *grp = strchr(buf, ':');
+    if (grp)
+        *grp++ = '\0';
+    uid_t uid = (uid_t)-1;
+    gid_t gid = (gid_t)-1;
+    if (buf[0]) {
+        struct passwd *pw = getpwnam(buf);
+        if (!pw) {
+            log_error("key 'socket_owner': no user named '%s'", buf);
+            return -1;
+        }
+        uid = pw->pw_uid;
+    }
+    if (grp && grp[0]) {
+        struct group *gr = getgrnam(grp);
+        if (!gr) {
+            log_error("key 'socket_owner': no group named '%s'", grp);
+            return -1;
+        }
+        gid = gr->gr_gid;
+    }
+    if (chown(path, uid, gid) != 0) {
+        log_error("socket %s: chown %s: %s", path, owner, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void on_connection(uv_stream_t *st, int status)
+{
+    struct server *s = container_of((uv_pipe_t *)st, struct server, listener);
+    if (status < 0) {
+        log_warn("listener: %s", uv_strerror(status));
+        return;
+    }
+    client_accept(s);
+}
+
+int listener_open(struct server *s)
+{
+    const char *path = s->cfg.socket;
+    struct sockaddr_un sa;
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        log_error("key 'socket': path longer than %zu bytes", sizeof(sa.sun_path) - 1);
+        return -1;
+    }
+    /* Create the parent directory (one level, like /run/ferry) if missing. */
+    char dir[sizeof(sa.sun_path)];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *d = dirname(dir);
+    if (mkdir(d, 0755) != 0 && errno != EEXIST) {
+        log_error("socket directory %s: %s", d, strerror(errno));
+        return -1;
+    }
+    if (clear_stale(path) != 0)
+        return -1;
+    uv_pipe_init(s->loop, &s->listener, 0);
+    /* Bind under a strict umask so that no one can connect in the moment
+     * before chmod() applies socket_mode. */
+    mode_t old = umask(0177);
+    int rc = uv_pipe_bind(&s->listener, path);
+    umask(old);
+    if (rc < 0) {
+        log_error("socket %s: bind: %s", path, uv_strerror(rc));
+        uv_close((uv_handle_t *)&s->listener, NULL);
+        return -1;
+    }
+    s->socket_bound = true;
+    if (chmod(path, (mode_t)s->cfg.socket_mode) != 0) {
+        log_error("socket %s: chmod: %s", path, strerror(errno));
+        listener_close(s);
+        return -1;
+    }
+    if (s->cfg.socket_owner[0] && set_owner(path, s->cfg.socket_owner) != 0) {
+        listener_close(s);
+        return -1;
+    }
+    rc = uv_listen((uv_stream_t *)&s->listener, 511, on_connection);
+    if (rc < 0) {
+        log_error("socket %s: listen: %s", path, uv_strerror(rc));
+        listener_close(s);
+        return -1;
+    }
+    s->listening = true;
+    log_info("listening on %s (mode %04lo)", path, s->cfg.socket_mode);
+    return 0;
+}
+
+void listener_close(struct server *s)
+{
+    if (s->socket_bound) {
+        unlink(s->cfg.socket);
+        s->socket_bound = false;
+    }
+    if (s->listener.loop && !uv_is_closing((uv_handle_t *)&s->listener))
+        uv_close((uv_handle_t *)&s->listener, NULL);
+    s->listening = false;
+}

@@ -1,0 +1,141 @@
+/* main.c: ferryd's entry point: flags, configuration, then the server. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "config.h"
+#include "log.h"
+#include "redis_backend.h"
+#include "server.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: ferryd [options]\n"
+            "\n"
+            "  -c, --config FILE     configuration file (default %s if it exists)\n"
+            "  -s, --socket PATH     Unix socket to listen on (key 'socket')\n"
+            "  -r, --redis URL       Redis URL (key 'redis_url')\n"
+            "  -l, --log-level LVL   error, warn, info or debug (key 'log_level')\n"
+            "  -o, --set KEY=VALUE   set any key below\n"
+            "      --check-config    validate the configuration and exit\n"
+            "      --print-config    print the documented example configuration\n"
+            "  -h, --help            this help\n"
+            "  -V, --version         print the version\n"
+            "\n"
+            "Precedence: defaults < file < environment (FERRY_<KEY>) < flags.\n"
+            "Keys:\n",
+            FERRY_DEFAULT_CONFIG);
+    for (size_t i = 0; i < cfg_nkeys; i++)
+        fprintf(f, "  %-26s %s\n", cfg_keys[i].name, cfg_keys[i].help);
+    fprintf(f, "\nSignals: SIGTERM/SIGINT drain and exit, SIGHUP reloads.\n"
+               "Exit codes: 0 clean exit, 1 runtime failure, 2 bad configuration or usage.\n");
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"socket", required_argument, NULL, 's'},
+        {"redis", required_argument, NULL, 'r'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"set", required_argument, NULL, 'o'},
+        {"check-config", no_argument, NULL, 'C'},
+        {"print-config", no_argument, NULL, 'P'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    static struct server srv;
+    const char *config_path = getenv("FERRY_CONFIG");
+    bool must_exist = config_path != NULL;
+    bool check_only = false;
+    char **overrides = calloc((size_t)argc + 1, sizeof(char *));
+    int nover = 0;
+    int opt;
+
+    while ((opt = getopt_long(argc, argv, "c:s:r:l:o:hV", longopts, NULL)) != -1) {
+        const char *key = NULL;
+        switch (opt) {
+        case 'c':
+            config_path = optarg;
+            must_exist = true;
+            continue;
+        case 's': key = "socket"; break;
+        case 'r': key = "redis_url"; break;
+        case 'l': key = "log_level"; break;
+        case 'o':
+            if (!strchr(optarg, '=')) {
+                fprintf(stderr, "ferryd: --set needs KEY=VALUE, got '%s'\n", optarg);
+                return 2;
+            }
+            overrides[nover++] = strdup(optarg);
+            continue;
+        case 'C': check_only = true; continue;
+        case 'P': config_write_example(stdout); return 0;
+        case 'h': usage(stdout); return 0;
+        case 'V': printf("ferryd %s (protocol 1)\n", FERRY_VERSION); return 0;
+        default: usage(stderr); return 2;
+        }
+        size_t n = strlen(key) + strlen(optarg) + 2;
+        overrides[nover] = malloc(n);
+        snprintf(overrides[nover++], n, "%s=%s", key, optarg);
+    }
+    if (optind < argc) {
+        fprintf(stderr, "ferryd: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (!config_path)
+        config_path = FERRY_DEFAULT_CONFIG;
+
+    char err[512];
+    config_defaults(&srv.cfg);
+    int rc = config_load_file(&srv.cfg, config_path, must_exist, err, sizeof(err));
+    if (rc == 0)
+        rc = config_load_env(&srv.cfg, err, sizeof(err));
+    for (int i = 0; rc == 0 && i < nover; i++) {
+        char *eq = strchr(overrides[i], '=');
+        char key[128];
+        snprintf(key, sizeof(key), "%.*s", (int)(eq - overrides[i]), overrides[i]);
+        char where[160];
+        snprintf(where, sizeof(where), "flag %s", key);
+        rc = config_set(&srv.cfg, key, eq + 1, where, err, sizeof(err));
+    }
+    if (rc == 0)
+        rc = config_validate(&srv.cfg, err, sizeof(err));
+    struct backend *redis = NULL;
+    if (rc == 0 && !(redis = redis_backend_new(&srv, err, sizeof(err))))
+        rc = -1;
+    if (rc != 0) {
+        fprintf(stderr, "ferryd: bad configuration: %s\n", err);
+        config_free(&srv.cfg);
+        for (int i = 0; i < nover; i++)
+            free(overrides[i]);
+        free(overrides);
+        return 2;
+    }
+    if (check_only) {
+        printf("configuration ok\n");
+        redis->ops->destroy(redis);
+        config_free(&srv.cfg);
+        for (int i = 0; i < nover; i++)
+            free(overrides[i]);
+        free(overrides);
+        return 0;
+    }
+    srv.config_path = config_path;
+    srv.config_must_exist = must_exist;
+    srv.overrides = overrides;
+    srv.noverrides = nover;
+    srv.backends[srv.nbackends++] = redis;
+
+    rc = server_run(&srv);
+
+    config_free(&srv.cfg);
+    for (int i = 0; i < nover; i++)
+        free(overrides[i]);
+    free(overrides);
+    return rc;
+}

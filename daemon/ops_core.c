@@ -1,0 +1,136 @@
+/* ops_core.c: the ops that ferryd answers itself: ping, hello, stats. */
+#include <string.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "codec.h"
+#include "ops_core.h"
+#include "request.h"
+#include "server.h"
+
+static int op_ping(struct server *s, struct request *r)
+{
+    (void)s;
+    static const uint8_t pong[] = {0x64, 'P', 'O', 'N', 'G'};
+    request_result(r, pong, sizeof(pong));
+    return 0;
+}
+
+/* Checks hello's args, {"protocol": N}: a client that needs a protocol
+ * this server does not speak learns it here, before it sends anything
+ * else. Returns NULL, or what is wrong. */
+static const char *hello_check(const struct request *r, char *msg, size_t len)
+{
+    struct cursor c = {.buf = r->v.args, .len = r->v.args_len, .pos = 0};
+    struct tok t;
+    if (cursor_next(&c, &t) != 0 || t.type != TOK_MAP)
+        return "hello args must be a map";
+    for (uint64_t i = 0; i < t.u; i++) {
+        struct tok k, v;
+        if (cursor_next(&c, &k) != 0 || cursor_skip_rest(&c, &k) != 0 ||
+            cursor_next(&c, &v) != 0 || cursor_skip_rest(&c, &v) != 0)
+            return "malformed hello args";
+        if (k.type != TOK_TEXT || k.n != 8 || memcmp(k.p, "protocol", 8) != 0)
+            continue; /* other keys are for later versions */
+        if (v.type != TOK_UINT)
+            return "protocol must be an unsigned integer";
+        if (v.u != FERRY_PROTOCOL_VERSION) {
+            snprintf(msg, len, "protocol %llu is not supported; this server speaks %d",
+                     (unsigned long long)v.u, FERRY_PROTOCOL_VERSION);
+            return msg;
+        }
+    }
+    return NULL;
+}
+
+static int op_hello(struct server *s, struct request *r)
+{
+    char msg[96];
+    const char *bad = r->v.args ? hello_check(r, msg, sizeof(msg)) : NULL;
+    if (bad) {
+        request_fail(r, FE_BAD_REQUEST, bad);
+        return 0;
+    }
+    size_t at;
+    struct cbuf *o = request_result_begin(r, &at);
+    cbuf_map(o, 5);
+    cbuf_str(o, "protocol");
+    cbuf_uint(o, FERRY_PROTOCOL_VERSION);
+    cbuf_str(o, "server");
+    cbuf_str(o, "ferryd");
+    cbuf_str(o, "version");
+    cbuf_str(o, FERRY_VERSION);
+    cbuf_str(o, "max_frame");
+    cbuf_uint(o, (uint64_t)s->cfg.max_frame);
+    cbuf_str(o, "ops");
+    cbuf_array(o, s->nops);
+    for (size_t i = 0; i < s->nops; i++)
+        cbuf_str(o, s->ops[i].name);
+    request_result_end(r, at);
+    return 0;
+}
+
+static int op_stats(struct server *s, struct request *r)
+{
+    size_t at;
+    struct cbuf *o = request_result_begin(r, &at);
+    cbuf_map(o, 7);
+    cbuf_str(o, "version");
+    cbuf_str(o, FERRY_VERSION);
+    cbuf_str(o, "pid");
+    cbuf_uint(o, (uint64_t)getpid());
+    cbuf_str(o, "uptime_ms");
+    cbuf_uint(o, uv_now(s->loop) - s->started_ms);
+
+    cbuf_str(o, "clients");
+    cbuf_map(o, 2);
+    cbuf_str(o, "connected");
+    cbuf_uint(o, s->nclients);
+    cbuf_str(o, "max");
+    cbuf_uint(o, (uint64_t)s->cfg.max_clients);
+
+    cbuf_str(o, "counters");
+    size_t n = 0;
+#define SC_COUNT(name, help) n++;
+    SERVER_COUNTERS(SC_COUNT)
+#undef SC_COUNT
+    cbuf_map(o, n);
+#define SC_PUT(name, help) cbuf_str(o, #name); cbuf_uint(o, s->counters.name);
+    SERVER_COUNTERS(SC_PUT)
+#undef SC_PUT
+
+    /* requests: {op: {outcome: count}}, listing outcomes that happened. */
+    cbuf_str(o, "requests");
+    cbuf_map(o, s->nops);
+    for (size_t i = 0; i < s->nops; i++) {
+        const struct op *op = &s->ops[i];
+        size_t k = 0;
+        for (int j = 0; j < NOUTCOMES; j++)
+            k += op->outcomes[j] != 0;
+        cbuf_str(o, op->name);
+        cbuf_map(o, k);
+        for (int j = 0; j < NOUTCOMES; j++) {
+            if (!op->outcomes[j])
+                continue;
+            cbuf_str(o, j == OUTCOME_OK ? "ok" : j == OUTCOME_ABANDONED ? "abandoned" : fe_name(-j - 1));
+            cbuf_uint(o, op->outcomes[j]);
+        }
+    }
+
+    cbuf_str(o, "backends");
+    cbuf_map(o, s->nbackends);
+    for (size_t i = 0; i < s->nbackends; i++) {
+        cbuf_str(o, s->backends[i]->ops->name);
+        s->backends[i]->ops->stats(s->backends[i], o);
+    }
+    request_result_end(r, at);
+    return 0;
+}
+
+int ops_core_register(struct server *s)
+{
+    if (server_add_op(s, "ping", op_ping, NULL, 0) || server_add_op(s, "hello", op_hello, NULL, 0) ||
+        server_add_op(s, "stats", op_stats, NULL, 0))
+        return FE_INTERNAL;
+    return 0;
+}

@@ -1,0 +1,267 @@
+/* redis_backend.c: the Redis backend: the 'redis' op, its deny-list, and
+ * the pool of pipelined connections (redis_conn.c). */
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "codec.h"
+#include "errors.h"
+#include "log.h"
+#include "redis_backend.h"
+#include "redis_conn.h"
+#include "request.h"
+#include "server.h"
+
+enum { OP_REDIS = 1 };
+
+/* Commands of up to this many arguments are built on the stack. */
+#define SMALL_ARGC 16
+
+uint64_t redis_backoff_ms(uint32_t *rng, unsigned failures, uint64_t min_ms, uint64_t max_ms)
+{
+    uint64_t d = min_ms;
+    for (unsigned i = 1; i < failures && d < max_ms; i++)
+        d *= 2;
+    if (d > max_ms)
+        d = max_ms;
+    /* xorshift32: jitter needs spread, not secrecy. */
+    uint32_t x = *rng ? *rng : 0x9e3779b9u;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    *rng = x;
+    uint64_t half = d / 2;
+    return d - half + (half ? x % (half + 1) : 0);
+}
+
+static struct redis_backend *rb_of(struct backend *b) { return container_of(b, struct redis_backend, base); }
+
+/* Picks the connection with the fewest replies outstanding, preferring
+ * ready ones; NULL when none can take a request now. */
+static struct redis_conn *pick(struct redis_backend *rb)
+{
+    struct redis_conn *best = NULL;
+    for (size_t k = 0; k < rb->nconns; k++) {
+        struct redis_conn *c = rb->conns[(rb->next + k) % rb->nconns];
+        if (!redis_conn_usable(c))
+            continue;
+        if (!best || (c->state == RC_READY && best->state != RC_READY) ||
+            (c->state == best->state && redis_conn_pending(c) < redis_conn_pending(best)))
+            best = c;
+    }
+    rb->next = (rb->next + 1) % rb->nconns;
+    return best;
+}
+
+/* Parses args (an array of byte or text strings) into argv. Returns 0 or
+ * what is wrong. */
+static const char *parse_argv(const struct request *r, int *argc, const char ***argv, size_t **lens,
+                              const char **small, size_t *small_lens)
+{
+    if (!r->v.args)
+        return "redis needs args: the command as an array of byte strings";
+    struct cursor c = {.buf = r->v.args, .len = r->v.args_len, .pos = 0};
+    struct tok t;
+    if (cursor_next(&c, &t) != 0 || t.type != TOK_ARRAY)
+        return "redis args must be an array of byte strings";
+    if (t.u == 0)
+        return "redis args must not be empty";
+    if (t.u > INT_MAX)
+        return "too many arguments";
+    int n = (int)t.u;
+    if (n <= SMALL_ARGC) {
+        *argv = small;
+        *lens = small_lens;
+    } else {
+        *argv = xmalloc((size_t)n * sizeof(**argv));
+        *lens = xmalloc((size_t)n * sizeof(**lens));
+    }
+    *argc = n;
+    for (int i = 0; i < n; i++) {
+        struct tok a;
+        if (cursor_next(&c, &a) != 0 || (a.type != TOK_BYTES && a.type != TOK_TEXT))
+            return "redis args must be byte strings (or text strings)";
+        (*argv)[i] = (const char *)a.p;
+        (*lens)[i] = a.n;
+    }
+    return NULL;
+}
+
+static int rb_submit(struct backend *b, struct request *r)
+{
+    struct redis_backend *rb = rb_of(b);
+    const char *small[SMALL_ARGC];
+    size_t small_lens[SMALL_ARGC];
+    const char **argv = NULL;
+    size_t *lens = NULL;
+    int argc = 0;
+    int rc = 0;
+    char msg[256];
+
+    const char *bad = parse_argv(r, &argc, &argv, &lens, small, small_lens);
+    if (bad) {
+        rc = FE_BAD_REQUEST;
+        r->backend = NULL;
+        request_fail(r, rc, bad);
+        goto done;
+    }
+    const struct deny_rule *deny = redis_deny_match(&rb->deny, argc, argv, lens);
+    if (deny) {
+        rb->denied++;
+        snprintf(msg, sizeof(msg), "'%s%s%s' is denied by redis_deny", deny->cmd,
+                 deny->word[0] ? " " : "", deny->word);
+        r->backend = NULL;
+        request_fail(r, FE_DENIED, msg);
+        goto done;
+    }
+    struct redis_conn *c = pick(rb);
+    if (!c) {
+        rb->rejected_unavailable++;
+        snprintf(msg, sizeof(msg), "redis is unreachable (%s)",
+                 rb->conns[0]->last_error[0] ? rb->conns[0]->last_error : "reconnecting");
+        r->backend = NULL;
+        request_fail(r, FE_UNAVAILABLE, msg);
+        goto done;
+    }
+    char *cmd;
+    int n = redisFormatCommandArgv(&cmd, argc, argv, lens);
+    if (n < 0) {
+        rc = FE_INTERNAL;
+        goto done;
+    }
+    rc = redis_conn_send(c, r, cmd, (size_t)n);
+    redisFreeCommand(cmd);
+done:
+    if (argv && argv != small) {
+        free(argv);
+        free(lens);
+    }
+    return rc;
+}
+
+static void rb_cancel(struct backend *b, struct request *r)
+{
+    (void)b;
+    if (r->bdata)
+        redis_conn_cancel(r->bdata, r);
+}
+
+static int rb_start(struct backend *b)
+{
+    struct redis_backend *rb = rb_of(b);
+    log_info("redis backend: %s, %zu connection%s", rb->url_redacted, rb->nconns,
+             rb->nconns == 1 ? "" : "s");
+    for (size_t i = 0; i < rb->nconns; i++)
+        redis_conn_start(rb->conns[i]);
+    return 0;
+}
+
+static void rb_stats(struct backend *b, struct cbuf *o)
+{
+    struct redis_backend *rb = rb_of(b);
+    size_t ready = 0, usable = 0;
+    for (size_t i = 0; i < rb->nconns; i++) {
+        ready += rb->conns[i]->state == RC_READY;
+        usable += redis_conn_usable(rb->conns[i]);
+    }
+    cbuf_map(o, 5);
+    cbuf_str(o, "url");
+    cbuf_str(o, rb->url_redacted);
+    cbuf_str(o, "state");
+    cbuf_str(o, ready ? "up" : usable ? "connecting" : "down");
+    cbuf_str(o, "denied");
+    cbuf_uint(o, rb->denied);
+    cbuf_str(o, "unavailable");
+    cbuf_uint(o, rb->rejected_unavailable);
+    cbuf_str(o, "connections");
+    cbuf_array(o, rb->nconns);
+    for (size_t i = 0; i < rb->nconns; i++) {
+        const struct redis_conn *c = rb->conns[i];
+        cbuf_map(o, 5);
+        cbuf_str(o, "state");
+        cbuf_str(o, redis_conn_state_name(c->state));
+        cbuf_str(o, "pending");
+        cbuf_uint(o, redis_conn_pending(c));
+        cbuf_str(o, "connects");
+        cbuf_uint(o, c->connects);
+        cbuf_str(o, "drops");
+        cbuf_uint(o, c->drops);
+        cbuf_str(o, "last_error");
+        cbuf_str(o, c->last_error);
+    }
+}
+
+static void rb_reload(struct backend *b, const struct config *cfg)
+{
+    struct redis_backend *rb = rb_of(b);
+    struct redis_deny d;
+    char err[256];
+    /* A bad list in the new file keeps the old one in force. */
+    if (redis_deny_parse(cfg->redis_deny, &d, err, sizeof(err)) != 0) {
+        log_error("reload: %s", err);
+        return;
+    }
+    redis_deny_free(&rb->deny);
+    rb->deny = d;
+}
+
+static void rb_close(struct backend *b)
+{
+    struct redis_backend *rb = rb_of(b);
+    for (size_t i = 0; i < rb->nconns; i++)
+        redis_conn_stop(rb->conns[i]);
+}
+
+static void rb_destroy(struct backend *b)
+{
+    struct redis_backend *rb = rb_of(b);
+    for (size_t i = 0; i < rb->nconns; i++)
+        redis_conn_free(rb->conns[i]);
+    free(rb->conns);
+    redis_deny_free(&rb->deny);
+    redis_addr_free(&rb->addr);
+    free(rb);
+}
+
+static const struct backend_ops redis_ops = {
+    .name = "redis",
+    .start = rb_start,
+    .submit = rb_submit,
+    .cancel = rb_cancel,
+    .stats = rb_stats,
+    .reload = rb_reload,
+    .close = rb_close,
+    .destroy = rb_destroy,
+};
+
+struct backend *redis_backend_new(struct server *s, char *err, size_t errlen)
+{
+    struct redis_backend *rb = xcalloc(1, sizeof(*rb));
+    rb->base.ops = &redis_ops;
+    rb->base.server = s;
+    char why[256];
+    if (url_parse_redis(s->cfg.redis_url, &rb->addr, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "key 'redis_url': %s", why);
+        free(rb);
+        return NULL;
+    }
+    if (redis_deny_parse(s->cfg.redis_deny, &rb->deny, err, errlen) != 0) {
+        redis_addr_free(&rb->addr);
+        free(rb);
+        return NULL;
+    }
+    url_redact(s->cfg.redis_url, rb->url_redacted, sizeof(rb->url_redacted));
+    rb->rng = (uint32_t)time(NULL) ^ ((uint32_t)getpid() << 16);
+    rb->nconns = (size_t)s->cfg.redis_pool;
+    rb->conns = xcalloc(rb->nconns, sizeof(*rb->conns));
+    for (size_t i = 0; i < rb->nconns; i++)
+        rb->conns[i] = redis_conn_new(rb, (unsigned)i);
+    if (server_add_op(s, "redis", NULL, &rb->base, OP_REDIS) != 0) {
+        snprintf(err, errlen, "cannot register the redis op");
+        rb_destroy(&rb->base);
+        return NULL;
+    }
+    return &rb->base;
+}

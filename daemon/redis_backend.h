@@ -1,0 +1,36 @@
+/* redis_backend.h: the Redis backend (the 'redis' op). */
+#ifndef FERRY_REDIS_BACKEND_H
+#define FERRY_REDIS_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "redis_deny.h"
+#include "url.h"
+
+struct redis_conn;
+
+struct redis_backend {
+    struct backend base;
+    struct redis_addr addr;      /* owns */
+    char url_redacted[512];      /* for logs and stats */
+    struct redis_deny deny;      /* owns */
+    struct redis_conn **conns;   /* owns: the pool */
+    size_t nconns;
+    size_t next;                 /* round-robin start among equals */
+    uint64_t denied;             /* requests refused by the deny-list */
+    uint64_t rejected_unavailable;
+    uint32_t rng;                /* for backoff jitter */
+};
+
+/* Parses the Redis settings in s->cfg, registers the 'redis' op and
+ * returns the backend, or NULL with a message naming the key in err. */
+struct backend *redis_backend_new(struct server *s, char *err, size_t errlen);
+
+/* Backoff delay for the given number of consecutive failures: doubling
+ * from min to max, then a random point in its upper half ("equal
+ * jitter"), so a fleet of sidecars does not reconnect in lock-step. */
+uint64_t redis_backoff_ms(uint32_t *rng, unsigned failures, uint64_t min_ms, uint64_t max_ms);
+
+#endif

@@ -1,0 +1,77 @@
+/* redis_conn.h: one pipelined connection to Redis. */
+#ifndef FERRY_REDIS_CONN_H
+#define FERRY_REDIS_CONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+#include <hiredis/hiredis.h>
+
+#include "outq.h"
+
+struct redis_backend;
+struct request;
+
+enum rconn_state {
+    RC_WAITING,    /* backing off before the next attempt */
+    RC_RESOLVING,  /* looking up the host (libuv's thread pool) */
+    RC_CONNECTING, /* connect() in progress */
+    RC_HANDSHAKE,  /* connected; AUTH/SELECT/PING sent, awaiting replies */
+    RC_READY,
+    RC_CLOSING,    /* the socket is closing after a failure */
+    RC_STOPPED,    /* shut down for good */
+};
+
+struct redis_conn {
+    struct redis_backend *rb;   /* refers: the owning backend */
+    unsigned index;             /* position in the pool, for logs */
+    enum rconn_state state;
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } io;
+    bool io_open;               /* io is initialised and not yet closed */
+    uv_connect_t connect_req;
+    uv_getaddrinfo_t gai;
+    bool gai_busy;
+    uv_timer_t timer;           /* connect timeout, or backoff wait */
+    struct outq out;            /* owns: formatted commands not yet written */
+    redisReader *reader;        /* owns */
+    char *readbuf;              /* owns: READ_BUF bytes for uv_read */
+
+    /* Commands awaiting replies, oldest first, as a ring indexed by
+     * sequence number. A slot holds the request, NULL when the request was
+     * cancelled (its reply is read and dropped), or HANDSHAKE_SLOT. */
+    struct request **ring;      /* owns the array, refers to the requests */
+    size_t ring_cap;            /* a power of two */
+    uint64_t head, tail;        /* sequence numbers: next reply, next command */
+    unsigned handshake_left;    /* handshake replies still awaited */
+
+    bool down;                  /* failed since last ready: fail fast */
+    unsigned failures;          /* consecutive failed attempts */
+    uint64_t connects, drops;   /* counters for stats */
+    char last_error[160];
+};
+
+struct redis_conn *redis_conn_new(struct redis_backend *rb, unsigned index);
+void redis_conn_start(struct redis_conn *c);
+/* Queues a formatted command for r, taking ownership of cmd's bytes only
+ * for the call. Returns 0 or a negative fe code. */
+int redis_conn_send(struct redis_conn *c, struct request *r, const char *cmd, size_t len)
+    __attribute__((warn_unused_result));
+void redis_conn_cancel(struct redis_conn *c, struct request *r);
+void redis_conn_stop(struct redis_conn *c);
+void redis_conn_free(struct redis_conn *c);
+static inline size_t redis_conn_pending(const struct redis_conn *c) { return (size_t)(c->tail - c->head); }
+const char *redis_conn_state_name(enum rconn_state s);
+/* Whether a request sent now would be written (soon) rather than refused. */
+static inline bool redis_conn_usable(const struct redis_conn *c)
+{
+    return c->state == RC_READY ||
+           (!c->down && (c->state == RC_RESOLVING || c->state == RC_CONNECTING ||
+                         c->state == RC_HANDSHAKE));
+}
+
+#endif

@@ -1,0 +1,36 @@
+/* redis_reply.c: see redis_reply.h. */
+#include "codec.h"
+#include "redis_reply.h"
+
+void redis_reply_encode(const redisReply *r, struct cbuf *out)
+{
+    switch (r->type) {
+    case REDIS_REPLY_STRING:
+        cbuf_bytes(out, r->str, r->len);
+        break;
+    case REDIS_REPLY_STATUS:
+    case REDIS_REPLY_ERROR:
+        /* Status lines are ASCII by protocol; guard anyway, since text on
+         * the wire must be UTF-8. */
+        if (utf8_valid((const uint8_t *)r->str, r->len))
+            cbuf_text(out, r->str, r->len);
+        else
+            cbuf_bytes(out, r->str, r->len);
+        break;
+    case REDIS_REPLY_INTEGER:
+        cbuf_int(out, r->integer);
+        break;
+    case REDIS_REPLY_NIL:
+        cbuf_null(out);
+        break;
+    case REDIS_REPLY_ARRAY:
+        cbuf_array(out, r->elements);
+        /* hiredis's reader nests at most 9 levels, so recursion is bounded. */
+        for (size_t i = 0; i < r->elements; i++)
+            redis_reply_encode(r->element[i], out);
+        break;
+    default:
+        cbuf_null(out);
+        break;
+    }
+}

@@ -1,0 +1,16 @@
+/* redis_reply.h: how a Redis reply becomes CBOR. Pure, for unit tests. */
+#ifndef FERRY_REDIS_REPLY_H
+#define FERRY_REDIS_REPLY_H
+
+#include <hiredis/hiredis.h>
+
+#include "cbuf.h"
+
+/* Appends one CBOR item for reply: bulk string -> byte string, status ->
+ * text, integer -> integer, nil -> null, array -> array (nested). An error
+ * reply is not a result: the caller turns it into a backend_error, and this
+ * writes it as text only when it sits inside an array (as EXEC can
+ * return). */
+void redis_reply_encode(const redisReply *reply, struct cbuf *out);
+
+#endif

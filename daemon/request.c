@@ -1,0 +1,188 @@
+/* request.c: the request lifecycle, which every op and backend shares.
+ *
+ * The path of a request, in file order:
+ *
+ *   listener.c   accept()
+ *       |
+ *   client.c     read --> frame.c splits frames --> request_handle()
+ *       |                                               |
+ *   request.c    codec.c decodes --> op lookup --> deadline armed
+ *       |                                               |
+ *       +--> ops_core.c   ping / hello / stats (answer at once)
+ *       +--> backend.h    submit() --> redis_backend.c --> redis_conn.c
+ *                                                           | reply
+ *   request.c    request_result_*() / request_fail()  <-----+
+ *       |        (or: deadline expired --> cancel() --> "timeout")
+ *       |        (or: client gone      --> cancel() --> no response)
+ *   client.c     response appended to the client's outq
+ *   outq.c       one coalesced uv_write per loop iteration
+ *
+ * Ownership: the request is malloc'd with a copy of its frame, so every
+ * field of its view stays valid for its whole life whatever happens to the
+ * client's input buffer. It is owned by its client's in-flight list; a
+ * backend only refers to it between submit() and completion or cancel().
+ * Exactly one of result, fail, expire or abandon ends it, and each goes
+ * through request_end(), the one place a request is freed. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "client.h"
+#include "log.h"
+#include "request.h"
+#include "server.h"
+
+/* outcome is fe_index() of the code sent, or OUTCOME_ABANDONED. */
+static void request_end(struct request *r, int outcome)
+{
+    struct client *c = r->client;
+    struct server *s = c->srv;
+    r->op->outcomes[outcome]++;
+    deadline_remove(&s->deadlines, &r->deadline);
+    dlist_remove(&r->client_node);
+    c->ninflight--;
+    free(r);
+    client_request_done(c);
+}
+
+/* Answers a frame that never became a request. */
+static void answer_early(struct client *c, bool has_id, uint64_t id, int code, const char *why)
+{
+    codec_error_frame(&c->out.pending, has_id, id, code, why);
+    client_sent(c);
+}
+
+void request_handle(struct client *c, const uint8_t *body, size_t len)
+{
+    struct server *s = c->srv;
+    struct codec_limits lim = {.max_depth = (unsigned)s->cfg.max_depth,
+                               .max_items = (size_t)s->cfg.max_items};
+    struct req_view v;
+    const char *why = NULL;
+
+    s->counters.frames_in++;
+    int rc = codec_decode_request(body, len, &lim, &v, &why);
+    if (rc) {
+        log_debug("client %llu: %s: %s", (unsigned long long)c->id, fe_name(rc), why);
+        answer_early(c, v.has_id, v.id, rc, why);
+        return;
+    }
+    struct op *op = server_find_op(s, v.op, v.op_len);
+    if (!op) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "no op named '%.*s'", (int)(v.op_len > 64 ? 64 : v.op_len), v.op);
+        answer_early(c, true, v.id, FE_UNKNOWN_OP, msg);
+        return;
+    }
+    if (s->draining) {
+        op->outcomes[fe_index(FE_SHUTTING_DOWN)]++;
+        answer_early(c, true, v.id, FE_SHUTTING_DOWN, NULL);
+        return;
+    }
+
+    struct request *r = xmalloc(sizeof(*r) + len);
+    memcpy(r->frame, body, len);
+    r->frame_len = len;
+    /* Re-point the view into our own copy of the frame. */
+    ptrdiff_t shift = (const uint8_t *)r->frame - body;
+    r->v = v;
+    r->v.op += shift;
+    if (v.args)
+        r->v.args += shift;
+    if (v.traceparent)
+        r->v.traceparent += shift;
+    if (v.tracestate)
+        r->v.tracestate += shift;
+    r->client = c;
+    r->op = op;
+    r->id = v.id;
+    r->start_ns = uv_hrtime();
+    r->backend = NULL;
+    r->bseq = 0;
+    r->bdata = NULL;
+    dlist_init(&r->deadline.node);
+    dlist_push_tail(&c->inflight, &r->client_node);
+    c->ninflight++;
+
+    uint64_t ms = v.has_deadline ? v.deadline_ms : (uint64_t)s->cfg.default_deadline_ms;
+    if (ms > (uint64_t)s->cfg.max_deadline_ms)
+        ms = (uint64_t)s->cfg.max_deadline_ms;
+    deadline_add(&s->deadlines, &r->deadline, uv_now(s->loop) + ms);
+
+    if (op->run) {
+        rc = op->run(s, r);
+    } else {
+        r->backend = op->backend;
+        rc = op->backend->ops->submit(op->backend, r);
+        /* On success r may already be complete and freed: do not touch it. */
+        if (rc)
+            r->backend = NULL;
+    }
+    if (rc)
+        request_fail(r, rc, NULL);
+}
+
+struct cbuf *request_result_begin(struct request *r, size_t *at)
+{
+    *at = codec_result_begin(&r->client->out.pending, r->id);
+    return &r->client->out.pending;
+}
+
+void request_result_end(struct request *r, size_t at)
+{
+    struct client *c = r->client;
+    struct cbuf *out = &c->out.pending;
+    if (out->len - at - 4 > (size_t)c->srv->cfg.max_frame) {
+        /* The result would be a frame the client may refuse; say so
+         * instead of sending it. */
+        out->len = at;
+        char msg[128];
+        snprintf(msg, sizeof(msg), "the response is larger than max_frame (%ld bytes)",
+                 c->srv->cfg.max_frame);
+        codec_error_frame(out, true, r->id, FE_TOO_LARGE, msg);
+        request_end(r, fe_index(FE_TOO_LARGE));
+    } else {
+        codec_result_end(out, at);
+        request_end(r, OUTCOME_OK);
+    }
+    client_sent(c);
+}
+
+void request_result(struct request *r, const uint8_t *cbor, size_t len)
+{
+    size_t at;
+    struct cbuf *out = request_result_begin(r, &at);
+    cbuf_put(out, cbor, len);
+    request_result_end(r, at);
+}
+
+void request_fail(struct request *r, int code, const char *message)
+{
+    struct client *c = r->client;
+    codec_error_frame(&c->out.pending, true, r->id, code, message);
+    request_end(r, fe_index(code));
+    client_sent(c);
+}
+
+void request_abandon(struct request *r)
+{
+    if (r->backend) {
+        r->backend->ops->cancel(r->backend, r);
+        r->backend = NULL;
+    }
+    request_end(r, OUTCOME_ABANDONED);
+}
+
+void request_expired(struct deadlines *d, struct deadline *e)
+{
+    (void)d;
+    struct request *r = container_of(e, struct request, deadline);
+    if (r->backend) {
+        r->backend->ops->cancel(r->backend, r);
+        r->backend = NULL;
+    }
+    char msg[96];
+    snprintf(msg, sizeof(msg), "no reply within the deadline (%llu ms)",
+             (unsigned long long)((uv_hrtime() - r->start_ns) / 1000000));
+    request_fail(r, FE_TIMEOUT, msg);
+}

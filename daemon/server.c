@@ -1,0 +1,239 @@
+/* server.c: the daemon's life: start, signals, reload, drain, stop.
+ *
+ * Shutdown is one path whatever starts it (SIGTERM, SIGINT, a failed
+ * start): drain stops accepting and lets in-flight requests finish; when
+ * the last client is gone, or drain_timeout_ms passes and what is left is
+ * answered "shutting_down", stop closes every handle, and uv_run returns
+ * once libuv has called every close callback. */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "client.h"
+#include "listener.h"
+#include "log.h"
+#include "ops_core.h"
+#include "request.h"
+#include "server.h"
+
+/* How long clients get to read their last responses after the drain
+ * timeout, before they are cut off. */
+#define FINAL_FLUSH_MS 1000
+
+int server_add_op(struct server *s, const char *name, op_run_fn run, struct backend *b, int kind)
+{
+    if (s->nops == SERVER_MAX_OPS || server_find_op(s, name, strlen(name)))
+        return FE_INTERNAL;
+    struct op *op = &s->ops[s->nops++];
+    memset(op, 0, sizeof(*op));
+    op->name = name;
+    op->run = run;
+    op->backend = b;
+    op->kind = kind;
+    return 0;
+}
+
+struct op *server_find_op(struct server *s, const char *name, size_t len)
+{
+    for (size_t i = 0; i < s->nops; i++)
+        if (strlen(s->ops[i].name) == len && memcmp(s->ops[i].name, name, len) == 0)
+            return &s->ops[i];
+    return NULL;
+}
+
+static void server_stop(struct server *s)
+{
+    if (s->stopping)
+        return;
+    s->stopping = true;
+    log_info("stopping");
+    struct dlist *pos, *tmp;
+    dlist_foreach_safe(pos, tmp, &s->clients)
+        client_close(container_of(pos, struct client, node), "daemon stopping");
+    listener_close(s);
+    for (size_t i = 0; i < s->nbackends; i++)
+        s->backends[i]->ops->close(s->backends[i]);
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_close((uv_handle_t *)&s->sighup, NULL);
+    uv_close((uv_handle_t *)&s->drain_timer, NULL);
+    uv_close((uv_handle_t *)&s->resume_idle, NULL);
+    flusher_close(&s->flusher);
+    deadlines_close(&s->deadlines);
+}
+
+void server_check_drained(struct server *s)
+{
+    if (s->draining && !s->stopping && dlist_empty(&s->clients))
+        server_stop(s);
+}
+
+static void on_final_flush(uv_timer_t *t)
+{
+    server_stop(container_of(t, struct server, drain_timer));
+}
+
+/* The drain timeout: answer whatever is still in flight, give clients a
+ * moment to read it, then stop. */
+static void on_drain_timeout(uv_timer_t *t)
+{
+    struct server *s = container_of(t, struct server, drain_timer);
+    log_warn("drain timeout: answering the remaining requests with shutting_down");
+    struct dlist *pos, *tmp;
+    dlist_foreach_safe(pos, tmp, &s->clients) {
+        struct client *c = container_of(pos, struct client, node);
+        while (!dlist_empty(&c->inflight) && !c->closing) {
+            struct request *r = container_of(c->inflight.next, struct request, client_node);
+            if (r->backend) {
+                r->backend->ops->cancel(r->backend, r);
+                r->backend = NULL;
+            }
+            request_fail(r, FE_SHUTTING_DOWN, "drain timeout");
+        }
+    }
+    if (!s->stopping)
+        uv_timer_start(&s->drain_timer, on_final_flush, FINAL_FLUSH_MS, 0);
+    server_check_drained(s);
+}
+
+void server_drain(struct server *s, const char *why)
+{
+    if (s->draining) {
+        log_warn("%s again: not waiting for the drain", why);
+        on_drain_timeout(&s->drain_timer);
+        return;
+    }
+    s->draining = true;
+    size_t inflight = 0;
+    struct dlist *pos, *tmp;
+    dlist_foreach(pos, &s->clients)
+        inflight += container_of(pos, struct client, node)->ninflight;
+    log_info("%s: draining (%zu clients, %zu requests in flight, timeout %ld ms)", why,
+             s->nclients, inflight, s->cfg.drain_timeout_ms);
+    listener_close(s);
+    uv_timer_start(&s->drain_timer, on_drain_timeout, (uint64_t)s->cfg.drain_timeout_ms, 0);
+    dlist_foreach_safe(pos, tmp, &s->clients)
+        client_finish(container_of(pos, struct client, node));
+    server_check_drained(s);
+}
+
+/* Reloads the file and environment (and re-applies the flags on top).
+ * Keys that cannot change while running keep their old value, with a
+ * warning; a bad file changes nothing. */
+static void server_reload(struct server *s)
+{
+    struct config next;
+    char err[512];
+    config_defaults(&next);
+    int rc = s->config_path ? config_load_file(&next, s->config_path, s->config_must_exist, err, sizeof(err)) : 0;
+    if (rc == 0)
+        rc = config_load_env(&next, err, sizeof(err));
+    for (int i = 0; rc == 0 && i < s->noverrides; i++) {
+        char kv[1024];
+        snprintf(kv, sizeof(kv), "%s", s->overrides[i]);
+        char *eq = strchr(kv, '=');
+        *eq = '\0';
+        rc = config_set(&next, kv, eq + 1, "flag", err, sizeof(err));
+    }
+    if (rc == 0)
+        rc = config_validate(&next, err, sizeof(err));
+    if (rc != 0) {
+        log_error("reload failed, keeping the running configuration: %s", err);
+        config_free(&next);
+        return;
+    }
+    int changed = 0;
+    for (size_t i = 0; i < cfg_nkeys; i++) {
+        const struct cfg_key *k = &cfg_keys[i];
+        char a[1024], b[1024];
+        config_format(&s->cfg, k, a, sizeof(a));
+        config_format(&next, k, b, sizeof(b));
+        if (strcmp(a, b) == 0)
+            continue;
+        if (!k->reloadable) {
+            log_warn("reload: key '%s' changed but needs a restart; keeping the old value", k->name);
+            if (config_set(&next, k->name, a, "reload", err, sizeof(err)) != 0)
+                abort(); /* a value we formatted ourselves must parse */
+            continue;
+        }
+        changed++;
+        log_info("reload: key '%s' changed", k->name);
+    }
+    config_free(&s->cfg);
+    s->cfg = next;
+    log_threshold = (enum log_level)s->cfg.log_level;
+    for (size_t i = 0; i < s->nbackends; i++)
+        s->backends[i]->ops->reload(s->backends[i], &s->cfg);
+    log_info("reloaded configuration (%d keys changed)", changed);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct server *s = h->data;
+    if (signum == SIGHUP)
+        server_reload(s);
+    else
+        server_drain(s, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void log_open_handle(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    log_error("internal: a %s handle is still open at exit", uv_handle_type_name(h->type));
+}
+
+int server_run(struct server *s)
+{
+    s->loop = uv_default_loop();
+    dlist_init(&s->clients);
+    dlist_init(&s->resume);
+    s->started_ms = uv_now(s->loop);
+    s->exit_code = 0;
+    signal(SIGPIPE, SIG_IGN); /* writes to vanished clients return EPIPE */
+    log_threshold = (enum log_level)s->cfg.log_level;
+
+    flusher_init(&s->flusher, s->loop);
+    deadlines_init(&s->deadlines, s->loop, request_expired);
+    uv_timer_init(s->loop, &s->drain_timer);
+    uv_idle_init(s->loop, &s->resume_idle);
+    uv_signal_init(s->loop, &s->sigterm);
+    uv_signal_init(s->loop, &s->sigint);
+    uv_signal_init(s->loop, &s->sighup);
+    s->sigterm.data = s->sigint.data = s->sighup.data = s;
+    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&s->sigint, on_signal, SIGINT);
+    uv_signal_start(&s->sighup, on_signal, SIGHUP);
+
+    if (ops_core_register(s) != 0 || listener_open(s) != 0) {
+        s->exit_code = 1;
+        s->draining = true;
+        server_stop(s);
+    } else {
+        for (size_t i = 0; i < s->nbackends; i++) {
+            struct backend *b = s->backends[i];
+            if (b->ops->start(b) != 0) {
+                log_error("backend %s failed to start", b->ops->name);
+                s->exit_code = 1;
+                s->draining = true;
+                server_stop(s);
+                break;
+            }
+        }
+        if (!s->stopping)
+            log_info("ferryd %s ready (protocol %d, pid %d)", FERRY_VERSION, FERRY_PROTOCOL_VERSION,
+                     (int)getpid());
+    }
+
+    uv_run(s->loop, UV_RUN_DEFAULT);
+    /* Every handle must be closed by now; a leftover is a bug to hear of. */
+    if (uv_loop_close(s->loop) != 0) {
+        uv_walk(s->loop, log_open_handle, NULL);
+        s->exit_code = s->exit_code ? s->exit_code : 70;
+    }
+    for (size_t i = 0; i < s->nbackends; i++)
+        s->backends[i]->ops->destroy(s->backends[i]);
+    log_info("exited");
+    return s->exit_code;
+}
