@@ -1,0 +1,112 @@
+/* ferry.h: libferry, the C client for ferryd.
+ *
+ * A connection carries many requests at once (pipelining): ferry_send()
+ * returns at once with the request's id, and responses come back through
+ * ferry_recv() in whatever order the daemon finishes them. ferry_call() is
+ * the one-request-at-a-time convenience on top. Push frames (subscription
+ * deliveries) go to the handler set with ferry_set_push_handler(), or come
+ * out of ferry_recv() when none is set.
+ *
+ * Values are libcbor items (cbor.h). The wire protocol is in
+ * docs/protocol.md; nothing here is needed to speak it.
+ *
+ * Errors: functions return 0 or a negative FERRY_E* code; ferry_strerror()
+ * names it. A connection is not thread-safe: use one per thread.
+ *
+ *     ferry_t *f = ferry_connect("/run/ferry/ferry.sock", NULL);
+ *     const char *argv[] = {"GET", "k"};
+ *     ferry_msg_t *m;
+ *     if (ferry_call_redis(f, 2, argv, NULL, 1000, &m) == 0 && !m->err_code)
+ *         ... cbor_bytestring_handle(m->result) ...
+ *     ferry_msg_free(m);
+ *     ferry_close(f);
+ */
+#ifndef LIBFERRY_FERRY_H
+#define LIBFERRY_FERRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cbor.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FERRY_PROTOCOL 1
+#define FERRY_DEFAULT_SOCKET "/run/ferry/ferry.sock"
+
+enum {
+    FERRY_OK = 0,
+    FERRY_EIO = -1,       /* a socket call failed; errno says why */
+    FERRY_ECLOSED = -2,   /* the daemon closed the connection */
+    FERRY_ETIMEDOUT = -3, /* nothing arrived within the timeout */
+    FERRY_EPROTO = -4,    /* the daemon sent something that is not a frame */
+    FERRY_EINVAL = -5,    /* a bad argument */
+};
+
+typedef struct ferry ferry_t;
+
+enum ferry_msg_kind {
+    FERRY_RESPONSE = 1, /* a response: id, then result or err_code */
+    FERRY_PUSH = 2,     /* a push: sub, push_kind, data */
+};
+
+typedef struct ferry_msg {
+    enum ferry_msg_kind kind;
+    int has_id;              /* 0 for a connection-level error */
+    uint64_t id;
+    cbor_item_t *result;     /* borrowed from root; NULL on error */
+    const char *err_code;    /* NULL on success; else e.g. "timeout" */
+    const char *err_message;
+    uint64_t sub;
+    const char *push_kind;
+    cbor_item_t *data;       /* borrowed from root */
+    cbor_item_t *root;       /* owns the decoded frame */
+    char *strings;           /* owns err_code, err_message, push_kind */
+} ferry_msg_t;
+
+typedef void (*ferry_push_fn)(const ferry_msg_t *push, void *arg);
+
+/* Connects to the daemon at path (NULL: $FERRY_SOCKET, then the default).
+ * Returns NULL with *err set (if err is not NULL) on failure. */
+ferry_t *ferry_connect(const char *path, int *err);
+void ferry_close(ferry_t *f);
+/* The socket, for poll()/epoll integration: readable means ferry_recv()
+ * can make progress. */
+int ferry_fd(const ferry_t *f);
+void ferry_set_push_handler(ferry_t *f, ferry_push_fn fn, void *arg);
+
+/* Sends one request. args may be NULL; deadline_ms 0 means the daemon's
+ * default. *id gets the request id. */
+int ferry_send(ferry_t *f, const char *op, const cbor_item_t *args, uint32_t deadline_ms, uint64_t *id);
+/* Sends a redis command: argv[i] of lens[i] bytes (lens NULL: strlen). */
+int ferry_send_redis(ferry_t *f, int argc, const char *const *argv, const size_t *lens,
+                     uint32_t deadline_ms, uint64_t *id);
+/* Waits up to timeout_ms (-1: forever) for the next response (or push,
+ * when no handler is set). *out must be freed with ferry_msg_free(). */
+int ferry_recv(ferry_t *f, ferry_msg_t **out, int timeout_ms);
+/* Sends and waits for that request's response; responses to other
+ * requests that arrive meanwhile are kept for ferry_recv(). */
+int ferry_call(ferry_t *f, const char *op, const cbor_item_t *args, uint32_t deadline_ms,
+               ferry_msg_t **out, int timeout_ms);
+int ferry_call_redis(ferry_t *f, int argc, const char *const *argv, const size_t *lens,
+                     uint32_t deadline_ms, ferry_msg_t **out, int timeout_ms);
+void ferry_msg_free(ferry_msg_t *m);
+const char *ferry_strerror(int code);
+
+/* Frame builders, for stubs and load generators that do their own I/O.
+ * Each writes one whole frame (length prefix included) into buf and
+ * returns its length, or 0 when cap is too small. */
+size_t ferry_frame_request(uint8_t *buf, size_t cap, uint64_t id, const char *op,
+                           const uint8_t *args_cbor, size_t args_len, uint32_t deadline_ms);
+size_t ferry_frame_redis(uint8_t *buf, size_t cap, uint64_t id, int argc, const char *const *argv,
+                         const size_t *lens, uint32_t deadline_ms);
+/* Decodes one frame body (without its length prefix). */
+int ferry_msg_decode(const uint8_t *body, size_t len, ferry_msg_t **out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

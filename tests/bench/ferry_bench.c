@@ -1,0 +1,261 @@
+/* ferry_bench.c: ferry-bench, a load generator for ferryd that takes
+ * redis-benchmark's flags and prints its -q lines, plus p99:
+ *
+ *   ferry-bench --socket PATH -t get,set -n N -c CONNS -P IN_FLIGHT -d BYTES -q
+ *   GET: 123456.78 requests per second, p50=0.123 msec, p99=0.456 msec
+ *
+ * Like redis-benchmark it is one thread driving every connection, keeps P
+ * requests in flight on each, uses the key "key:__rand_int__" and a value
+ * of d 'x' bytes, and measures each request from send to response. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ferry.h"
+
+struct conn {
+    int fd;
+    uint8_t *in;
+    size_t in_len, in_cap;
+    uint8_t *out;
+    size_t out_len, out_off, out_cap;
+    uint64_t *sent_ns; /* send time by id % P */
+    long inflight;
+    uint64_t next_id;
+};
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void die(const char *what)
+{
+    fprintf(stderr, "ferry-bench: %s: %s\n", what, strerror(errno));
+    exit(1);
+}
+
+static int connect_to(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+        die(path);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    return fd;
+}
+
+static void queue_req(struct conn *c, int argc, const char **argv, const size_t *lens, long P)
+{
+    if (c->out_cap - c->out_len < 4096) {
+        c->out_cap = c->out_cap * 2 + 8192;
+        c->out = realloc(c->out, c->out_cap);
+    }
+    uint64_t id = c->next_id++;
+    size_t n = ferry_frame_redis(c->out + c->out_len, c->out_cap - c->out_len, id, argc, argv, lens, 0);
+    if (n == 0) {
+        fprintf(stderr, "ferry-bench: request too large\n");
+        exit(1);
+    }
+    c->out_len += n;
+    c->sent_ns[id % (uint64_t)P] = now_ns();
+    c->inflight++;
+}
+
+/* Runs one test; returns requests per second and fills lat[] (ns). */
+static double run_test(const char *path, int argc, const char **argv, const size_t *lens, long n,
+                       long nconns, long P, uint64_t *lat, long *errors)
+{
+    struct conn *cs = calloc((size_t)nconns, sizeof(*cs));
+    struct pollfd *pfd = calloc((size_t)nconns, sizeof(*pfd));
+    long issued = 0, done = 0;
+    for (long i = 0; i < nconns; i++) {
+        cs[i].fd = connect_to(path);
+        cs[i].sent_ns = calloc((size_t)P, sizeof(uint64_t));
+        cs[i].next_id = 1;
+    }
+    uint64_t t0 = now_ns();
+    for (long i = 0; i < nconns; i++)
+        for (long k = 0; k < P && issued < n; k++, issued++)
+            queue_req(&cs[i], argc, argv, lens, P);
+    while (done < n) {
+        for (long i = 0; i < nconns; i++) {
+            pfd[i].fd = cs[i].fd;
+            pfd[i].events = POLLIN | (cs[i].out_len > cs[i].out_off ? POLLOUT : 0);
+        }
+        if (poll(pfd, (nfds_t)nconns, 10000) <= 0)
+            die("poll (no progress for 10 s)");
+        for (long i = 0; i < nconns; i++) {
+            struct conn *c = &cs[i];
+            if (pfd[i].revents & POLLOUT) {
+                ssize_t w = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
+                if (w < 0 && errno != EAGAIN)
+                    die("write");
+                if (w > 0)
+                    c->out_off += (size_t)w;
+                if (c->out_off == c->out_len)
+                    c->out_off = c->out_len = 0;
+            }
+            if (!(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            if (c->in_cap - c->in_len < 65536) {
+                c->in_cap = c->in_cap * 2 + 65536;
+                c->in = realloc(c->in, c->in_cap);
+            }
+            ssize_t r = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+            if (r == 0) {
+                fprintf(stderr, "ferry-bench: ferryd closed the connection\n");
+                exit(1);
+            }
+            if (r < 0) {
+                if (errno == EAGAIN)
+                    continue;
+                die("read");
+            }
+            c->in_len += (size_t)r;
+            size_t off = 0;
+            uint64_t t = now_ns();
+            while (c->in_len - off >= 4) {
+                size_t len = ((size_t)c->in[off] << 24) | ((size_t)c->in[off + 1] << 16) |
+                             ((size_t)c->in[off + 2] << 8) | c->in[off + 3];
+                if (c->in_len - off - 4 < len)
+                    break;
+                ferry_msg_t *m;
+                if (ferry_msg_decode(c->in + off + 4, len, &m) != 0) {
+                    fprintf(stderr, "ferry-bench: bad frame\n");
+                    exit(1);
+                }
+                if (m->err_code)
+                    (*errors)++;
+                if (m->has_id)
+                    lat[done] = t - c->sent_ns[m->id % (uint64_t)P];
+                ferry_msg_free(m);
+                done++;
+                c->inflight--;
+                off += 4 + len;
+                if (issued < n) {
+                    queue_req(c, argc, argv, lens, P);
+                    issued++;
+                }
+            }
+            memmove(c->in, c->in + off, c->in_len - off);
+            c->in_len -= off;
+            if (c->out_len > c->out_off) {
+                ssize_t w = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
+                if (w > 0)
+                    c->out_off += (size_t)w;
+                if (c->out_off == c->out_len)
+                    c->out_off = c->out_len = 0;
+            }
+        }
+    }
+    double secs = (double)(now_ns() - t0) / 1e9;
+    for (long i = 0; i < nconns; i++) {
+        close(cs[i].fd);
+        free(cs[i].in);
+        free(cs[i].out);
+        free(cs[i].sent_ns);
+    }
+    free(cs);
+    free(pfd);
+    return (double)n / secs;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"socket", required_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *path = getenv("FERRY_SOCKET") ? getenv("FERRY_SOCKET") : FERRY_DEFAULT_SOCKET;
+    char tests[256] = "set,get";
+    long n = 100000, nconns = 50, P = 1, d = 3;
+    int quiet = 0, opt;
+    while ((opt = getopt_long(argc, argv, "s:t:n:c:P:d:qh", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 's': path = optarg; break;
+        case 't': snprintf(tests, sizeof(tests), "%s", optarg); break;
+        case 'n': n = atol(optarg); break;
+        case 'c': nconns = atol(optarg); break;
+        case 'P': P = atol(optarg); break;
+        case 'd': d = atol(optarg); break;
+        case 'q': quiet = 1; break;
+        default:
+            fprintf(stderr, "usage: ferry-bench [--socket PATH] [-t set,get] [-n N] [-c CONNS] "
+                            "[-P IN_FLIGHT] [-d BYTES] [-q]\n");
+            return opt == 'h' ? 0 : 64;
+        }
+    }
+    if (n < 1 || nconns < 1 || P < 1 || d < 0) {
+        fprintf(stderr, "ferry-bench: -n, -c and -P must be positive, -d not negative\n");
+        return 64;
+    }
+    if (n < nconns * P)
+        n = nconns * P;
+    char *value = malloc((size_t)d + 1);
+    memset(value, 'x', (size_t)d);
+    uint64_t *lat = malloc((size_t)n * sizeof(uint64_t));
+    for (char *tok = strtok(tests, ","); tok; tok = strtok(NULL, ",")) {
+        const char *av[3];
+        size_t lens[3];
+        int ac;
+        const char *name;
+        if (strcasecmp(tok, "set") == 0) {
+            av[0] = "SET"; av[1] = "key:__rand_int__"; av[2] = value;
+            lens[0] = 3; lens[1] = strlen(av[1]); lens[2] = (size_t)d;
+            ac = 3;
+            name = "SET";
+        } else if (strcasecmp(tok, "get") == 0) {
+            av[0] = "GET"; av[1] = "key:__rand_int__";
+            lens[0] = 3; lens[1] = strlen(av[1]);
+            ac = 2;
+            name = "GET";
+        } else if (strcasecmp(tok, "ping") == 0) {
+            av[0] = "PING";
+            lens[0] = 4;
+            ac = 1;
+            name = "PING";
+        } else {
+            fprintf(stderr, "ferry-bench: unknown test '%s' (set, get, ping)\n", tok);
+            return 64;
+        }
+        long errors = 0;
+        double rps = run_test(path, ac, av, lens, n, nconns, P, lat, &errors);
+        qsort(lat, (size_t)n, sizeof(uint64_t), cmp_u64);
+        double p50 = (double)lat[(size_t)(n * 0.50)] / 1e6;
+        double p99 = (double)lat[(size_t)(n * 0.99 < n - 1 ? n * 0.99 : n - 1)] / 1e6;
+        if (quiet)
+            printf("%s: %.2f requests per second, p50=%.3f msec, p99=%.3f msec\n", name, rps, p50, p99);
+        else
+            printf("====== %s ======\n  %ld requests completed, %ld connections, %ld in flight each, "
+                   "%ld bytes payload\n  %.2f requests per second\n  p50=%.3f msec p99=%.3f msec "
+                   "max=%.3f msec\n  %ld error responses\n\n",
+                   name, n, nconns, P, d, rps, p50, p99, (double)lat[n - 1] / 1e6, errors);
+        if (errors) {
+            fprintf(stderr, "ferry-bench: %ld error responses in %s\n", errors, name);
+            return 1;
+        }
+        fflush(stdout);
+    }
+    free(value);
+    free(lat);
+    return 0;
+}
