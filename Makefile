@@ -22,6 +22,7 @@ DAEMON_LIB_OBJ = $(DAEMON_LIB_SRC:%.c=$(B)/obj/%.o)
 LIBFERRY_OBJ = $(LIBFERRY_SRC:%.c=$(B)/obj/%.o)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
+.SECONDARY:
 .PHONY: units all deps check check-unit check-integration check-asan run bench clean install conf-check
 
 all: $(B)/ferryd $(B)/ferry $(B)/libferry.a $(B)/libferry.so $(B)/ferry-bench

@@ -1,0 +1,220 @@
+/* Unit tests: the configuration table (config.c) and URL parsing (url.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+#include "url.h"
+
+static char *write_tmp(const char *text)
+{
+    static char path[64];
+    snprintf(path, sizeof(path), "/tmp/ferry-unit-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    return path;
+}
+
+static void test_defaults_validate(void **st)
+{
+    (void)st;
+    struct config c;
+    char err[256];
+    config_defaults(&c);
+    assert_string_equal(c.socket, FERRY_DEFAULT_SOCKET);
+    assert_int_equal(c.socket_mode, 0660);
+    assert_int_equal(c.redis_pool, 1);
+    assert_int_equal(c.default_deadline_ms, 5000);
+    assert_int_equal(config_validate(&c, err, sizeof(err)), 0);
+    config_free(&c);
+}
+
+static void test_file_values_and_comments(void **st)
+{
+    (void)st;
+    struct config c;
+    char err[256];
+    config_defaults(&c);
+    char *p = write_tmp("# comment\n\nsocket = /tmp/x.sock\nmax_clients=7\n"
+                        "socket_mode = 0600\nlog_level = debug\nredis_deny = \" FLUSHALL , KEYS \"\n");
+    assert_int_equal(config_load_file(&c, p, true, err, sizeof(err)), 0);
+    assert_string_equal(c.socket, "/tmp/x.sock");
+    assert_int_equal(c.max_clients, 7);
+    assert_int_equal(c.socket_mode, 0600);
+    assert_int_equal(c.log_level, 3);
+    assert_string_equal(c.redis_deny, " FLUSHALL , KEYS ");
+    unlink(p);
+    config_free(&c);
+}
+
+static void test_file_errors_name_key_and_line(void **st)
+{
+    (void)st;
+    struct config c;
+    char err[256];
+    config_defaults(&c);
+    char *p = write_tmp("socket = /tmp/a\n\nmax_clients = lots\n");
+    assert_int_equal(config_load_file(&c, p, true, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "line 3"));
+    assert_non_null(strstr(err, "max_clients"));
+    unlink(p);
+
+    p = write_tmp("no_such_key = 1\n");
+    assert_int_equal(config_load_file(&c, p, true, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "unknown key 'no_such_key'"));
+    assert_non_null(strstr(err, "line 1"));
+    unlink(p);
+
+    p = write_tmp("just words\n");
+    assert_int_equal(config_load_file(&c, p, true, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "key = value"));
+    unlink(p);
+
+    assert_int_equal(config_load_file(&c, "/nonexistent/ferry.conf", true, err, sizeof(err)), -1);
+    assert_int_equal(config_load_file(&c, "/nonexistent/ferry.conf", false, err, sizeof(err)), 0);
+    config_free(&c);
+}
+
+static void test_bounds_and_types(void **st)
+{
+    (void)st;
+    struct config c;
+    char err[256];
+    config_defaults(&c);
+    assert_int_equal(config_set(&c, "redis_pool", "0", "flag", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "outside"));
+    assert_int_equal(config_set(&c, "socket_mode", "0999", "flag", err, sizeof(err)), -1);
+    assert_int_equal(config_set(&c, "log_level", "loud", "flag", err, sizeof(err)), -1);
+    assert_int_equal(config_set(&c, "socket", "", "flag", err, sizeof(err)), -1);
+    assert_int_equal(config_set(&c, "max_clients", "12x", "flag", err, sizeof(err)), -1);
+    assert_int_equal(config_set(&c, "redis_backoff_min_ms", "900", "flag", err, sizeof(err)), 0);
+    assert_int_equal(config_set(&c, "redis_backoff_max_ms", "800", "flag", err, sizeof(err)), 0);
+    assert_int_equal(config_validate(&c, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "redis_backoff_max_ms"));
+    config_free(&c);
+}
+
+static void test_env_overrides_file(void **st)
+{
+    (void)st;
+    struct config c;
+    char err[256];
+    config_defaults(&c);
+    char *p = write_tmp("redis_url = redis://file:1/0\nmax_clients = 5\n");
+    assert_int_equal(config_load_file(&c, p, true, err, sizeof(err)), 0);
+    setenv("FERRY_REDIS_URL", "redis://env:2/0", 1);
+    assert_int_equal(config_load_env(&c, err, sizeof(err)), 0);
+    assert_string_equal(c.redis_url, "redis://env:2/0");
+    assert_int_equal(c.max_clients, 5);
+    setenv("FERRY_MAX_CLIENTS", "zero", 1);
+    assert_int_equal(config_load_env(&c, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "FERRY_MAX_CLIENTS"));
+    unsetenv("FERRY_REDIS_URL");
+    unsetenv("FERRY_MAX_CLIENTS");
+    unlink(p);
+    config_free(&c);
+}
+
+static void test_example_file_parses_to_defaults(void **st)
+{
+    (void)st;
+    char path[] = "/tmp/ferry-unit-ex-XXXXXX";
+    int fd = mkstemp(path);
+    FILE *f = fdopen(fd, "w");
+    config_write_example(f);
+    fclose(f);
+    struct config a, b;
+    char err[256];
+    config_defaults(&a);
+    config_defaults(&b);
+    assert_int_equal(config_set(&b, "max_clients", "3", "t", err, sizeof(err)), 0);
+    assert_int_equal(config_load_file(&b, path, true, err, sizeof(err)), 0);
+    for (size_t i = 0; i < cfg_nkeys; i++) {
+        char x[1024], y[1024];
+        config_format(&a, &cfg_keys[i], x, sizeof(x));
+        config_format(&b, &cfg_keys[i], y, sizeof(y));
+        assert_string_equal(x, y);
+    }
+    unlink(path);
+    config_free(&a);
+    config_free(&b);
+}
+
+static void test_redis_urls(void **st)
+{
+    (void)st;
+    struct redis_addr a;
+    char err[128];
+    assert_int_equal(url_parse_redis("redis://localhost", &a, err, sizeof(err)), 0);
+    assert_string_equal(a.host, "localhost");
+    assert_int_equal(a.port, 6379);
+    assert_int_equal(a.db, 0);
+    assert_null(a.password);
+    redis_addr_free(&a);
+
+    assert_int_equal(url_parse_redis("redis://bob:s%40cret@10.0.0.1:6380/3", &a, err, sizeof(err)), 0);
+    assert_string_equal(a.user, "bob");
+    assert_string_equal(a.password, "s@cret");
+    assert_string_equal(a.host, "10.0.0.1");
+    assert_int_equal(a.port, 6380);
+    assert_int_equal(a.db, 3);
+    redis_addr_free(&a);
+
+    assert_int_equal(url_parse_redis("redis://:pw@[::1]:7000", &a, err, sizeof(err)), 0);
+    assert_null(a.user);
+    assert_string_equal(a.password, "pw");
+    assert_string_equal(a.host, "::1");
+    assert_int_equal(a.port, 7000);
+    redis_addr_free(&a);
+
+    assert_int_equal(url_parse_redis("unix:///run/redis.sock?db=2", &a, err, sizeof(err)), 0);
+    assert_true(a.is_unix);
+    assert_string_equal(a.path, "/run/redis.sock");
+    assert_int_equal(a.db, 2);
+    redis_addr_free(&a);
+
+    const char *bad[] = {"http://x", "redis://", "redis://h:0", "redis://h:70000", "redis://h:p",
+                         "redis://h/x", "unix://rel.sock", "unix:///s?db=x", "redis://[::1",
+                         "redis://u:%zz@h", NULL};
+    for (int i = 0; bad[i]; i++) {
+        err[0] = '\0';
+        assert_int_equal(url_parse_redis(bad[i], &a, err, sizeof(err)), -1);
+        assert_true(err[0] != '\0');
+    }
+}
+
+static void test_redact(void **st)
+{
+    (void)st;
+    char out[128];
+    url_redact("redis://bob:secret@h:1/0", out, sizeof(out));
+    assert_string_equal(out, "redis://bob:***@h:1/0");
+    assert_null(strstr(out, "secret"));
+    url_redact("redis://:secret@h", out, sizeof(out));
+    assert_string_equal(out, "redis://:***@h");
+    url_redact("unix:///x.sock", out, sizeof(out));
+    assert_string_equal(out, "unix:///x.sock");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults_validate),
+        cmocka_unit_test(test_file_values_and_comments),
+        cmocka_unit_test(test_file_errors_name_key_and_line),
+        cmocka_unit_test(test_bounds_and_types),
+        cmocka_unit_test(test_env_overrides_file),
+        cmocka_unit_test(test_example_file_parses_to_defaults),
+        cmocka_unit_test(test_redis_urls),
+        cmocka_unit_test(test_redact),
+    };
+    return cmocka_run_group_tests_name("config_url", tests, NULL, NULL);
+}

@@ -1,0 +1,190 @@
+/* Unit tests: Redis reply -> CBOR mapping (redis_reply.c), the deny-list
+ * (redis_deny.c) and the reconnect backoff. Replies are produced by
+ * hiredis's own reader from RESP bytes, as in the daemon. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <cbor.h>
+#include <hiredis/hiredis.h>
+
+#include "redis_backend.h"
+#include "redis_deny.h"
+#include "redis_reply.h"
+
+/* RESP bytes -> redisReply -> CBOR -> libcbor item. */
+static cbor_item_t *map_resp(const char *resp, int *type)
+{
+    redisReader *r = redisReaderCreate();
+    assert_int_equal(redisReaderFeed(r, resp, strlen(resp)), REDIS_OK);
+    void *reply = NULL;
+    assert_int_equal(redisReaderGetReply(r, &reply), REDIS_OK);
+    assert_non_null(reply);
+    *type = ((redisReply *)reply)->type;
+    struct cbuf out;
+    cbuf_init(&out);
+    redis_reply_encode(reply, &out);
+    freeReplyObject(reply);
+    redisReaderFree(r);
+    struct cbor_load_result lr;
+    cbor_item_t *it = cbor_load(out.data, out.len, &lr);
+    assert_non_null(it);
+    assert_int_equal(lr.read, out.len);
+    cbuf_free(&out);
+    return it;
+}
+
+static void test_bulk_is_bytes(void **st)
+{
+    (void)st;
+    int t;
+    cbor_item_t *it = map_resp("$5\r\nh\xffllo\r\n", &t);
+    assert_true(cbor_isa_bytestring(it));
+    assert_int_equal(cbor_bytestring_length(it), 5);
+    assert_memory_equal(cbor_bytestring_handle(it), "h\xffllo", 5);
+    cbor_decref(&it);
+    it = map_resp("$0\r\n\r\n", &t);
+    assert_true(cbor_isa_bytestring(it));
+    assert_int_equal(cbor_bytestring_length(it), 0);
+    cbor_decref(&it);
+}
+
+static void test_status_is_text(void **st)
+{
+    (void)st;
+    int t;
+    cbor_item_t *it = map_resp("+OK\r\n", &t);
+    assert_true(cbor_isa_string(it));
+    assert_memory_equal(cbor_string_handle(it), "OK", 2);
+    cbor_decref(&it);
+}
+
+static void test_integers(void **st)
+{
+    (void)st;
+    int t;
+    cbor_item_t *it = map_resp(":42\r\n", &t);
+    assert_true(cbor_isa_uint(it));
+    assert_int_equal(cbor_get_int(it), 42);
+    cbor_decref(&it);
+    it = map_resp(":-7\r\n", &t);
+    assert_true(cbor_isa_negint(it));
+    assert_int_equal(cbor_get_int(it), 6); /* -1 - 6 = -7 */
+    cbor_decref(&it);
+    it = map_resp(":-9223372036854775808\r\n", &t);
+    assert_true(cbor_isa_negint(it));
+    assert_true(cbor_get_int(it) == 9223372036854775807ull);
+    cbor_decref(&it);
+}
+
+static void test_nil(void **st)
+{
+    (void)st;
+    int t;
+    cbor_item_t *it = map_resp("$-1\r\n", &t);
+    assert_true(cbor_is_null(it));
+    cbor_decref(&it);
+    it = map_resp("*-1\r\n", &t);
+    assert_true(cbor_is_null(it));
+    cbor_decref(&it);
+}
+
+static void test_nested_arrays(void **st)
+{
+    (void)st;
+    int t;
+    cbor_item_t *it = map_resp("*3\r\n$1\r\na\r\n*2\r\n:1\r\n$-1\r\n*0\r\n", &t);
+    assert_true(cbor_isa_array(it));
+    assert_int_equal(cbor_array_size(it), 3);
+    cbor_item_t **a = cbor_array_handle(it);
+    assert_true(cbor_isa_bytestring(a[0]));
+    assert_true(cbor_isa_array(a[1]));
+    assert_int_equal(cbor_array_size(a[1]), 2);
+    assert_true(cbor_is_null(cbor_array_handle(a[1])[1]));
+    assert_int_equal(cbor_array_size(a[2]), 0);
+    cbor_decref(&it);
+}
+
+static void test_error_type_reported(void **st)
+{
+    (void)st;
+    int t;
+    cbor_item_t *it = map_resp("-ERR wrong\r\n", &t);
+    /* The backend turns this type into backend_error; the mapping itself
+     * keeps the text, as inside an EXEC reply. */
+    assert_int_equal(t, REDIS_REPLY_ERROR);
+    assert_true(cbor_isa_string(it));
+    cbor_decref(&it);
+}
+
+static int denied(const struct redis_deny *d, int argc, const char **argv)
+{
+    size_t lens[8];
+    for (int i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    return redis_deny_match(d, argc, argv, lens) != NULL;
+}
+
+static void test_deny(void **st)
+{
+    (void)st;
+    struct redis_deny d;
+    char err[128];
+    assert_int_equal(redis_deny_parse("FLUSHALL, client kill ,XREAD BLOCK,,", &d, err, sizeof(err)), 0);
+    assert_int_equal(d.n, 3);
+    assert_true(denied(&d, 1, (const char *[]){"flushall"}));
+    assert_true(denied(&d, 3, (const char *[]){"CLIENT", "KILL", "1.2.3.4:5"}));
+    assert_false(denied(&d, 2, (const char *[]){"CLIENT", "LIST"}));
+    assert_true(denied(&d, 6, (const char *[]){"XREAD", "COUNT", "1", "block", "0", "STREAMS"}));
+    assert_false(denied(&d, 4, (const char *[]){"XREAD", "STREAMS", "s", "0"}));
+    assert_false(denied(&d, 2, (const char *[]){"GET", "FLUSHALL"}));
+    redis_deny_free(&d);
+    assert_int_equal(redis_deny_parse("A B C", &d, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "redis_deny"));
+    assert_int_equal(redis_deny_parse("", &d, err, sizeof(err)), 0);
+    assert_int_equal(d.n, 0);
+}
+
+static void test_backoff(void **st)
+{
+    (void)st;
+    uint32_t rng = 12345;
+    uint64_t prev_max = 0;
+    for (unsigned f = 1; f < 20; f++) {
+        uint64_t lo = UINT64_MAX, hi = 0;
+        for (int i = 0; i < 200; i++) {
+            uint64_t d = redis_backoff_ms(&rng, f, 100, 5000);
+            lo = d < lo ? d : lo;
+            hi = d > hi ? d : hi;
+        }
+        uint64_t cap = 100;
+        for (unsigned k = 1; k < f && cap < 5000; k++)
+            cap *= 2;
+        if (cap > 5000)
+            cap = 5000;
+        assert_true(hi <= cap);
+        assert_true(lo >= cap / 2);
+        assert_true(hi > lo); /* jitter spreads the delays */
+        assert_true(hi >= prev_max / 2);
+        prev_max = hi;
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bulk_is_bytes),
+        cmocka_unit_test(test_status_is_text),
+        cmocka_unit_test(test_integers),
+        cmocka_unit_test(test_nil),
+        cmocka_unit_test(test_nested_arrays),
+        cmocka_unit_test(test_error_type_reported),
+        cmocka_unit_test(test_deny),
+        cmocka_unit_test(test_backoff),
+    };
+    return cmocka_run_group_tests_name("redis_units", tests, NULL, NULL);
+}
