@@ -8,7 +8,9 @@
  *   them, and is disconnected: its memory would otherwise grow without bound.
  *
  * A client that shuts down its sending side (EOF) still gets the responses
- * to what it sent; it is closed once they are written. */
+ * to what it sent; it is closed once they are written. A client that closes
+ * its socket is closed at once, and its requests are abandoned. */
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -147,6 +149,19 @@ static void process_input(struct client *c)
         cbuf_reset(&c->in, KEEP_IN);
 }
 
+/* Tells a client that closed its socket from one that only shut down its
+ * sending side and still waits for responses: on a Unix stream socket the
+ * first raises POLLHUP, the second only ends our reading. poll() with a
+ * zero timeout does not block. */
+static bool peer_gone(struct client *c)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0)
+        return true;
+    struct pollfd p = {.fd = fd, .events = 0};
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR));
+}
+
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     (void)buf;
@@ -160,6 +175,10 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0)
         return;
     uv_read_stop(st);
+    if (nread == UV_EOF && peer_gone(c)) {
+        client_close(c, "client disconnected");
+        return;
+    }
     if (nread == UV_EOF) {
         c->eof = true;
         if (c->in.len > 0)

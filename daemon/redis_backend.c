@@ -102,9 +102,8 @@ static int rb_submit(struct backend *b, struct request *r)
 
     const char *bad = parse_argv(r, &argc, &argv, &lens, small, small_lens);
     if (bad) {
-        rc = FE_BAD_REQUEST;
         r->backend = NULL;
-        request_fail(r, rc, bad);
+        request_fail(r, FE_BAD_REQUEST, bad);
         goto done;
     }
     const struct deny_rule *deny = redis_deny_match(&rb->deny, argc, argv, lens);
