@@ -2,8 +2,13 @@
 # `make run` runs; `make bench` benchmarks. See README.md.
 
 CC      ?= cc
-CFLAGS  ?= -O2 -g
-CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -MMD -MP -fPIC
+# OPT and SAN are separate so that `make check-asan` can change them
+# without losing the warnings; CFLAGS stays free for the user.
+OPT     ?= -O2
+SAN     ?=
+CFLAGS  ?=
+XCFLAGS  = -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -MMD -MP -fPIC $(SAN) $(CFLAGS)
+XLDFLAGS = $(SAN) $(LDFLAGS)
 CPPFLAGS += -Idaemon -Iclient-stub/c
 LDLIBS_D = -luv -lhiredis -lcbor
 LDLIBS_C = -lcbor
@@ -29,29 +34,29 @@ all: $(B)/ferryd $(B)/ferry $(B)/libferry.a $(B)/libferry.so $(B)/ferry-bench
 
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(XCFLAGS) -c -o $@ $<
 
 $(B)/ferryd: $(DAEMON_OBJ)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS_D)
+	$(CC) $(XLDFLAGS) -o $@ $^ $(LDLIBS_D)
 
 $(B)/libferry.a: $(LIBFERRY_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
 $(B)/libferry.so: $(LIBFERRY_OBJ)
-	$(CC) $(CFLAGS) $(LDFLAGS) -shared -Wl,-soname,libferry.so.1 -o $@ $^ $(LDLIBS_C)
+	$(CC) $(XLDFLAGS) -shared -Wl,-soname,libferry.so.1 -o $@ $^ $(LDLIBS_C)
 
 $(B)/ferry: $(B)/obj/$(CLI_SRC:.c=.o) $(B)/libferry.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS_C)
+	$(CC) $(XLDFLAGS) -o $@ $^ $(LDLIBS_C)
 
 $(B)/ferry-bench: $(B)/obj/$(BENCH_SRC:.c=.o) $(B)/libferry.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS_C) -lm
+	$(CC) $(XLDFLAGS) -o $@ $^ $(LDLIBS_C) -lm
 
 units: $(UNIT_BIN)
 
 $(B)/tests/%: $(B)/obj/tests/unit/%.o $(DAEMON_LIB_OBJ) $(B)/libferry.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS_D) -lcmocka
+	$(CC) $(XLDFLAGS) -o $@ $^ $(LDLIBS_D) -lcmocka
 
 # Every Debian package that the build, the tests and the benchmarks need.
 # Idempotent: it installs only what is missing, and nothing when all is there.
@@ -80,10 +85,10 @@ check-unit: $(UNIT_BIN)
 check-integration: all
 	cd tests/integration && FERRY_BUILD=$(abspath $(B)) /usr/bin/python3 -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
+ASAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 # The same suites under AddressSanitizer and UndefinedBehaviorSanitizer.
 check-asan: deps
-	$(MAKE) B=build-asan CC=clang CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
-		LDFLAGS="-fsanitize=address,undefined" all units
+	$(MAKE) B=build-asan CC=clang OPT=-O1 SAN="$(ASAN_FLAGS)" all units
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		$(MAKE) B=build-asan check-unit
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 FERRY_SANITIZED=1 \

@@ -55,6 +55,7 @@ int main(int argc, char **argv)
     char **overrides = calloc((size_t)argc + 1, sizeof(char *));
     int nover = 0;
     int opt;
+    int status = 0;
 
     while ((opt = getopt_long(argc, argv, "c:s:r:l:o:hV", longopts, NULL)) != -1) {
         const char *key = NULL;
@@ -69,15 +70,16 @@ int main(int argc, char **argv)
         case 'o':
             if (!strchr(optarg, '=')) {
                 fprintf(stderr, "ferryd: --set needs KEY=VALUE, got '%s'\n", optarg);
-                return 2;
+                status = 2;
+                goto out;
             }
             overrides[nover++] = strdup(optarg);
             continue;
         case 'C': check_only = true; continue;
-        case 'P': config_write_example(stdout); return 0;
-        case 'h': usage(stdout); return 0;
-        case 'V': printf("ferryd %s (protocol 1)\n", FERRY_VERSION); return 0;
-        default: usage(stderr); return 2;
+        case 'P': config_write_example(stdout); goto out;
+        case 'h': usage(stdout); goto out;
+        case 'V': printf("ferryd %s (protocol 1)\n", FERRY_VERSION); goto out;
+        default: usage(stderr); status = 2; goto out;
         }
         size_t n = strlen(key) + strlen(optarg) + 2;
         overrides[nover] = malloc(n);
@@ -85,7 +87,8 @@ int main(int argc, char **argv)
     }
     if (optind < argc) {
         fprintf(stderr, "ferryd: unexpected argument '%s'\n", argv[optind]);
-        return 2;
+        status = 2;
+        goto out;
     }
     if (!config_path)
         config_path = FERRY_DEFAULT_CONFIG;
@@ -110,32 +113,22 @@ int main(int argc, char **argv)
         rc = -1;
     if (rc != 0) {
         fprintf(stderr, "ferryd: bad configuration: %s\n", err);
-        config_free(&srv.cfg);
-        for (int i = 0; i < nover; i++)
-            free(overrides[i]);
-        free(overrides);
-        return 2;
-    }
-    if (check_only) {
+        status = 2;
+    } else if (check_only) {
         printf("configuration ok\n");
         redis->ops->destroy(redis);
-        config_free(&srv.cfg);
-        for (int i = 0; i < nover; i++)
-            free(overrides[i]);
-        free(overrides);
-        return 0;
+    } else {
+        srv.config_path = config_path;
+        srv.config_must_exist = must_exist;
+        srv.overrides = overrides;
+        srv.noverrides = nover;
+        srv.backends[srv.nbackends++] = redis;
+        status = server_run(&srv);
     }
-    srv.config_path = config_path;
-    srv.config_must_exist = must_exist;
-    srv.overrides = overrides;
-    srv.noverrides = nover;
-    srv.backends[srv.nbackends++] = redis;
-
-    rc = server_run(&srv);
-
     config_free(&srv.cfg);
+out:
     for (int i = 0; i < nover; i++)
         free(overrides[i]);
     free(overrides);
-    return rc;
+    return status;
 }
