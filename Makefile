@@ -94,8 +94,22 @@ check-asan: deps
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 FERRY_SANITIZED=1 \
 		$(MAKE) B=build-asan check-integration
 
+# Runs ferryd in the foreground on ./run/ferry.sock, with a throwaway
+# redis-server in ./run/ unless FERRY_REDIS_URL names another Redis.
 run: deps all
-	@sh tests/run.sh
+	@mkdir -p run; rm -f run/ferry.sock; \
+	if [ -z "$$FERRY_REDIS_URL" ]; then \
+		redis-server --port 0 --unixsocket $(CURDIR)/run/redis.sock --save '' --appendonly no \
+			--dir $(CURDIR)/run --logfile $(CURDIR)/run/redis.log \
+			--daemonize yes --pidfile $(CURDIR)/run/redis.pid || exit 1; \
+		FERRY_REDIS_URL=unix://$(CURDIR)/run/redis.sock; export FERRY_REDIS_URL; \
+		trap 'kill $$(cat $(CURDIR)/run/redis.pid) 2>/dev/null' EXIT INT TERM; \
+	fi; \
+	echo "ferryd: Redis at $$FERRY_REDIS_URL; socket ./run/ferry.sock. Ctrl-C drains and stops."; \
+	echo "In another shell:  build/ferry -s run/ferry.sock ping"; \
+	echo "                   build/ferry -s run/ferry.sock redis SET greeting hello"; \
+	echo "                   build/ferry -s run/ferry.sock stats"; \
+	$(B)/ferryd --socket run/ferry.sock $(RUN_ARGS)
 
 bench: deps all
 	/usr/bin/python3 tests/bench/run_bench.py --build $(abspath $(B))

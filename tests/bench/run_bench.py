@@ -1,0 +1,203 @@
+#!/usr/bin/python3
+"""make bench: ferryd against its peers, side by side, in one run.
+
+Rows: GET and SET of 100-byte values at 1 and 50 connections, with 1 and 16
+requests in flight each, for
+  (a) redis-benchmark straight to redis-server on a Unix socket,
+  (b) redis-benchmark through twemproxy (nutcracker), the peer proxy,
+  (c) ferry-bench through ferryd.
+Columns: throughput, p50, p99, and the proxy's own CPU seconds per 100,000
+requests (utime + stime from /proc). Then idle RSS of both proxies.
+
+This is a benchmark, not a test: it asserts nothing about speed. It prints
+the targets next to the figures so a reader can compare.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+LINE = re.compile(r"^(\w+): ([\d.]+) requests per second(?:, p50=([\d.]+) msec)?(?:, p99=([\d.]+) msec)?")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def wait_socket(path, proc, what):
+    for _ in range(500):
+        if os.path.exists(path):
+            return
+        if proc.poll() is not None:
+            sys.exit("%s exited early" % what)
+        time.sleep(0.01)
+    sys.exit("%s did not create %s" % (what, path))
+
+
+def parse(out):
+    rows = {}
+    for raw in out.replace("\r", "\n").splitlines():
+        m = LINE.match(raw.strip())
+        if m:
+            rows[m.group(1)] = (float(m.group(2)), m.group(3) and float(m.group(3)),
+                                m.group(4) and float(m.group(4)))
+    return rows
+
+
+def redis_benchmark_p99(sock, test, n, c, p, d):
+    """redis-benchmark -q prints p50 only; its full report has the latency
+    percentiles, from which we read p99."""
+    out = subprocess.run(["redis-benchmark", "-s", sock, "-t", test, "-n", str(n), "-c", str(c),
+                          "-P", str(p), "-d", str(d), "--precision", "3"],
+                         capture_output=True, text=True).stdout
+    rps = p50 = p99 = None
+    for raw in out.splitlines():
+        s = raw.strip()
+        m = re.match(r"throughput summary: ([\d.]+) requests per second", s)
+        if m:
+            rps = float(m.group(1))
+        m = re.match(r"([\d.]+)% <= ([\d.]+) milliseconds", s)
+        if m:
+            pct, ms = float(m.group(1)), float(m.group(2))
+            if p50 is None and pct >= 50:
+                p50 = ms
+            if p99 is None and pct >= 99:
+                p99 = ms
+    return rps, p50, p99
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default=os.path.join(os.path.dirname(__file__), "..", "..", "build"))
+    ap.add_argument("-n", type=int, default=100000, help="requests per row")
+    ap.add_argument("--markdown", action="store_true", help="print a markdown table")
+    args = ap.parse_args()
+    build = os.path.abspath(args.build)
+    tmp = tempfile.mkdtemp(prefix="ferry-bench-")
+    procs = []
+    try:
+        rsock = os.path.join(tmp, "redis.sock")
+        redis = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", rsock, "--save", "",
+                                  "--appendonly", "no", "--dir", tmp, "--logfile",
+                                  os.path.join(tmp, "redis.log")])
+        procs.append(redis)
+        wait_socket(rsock, redis, "redis-server")
+
+        nsock = os.path.join(tmp, "nc.sock")
+        with open(os.path.join(tmp, "nc.yml"), "w") as f:
+            f.write("pool:\n  listen: %s 0600\n  redis: true\n  hash: fnv1a_64\n"
+                    "  distribution: ketama\n  auto_eject_hosts: false\n  timeout: 5000\n"
+                    "  servers:\n   - %s:1\n" % (nsock, rsock))
+        nc = subprocess.Popen(["nutcracker", "-c", os.path.join(tmp, "nc.yml"), "-o",
+                               os.path.join(tmp, "nc.log"), "-s", "22399",
+                               "-a", "127.0.0.1"])
+        procs.append(nc)
+        wait_socket(nsock, nc, "nutcracker")
+
+        fsock = os.path.join(tmp, "ferry.sock")
+        fd = subprocess.Popen([os.path.join(build, "ferryd"), "--socket", fsock, "--redis",
+                               "unix://" + rsock, "--log-level", "warn"])
+        procs.append(fd)
+        wait_socket(fsock, fd, "ferryd")
+        time.sleep(0.5)
+        idle = {"ferryd": rss_kib(fd.pid), "nutcracker": rss_kib(nc.pid)}
+
+        results = []
+        for c, p in ((1, 1), (1, 16), (50, 1), (50, 16)):
+            for test in ("get", "set"):
+                n = args.n
+                row = {"test": test.upper(), "c": c, "p": p}
+                row["redis"] = redis_benchmark_p99(rsock, test, n, c, p, 100)
+                t0 = cpu_seconds(nc.pid)
+                row["nutcracker"] = redis_benchmark_p99(nsock, test, n, c, p, 100)
+                row["nc_cpu"] = (cpu_seconds(nc.pid) - t0) * 100000 / n
+                t0 = cpu_seconds(fd.pid)
+                out = subprocess.run([os.path.join(build, "ferry-bench"), "--socket", fsock, "-t", test,
+                                      "-n", str(n), "-c", str(c), "-P", str(p), "-d", "100", "-q"],
+                                     capture_output=True, text=True)
+                if out.returncode != 0:
+                    sys.exit("ferry-bench failed: " + out.stderr)
+                row["ferry_cpu"] = (cpu_seconds(fd.pid) - t0) * 100000 / n
+                row["ferryd"] = parse(out.stdout)[test.upper()]
+                results.append(row)
+                print_row(row, args.markdown, header=len(results) == 1)
+                sys.stdout.flush()
+        loaded = {"ferryd": rss_kib(fd.pid), "nutcracker": rss_kib(nc.pid)}
+        summary(results, idle, loaded, args.markdown)
+    finally:
+        for pr in reversed(procs):
+            if pr.poll() is None:
+                pr.send_signal(signal.SIGTERM)
+                try:
+                    pr.wait(10)
+                except subprocess.TimeoutExpired:
+                    pr.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def fmt(v, spec):
+    return "-" if v is None else spec % v
+
+
+def print_row(r, md, header):
+    if header:
+        print("ferry bench, %s, %s, %d cores" % (datetime.date.today().isoformat(), platform.node(),
+                                                os.cpu_count()))
+        cols = ["test", "conns", "in flight", "redis rps", "p50", "p99", "nutcracker rps", "p50", "p99",
+                "nc cpu s/100k", "ferryd rps", "p50", "p99", "ferryd cpu s/100k", "ferryd/nc"]
+        if md:
+            print("| " + " | ".join(cols) + " |")
+            print("|" + "---|" * len(cols))
+        else:
+            print(" ".join("%-10s" % x for x in cols))
+    ratio = r["ferryd"][0] / r["nutcracker"][0] if r["nutcracker"][0] else None
+    vals = [r["test"], str(r["c"]), str(r["p"]),
+            fmt(r["redis"][0], "%.0f"), fmt(r["redis"][1], "%.3f"), fmt(r["redis"][2], "%.3f"),
+            fmt(r["nutcracker"][0], "%.0f"), fmt(r["nutcracker"][1], "%.3f"), fmt(r["nutcracker"][2], "%.3f"),
+            "%.3f" % r["nc_cpu"],
+            fmt(r["ferryd"][0], "%.0f"), fmt(r["ferryd"][1], "%.3f"), fmt(r["ferryd"][2], "%.3f"),
+            "%.3f" % r["ferry_cpu"], fmt(ratio, "%.2fx")]
+    if md:
+        print("| " + " | ".join(vals) + " |")
+    else:
+        print(" ".join("%-10s" % x for x in vals))
+
+
+def summary(results, idle, loaded, md):
+    print()
+    print("idle RSS: ferryd %d KiB, nutcracker %d KiB (after the run: ferryd %d KiB, nutcracker %d KiB)"
+          % (idle["ferryd"], idle["nutcracker"], loaded["ferryd"], loaded["nutcracker"]))
+    print("targets: ferryd >= 1.0x nutcracker at 50x1, >= 1.5x at 50x16; "
+          "ferryd CPU/request <= nutcracker's; idle RSS <= 8 MiB")
+    for r in results:
+        if r["c"] == 50:
+            ratio = r["ferryd"][0] / r["nutcracker"][0]
+            want = 1.0 if r["p"] == 1 else 1.5
+            print("  %s 50x%d: %.2fx nutcracker (target %.1fx) %s; cpu %.3f vs %.3f s/100k %s"
+                  % (r["test"], r["p"], ratio, want, "met" if ratio >= want else "MISSED",
+                     r["ferry_cpu"], r["nc_cpu"], "met" if r["ferry_cpu"] <= r["nc_cpu"] else "MISSED"))
+    print("  idle RSS %.1f MiB (target 8 MiB) %s" % (idle["ferryd"] / 1024.0,
+                                                      "met" if idle["ferryd"] <= 8192 else "MISSED"))
+
+
+if __name__ == "__main__":
+    main()
