@@ -211,3 +211,22 @@ def test_conf_file_matches_daemon_table():
     out = subprocess.run([FERRYD, "--print-config"], capture_output=True, text=True).stdout
     with open(ROOT + "/conf/ferryd.conf") as f:
         assert f.read() == out, "conf/ferryd.conf is stale: regenerate with ferryd --print-config"
+
+
+def test_protocol_doc_byte_example(ferryd):
+    """The byte-level exchange in docs/protocol.md is what the server does."""
+    import socket
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(ferryd.sock)
+    s.sendall(bytes.fromhex("0000000d a262696401626f706470696e67".replace(" ", "")))
+    want = bytes.fromhex("00000011a26269640166726573756c7464504f4e47")
+    got = b""
+    while len(got) < len(want):
+        got += s.recv(64)
+    s.close()
+    assert got == want
+    with open(ROOT + "/docs/protocol.md") as f:
+        doc = f.read()
+    assert "00 00 00 0d  a2 62 69 64 01 62 6f 70 64 70 69 6e 67" in doc
+    assert "00 00 00 11  a2 62 69 64 01 66 72 65 73 75 6c 74 64 50 4f 4e 47" in doc
