@@ -124,14 +124,7 @@ static int rb_submit(struct backend *b, struct request *r)
         request_fail(r, FE_UNAVAILABLE, msg);
         goto done;
     }
-    char *cmd;
-    int n = redisFormatCommandArgv(&cmd, argc, argv, lens);
-    if (n < 0) {
-        rc = FE_INTERNAL;
-        goto done;
-    }
-    rc = redis_conn_send(c, r, cmd, (size_t)n);
-    redisFreeCommand(cmd);
+    rc = redis_conn_send(c, r, argc, argv, lens);
 done:
     if (argv && argv != small) {
         free(argv);

@@ -57,10 +57,10 @@ struct redis_conn {
 
 struct redis_conn *redis_conn_new(struct redis_backend *rb, unsigned index);
 void redis_conn_start(struct redis_conn *c);
-/* Queues a formatted command for r, taking ownership of cmd's bytes only
- * for the call. Returns 0 or a negative fe code. */
-int redis_conn_send(struct redis_conn *c, struct request *r, const char *cmd, size_t len)
-    __attribute__((warn_unused_result));
+/* Queues the command argv for r. The arguments are copied at once, so
+ * they need only live for the call. Returns 0 or a negative fe code. */
+int redis_conn_send(struct redis_conn *c, struct request *r, int argc, const char *const *argv,
+                    const size_t *lens) __attribute__((warn_unused_result));
 void redis_conn_cancel(struct redis_conn *c, struct request *r);
 void redis_conn_stop(struct redis_conn *c);
 void redis_conn_free(struct redis_conn *c);

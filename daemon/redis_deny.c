@@ -37,7 +37,8 @@ int redis_deny_parse(const char *spec, struct redis_deny *out, char *err, size_t
         while (b > a && isspace((unsigned char)b[-1]))
             b--;
         if (a < b) {
-            struct deny_rule r = {{0}, {0}};
+            struct deny_rule r;
+            memset(&r, 0, sizeof(r));
             const char *sp = a;
             while (sp < b && !isspace((unsigned char)*sp))
                 sp++;
@@ -58,6 +59,8 @@ int redis_deny_parse(const char *spec, struct redis_deny *out, char *err, size_t
                 cap = cap ? cap * 2 : 32;
                 out->rules = xrealloc(out->rules, cap * sizeof(*out->rules));
             }
+            r.cmd_len = strlen(r.cmd);
+            r.word_len = strlen(r.word);
             out->rules[out->n++] = r;
         }
         p = *end ? end + 1 : end;
@@ -72,9 +75,12 @@ void redis_deny_free(struct redis_deny *d)
     d->n = 0;
 }
 
-static int eq_nocase(const char *rule, const char *arg, size_t len)
+/* rule is upper case; the length test first rejects most rules cheaply,
+ * since this runs for every command. */
+static int eq_nocase(const char *rule, size_t rule_len, const char *arg, size_t len)
 {
-    return strlen(rule) == len && strncasecmp(rule, arg, len) == 0;
+    return rule_len == len && (rule[0] == arg[0] || rule[0] == (arg[0] & ~0x20)) &&
+           strncasecmp(rule, arg, len) == 0;
 }
 
 const struct deny_rule *redis_deny_match(const struct redis_deny *d, int argc, const char *const *argv,
@@ -84,12 +90,12 @@ const struct deny_rule *redis_deny_match(const struct redis_deny *d, int argc, c
         return NULL;
     for (size_t i = 0; i < d->n; i++) {
         const struct deny_rule *r = &d->rules[i];
-        if (!eq_nocase(r->cmd, argv[0], lens[0]))
+        if (!eq_nocase(r->cmd, r->cmd_len, argv[0], lens[0]))
             continue;
         if (r->word[0] == '\0')
             return r;
         for (int j = 1; j < argc; j++)
-            if (eq_nocase(r->word, argv[j], lens[j]))
+            if (eq_nocase(r->word, r->word_len, argv[j], lens[j]))
                 return r;
     }
     return NULL;

@@ -7,6 +7,7 @@
 struct deny_rule {
     char cmd[32];  /* upper-case command name */
     char word[32]; /* upper-case argument that must also appear, or "" */
+    size_t cmd_len, word_len;
 };
 
 struct redis_deny {
