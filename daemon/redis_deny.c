@@ -21,10 +21,30 @@ static int copy_word(char *dst, size_t cap, const char *src, size_t n)
     return 0;
 }
 
+static int by_first_byte(const void *a, const void *b)
+{
+    return (unsigned char)((const struct deny_rule *)a)->cmd[0] -
+           (unsigned char)((const struct deny_rule *)b)->cmd[0];
+}
+
+static void build_index(struct redis_deny *d)
+{
+    if (d->n)
+        qsort(d->rules, d->n, sizeof(*d->rules), by_first_byte);
+    size_t k = 0;
+    for (unsigned b = 0; b < 256; b++) {
+        d->start[b] = (unsigned)k;
+        while (k < d->n && (unsigned char)d->rules[k].cmd[0] == b)
+            k++;
+    }
+    d->start[256] = (unsigned)d->n;
+}
+
 int redis_deny_parse(const char *spec, struct redis_deny *out, char *err, size_t errlen)
 {
     out->rules = NULL;
     out->n = 0;
+    memset(out->start, 0, sizeof(out->start));
     size_t cap = 0;
     const char *p = spec;
     while (*p) {
@@ -65,6 +85,7 @@ int redis_deny_parse(const char *spec, struct redis_deny *out, char *err, size_t
         }
         p = *end ? end + 1 : end;
     }
+    build_index(out);
     return 0;
 }
 
@@ -73,22 +94,22 @@ void redis_deny_free(struct redis_deny *d)
     free(d->rules);
     d->rules = NULL;
     d->n = 0;
+    memset(d->start, 0, sizeof(d->start));
 }
 
-/* rule is upper case; the length test first rejects most rules cheaply,
- * since this runs for every command. */
+/* rule is upper case; the length test rejects most rules cheaply. */
 static int eq_nocase(const char *rule, size_t rule_len, const char *arg, size_t len)
 {
-    return rule_len == len && (rule[0] == arg[0] || rule[0] == (arg[0] & ~0x20)) &&
-           strncasecmp(rule, arg, len) == 0;
+    return rule_len == len && strncasecmp(rule, arg, len) == 0;
 }
 
 const struct deny_rule *redis_deny_match(const struct redis_deny *d, int argc, const char *const *argv,
                                          const size_t *lens)
 {
-    if (argc < 1)
+    if (argc < 1 || lens[0] == 0)
         return NULL;
-    for (size_t i = 0; i < d->n; i++) {
+    unsigned char b = (unsigned char)toupper((unsigned char)argv[0][0]);
+    for (size_t i = d->start[b]; i < d->start[b + 1]; i++) {
         const struct deny_rule *r = &d->rules[i];
         if (!eq_nocase(r->cmd, r->cmd_len, argv[0], lens[0]))
             continue;

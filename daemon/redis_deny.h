@@ -11,8 +11,12 @@ struct deny_rule {
 };
 
 struct redis_deny {
-    struct deny_rule *rules; /* owns */
+    struct deny_rule *rules; /* owns; sorted by the command's first byte */
     size_t n;
+    /* Rules whose command starts with byte b are rules[start[b] ..
+     * start[b + 1]): every command is checked against a handful of rules,
+     * not the whole list. */
+    unsigned start[257];
 };
 
 /* Parses "CMD, CMD WORD, ..." (case-insensitive). Returns 0, or -1 with a
