@@ -112,7 +112,7 @@ run: deps all
 	$(B)/ferryd --socket run/ferry.sock $(RUN_ARGS)
 
 bench: deps all
-	/usr/bin/python3 tests/bench/run_bench.py --build $(abspath $(B))
+	/usr/bin/python3 tests/bench/run_bench.py --build $(abspath $(B)) $(BENCH_ARGS)
 
 install: all
 	install -D -m 0755 $(B)/ferryd $(DESTDIR)/usr/local/sbin/ferryd

@@ -88,7 +88,7 @@ def redis_benchmark_p99(sock, test, n, c, p, d):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=os.path.join(os.path.dirname(__file__), "..", "..", "build"))
-    ap.add_argument("-n", type=int, default=100000, help="requests per row")
+    ap.add_argument("-n", type=int, default=200000, help="requests per row")
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = ap.parse_args()
     build = os.path.abspath(args.build)
