@@ -30,7 +30,7 @@ UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 .SECONDARY:
 .PHONY: units all deps check check-unit check-integration check-asan run bench clean install conf-check
 
-all: $(B)/ferryd $(B)/ferry $(B)/libferry.a $(B)/libferry.so $(B)/ferry-bench
+all: $(B)/ferryd $(B)/ferry $(B)/libferry.a $(B)/libferry.so $(B)/ferry-bench $(B)/libferry_check
 
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -49,6 +49,10 @@ $(B)/libferry.so: $(LIBFERRY_OBJ)
 $(B)/ferry: $(B)/obj/$(CLI_SRC:.c=.o) $(B)/libferry.a
 	$(CC) $(XLDFLAGS) -o $@ $^ $(LDLIBS_C)
 
+# A test driver for libferry against a live ferryd (tests/integration).
+$(B)/libferry_check: $(B)/obj/tests/integration/c/libferry_check.o $(B)/libferry.a
+	$(CC) $(XLDFLAGS) -o $@ $^ $(LDLIBS_C)
+
 $(B)/ferry-bench: $(B)/obj/$(BENCH_SRC:.c=.o) $(B)/libferry.a
 	$(CC) $(XLDFLAGS) -o $@ $^ $(LDLIBS_C) -lm
 
@@ -62,7 +66,7 @@ $(B)/tests/%: $(B)/obj/tests/unit/%.o $(DAEMON_LIB_OBJ) $(B)/libferry.a
 # Idempotent: it installs only what is missing, and nothing when all is there.
 DEB_PKGS = build-essential pkg-config libuv1-dev libhiredis-dev libcbor-dev \
 	redis-server redis-tools nutcracker python3-pytest python3-cbor2 \
-	libcmocka-dev valgrind clang libclang-rt-14-dev systemd
+	libcmocka-dev valgrind clang libclang-rt-14-dev
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
