@@ -14,6 +14,7 @@ LDLIBS_D = -luv -lhiredis -lcbor
 LDLIBS_C = -lcbor
 
 B ?= build
+MAKEFLAGS += --no-print-directory
 
 DAEMON_SRC = $(wildcard daemon/*.c)
 DAEMON_LIB_SRC = $(filter-out daemon/main.c,$(DAEMON_SRC))
