@@ -42,7 +42,7 @@ const struct cfg_key cfg_keys[] = {
      "Deepest CBOR nesting in a request (the request map is level 1); deeper gets 'bad_request'."},
     {"client_max_inflight", CFG_INT, OFF(client_max_inflight), "4096", 1, 10000000, true,
      "Requests in flight per client before ferryd stops reading from it (backpressure, not an error)."},
-    {"client_max_output", CFG_INT, OFF(client_max_output), "67108864", 4096, 4294967296, true,
+    {"client_max_output", CFG_INT, OFF(client_max_output), "67108864", 4096, 2147483647, true,
      "Bytes of responses queued for a client that is not reading; past this it is disconnected."},
     {"default_deadline_ms", CFG_INT, OFF(default_deadline_ms), "5000", 1, 3600000, true,
      "Deadline of a request that names none."},
