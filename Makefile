@@ -10,7 +10,7 @@ CFLAGS  ?=
 XCFLAGS  = -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -MMD -MP -fPIC $(SAN) $(CFLAGS)
 XLDFLAGS = $(SAN) $(LDFLAGS)
 CPPFLAGS += -Idaemon -Iclient-stub/c
-LDLIBS_D = -luv -lhiredis -lcbor
+LDLIBS_D = -luv -lhiredis -lcbor -lrabbitmq -lpthread -lm
 LDLIBS_C = -lcbor
 
 B ?= build
@@ -65,7 +65,8 @@ $(B)/tests/%: $(B)/obj/tests/unit/%.o $(DAEMON_LIB_OBJ) $(B)/libferry.a
 
 # Every Debian package that the build, the tests and the benchmarks need.
 # Idempotent: it installs only what is missing, and nothing when all is there.
-DEB_PKGS = build-essential pkg-config libuv1-dev libhiredis-dev libcbor-dev \
+DEB_PKGS = build-essential pkg-config libuv1-dev libhiredis-dev libcbor-dev librabbitmq-dev \
+	rabbitmq-server amqp-tools \
 	redis-server redis-tools nutcracker python3-pytest python3-cbor2 \
 	libcmocka-dev valgrind clang libclang-rt-14-dev
 deps:

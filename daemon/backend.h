@@ -12,6 +12,7 @@
 #include "cbuf.h"
 
 struct backend;
+struct client;
 struct config;
 struct request;
 struct server;
@@ -24,6 +25,13 @@ struct backend_ops {
     int (*submit)(struct backend *b, struct request *req);
     /* Forgets req: no completion may follow. */
     void (*cancel)(struct backend *b, struct request *req);
+    /* The error a request gets when its deadline passes (before cancel):
+     * FE_TIMEOUT unless the backend knows better. May be NULL. */
+    int (*timeout_code)(struct backend *b, struct request *req);
+    /* A client is closing: drop what the backend keeps for it beyond its
+     * requests (subscriptions). Its requests are cancelled separately. May
+     * be NULL. */
+    void (*client_closed)(struct backend *b, struct client *c);
     /* Appends one CBOR map describing the backend's state to out. */
     void (*stats)(struct backend *b, struct cbuf *out);
     /* Applies the reloadable keys of a new configuration. */

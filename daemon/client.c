@@ -19,6 +19,7 @@
 #include "errors.h"
 #include "frame.h"
 #include "log.h"
+#include "backend.h"
 #include "request.h"
 #include "server.h"
 
@@ -48,6 +49,9 @@ void client_close(struct client *c, const char *reason)
         log_debug("client %llu closed: %s", (unsigned long long)c->id, reason);
     while (!dlist_empty(&c->inflight))
         request_abandon(container_of(c->inflight.next, struct request, client_node));
+    for (size_t i = 0; i < s->nbackends; i++)
+        if (s->backends[i]->ops->client_closed)
+            s->backends[i]->ops->client_closed(s->backends[i], c);
     dlist_remove(&c->node);
     dlist_remove(&c->resume_node);
     s->nclients--;

@@ -66,6 +66,18 @@ const struct cfg_key cfg_keys[] = {
      "Commands awaiting replies on one Redis connection; past this requests get 'overloaded'."},
     {"redis_deny", CFG_STR, OFF(redis_deny), DEFAULT_DENY, 0, 0, true,
      "Comma-separated commands the 'redis' op refuses with 'denied'. 'CMD WORD' denies CMD when any later argument is WORD."},
+    {"amqp_url", CFG_STR, OFF(amqp_url), "", 0, 0, false,
+     "RabbitMQ: amqp://user:password@host:port/vhost[?heartbeat=S&connection_name=N]; several, comma-separated, are tried in order. Empty disables the AMQP ops."},
+    {"amqp_connect_timeout_ms", CFG_INT, OFF(amqp_connect_timeout_ms), "5000", 100, 600000, false,
+     "How long connecting to the broker, and each broker RPC, may take."},
+    {"amqp_backoff_min_ms", CFG_INT, OFF(amqp_backoff_min_ms), "100", 1, 600000, false,
+     "First delay before reconnecting to the broker; it doubles on each failure, with jitter."},
+    {"amqp_backoff_max_ms", CFG_INT, OFF(amqp_backoff_max_ms), "5000", 1, 3600000, false,
+     "Longest delay between reconnect attempts to the broker."},
+    {"amqp_max_pending", CFG_INT, OFF(amqp_max_pending), "65536", 16, 10000000, true,
+     "AMQP requests queued for or awaiting the broker; past this requests get 'overloaded'."},
+    {"amqp_prefetch", CFG_INT, OFF(amqp_prefetch), "100", 1, 65535, true,
+     "Default prefetch (unacknowledged deliveries) of a consumer that names none."},
 };
 const size_t cfg_nkeys = sizeof(cfg_keys) / sizeof(cfg_keys[0]);
 
@@ -246,6 +258,11 @@ int config_validate(const struct config *c, char *err, size_t errlen)
     if (c->redis_backoff_max_ms < c->redis_backoff_min_ms) {
         snprintf(err, errlen, "key 'redis_backoff_max_ms': %ld is below redis_backoff_min_ms (%ld)",
                  c->redis_backoff_max_ms, c->redis_backoff_min_ms);
+        return -1;
+    }
+    if (c->amqp_backoff_max_ms < c->amqp_backoff_min_ms) {
+        snprintf(err, errlen, "key 'amqp_backoff_max_ms': %ld is below amqp_backoff_min_ms (%ld)",
+                 c->amqp_backoff_max_ms, c->amqp_backoff_min_ms);
         return -1;
     }
     if (c->default_deadline_ms > c->max_deadline_ms) {

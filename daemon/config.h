@@ -38,6 +38,12 @@ struct config {
     long redis_backoff_max_ms;
     long redis_max_pending;
     char *redis_deny;         /* owns */
+    char *amqp_url;           /* owns; comma-separated, tried in order; "" disables */
+    long amqp_connect_timeout_ms;
+    long amqp_backoff_min_ms;
+    long amqp_backoff_max_ms;
+    long amqp_max_pending;
+    long amqp_prefetch;
 };
 
 struct cfg_key {

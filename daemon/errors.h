@@ -18,7 +18,11 @@
     X(TOO_LARGE,     "too_large",     "the frame or value is too large")     \
     X(OVERLOADED,    "overloaded",    "a limit was reached; retry later")    \
     X(SHUTTING_DOWN, "shutting_down", "the daemon is shutting down")         \
-    X(INTERNAL,      "internal",      "internal error")
+    X(INTERNAL,      "internal",      "internal error")                      \
+    X(NACKED,        "nacked",        "the broker refused the message")      \
+    X(UNROUTABLE,    "unroutable",    "no queue took the mandatory message") \
+    X(UNCONFIRMED,   "unconfirmed",   "the broker did not confirm in time")  \
+    X(BLOCKED,       "blocked",       "the broker is blocking publishers")
 
 #define FE_OK 0
 
@@ -40,6 +44,10 @@ enum {
 #define FE_OVERLOADED    FE_E(OVERLOADED)
 #define FE_SHUTTING_DOWN FE_E(SHUTTING_DOWN)
 #define FE_INTERNAL      FE_E(INTERNAL)
+#define FE_NACKED        FE_E(NACKED)
+#define FE_UNROUTABLE    FE_E(UNROUTABLE)
+#define FE_UNCONFIRMED   FE_E(UNCONFIRMED)
+#define FE_BLOCKED       FE_E(BLOCKED)
 
 /* Index 0..FE_NCODES-1 of a negative code; outcome tables put "ok" at
  * FE_NCODES. */

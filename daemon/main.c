@@ -7,6 +7,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "amqp_backend.h"
 #include "redis_backend.h"
 #include "server.h"
 
@@ -18,6 +19,7 @@ static void usage(FILE *f)
             "  -c, --config FILE     configuration file (default %s if it exists)\n"
             "  -s, --socket PATH     Unix socket to listen on (key 'socket')\n"
             "  -r, --redis URL       Redis URL (key 'redis_url')\n"
+            "  -a, --amqp URL        RabbitMQ URL(s) (key 'amqp_url')\n"
             "  -l, --log-level LVL   error, warn, info or debug (key 'log_level')\n"
             "  -o, --set KEY=VALUE   set any key below\n"
             "      --check-config    validate the configuration and exit\n"
@@ -40,6 +42,7 @@ int main(int argc, char **argv)
         {"config", required_argument, NULL, 'c'},
         {"socket", required_argument, NULL, 's'},
         {"redis", required_argument, NULL, 'r'},
+        {"amqp", required_argument, NULL, 'a'},
         {"log-level", required_argument, NULL, 'l'},
         {"set", required_argument, NULL, 'o'},
         {"check-config", no_argument, NULL, 'C'},
@@ -57,7 +60,7 @@ int main(int argc, char **argv)
     int opt;
     int status = 0;
 
-    while ((opt = getopt_long(argc, argv, "c:s:r:l:o:hV", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "c:s:r:a:l:o:hV", longopts, NULL)) != -1) {
         const char *key = NULL;
         switch (opt) {
         case 'c':
@@ -66,6 +69,7 @@ int main(int argc, char **argv)
             continue;
         case 's': key = "socket"; break;
         case 'r': key = "redis_url"; break;
+        case 'a': key = "amqp_url"; break;
         case 'l': key = "log_level"; break;
         case 'o':
             if (!strchr(optarg, '=')) {
@@ -108,21 +112,27 @@ int main(int argc, char **argv)
     }
     if (rc == 0)
         rc = config_validate(&srv.cfg, err, sizeof(err));
-    struct backend *redis = NULL;
+    struct backend *redis = NULL, *amqp = NULL;
     if (rc == 0 && !(redis = redis_backend_new(&srv, err, sizeof(err))))
         rc = -1;
+    if (rc == 0 && !(amqp = amqp_backend_new(&srv, err, sizeof(err)))) {
+        redis->ops->destroy(redis);
+        rc = -1;
+    }
     if (rc != 0) {
         fprintf(stderr, "ferryd: bad configuration: %s\n", err);
         status = 2;
     } else if (check_only) {
         printf("configuration ok\n");
         redis->ops->destroy(redis);
+        amqp->ops->destroy(amqp);
     } else {
         srv.config_path = config_path;
         srv.config_must_exist = must_exist;
         srv.overrides = overrides;
         srv.noverrides = nover;
         srv.backends[srv.nbackends++] = redis;
+        srv.backends[srv.nbackends++] = amqp;
         status = server_run(&srv);
     }
     config_free(&srv.cfg);

@@ -50,46 +50,19 @@ const char *redis_conn_state_name(enum rconn_state s)
     return names[s];
 }
 
-/* ---- the reply ring ---- */
-
-static uint64_t ring_push(struct redis_conn *c, struct request *r)
-{
-    if (c->tail - c->head == c->ring_cap) {
-        size_t ncap = c->ring_cap ? c->ring_cap * 2 : 64;
-        struct request **n = xmalloc(ncap * sizeof(*n));
-        for (uint64_t s = c->head; s < c->tail; s++)
-            n[s & (ncap - 1)] = c->ring[s & (c->ring_cap - 1)];
-        free(c->ring);
-        c->ring = n;
-        c->ring_cap = ncap;
-    }
-    uint64_t seq = c->tail++;
-    c->ring[seq & (c->ring_cap - 1)] = r;
-    return seq;
-}
-
-static struct request *ring_pop(struct redis_conn *c)
-{
-    struct request **slot = &c->ring[c->head & (c->ring_cap - 1)];
-    struct request *r = *slot;
-    *slot = NULL;
-    c->head++;
-    return r;
-}
-
 /* Fails every request still awaiting a reply. Slots are re-read one at a
  * time because failing one request can cancel others (its client may
  * close), which writes NULL into their slots. */
 static void fail_all(struct redis_conn *c, int code, const char *msg)
 {
-    while (c->head < c->tail) {
-        struct request *r = ring_pop(c);
+    while (reqring_size(&c->ring)) {
+        struct request *r = reqring_pop(&c->ring);
         if (r && r != HANDSHAKE_SLOT) {
             r->backend = NULL;
             request_fail(r, code, msg);
         }
     }
-    c->head = c->tail = 0;
+    c->ring.head = c->ring.tail = 0;
     c->handshake_left = 0;
 }
 
@@ -158,11 +131,11 @@ static void conn_fail(struct redis_conn *c, const char *why)
 
 static void handle_reply(struct redis_conn *c, redisReply *reply)
 {
-    if (c->head == c->tail) {
+    if (reqring_size(&c->ring) == 0) {
         conn_fail(c, "redis sent a reply to no command");
         return;
     }
-    struct request *r = ring_pop(c);
+    struct request *r = reqring_pop(&c->ring);
     if (r == HANDSHAKE_SLOT) {
         if (reply->type == REDIS_REPLY_ERROR) {
             char why[160];
@@ -314,7 +287,7 @@ static void queue_handshake(struct redis_conn *c, int argc, const char **argv)
     for (int i = 0; i < argc; i++)
         lens[i] = strlen(argv[i]);
     redis_command_format(&c->out.pending, argc, argv, lens);
-    ring_push(c, HANDSHAKE_SLOT);
+    reqring_push(&c->ring, HANDSHAKE_SLOT);
     c->handshake_left++;
 }
 
@@ -329,7 +302,7 @@ static void begin_attempt(struct redis_conn *c)
     c->reader = redisReaderCreate();
     if (!c->reader)
         abort();
-    c->head = c->tail = 0;
+    c->ring.head = c->ring.tail = 0;
     c->handshake_left = 0;
     c->out.pending.len = 0;
     if (a->password) {
@@ -377,6 +350,7 @@ struct redis_conn *redis_conn_new(struct redis_backend *rb, unsigned index)
     c->index = index;
     c->state = RC_WAITING;
     c->readbuf = xmalloc(READ_BUF);
+    reqring_init(&c->ring);
     outq_init(&c->out, &rb->base.server->flusher, on_out_done);
     return c;
 }
@@ -392,7 +366,7 @@ int redis_conn_send(struct redis_conn *c, struct request *r, int argc, const cha
 {
     if (redis_conn_pending(c) >= (size_t)cfg(c)->redis_max_pending)
         return FE_OVERLOADED;
-    r->bseq = ring_push(c, r);
+    r->bseq = reqring_push(&c->ring, r);
     r->bdata = c;
     redis_command_format(&c->out.pending, argc, argv, lens);
     outq_kick(&c->out);
@@ -401,11 +375,7 @@ int redis_conn_send(struct redis_conn *c, struct request *r, int argc, const cha
 
 void redis_conn_cancel(struct redis_conn *c, struct request *r)
 {
-    if (r->bseq >= c->head && r->bseq < c->tail) {
-        struct request **slot = &c->ring[r->bseq & (c->ring_cap - 1)];
-        if (*slot == r)
-            *slot = NULL;
-    }
+    reqring_cancel(&c->ring, r->bseq, r);
 }
 
 void redis_conn_stop(struct redis_conn *c)
@@ -424,7 +394,7 @@ void redis_conn_free(struct redis_conn *c)
     if (c->reader)
         redisReaderFree(c->reader);
     outq_free(&c->out);
-    free(c->ring);
+    reqring_free(&c->ring);
     free(c->readbuf);
     free(c);
 }

@@ -8,6 +8,7 @@
 #include <hiredis/hiredis.h>
 
 #include "outq.h"
+#include "reqring.h"
 
 struct redis_backend;
 struct request;
@@ -41,12 +42,10 @@ struct redis_conn {
     redisReader *reader;        /* owns */
     char *readbuf;              /* owns: READ_BUF bytes for uv_read */
 
-    /* Commands awaiting replies, oldest first, as a ring indexed by
-     * sequence number. A slot holds the request, NULL when the request was
-     * cancelled (its reply is read and dropped), or HANDSHAKE_SLOT. */
-    struct request **ring;      /* owns the array, refers to the requests */
-    size_t ring_cap;            /* a power of two */
-    uint64_t head, tail;        /* sequence numbers: next reply, next command */
+    /* Commands awaiting replies, oldest first. A slot holds the request,
+     * NULL when the request was cancelled (its reply is read and dropped),
+     * or HANDSHAKE_SLOT. */
+    struct reqring ring;
     unsigned handshake_left;    /* handshake replies still awaited */
 
     bool down;                  /* failed since last ready: fail fast */
@@ -64,7 +63,7 @@ int redis_conn_send(struct redis_conn *c, struct request *r, int argc, const cha
 void redis_conn_cancel(struct redis_conn *c, struct request *r);
 void redis_conn_stop(struct redis_conn *c);
 void redis_conn_free(struct redis_conn *c);
-static inline size_t redis_conn_pending(const struct redis_conn *c) { return (size_t)(c->tail - c->head); }
+static inline size_t redis_conn_pending(const struct redis_conn *c) { return reqring_size(&c->ring); }
 const char *redis_conn_state_name(enum rconn_state s);
 /* Whether a request sent now would be written (soon) rather than refused. */
 static inline bool redis_conn_usable(const struct redis_conn *c)

@@ -177,12 +177,18 @@ void request_expired(struct deadlines *d, struct deadline *e)
 {
     (void)d;
     struct request *r = container_of(e, struct request, deadline);
+    int code = FE_TIMEOUT;
     if (r->backend) {
+        if (r->backend->ops->timeout_code)
+            code = r->backend->ops->timeout_code(r->backend, r);
         r->backend->ops->cancel(r->backend, r);
         r->backend = NULL;
     }
-    char msg[96];
-    snprintf(msg, sizeof(msg), "no reply within the deadline (%llu ms)",
-             (unsigned long long)((uv_hrtime() - r->start_ns) / 1000000));
-    request_fail(r, FE_TIMEOUT, msg);
+    char msg[128];
+    unsigned long long ms = (uv_hrtime() - r->start_ns) / 1000000;
+    if (code == FE_TIMEOUT)
+        snprintf(msg, sizeof(msg), "no reply within the deadline (%llu ms)", ms);
+    else
+        snprintf(msg, sizeof(msg), "%s within the deadline (%llu ms)", fe_message(code), ms);
+    request_fail(r, code, msg);
 }

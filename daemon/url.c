@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <amqp.h>
+
 #include "cbuf.h"
 #include "url.h"
 
@@ -170,4 +172,88 @@ void url_redact(const char *url, char *out, size_t len)
         return;
     }
     snprintf(out, len, "%.*s***%s", (int)(colon + 1 - url), url, at);
+}
+
+void amqp_addr_free(struct amqp_addr *a)
+{
+    free(a->user);
+    free(a->password);
+    free(a->vhost);
+    free(a->name);
+    a->user = a->password = a->vhost = a->name = NULL;
+}
+
+/* The query string: heartbeat=N and connection_name=S, '&'-separated. */
+static int parse_amqp_query(char *q, struct amqp_addr *a, char *err, size_t errlen)
+{
+    for (char *kv = strtok(q, "&"); kv; kv = strtok(NULL, "&")) {
+        char *eq = strchr(kv, '=');
+        if (!eq) {
+            snprintf(err, errlen, "URL option '%.40s' needs a value", kv);
+            return -1;
+        }
+        *eq = '\0';
+        const char *v = eq + 1;
+        if (strcmp(kv, "heartbeat") == 0) {
+            char *end;
+            long h = strtol(v, &end, 10);
+            if (*end || end == v || h < 0 || h > 65535) {
+                snprintf(err, errlen, "heartbeat must be 0..65535 seconds");
+                return -1;
+            }
+            a->heartbeat = (int)h;
+        } else if (strcmp(kv, "connection_name") == 0) {
+            free(a->name);
+            a->name = pct_decode(v, strlen(v));
+            if (!a->name) {
+                snprintf(err, errlen, "bad percent-escape in connection_name");
+                return -1;
+            }
+        } else {
+            snprintf(err, errlen, "unknown URL option '%.40s' (heartbeat, connection_name)", kv);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int url_parse_amqp(const char *url, struct amqp_addr *a, char *err, size_t errlen)
+{
+    memset(a, 0, sizeof(*a));
+    a->heartbeat = 10;
+    url_redact(url, a->redacted, sizeof(a->redacted));
+    if (strncmp(url, "amqp://", 7) != 0) {
+        snprintf(err, errlen, "URL must start with amqp:// (amqps is not supported yet)");
+        return -1;
+    }
+    char *copy = xstrdup(url);
+    char *q = strchr(copy, '?');
+    if (q)
+        *q++ = '\0';
+    struct amqp_connection_info ci;
+    amqp_default_connection_info(&ci);
+    if (amqp_parse_url(copy, &ci) != AMQP_STATUS_OK) {
+        snprintf(err, errlen, "not a valid amqp:// URL");
+        free(copy);
+        return -1;
+    }
+    if (strlen(ci.host) >= sizeof(a->host) || ci.port < 1 || ci.port > 65535) {
+        snprintf(err, errlen, "bad host or port");
+        free(copy);
+        return -1;
+    }
+    snprintf(a->host, sizeof(a->host), "%s", ci.host);
+    a->port = ci.port;
+    a->user = xstrdup(ci.user);
+    a->password = xstrdup(ci.password);
+    /* "amqp://host/" names the empty vhost by the letter of the AMQP URI
+     * spec, which no one means: it is taken as the default "/", like
+     * "amqp://host". Other vhosts are written as usual ("/%2f" is "/"). */
+    a->vhost = xstrdup(ci.vhost[0] ? ci.vhost : "/");
+    a->name = xstrdup("ferryd");
+    int rc = q ? parse_amqp_query(q, a, err, errlen) : 0;
+    free(copy);
+    if (rc)
+        amqp_addr_free(a);
+    return rc;
 }

@@ -22,6 +22,25 @@ int url_parse_redis(const char *url, struct redis_addr *out, char *err, size_t e
     __attribute__((warn_unused_result));
 void redis_addr_free(struct redis_addr *a);
 
+struct amqp_addr {
+    char host[256];
+    int port;
+    char *user;          /* owns */
+    char *password;      /* owns; never logged */
+    char *vhost;         /* owns */
+    int heartbeat;       /* seconds; 0 turns heartbeats off */
+    char *name;          /* owns: connection name shown by the broker */
+    char redacted[512];  /* the URL with the password masked, for logs */
+};
+
+/* Accepts amqp://[user[:password]@]host[:port][/vhost][?heartbeat=N&connection_name=S]
+ * (rabbitmq-c's amqp_parse_url does the URL proper; defaults guest, guest,
+ * localhost, 5672, "/"; an empty vhost, as in "amqp://host/", also means
+ * "/"). Returns 0, or -1 with a message in err. */
+int url_parse_amqp(const char *url, struct amqp_addr *out, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+void amqp_addr_free(struct amqp_addr *a);
+
 /* Copies url with any password replaced by "***". */
 void url_redact(const char *url, char *out, size_t len);
 

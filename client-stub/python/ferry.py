@@ -70,19 +70,22 @@ class Client:
     def send_raw(self, data):
         self.sock.sendall(data)
 
-    def _read_exact(self, n):
+    def _fill(self, n):
+        # Bytes stay in the buffer until a whole frame is there, so a socket
+        # timeout never loses part of one.
         while len(self._buf) < n:
             chunk = self.sock.recv(max(65536, n - len(self._buf)))
             if not chunk:
                 raise ConnectionClosed("ferryd closed the connection")
             self._buf += chunk
-        out, self._buf = self._buf[:n], self._buf[n:]
-        return out
 
     def recv_frame(self):
         """Returns the next frame from the server, decoded."""
-        (n,) = struct.unpack(">I", self._read_exact(4))
-        return cbor2.loads(self._read_exact(n))
+        self._fill(4)
+        (n,) = struct.unpack(">I", self._buf[:4])
+        self._fill(4 + n)
+        body, self._buf = self._buf[4:4 + n], self._buf[4 + n:]
+        return cbor2.loads(body)
 
     # -- requests -----------------------------------------------------------
 
@@ -166,3 +169,123 @@ def result_of(frame):
         err = frame["error"]
         raise FerryError(err.get("code"), err.get("message"), frame.get("id"))
     return frame["result"]
+
+
+class AMQP:
+    """The AMQP ops, as methods: Client(...).amqp.publish(...)."""
+
+    def __init__(self, client):
+        self.c = client
+
+    def declare_exchange(self, name, type="direct", durable=False, auto_delete=False,
+                         internal=False, arguments=None, **kw):
+        args = {"name": name, "type": type, "durable": durable, "auto_delete": auto_delete,
+                "internal": internal}
+        if arguments:
+            args["arguments"] = arguments
+        return self.c.call("exchange.declare", args, **kw)
+
+    def delete_exchange(self, name, if_unused=False, **kw):
+        return self.c.call("exchange.delete", {"name": name, "if_unused": if_unused}, **kw)
+
+    def declare_queue(self, name="", durable=False, exclusive=False, auto_delete=False,
+                      arguments=None, **kw):
+        args = {"name": name, "durable": durable, "exclusive": exclusive,
+                "auto_delete": auto_delete}
+        if arguments:
+            args["arguments"] = arguments
+        return self.c.call("queue.declare", args, **kw)
+
+    def bind(self, queue, exchange, routing_key="", arguments=None, **kw):
+        args = {"queue": queue, "exchange": exchange, "routing_key": routing_key}
+        if arguments:
+            args["arguments"] = arguments
+        return self.c.call("queue.bind", args, **kw)
+
+    def unbind(self, queue, exchange, routing_key="", **kw):
+        return self.c.call("queue.unbind", {"queue": queue, "exchange": exchange,
+                                            "routing_key": routing_key}, **kw)
+
+    def purge(self, queue, **kw):
+        return self.c.call("queue.purge", {"queue": queue}, **kw)
+
+    def delete_queue(self, queue, if_unused=False, if_empty=False, **kw):
+        return self.c.call("queue.delete", {"queue": queue, "if_unused": if_unused,
+                                            "if_empty": if_empty}, **kw)
+
+    @staticmethod
+    def message(exchange, routing_key, body, **props):
+        m = {"exchange": exchange, "routing_key": routing_key, "body": to_bytes(body)}
+        m.update(props)
+        return m
+
+    def publish(self, exchange, routing_key, body, deadline=None, **props):
+        """Returns after the broker's confirm; raises FerryError with code
+        nacked, unroutable, unconfirmed, blocked ... otherwise."""
+        return self.c.call("publish", self.message(exchange, routing_key, body, **props), deadline)
+
+    def send_publish(self, exchange, routing_key, body, deadline=None, **props):
+        return self.c.send("publish", self.message(exchange, routing_key, body, **props), deadline)
+
+    def publish_batch(self, messages, transactional=False, deadline=None):
+        return self.c.call("publish.batch", {"messages": messages, "transactional": transactional},
+                           deadline)
+
+    def publish_delayed(self, exchange, routing_key, body, delay_ms, deadline=None, **props):
+        m = self.message(exchange, routing_key, body, **props)
+        m["delay_ms"] = delay_ms
+        return self.c.call("publish.delayed", m, deadline)
+
+    def consume(self, queue, prefetch=None, no_ack=False, exclusive=False, deadline=None):
+        """Returns the subscription id; deliveries arrive as push frames
+        with that "sub" (see Client.next_push)."""
+        args = {"queue": queue, "no_ack": no_ack, "exclusive": exclusive}
+        if prefetch is not None:
+            args["prefetch"] = prefetch
+        id = self.c.send("consume", args, deadline)
+        self.c.wait(id)
+        return id
+
+    def ack(self, sub, delivery_tag, multiple=False, **kw):
+        return self.c.call("ack", {"sub": sub, "delivery_tag": delivery_tag, "multiple": multiple}, **kw)
+
+    def nack(self, sub, delivery_tag, multiple=False, requeue=True, **kw):
+        return self.c.call("nack", {"sub": sub, "delivery_tag": delivery_tag, "multiple": multiple,
+                                    "requeue": requeue}, **kw)
+
+    def reject(self, sub, delivery_tag, requeue=False, **kw):
+        return self.c.call("reject", {"sub": sub, "delivery_tag": delivery_tag, "requeue": requeue},
+                           **kw)
+
+    def cancel(self, sub, **kw):
+        return self.c.call("cancel", {"sub": sub}, **kw)
+
+    def get(self, queue, **kw):
+        return self.c.call("get", {"queue": queue}, **kw)
+
+    def rpc(self, exchange, routing_key, body, deadline=None, **props):
+        return self.c.call("rpc", self.message(exchange, routing_key, body, **props), deadline)
+
+
+def _amqp(self):
+    return AMQP(self)
+
+
+def _next_push(self, timeout=None):
+    """Returns the next push frame, reading from the socket if needed."""
+    if self.pushes:
+        return self.pushes.pop(0)
+    old = self.sock.gettimeout()
+    self.sock.settimeout(timeout)
+    try:
+        while True:
+            frame = self.recv_frame()
+            if isinstance(frame, dict) and "sub" in frame and "id" not in frame:
+                return frame
+            self._parked[frame.get("id")] = frame
+    finally:
+        self.sock.settimeout(old)
+
+
+Client.amqp = property(_amqp)
+Client.next_push = _next_push
