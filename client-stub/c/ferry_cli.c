@@ -7,6 +7,7 @@
  * an empty line. An error prints "(error) CODE: message" on stderr and
  * exits 1; a connection failure exits 2; bad usage exits 64. */
 #include <errno.h>
+#include <stdbool.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -26,9 +27,21 @@ static void usage(FILE *f)
             "  stats                 the daemon's counters, one 'name: value' per line\n"
             "  redis CMD [ARG...]    run a Redis command through ferryd\n"
             "\n"
+            "RabbitMQ:\n"
+            "  declare-exchange NAME TYPE [--durable]\n"
+            "  declare-queue NAME [--durable] [--arg k=v]...\n"
+            "  bind QUEUE EXCHANGE KEY\n"
+            "  publish EXCHANGE ROUTING_KEY BODY [--persistent] [--header k=v]... [--mandatory]\n"
+            "                        returns after the broker's confirm\n"
+            "  consume QUEUE [--count N] [--no-ack]   one delivery per line, acked after printing\n"
+            "  get QUEUE             one message, or an empty line\n"
+            "  rpc EXCHANGE KEY BODY publish and print the reply (direct reply-to)\n"
+            "  (k=v values: integers and true/false are typed, the rest is text)\n"
+            "\n"
             "options:\n"
             "  -s, --socket PATH     daemon socket (default $FERRY_SOCKET or %s)\n"
             "  -t, --timeout MS      request deadline, and how long to wait (default 5000)\n"
+            "  -v, --verbose         with consume and get: print each message's properties\n"
             "  -h, --help\n",
             FERRY_DEFAULT_SOCKET);
 }
@@ -106,19 +119,313 @@ static void print_flat(const char *prefix, const cbor_item_t *it)
     print_raw(it);
 }
 
+/* ---- RabbitMQ commands ---- */
+
+static void map_put(cbor_item_t *map, const char *key, cbor_item_t *value)
+{
+    cbor_map_add(map, (struct cbor_pair){.key = cbor_move(cbor_build_string(key)), .value = cbor_move(value)});
+}
+
+/* "k=v": integers and true/false become those types, the rest text. */
+static int put_kv(cbor_item_t *map, const char *kv)
+{
+    const char *eq = strchr(kv, '=');
+    if (!eq || eq == kv) {
+        fprintf(stderr, "ferry: expected key=value, got '%s'\n", kv);
+        return -1;
+    }
+    char key[256];
+    snprintf(key, sizeof(key), "%.*s", (int)(eq - kv), kv);
+    const char *v = eq + 1;
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    cbor_item_t *val;
+    if (*v && !*end && !errno)
+        val = n >= 0 ? cbor_build_uint64((uint64_t)n) : cbor_build_negint64((uint64_t)(-(n + 1)));
+    else if (!strcmp(v, "true") || !strcmp(v, "false"))
+        val = cbor_build_bool(!strcmp(v, "true"));
+    else
+        val = cbor_build_string(v);
+    map_put(map, key, val);
+    return 0;
+}
+
+/* Prints a message the way consume and get show it: the body on its own
+ * line, after a line of its metadata with -v. */
+static void print_message(const cbor_item_t *m, int verbose)
+{
+    const cbor_item_t *body = NULL;
+    struct cbor_pair *p = cbor_map_handle((cbor_item_t *)m);
+    for (size_t i = 0; i < cbor_map_size(m); i++) {
+        const cbor_item_t *k = p[i].key;
+        if (cbor_isa_string(k) && cbor_string_length(k) == 4 && !memcmp(cbor_string_handle(k), "body", 4))
+            body = p[i].value;
+    }
+    if (verbose) {
+        for (size_t i = 0; i < cbor_map_size(m); i++) {
+            const cbor_item_t *k = p[i].key;
+            if (p[i].value == body)
+                continue;
+            char key[64];
+            snprintf(key, sizeof(key), "%.*s", (int)cbor_string_length(k), (const char *)cbor_string_handle(k));
+            print_flat(key, p[i].value);
+        }
+    }
+    if (body)
+        print_raw(body);
+}
+
+static int check_result(ferry_msg_t *m, int rc)
+{
+    if (rc != 0) {
+        fprintf(stderr, "ferry: %s\n", ferry_strerror(rc));
+        return 2;
+    }
+    if (m->err_code) {
+        fprintf(stderr, "(error) %s: %s\n", m->err_code, m->err_message);
+        return 1;
+    }
+    return 0;
+}
+
+struct amqp_opts {
+    int durable, persistent, mandatory, no_ack, verbose;
+    long count;
+    cbor_item_t *args;    /* --arg */
+    cbor_item_t *headers; /* --header */
+};
+
+/* Splits the command's own flags from its positional words. */
+static int amqp_flags(int argc, char **argv, struct amqp_opts *o, char **pos, int *npos)
+{
+    *npos = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--durable")) o->durable = 1;
+        else if (!strcmp(a, "--persistent")) o->persistent = 1;
+        else if (!strcmp(a, "--mandatory")) o->mandatory = 1;
+        else if (!strcmp(a, "--no-ack")) o->no_ack = 1;
+        else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) o->verbose = 1;
+        else if ((!strcmp(a, "--arg") || !strcmp(a, "--header") || !strcmp(a, "--count")) && i + 1 < argc) {
+            const char *v = argv[++i];
+            if (!strcmp(a, "--count")) {
+                char *end;
+                o->count = strtol(v, &end, 10);
+                if (*end || o->count < 1) {
+                    fprintf(stderr, "ferry: --count needs a positive number\n");
+                    return -1;
+                }
+            } else if (put_kv(!strcmp(a, "--arg") ? o->args : o->headers, v) != 0) {
+                return -1;
+            }
+        } else if (a[0] == '-' && a[1] == '-') {
+            fprintf(stderr, "ferry: unknown option '%s'\n", a);
+            return -1;
+        } else {
+            pos[(*npos)++] = argv[i];
+        }
+    }
+    return 0;
+}
+
+static int need(int npos, int want, const char *usage_line)
+{
+    if (npos == want)
+        return 0;
+    fprintf(stderr, "usage: ferry %s\n", usage_line);
+    return -1;
+}
+
+static cbor_item_t *message_args(char **pos, struct amqp_opts *o)
+{
+    cbor_item_t *m = cbor_new_definite_map(8);
+    map_put(m, "exchange", cbor_build_string(pos[0]));
+    map_put(m, "routing_key", cbor_build_string(pos[1]));
+    map_put(m, "body", cbor_build_bytestring((cbor_data)pos[2], strlen(pos[2])));
+    if (o->persistent)
+        map_put(m, "persistent", cbor_build_bool(true));
+    if (o->mandatory)
+        map_put(m, "mandatory", cbor_build_bool(true));
+    if (cbor_map_size(o->headers))
+        map_put(m, "headers", cbor_incref(o->headers));
+    return m;
+}
+
+/* Runs consume: prints each delivery and acks it after printing. */
+static int consume(ferry_t *f, const char *queue, struct amqp_opts *o, uint32_t deadline, int wait_ms)
+{
+    cbor_item_t *a = cbor_new_definite_map(3);
+    map_put(a, "queue", cbor_build_string(queue));
+    map_put(a, "no_ack", cbor_build_bool(o->no_ack));
+    if (o->count && o->count < 65535)
+        map_put(a, "prefetch", cbor_build_uint16((uint16_t)o->count));
+    ferry_msg_t *m = NULL;
+    uint64_t sub;
+    int rc = ferry_send(f, "consume", a, deadline, &sub);
+    cbor_decref(&a);
+    if (rc == 0) {
+        /* ferryd answers the consume before it pushes any delivery, so
+         * the first response is the consume's own. */
+        for (;;) {
+            rc = ferry_recv(f, &m, wait_ms);
+            if (rc || m->kind == FERRY_RESPONSE)
+                break;
+            ferry_msg_free(m);
+            m = NULL;
+        }
+    }
+    int status = check_result(m, rc);
+    ferry_msg_free(m);
+    if (status)
+        return status;
+    for (long n = 0; !o->count || n < o->count;) {
+        rc = ferry_recv(f, &m, -1);
+        if (rc) {
+            fprintf(stderr, "ferry: %s\n", ferry_strerror(rc));
+            return 2;
+        }
+        if (m->kind != FERRY_PUSH || m->sub != sub) {
+            ferry_msg_free(m);
+            continue;
+        }
+        if (strcmp(m->push_kind, "delivery") != 0) {
+            fprintf(stderr, "(error) subscription ended: %s\n", m->push_kind);
+            ferry_msg_free(m);
+            return 1;
+        }
+        print_message(m->data, o->verbose);
+        fflush(stdout);
+        if (!o->no_ack) {
+            const cbor_item_t *tag = NULL;
+            struct cbor_pair *p = cbor_map_handle(m->data);
+            for (size_t i = 0; i < cbor_map_size(m->data); i++)
+                if (cbor_string_length(p[i].key) == 12 && !memcmp(cbor_string_handle(p[i].key), "delivery_tag", 12))
+                    tag = p[i].value;
+            cbor_item_t *ack = cbor_new_definite_map(2);
+            map_put(ack, "sub", cbor_build_uint64(sub));
+            map_put(ack, "delivery_tag", cbor_build_uint64(tag ? cbor_get_int(tag) : 0));
+            ferry_msg_t *r;
+            rc = ferry_call(f, "ack", ack, deadline, &r, wait_ms);
+            cbor_decref(&ack);
+            status = check_result(r, rc);
+            ferry_msg_free(r);
+            if (status) {
+                ferry_msg_free(m);
+                return status;
+            }
+        }
+        ferry_msg_free(m);
+        n++;
+    }
+    return 0;
+}
+
+static int amqp_command(ferry_t *f, const char *cmd, int argc, char **argv, uint32_t deadline, int wait_ms,
+                        int verbose)
+{
+    struct amqp_opts o = {.verbose = verbose, .args = cbor_new_definite_map(32),
+                          .headers = cbor_new_definite_map(32)};
+    char **pos = calloc((size_t)argc + 1, sizeof(char *));
+    int npos, status = 64;
+    cbor_item_t *a = NULL;
+    const char *op = NULL;
+    if (amqp_flags(argc, argv, &o, pos, &npos) != 0)
+        goto out;
+    if (!strcmp(cmd, "declare-exchange")) {
+        if (need(npos, 2, "declare-exchange NAME TYPE [--durable]"))
+            goto out;
+        op = "exchange.declare";
+        a = cbor_new_definite_map(3);
+        map_put(a, "name", cbor_build_string(pos[0]));
+        map_put(a, "type", cbor_build_string(pos[1]));
+        map_put(a, "durable", cbor_build_bool(o.durable));
+    } else if (!strcmp(cmd, "declare-queue")) {
+        if (need(npos, 1, "declare-queue NAME [--durable] [--arg k=v]..."))
+            goto out;
+        op = "queue.declare";
+        a = cbor_new_definite_map(3);
+        map_put(a, "name", cbor_build_string(pos[0]));
+        map_put(a, "durable", cbor_build_bool(o.durable));
+        if (cbor_map_size(o.args))
+            map_put(a, "arguments", cbor_incref(o.args));
+    } else if (!strcmp(cmd, "bind")) {
+        if (need(npos, 3, "bind QUEUE EXCHANGE KEY"))
+            goto out;
+        op = "queue.bind";
+        a = cbor_new_definite_map(3);
+        map_put(a, "queue", cbor_build_string(pos[0]));
+        map_put(a, "exchange", cbor_build_string(pos[1]));
+        map_put(a, "routing_key", cbor_build_string(pos[2]));
+    } else if (!strcmp(cmd, "publish") || !strcmp(cmd, "rpc")) {
+        if (need(npos, 3, !strcmp(cmd, "rpc") ? "rpc EXCHANGE KEY BODY"
+                                               : "publish EXCHANGE ROUTING_KEY BODY [--persistent] "
+                                                 "[--header k=v]... [--mandatory]"))
+            goto out;
+        op = cmd;
+        a = message_args(pos, &o);
+    } else if (!strcmp(cmd, "get")) {
+        if (need(npos, 1, "get QUEUE"))
+            goto out;
+        op = "get";
+        a = cbor_new_definite_map(1);
+        map_put(a, "queue", cbor_build_string(pos[0]));
+    } else if (!strcmp(cmd, "consume")) {
+        if (need(npos, 1, "consume QUEUE [--count N] [--no-ack]"))
+            goto out;
+        status = consume(f, pos[0], &o, deadline, wait_ms);
+        goto out;
+    }
+    ferry_msg_t *m = NULL;
+    int rc = ferry_call(f, op, a, deadline, &m, wait_ms);
+    status = check_result(m, rc);
+    if (status == 0) {
+        if (!strcmp(cmd, "get") || !strcmp(cmd, "rpc")) {
+            if (cbor_isa_map(m->result))
+                print_message(m->result, o.verbose);
+            else
+                putchar('\n');
+        } else if (!strcmp(cmd, "declare-queue")) {
+            struct cbor_pair *p = cbor_map_handle(m->result);
+            print_raw(p[0].value);
+        } else {
+            puts("OK");
+        }
+    }
+    ferry_msg_free(m);
+out:
+    if (a)
+        cbor_decref(&a);
+    cbor_decref(&o.args);
+    cbor_decref(&o.headers);
+    free(pos);
+    return status;
+}
+
+static int is_amqp_command(const char *c)
+{
+    static const char *const cmds[] = {"declare-exchange", "declare-queue", "bind", "publish",
+                                       "consume", "get", "rpc", NULL};
+    for (int i = 0; cmds[i]; i++)
+        if (!strcmp(c, cmds[i]))
+            return 1;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"socket", required_argument, NULL, 's'},
         {"timeout", required_argument, NULL, 't'},
+        {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *path = NULL;
     long timeout = 5000;
-    int opt;
+    int opt, verbose = 0;
     /* '+' stops at the first command word, so "ferry redis SET k -1" works. */
-    while ((opt = getopt_long(argc, argv, "+s:t:h", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "+s:t:vh", longopts, NULL)) != -1) {
         switch (opt) {
         case 's': path = optarg; break;
         case 't': {
@@ -130,6 +437,7 @@ int main(int argc, char **argv)
             }
             break;
         }
+        case 'v': verbose = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 64;
         }
@@ -140,7 +448,8 @@ int main(int argc, char **argv)
     }
     const char *cmd = argv[optind];
     int is_redis = strcmp(cmd, "redis") == 0;
-    if (!is_redis && strcmp(cmd, "ping") && strcmp(cmd, "hello") && strcmp(cmd, "stats")) {
+    int is_amqp = is_amqp_command(cmd);
+    if (!is_redis && !is_amqp && strcmp(cmd, "ping") && strcmp(cmd, "hello") && strcmp(cmd, "stats")) {
         fprintf(stderr, "ferry: unknown command '%s'\n", cmd);
         usage(stderr);
         return 64;
@@ -162,6 +471,11 @@ int main(int argc, char **argv)
      * arrives rather than a client-side one. */
     int wait_ms = (int)timeout + 1000;
     int rc;
+    if (is_amqp) {
+        int st = amqp_command(f, cmd, argc - optind - 1, argv + optind + 1, (uint32_t)timeout, wait_ms, verbose);
+        ferry_close(f);
+        return st;
+    }
     if (is_redis)
         rc = ferry_call_redis(f, argc - optind - 1, (const char *const *)argv + optind + 1, NULL,
                               (uint32_t)timeout, &m, wait_ms);
