@@ -94,7 +94,7 @@ static bool arg_bool(struct args *a, const char *key, bool def)
     const cbor_item_t *v = arg(a, key);
     if (!v)
         return def;
-    if (!cbor_is_bool(v)) {
+    if (!item_is_bool(v)) {
         a->bad = a->bad ? a->bad : "flags must be booleans";
         return def;
     }

@@ -7,6 +7,15 @@
 
 #define MAX_TABLE_DEPTH 16
 
+static bool is_ctrl(const cbor_item_t *it)
+{
+    return cbor_isa_float_ctrl(it) && cbor_float_get_width(it) == CBOR_FLOAT_0;
+}
+
+bool item_is_bool(const cbor_item_t *it) { return is_ctrl(it) && cbor_is_bool(it); }
+bool item_is_null(const cbor_item_t *it) { return is_ctrl(it) && (cbor_is_null(it) || cbor_is_undef(it)); }
+bool item_is_float(const cbor_item_t *it) { return cbor_isa_float_ctrl(it) && !is_ctrl(it); }
+
 cbor_item_t *cbor_map_find(const cbor_item_t *map, const char *key)
 {
     if (!map || !cbor_isa_map(map))
@@ -101,12 +110,12 @@ static const char *value_from_cbor(const cbor_item_t *it, amqp_field_value_t *v,
     } else if (cbor_isa_bytestring(it)) {
         v->kind = AMQP_FIELD_KIND_BYTES;
         amqp_bytes_from_cbor(it, &v->value.bytes, pool);
-    } else if (cbor_is_bool(it)) {
+    } else if (item_is_bool(it)) {
         v->kind = AMQP_FIELD_KIND_BOOLEAN;
         v->value.boolean = cbor_get_bool(it);
-    } else if (cbor_is_null(it) || cbor_is_undef(it)) {
+    } else if (item_is_null(it)) {
         v->kind = AMQP_FIELD_KIND_VOID;
-    } else if (cbor_is_float(it)) {
+    } else if (item_is_float(it)) {
         v->kind = AMQP_FIELD_KIND_F64;
         v->value.f64 = cbor_float_get_float(it);
     } else if (cbor_isa_array(it)) {
@@ -190,11 +199,11 @@ const char *amqp_msg_from_cbor(const cbor_item_t *args, struct amqp_out_msg *m, 
                 return "body is larger than the broker's limit";
             has_body = true;
         } else if (key_eq(k, "mandatory")) {
-            if (!cbor_is_bool(v))
+            if (!item_is_bool(v))
                 return "mandatory must be a boolean";
             m->mandatory = cbor_get_bool(v);
         } else if (key_eq(k, "persistent")) {
-            if (!cbor_is_bool(v))
+            if (!item_is_bool(v))
                 return "persistent must be a boolean";
             m->props._flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;
             m->props.delivery_mode = cbor_get_bool(v) ? 2 : 1;

@@ -19,6 +19,13 @@ struct amqp_out_msg {
     bool mandatory;
 };
 
+/* libcbor 0.8's cbor_is_bool() and cbor_is_null() assert (abort) when
+ * given a float, so a client could crash the daemon with 1.5 where a flag
+ * belongs. These check the width first. */
+bool item_is_bool(const cbor_item_t *it);
+bool item_is_null(const cbor_item_t *it);
+bool item_is_float(const cbor_item_t *it);
+
 /* The CBOR text or byte string it, copied into pool. NULL when it is
  * neither. */
 bool amqp_bytes_from_cbor(const cbor_item_t *it, amqp_bytes_t *out, amqp_pool_t *pool);

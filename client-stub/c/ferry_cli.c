@@ -70,12 +70,12 @@ static void print_raw(const cbor_item_t *it)
             print_raw(cbor_array_handle((cbor_item_t *)it)[i]);
         break;
     case CBOR_TYPE_FLOAT_CTRL:
-        if (cbor_is_null(it))
-            putchar('\n');
+        /* Test the width first: libcbor 0.8's cbor_is_bool() asserts on
+         * floats. */
+        if (cbor_float_get_width(it) != CBOR_FLOAT_0)
+            printf("%.17g\n", cbor_float_get_float(it));
         else if (cbor_is_bool(it))
             puts(cbor_get_bool(it) ? "true" : "false");
-        else if (cbor_is_float(it))
-            printf("%.17g\n", cbor_float_get_float(it));
         else
             putchar('\n');
         break;

@@ -1,0 +1,444 @@
+"""RabbitMQ through ferryd, against a real rabbitmq-server."""
+
+import signal
+import threading
+import time
+import uuid
+
+import pytest
+
+import ferry
+from conftest import SLOW, amqp_state, cli, wait_until
+
+
+def uid(prefix):
+    return "%s.%s" % (prefix, uuid.uuid4().hex[:8])
+
+
+@pytest.fixture
+def c(amqp_ferryd):
+    with amqp_ferryd.client() as client:
+        yield client
+
+
+def drain_pushes(client, n, timeout=10):
+    out = []
+    for _ in range(n):
+        out.append(client.next_push(timeout))
+    return out
+
+
+def test_topology_ops(c):
+    a = c.amqp
+    ex, q = uid("ex"), uid("q")
+    for t in ("direct", "fanout", "topic", "headers"):
+        assert a.declare_exchange(ex + "." + t, t, durable=False, auto_delete=False) == {}
+        assert a.delete_exchange(ex + "." + t) == {}
+    assert a.declare_exchange(ex, "direct") == {}
+    r = a.declare_queue(q, arguments={"x-message-ttl": 60000, "x-max-length": 100})
+    assert r == {"queue": q, "message_count": 0, "consumer_count": 0}
+    assert a.bind(q, ex, "k") == {}
+    a.publish(ex, "k", b"1")
+    a.publish(ex, "k", b"2")
+    assert a.declare_queue(q, arguments={"x-message-ttl": 60000, "x-max-length": 100})["message_count"] == 2
+    assert a.purge(q) == {"message_count": 2}
+    assert a.unbind(q, ex, "k") == {}
+    with pytest.raises(ferry.FerryError) as e:
+        a.publish(ex, "k", b"3", mandatory=True)
+    assert e.value.code == "unroutable"
+    a.publish(ex, "k", b"x")  # no binding: dropped, but confirmed
+    assert a.delete_queue(q) == {"message_count": 0}
+    assert a.delete_exchange(ex) == {}
+    # A server-named queue.
+    r = a.declare_queue("", exclusive=True)
+    assert r["queue"].startswith("amq.gen-")
+
+
+def test_routing_by_exchange_type(c):
+    a = c.amqp
+    t = uid("t")
+    qs = {k: a.declare_queue("%s.%s" % (t, k), auto_delete=False)["queue"] for k in "abcd"}
+    a.declare_exchange(t + ".direct", "direct")
+    a.bind(qs["a"], t + ".direct", "red")
+    a.bind(qs["b"], t + ".direct", "blue")
+    a.publish(t + ".direct", "red", b"to-a")
+    assert a.get(qs["a"])["body"] == b"to-a"
+    assert a.get(qs["b"]) is None
+
+    a.declare_exchange(t + ".fanout", "fanout")
+    a.bind(qs["a"], t + ".fanout")
+    a.bind(qs["b"], t + ".fanout")
+    a.publish(t + ".fanout", "ignored", b"all")
+    assert a.get(qs["a"])["body"] == b"all" and a.get(qs["b"])["body"] == b"all"
+
+    a.declare_exchange(t + ".topic", "topic")
+    a.bind(qs["c"], t + ".topic", "log.*.error")
+    a.bind(qs["d"], t + ".topic", "log.#")
+    a.publish(t + ".topic", "log.db.error", b"e1")
+    a.publish(t + ".topic", "log.db.info", b"i1")
+    assert a.get(qs["c"])["body"] == b"e1" and a.get(qs["c"]) is None
+    assert [a.get(qs["d"])["body"], a.get(qs["d"])["body"]] == [b"e1", b"i1"]
+
+    a.declare_exchange(t + ".headers", "headers")
+    a.bind(qs["a"], t + ".headers", arguments={"x-match": "all", "kind": "order", "region": "eu"})
+    a.bind(qs["b"], t + ".headers", arguments={"x-match": "any", "kind": "refund", "vip": True})
+    a.publish(t + ".headers", "", b"h1", headers={"kind": "order", "region": "eu"})
+    a.publish(t + ".headers", "", b"h2", headers={"kind": "order", "region": "us"})
+    a.publish(t + ".headers", "", b"h3", headers={"vip": True})
+    assert a.get(qs["a"])["body"] == b"h1" and a.get(qs["a"]) is None
+    assert a.get(qs["b"])["body"] == b"h3" and a.get(qs["b"]) is None
+    for q in qs.values():
+        a.delete_queue(q)
+
+
+def test_message_properties_roundtrip(c):
+    a = c.amqp
+    q = a.declare_queue(uid("props"))["queue"]
+    headers = {"int": 42, "neg": -7, "text": "caf\u00e9", "bytes": b"\x00\xff", "flag": True,
+               "nested": {"list": [1, "two", {"three": 3}]}, "none": None, "float": 1.5}
+    a.publish("", q, b"payload", content_type="application/json", content_encoding="gzip",
+              headers=headers, persistent=True, priority=7, correlation_id="corr-1", reply_to="back",
+              expiration=60000, message_id="m-1", timestamp=1700000000, type="order.created",
+              app_id="tests")
+    m = a.get(q)
+    p = m["properties"]
+    assert m["body"] == b"payload" and m["exchange"] == "" and m["routing_key"] == q
+    assert p["content_type"] == "application/json" and p["content_encoding"] == "gzip"
+    assert p["headers"] == headers
+    assert p["delivery_mode"] == 2 and p["priority"] == 7
+    assert p["correlation_id"] == "corr-1" and p["reply_to"] == "back"
+    assert p["expiration"] == "60000" and p["message_id"] == "m-1"
+    assert p["timestamp"] == 1700000000 and p["type"] == "order.created" and p["app_id"] == "tests"
+    a.delete_queue(q)
+
+
+def test_nack_from_a_full_queue(c):
+    a = c.amqp
+    q = a.declare_queue(uid("full"), arguments={"x-max-length": 1, "x-overflow": "reject-publish"})["queue"]
+    a.publish("", q, b"fits")
+    with pytest.raises(ferry.FerryError) as e:
+        a.publish("", q, b"rejected")
+    assert e.value.code == "nacked"
+    assert c.stats()["backends"]["amqp"]["nacks"] >= 1
+    a.delete_queue(q)
+
+
+def test_unroutable_mandatory(c):
+    a = c.amqp
+    ex = uid("ex")
+    a.declare_exchange(ex, "direct")
+    with pytest.raises(ferry.FerryError) as e:
+        a.publish(ex, "nowhere", b"x", mandatory=True)
+    assert e.value.code == "unroutable"
+    assert "NO_ROUTE" in e.value.message
+    assert a.publish(ex, "nowhere", b"x") == {"confirmed": True}   # not mandatory: fine
+    a.delete_exchange(ex)
+
+
+def test_batch_and_transactions(c):
+    a = c.amqp
+    q = a.declare_queue(uid("batch"))["queue"]
+    ex = uid("ex")
+    a.declare_exchange(ex, "direct")
+    a.bind(q, ex, "k")
+    r = a.publish_batch([a.message(ex, "k", b"1"), a.message(ex, "none", b"2", mandatory=True),
+                         a.message(ex, "k", b"3")])
+    assert r["results"][0] == {"confirmed": True} and r["results"][2] == {"confirmed": True}
+    assert r["results"][1]["error"]["code"] == "unroutable"
+    assert [a.get(q)["body"], a.get(q)["body"], a.get(q)] == [b"1", b"3", None]
+
+    r = a.publish_batch([a.message(ex, "k", b"t1"), a.message(ex, "k", b"t2")], transactional=True)
+    assert r == {"committed": True, "count": 2}
+    assert [a.get(q)["body"], a.get(q)["body"]] == [b"t1", b"t2"]
+
+    # One invalid message (a missing exchange): nothing is published.
+    with pytest.raises(ferry.FerryError) as e:
+        a.publish_batch([a.message(ex, "k", b"r1"), a.message(uid("missing"), "k", b"r2")],
+                        transactional=True)
+    assert e.value.code == "backend_error" and "rolled back" in e.value.message
+    # One malformed message: refused before anything is sent.
+    with pytest.raises(ferry.FerryError) as e:
+        a.publish_batch([a.message(ex, "k", b"r3"), {"exchange": ex, "routing_key": "k"}],
+                        transactional=True)
+    assert e.value.code == "bad_request"
+    assert a.get(q) is None
+    a.delete_queue(q)
+    a.delete_exchange(ex)
+
+
+def test_delayed_publish(c):
+    a = c.amqp
+    ex, q = uid("ex"), uid("delayed")
+    a.declare_exchange(ex, "direct")
+    a.declare_queue(q)
+    a.bind(q, ex, "later")
+    sub = a.consume(q, prefetch=10)
+    t = time.monotonic()
+    a.publish_delayed(ex, "later", b"after 700 ms", 700, persistent=True)
+    with pytest.raises(Exception):
+        c.next_push(timeout=0.4)          # not before the delay
+    p = c.next_push(timeout=10)
+    assert p["data"]["body"] == b"after 700 ms"
+    assert time.monotonic() - t >= 0.7
+    assert p["data"]["routing_key"] == "later"
+    a.ack(sub, p["data"]["delivery_tag"])
+    a.cancel(sub)
+    a.delete_queue(q)
+
+
+def test_dead_letter_after_reject(c):
+    a = c.amqp
+    dlx, dlq, q = uid("dlx"), uid("dlq"), uid("work")
+    a.declare_exchange(dlx, "fanout")
+    a.declare_queue(dlq)
+    a.bind(dlq, dlx)
+    a.declare_queue(q, arguments={"x-dead-letter-exchange": dlx})
+    a.publish("", q, b"poison")
+    sub = a.consume(q)
+    p = c.next_push(10)
+    assert p["data"]["body"] == b"poison"
+    a.reject(sub, p["data"]["delivery_tag"], requeue=False)
+    wait_until(lambda: a.declare_queue(dlq)["message_count"] == 1, what="dead letter")
+    m = a.get(dlq)
+    assert m["body"] == b"poison"
+    assert m["properties"]["headers"]["x-death"][0]["reason"] == "rejected"
+    a.cancel(sub)
+
+
+def test_consume_ack_nack_cancel(c):
+    a = c.amqp
+    q = a.declare_queue(uid("cons"))["queue"]
+    sub = a.consume(q, prefetch=10)
+    for i in range(3):
+        a.publish("", q, b"m%d" % i)
+    ps = drain_pushes(c, 3)
+    assert [p["data"]["body"] for p in ps] == [b"m0", b"m1", b"m2"]
+    assert all(p["sub"] == sub and p["kind"] == "delivery" for p in ps)
+    a.nack(sub, ps[1]["data"]["delivery_tag"], requeue=True)
+    again = c.next_push(10)
+    assert again["data"]["body"] == b"m1" and again["data"]["redelivered"] is True
+    a.ack(sub, again["data"]["delivery_tag"])
+    a.ack(sub, ps[2]["data"]["delivery_tag"], multiple=True)   # m0 and m2
+    assert a.cancel(sub) == {}
+    assert a.declare_queue(q)["message_count"] == 0
+    with pytest.raises(ferry.FerryError) as e:
+        a.ack(sub, 1)
+    assert e.value.code == "bad_request"     # the subscription is gone
+
+
+def test_prefetch_bounds_an_idle_consumer(c, amqp_ferryd):
+    a = c.amqp
+    q = a.declare_queue(uid("prefetch"))["queue"]
+    sub = a.consume(q, prefetch=3)
+    with amqp_ferryd.client() as p:
+        for i in range(10):
+            p.amqp.publish("", q, b"%d" % i)
+    got = drain_pushes(c, 3)
+    with pytest.raises(Exception):
+        c.next_push(timeout=0.5)              # the fourth waits for an ack
+    a.ack(sub, got[2]["data"]["delivery_tag"], multiple=True)
+    assert len(drain_pushes(c, 3)) == 3
+    a.cancel(sub)
+
+
+def test_no_ack_consumer(c):
+    a = c.amqp
+    q = a.declare_queue(uid("noack"))["queue"]
+    sub = a.consume(q, no_ack=True)
+    a.publish("", q, b"auto")
+    assert c.next_push(10)["data"]["body"] == b"auto"
+    with pytest.raises(ferry.FerryError):
+        a.ack(sub, 1)
+    a.cancel(sub)
+    assert a.declare_queue(q)["message_count"] == 0
+
+
+def test_rpc_round_trip(amqp_ferryd):
+    q = uid("rpc")
+    stop = threading.Event()
+    errors = []
+
+    def responder():
+        try:
+            with amqp_ferryd.client() as r:
+                r.amqp.declare_queue(q)
+                sub = r.amqp.consume(q)
+                ready.set()
+                while not stop.is_set():
+                    try:
+                        p = r.next_push(timeout=0.2)
+                    except Exception:
+                        continue
+                    d = p["data"]
+                    r.amqp.publish("", d["properties"]["reply_to"], b"re: " + d["body"],
+                                   correlation_id=d["properties"]["correlation_id"])
+                    r.amqp.ack(sub, d["delivery_tag"])
+        except Exception as e:
+            errors.append(repr(e))
+            ready.set()
+
+    ready = threading.Event()
+    t = threading.Thread(target=responder)
+    t.start()
+    ready.wait(30)
+    try:
+        with amqp_ferryd.client() as c:
+            for i in range(3):
+                reply = c.amqp.rpc("", q, b"ping %d" % i, deadline=5000 * SLOW)
+                assert reply["body"] == b"re: ping %d" % i
+            # No responder for this one: the deadline answers.
+            with pytest.raises(ferry.FerryError) as e:
+                c.amqp.rpc("", uid("nobody"), b"hello?", deadline=300)
+            assert e.value.code == "timeout"
+    finally:
+        stop.set()
+        t.join(30)
+    assert errors == []
+
+
+def test_priority_ordering(c):
+    a = c.amqp
+    q = a.declare_queue(uid("prio"), arguments={"x-max-priority": 10})["queue"]
+    for p in (1, 9, 5, 0, 7):
+        a.publish("", q, b"p%d" % p, priority=p)
+    assert [a.get(q)["body"] for _ in range(5)] == [b"p9", b"p7", b"p5", b"p1", b"p0"]
+    a.delete_queue(q)
+
+
+def test_killed_consumer_deliveries_go_to_another(amqp_ferryd):
+    q = uid("handoff")
+    a = amqp_ferryd.client()
+    a.amqp.declare_queue(q)
+    sub = a.amqp.consume(q, prefetch=10)
+    with amqp_ferryd.client() as p:
+        for i in range(5):
+            p.amqp.publish("", q, b"job%d" % i)
+    got = drain_pushes(a, 5)
+    assert len(got) == 5
+    a.close()  # vanishes with 5 unacked deliveries
+    with amqp_ferryd.client() as b:
+        sub_b = b.amqp.consume(q, prefetch=10)
+        again = drain_pushes(b, 5)
+        assert sorted(x["data"]["body"] for x in again) == [b"job%d" % i for i in range(5)]
+        assert all(x["data"]["redelivered"] for x in again)
+        b.amqp.ack(sub_b, again[-1]["data"]["delivery_tag"], multiple=True)
+        b.amqp.cancel(sub_b)
+    assert sub  # the first subscription existed
+
+
+@pytest.mark.parametrize("op,args,code,fragment", [
+    ("exchange.declare", {"name": "x", "type": "bogus"}, "bad_request", "exchange type"),
+    ("exchange.declare", {"name": 5}, "bad_request", "text"),
+    ("queue.declare", {"name": "q", "arguments": {"x-max-priority": "high"}}, "bad_request", "integers"),
+    ("queue.declare", {"name": "q", "arguments": {"x-queue-type": "fast"}}, "bad_request", "x-queue-type"),
+    ("queue.declare", {"name": "q", "durable": "yes"}, "bad_request", "booleans"),
+    # A float where a flag belongs (libcbor asserts if asked whether it is a bool).
+    ("queue.declare", {"name": "q", "durable": 1.5}, "bad_request", "booleans"),
+    ("publish", {"exchange": "", "routing_key": "q", "body": b"x", "mandatory": 2.5}, "bad_request", "boolean"),
+    ("publish", {"exchange": "", "routing_key": "q"}, "bad_request", "body"),
+    ("publish", {"exchange": "", "routing_key": "q", "body": b"x", "priority": 300}, "bad_request", "priority"),
+    ("publish", {"exchange": "", "routing_key": "q", "body": b"x", "colour": "red"}, "bad_request", "unknown key"),
+    ("publish", {"exchange": "", "routing_key": "q", "body": b"x", "headers": [1]}, "bad_request", "map"),
+    ("publish", {"exchange": "", "routing_key": "q", "body": b"x" * (9 * 1024 * 1024)}, "too_large", "limit"),
+    ("publish", [1, 2], "bad_request", "map"),
+    ("ack", {"sub": 999, "delivery_tag": 1}, "bad_request", "subscription"),
+    ("consume", {"prefetch": 5}, "bad_request", "missing"),
+    ("publish.delayed", {"exchange": "", "routing_key": "q", "body": b"x"}, "bad_request", "delay_ms"),
+])
+def test_bad_input(amqp_ferryd, op, args, code, fragment):
+    with amqp_ferryd.client() as c:
+        with pytest.raises(ferry.FerryError) as e:
+            c.call(op, args)
+        assert e.value.code == code, e.value.message
+        assert fragment in e.value.message
+        # The connection and the daemon carry on.
+        assert c.amqp.publish("", "", b"x") == {"confirmed": True}
+
+
+def test_channel_errors_stay_isolated(amqp_ferryd):
+    q = uid("iso")
+    with amqp_ferryd.client() as consumer, amqp_ferryd.client() as bad, amqp_ferryd.client() as good:
+        consumer.amqp.declare_queue(q, durable=False)
+        sub = consumer.amqp.consume(q, prefetch=100)
+        good.amqp.publish("", q, b"before")
+        assert consumer.next_push(10)["data"]["body"] == b"before"
+        # Missing exchange.
+        with pytest.raises(ferry.FerryError) as e:
+            bad.amqp.publish(uid("missing"), "k", b"x")
+        assert e.value.code == "backend_error" and "404" in e.value.message
+        # Redeclaring with other arguments.
+        with pytest.raises(ferry.FerryError) as e:
+            bad.amqp.declare_queue(q, durable=True)
+        assert e.value.code == "backend_error" and "406" in e.value.message
+        # Others are undisturbed: publishes confirm, the consumer keeps receiving.
+        ids = [good.amqp.send_publish("", q, b"after%d" % i) for i in range(20)]
+        assert all(good.wait(i) == {"confirmed": True} for i in ids)
+        bodies = [consumer.next_push(10)["data"]["body"] for _ in range(20)]
+        assert bodies == [b"after%d" % i for i in range(20)]
+        consumer.amqp.cancel(sub)
+
+
+def test_stats_and_disabled(make_ferryd, amqp_ferryd):
+    st = amqp_ferryd.stats()["backends"]["amqp"]
+    assert st["state"] == "up" and st["connects"] >= 1 and "guest:***" in st["url"]
+    plain = make_ferryd(name="plain.sock")
+    assert plain.stats()["backends"]["amqp"]["state"] == "disabled"
+    with plain.client() as c:
+        with pytest.raises(ferry.FerryError) as e:
+            c.amqp.publish("", "q", b"x")
+        assert e.value.code == "unavailable" and "amqp_url" in e.value.message
+
+
+def test_fallback_urls(make_ferryd, rabbit):
+    from conftest import free_port
+    dead = "amqp://guest:guest@127.0.0.1:%d/" % free_port()
+    f = make_ferryd(["--amqp", dead + "," + rabbit.url], name="fallback.sock")
+    wait_until(lambda: amqp_state(f) == "up", timeout=30, what="fallback to the second URL")
+    with f.client() as c:
+        assert c.amqp.publish("", "", b"x") == {"confirmed": True}
+
+
+def test_cli_amqp(amqp_ferryd):
+    f = amqp_ferryd
+    ex, q = uid("cli"), uid("cliq")
+    assert cli(f, "declare-exchange", ex, "topic", "--durable").stdout == b"OK\n"
+    assert cli(f, "declare-queue", q, "--arg", "x-max-length=100").stdout == q.encode() + b"\n"
+    assert cli(f, "bind", q, ex, "a.*").stdout == b"OK\n"
+    r = cli(f, "publish", ex, "a.b", "hello", "--persistent", "--header", "n=1")
+    assert r.returncode == 0, r.stderr
+    r = cli(f, "publish", ex, "z.z", "lost", "--mandatory")
+    assert r.returncode == 1 and r.stderr.startswith(b"(error) unroutable: ")
+    r = cli(f, "publish", uid("nope"), "k", "x")
+    assert r.returncode == 1 and b"404" in r.stderr
+    cli(f, "publish", ex, "a.c", "second")
+    cli(f, "publish", ex, "a.d", "third")
+    r = cli(f, "get", q, "-v")
+    assert r.stdout.endswith(b"hello\n") and b"properties.headers.n: 1" in r.stdout
+    r = cli(f, "consume", q, "--count", "2")
+    assert r.returncode == 0 and r.stdout == b"second\nthird\n"
+    with f.client() as c:
+        assert c.amqp.declare_queue(q, arguments={"x-max-length": 100})["message_count"] == 0  # acked
+    assert cli(f, "get", q).stdout == b"\n"
+    r = cli(f, "declare-exchange", "x", "bogus")
+    assert r.returncode == 1 and b"bad_request" in r.stderr
+
+
+def test_cli_rpc(amqp_ferryd):
+    q = uid("clirpc")
+    with amqp_ferryd.client() as r:
+        r.amqp.declare_queue(q)
+        sub = r.amqp.consume(q)
+
+        def respond():
+            p = r.next_push(timeout=20)
+            d = p["data"]
+            r.amqp.publish("", d["properties"]["reply_to"], d["body"].upper(),
+                           correlation_id=d["properties"]["correlation_id"])
+            r.amqp.ack(sub, d["delivery_tag"])
+
+        t = threading.Thread(target=respond)
+        t.start()
+        out = cli(amqp_ferryd, "rpc", "", q, "shout", timeout=10000)
+        t.join(30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == b"SHOUT\n"
