@@ -31,7 +31,7 @@ UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 .SECONDARY:
 .PHONY: units all deps check check-unit check-integration check-asan run bench clean install conf-check
 
-all: $(B)/ferryd $(B)/ferry $(B)/libferry.a $(B)/libferry.so $(B)/ferry-bench $(B)/libferry_check
+all: $(B)/ferryd $(B)/ferry $(B)/libferry.a $(B)/libferry.so $(B)/ferry-bench $(B)/libferry_check $(B)/amqp-bench
 
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -53,6 +53,10 @@ $(B)/ferry: $(B)/obj/$(CLI_SRC:.c=.o) $(B)/libferry.a
 # A test driver for libferry against a live ferryd (tests/integration).
 $(B)/libferry_check: $(B)/obj/tests/integration/c/libferry_check.o $(B)/libferry.a
 	$(CC) $(XLDFLAGS) -o $@ $^ $(LDLIBS_C)
+
+# The direct rabbitmq-c baseline for make bench.
+$(B)/amqp-bench: $(B)/obj/tests/bench/amqp_bench.o
+	$(CC) $(XLDFLAGS) -o $@ $^ -lrabbitmq
 
 $(B)/ferry-bench: $(B)/obj/$(BENCH_SRC:.c=.o) $(B)/libferry.a
 	$(CC) $(XLDFLAGS) -o $@ $^ $(LDLIBS_C) -lm

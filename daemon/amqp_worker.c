@@ -24,76 +24,11 @@
 
 #include <amqp_tcp_socket.h>
 
-#include "amqp_worker.h"
+#include "amqp_wstate.h"
 #include "config.h"
 #include "errors.h"
 #include "log.h"
 #include "redis_backend.h" /* redis_backoff_ms: the same backoff policy */
-
-enum { CH_PUB = 1, CH_TOPO = 2, CH_TX = 3, CH_RPC = 4, CH_FIRST_CONSUMER = 10 };
-
-#define MAX_TABLE 128
-
-struct pub_group;
-
-/* One message awaiting the broker's confirm. */
-struct pub {
-    struct dlist node;             /* in st->pubs, in publish order */
-    struct pub_group *g;           /* refers */
-    const struct amqp_out_msg *msg;/* refers: in g->cmd's pool */
-    amqp_bytes_t exchange;         /* where it is really published (delayed: "") */
-    amqp_bytes_t routing_key;
-    uint64_t tag;                  /* broker delivery tag; 0 while unsent */
-    bool resolved;
-    int code;                      /* outcome once resolved */
-    char text[200];
-};
-
-/* One publish request: one message, or a batch. */
-struct pub_group {
-    struct amqp_cmd *cmd;          /* owns */
-    struct pub *pubs;              /* owns: cmd->nmsgs of them */
-    size_t left;
-};
-
-struct consumer {
-    struct dlist node;
-    uint64_t id, client_id;
-    amqp_channel_t ch;
-    uint64_t gen;                  /* bumped each time it is resubscribed */
-    amqp_bytes_t queue;            /* owns */
-    char tag[48];
-    uint16_t prefetch;
-    bool no_ack, exclusive, active;
-};
-
-struct rpc_wait {
-    struct dlist node;
-    uint64_t seq, deadline;
-    char corr[128];
-};
-
-struct amqp_wstate {
-    amqp_connection_state_t conn;  /* owns; NULL while disconnected */
-    bool blocked;
-    unsigned failures;
-    uint64_t retry_at;
-    uint32_t rng;
-    int heartbeat;
-    char last_error[200];
-    size_t addr_next;              /* which URL to try next */
-
-    uint64_t next_tag;             /* next delivery tag on CH_PUB */
-    struct dlist pubs;             /* struct pub, publish order */
-    struct dlist consumers;        /* struct consumer */
-    struct dlist rpcs;             /* struct rpc_wait */
-    struct dlist topology;         /* struct amqp_cmd: declares to replay */
-    char **known_exchanges;        /* owns: exchanges checked to exist */
-    size_t nknown;
-    char **holding;                /* owns: delay queues declared */
-    size_t nholding;
-    amqp_channel_t next_ch;
-};
 
 uint64_t amqp_now_ms(void)
 {
@@ -152,7 +87,7 @@ static struct amqp_event *event_new(enum amqp_event_kind kind)
     return e;
 }
 
-static void reply_ok(struct amqp_worker *wk, uint64_t seq, struct cbuf *data)
+void amqp_worker_reply_ok(struct amqp_worker *wk, uint64_t seq, struct cbuf *data)
 {
     if (!seq) {
         cbuf_free(data);
@@ -170,12 +105,10 @@ static void reply_simple_ok(struct amqp_worker *wk, uint64_t seq)
     struct cbuf b;
     cbuf_init(&b);
     cbuf_map(&b, 0);
-    reply_ok(wk, seq, &b);
+    amqp_worker_reply_ok(wk, seq, &b);
 }
 
-static void reply_err(struct amqp_worker *wk, uint64_t seq, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void reply_err(struct amqp_worker *wk, uint64_t seq, int code, const char *fmt, ...)
+void amqp_worker_reply_err(struct amqp_worker *wk, uint64_t seq, int code, const char *fmt, ...)
 {
     if (!seq)
         return;
@@ -227,13 +160,9 @@ static void describe(amqp_rpc_reply_t r, char *buf, size_t len)
     }
 }
 
-static void conn_lost(struct amqp_worker *wk, const char *why);
 static int open_channel(struct amqp_worker *wk, amqp_channel_t ch);
 
-/* Checks the last RPC on ch. Returns 0; FE_BACKEND_ERROR after a channel
- * error (the channel is reopened, and err says what the broker said); or
- * FE_UNAVAILABLE when the connection is gone. */
-static int check_rpc(struct amqp_worker *wk, amqp_channel_t ch, char *err, size_t errlen)
+int amqp_worker_check_rpc(struct amqp_worker *wk, amqp_channel_t ch, char *err, size_t errlen)
 {
     struct amqp_wstate *st = wk->w;
     amqp_rpc_reply_t r = amqp_get_rpc_reply(st->conn);
@@ -244,7 +173,7 @@ static int check_rpc(struct amqp_worker *wk, amqp_channel_t ch, char *err, size_
         amqp_channel_close_ok_t ok = {0};
         if (amqp_send_method(st->conn, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) != AMQP_STATUS_OK ||
             open_channel(wk, ch) != 0) {
-            conn_lost(wk, "could not reopen a channel after a channel error");
+            amqp_worker_conn_lost(wk, "could not reopen a channel after a channel error");
             return FE_UNAVAILABLE;
         }
         return FE_BACKEND_ERROR;
@@ -253,7 +182,7 @@ static int check_rpc(struct amqp_worker *wk, amqp_channel_t ch, char *err, size_
         amqp_connection_close_ok_t ok = {0};
         amqp_send_method(st->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
     }
-    conn_lost(wk, err);
+    amqp_worker_conn_lost(wk, err);
     return FE_UNAVAILABLE;
 }
 
@@ -298,327 +227,6 @@ static amqp_channel_t alloc_channel(struct amqp_worker *wk)
             return ch;
     }
     return 0;
-}
-
-/* ---- publishing ---- */
-
-static void pub_resolve(struct amqp_worker *wk, struct pub *p, int code, const char *text);
-
-static bool exchange_known(struct amqp_wstate *st, amqp_bytes_t ex)
-{
-    if (ex.len == 0 || (ex.len >= 4 && memcmp(ex.bytes, "amq.", 4) == 0))
-        return true;
-    for (size_t i = 0; i < st->nknown; i++)
-        if (strlen(st->known_exchanges[i]) == ex.len && memcmp(st->known_exchanges[i], ex.bytes, ex.len) == 0)
-            return true;
-    return false;
-}
-
-static void forget_exchanges(struct amqp_wstate *st)
-{
-    for (size_t i = 0; i < st->nknown; i++)
-        free(st->known_exchanges[i]);
-    free(st->known_exchanges);
-    st->known_exchanges = NULL;
-    st->nknown = 0;
-}
-
-/* Publishing to a missing exchange closes the publishing channel, and
- * with it every unconfirmed message of every client. So the first publish
- * to an exchange checks it with a passive declare on the topology channel,
- * where a 404 costs only that request. Returns 0, or a code with err set. */
-static int ensure_exchange(struct amqp_worker *wk, amqp_bytes_t ex, char *err, size_t errlen)
-{
-    struct amqp_wstate *st = wk->w;
-    if (exchange_known(st, ex))
-        return 0;
-    amqp_exchange_declare(st->conn, CH_TOPO, ex, amqp_cstring_bytes("direct"), 1, 0, 0, 0, amqp_empty_table);
-    int rc = check_rpc(wk, CH_TOPO, err, errlen);
-    if (rc)
-        return rc;
-    st->known_exchanges = xrealloc(st->known_exchanges, (st->nknown + 1) * sizeof(char *));
-    char *name = xmalloc(ex.len + 1);
-    memcpy(name, ex.bytes, ex.len);
-    name[ex.len] = '\0';
-    st->known_exchanges[st->nknown++] = name;
-    return 0;
-}
-
-/* Sends one message on the confirm channel. Returns 0, a code after
- * resolving p (missing exchange), or FE_UNAVAILABLE (connection gone; p
- * stays pending and is republished after reconnecting). */
-static int pub_send(struct amqp_worker *wk, struct pub *p)
-{
-    struct amqp_wstate *st = wk->w;
-    char err[200];
-    int rc = ensure_exchange(wk, p->exchange, err, sizeof(err));
-    if (rc == FE_UNAVAILABLE)
-        return rc;
-    if (rc) {
-        pub_resolve(wk, p, FE_BACKEND_ERROR, err);
-        return rc;
-    }
-    int s = amqp_basic_publish(st->conn, CH_PUB, p->exchange, p->routing_key, p->msg->mandatory, 0,
-                               &p->msg->props, p->msg->body);
-    if (s != AMQP_STATUS_OK) {
-        conn_lost(wk, amqp_error_string2(s));
-        return FE_UNAVAILABLE;
-    }
-    p->tag = st->next_tag++;
-    return 0;
-}
-
-static void group_done(struct amqp_worker *wk, struct pub_group *g)
-{
-    struct amqp_cmd *c = g->cmd;
-    if (!c->batch) {
-        struct pub *p = &g->pubs[0];
-        if (p->code) {
-            reply_err(wk, c->seq, p->code, "%s", p->text);
-        } else {
-            struct cbuf b;
-            cbuf_init(&b);
-            cbuf_map(&b, 1);
-            cbuf_str(&b, "confirmed");
-            cbuf_bool(&b, true);
-            reply_ok(wk, c->seq, &b);
-        }
-    } else {
-        struct cbuf b;
-        cbuf_init(&b);
-        cbuf_map(&b, 1);
-        cbuf_str(&b, "results");
-        cbuf_array(&b, c->nmsgs);
-        for (size_t i = 0; i < c->nmsgs; i++) {
-            struct pub *p = &g->pubs[i];
-            if (p->code == 0) {
-                cbuf_map(&b, 1);
-                cbuf_str(&b, "confirmed");
-                cbuf_bool(&b, true);
-            } else {
-                cbuf_map(&b, 1);
-                cbuf_str(&b, "error");
-                cbuf_map(&b, 2);
-                cbuf_str(&b, "code");
-                cbuf_str(&b, fe_name(p->code));
-                cbuf_str(&b, "message");
-                cbuf_str(&b, p->text);
-            }
-        }
-        reply_ok(wk, c->seq, &b);
-    }
-    free(g->pubs);
-    amqp_cmd_free(c);
-    free(g);
-}
-
-static void pub_resolve(struct amqp_worker *wk, struct pub *p, int code, const char *text)
-{
-    if (p->resolved)
-        return;
-    p->resolved = true;
-    p->code = code;
-    snprintf(p->text, sizeof(p->text), "%.190s", text ? text : "");
-    dlist_remove(&p->node);
-    if (--p->g->left == 0)
-        group_done(wk, p->g);
-}
-
-/* basic.ack / basic.nack on the confirm channel. */
-static void on_confirm(struct amqp_worker *wk, uint64_t tag, bool multiple, bool ack)
-{
-    struct amqp_wstate *st = wk->w;
-    struct dlist *pos, *tmp;
-    dlist_foreach_safe(pos, tmp, &st->pubs) {
-        struct pub *p = container_of(pos, struct pub, node);
-        if (p->tag == 0 || p->tag > tag)
-            continue;
-        if (!multiple && p->tag != tag)
-            continue;
-        if (!ack) {
-            atomic_fetch_add(&wk->counters.nacks, 1);
-            pub_resolve(wk, p, FE_NACKED, "the broker nacked the message");
-        } else if (p->text[0] && p->code == FE_UNROUTABLE) {
-            char text[sizeof(p->text)];
-            memcpy(text, p->text, sizeof(text));
-            pub_resolve(wk, p, FE_UNROUTABLE, text);
-        } else {
-            atomic_fetch_add(&wk->counters.confirms, 1);
-            pub_resolve(wk, p, 0, NULL);
-        }
-    }
-}
-
-/* basic.return: a mandatory message no queue took. The return names no
- * delivery tag; it precedes the message's ack, so it belongs to the oldest
- * unconfirmed mandatory message with the same exchange, key and body. */
-static void on_return(struct amqp_worker *wk, const amqp_basic_return_t *ret, const amqp_message_t *m)
-{
-    struct amqp_wstate *st = wk->w;
-    atomic_fetch_add(&wk->counters.returns, 1);
-    struct dlist *pos;
-    dlist_foreach(pos, &st->pubs) {
-        struct pub *p = container_of(pos, struct pub, node);
-        if (p->tag == 0 || !p->msg->mandatory || p->code == FE_UNROUTABLE)
-            continue;
-        if (bytes_eq(p->exchange, ret->exchange) && bytes_eq(p->routing_key, ret->routing_key) &&
-            bytes_eq(p->msg->body, m->body)) {
-            p->code = FE_UNROUTABLE;
-            snprintf(p->text, sizeof(p->text), "%u %.*s (exchange '%.*s', routing key '%.*s')",
-                     ret->reply_code, (int)ret->reply_text.len, (char *)ret->reply_text.bytes,
-                     (int)ret->exchange.len, (char *)ret->exchange.bytes, (int)ret->routing_key.len,
-                     (char *)ret->routing_key.bytes);
-            return;
-        }
-    }
-}
-
-/* Sends whatever is pending and unsent, unless blocked or disconnected. */
-static void flush_pubs(struct amqp_worker *wk)
-{
-    struct amqp_wstate *st = wk->w;
-    struct dlist *pos, *tmp;
-    dlist_foreach_safe(pos, tmp, &st->pubs) {
-        struct pub *p = container_of(pos, struct pub, node);
-        if (!st->conn || st->blocked)
-            return;
-        if (p->tag)
-            continue;
-        if (p->g->cmd->deadline <= amqp_now_ms()) {
-            pub_resolve(wk, p, FE_UNCONFIRMED, "the deadline passed before the broker confirmed");
-            continue;
-        }
-        if (pub_send(wk, p) == FE_UNAVAILABLE)
-            return;
-    }
-}
-
-/* ---- delayed publishing ---- */
-
-static bool holding_known(struct amqp_wstate *st, const char *name)
-{
-    for (size_t i = 0; i < st->nholding; i++)
-        if (strcmp(st->holding[i], name) == 0)
-            return true;
-    return false;
-}
-
-/* The holding queue for (delay, exchange, key): messages wait there for
- * their TTL, then dead-letter to the target exchange with the original
- * routing key. It is durable, and expires after a minute unused. */
-static int ensure_holding(struct amqp_worker *wk, const struct amqp_cmd *c, const struct amqp_out_msg *m,
-                          char *name, size_t namelen, char *err, size_t errlen)
-{
-    struct amqp_wstate *st = wk->w;
-    int n = snprintf(name, namelen, "ferry.delay.%llums.%.*s.%.*s", (unsigned long long)c->delay_ms,
-                     (int)m->exchange.len, (char *)m->exchange.bytes, (int)m->routing_key.len,
-                     (char *)m->routing_key.bytes);
-    if (n < 0 || (size_t)n >= namelen || n > 255) {
-        /* Too long for a queue name: use a hash of the pair instead. */
-        uint64_t h = 1469598103934665603ull;
-        for (size_t i = 0; i < m->exchange.len; i++)
-            h = (h ^ ((uint8_t *)m->exchange.bytes)[i]) * 1099511628211ull;
-        h = (h ^ 0xff) * 1099511628211ull;
-        for (size_t i = 0; i < m->routing_key.len; i++)
-            h = (h ^ ((uint8_t *)m->routing_key.bytes)[i]) * 1099511628211ull;
-        snprintf(name, namelen, "ferry.delay.%llums.%016llx", (unsigned long long)c->delay_ms,
-                 (unsigned long long)h);
-    }
-    if (holding_known(st, name))
-        return 0;
-    amqp_table_entry_t e[4];
-    e[0].key = amqp_cstring_bytes("x-message-ttl");
-    e[0].value.kind = AMQP_FIELD_KIND_I64;
-    e[0].value.value.i64 = (int64_t)c->delay_ms;
-    e[1].key = amqp_cstring_bytes("x-dead-letter-exchange");
-    e[1].value.kind = AMQP_FIELD_KIND_UTF8;
-    e[1].value.value.bytes = m->exchange;
-    e[2].key = amqp_cstring_bytes("x-dead-letter-routing-key");
-    e[2].value.kind = AMQP_FIELD_KIND_UTF8;
-    e[2].value.value.bytes = m->routing_key;
-    e[3].key = amqp_cstring_bytes("x-expires");
-    e[3].value.kind = AMQP_FIELD_KIND_I64;
-    e[3].value.value.i64 = (int64_t)c->delay_ms + 60000;
-    amqp_table_t args = {.num_entries = 4, .entries = e};
-    amqp_queue_declare(st->conn, CH_TOPO, amqp_cstring_bytes(name), 0, 1, 0, 0, args);
-    int rc = check_rpc(wk, CH_TOPO, err, errlen);
-    if (rc)
-        return rc;
-    st->holding = xrealloc(st->holding, (st->nholding + 1) * sizeof(char *));
-    st->holding[st->nholding++] = xstrdup(name);
-    return 0;
-}
-
-static void do_publish(struct amqp_worker *wk, struct amqp_cmd *c)
-{
-    struct amqp_wstate *st = wk->w;
-    struct pub_group *g = xcalloc(1, sizeof(*g));
-    g->cmd = c;
-    g->pubs = xcalloc(c->nmsgs, sizeof(struct pub));
-    g->left = c->nmsgs;
-    for (size_t i = 0; i < c->nmsgs; i++) {
-        struct pub *p = &g->pubs[i];
-        p->g = g;
-        p->msg = &c->msgs[i];
-        p->exchange = p->msg->exchange;
-        p->routing_key = p->msg->routing_key;
-        dlist_push_tail(&st->pubs, &p->node);
-    }
-    if (c->kind == AC_PUBLISH_DELAYED && st->conn) {
-        char name[300], err[200];
-        struct pub *p = &g->pubs[0];
-        int rc = ensure_holding(wk, c, p->msg, name, sizeof(name), err, sizeof(err));
-        if (rc) {
-            pub_resolve(wk, p, rc, err);
-            return;
-        }
-        amqp_pool_alloc_bytes(&c->pool, strlen(name), &p->routing_key);
-        memcpy(p->routing_key.bytes, name, strlen(name));
-        p->exchange = amqp_empty_bytes;
-    }
-    flush_pubs(wk);
-}
-
-/* A transaction on its own channel: every exchange is checked first, so an
- * invalid message fails the batch before anything is sent; otherwise all
- * messages are published and committed together. */
-static void do_publish_tx(struct amqp_worker *wk, struct amqp_cmd *c)
-{
-    struct amqp_wstate *st = wk->w;
-    char err[200];
-    for (size_t i = 0; i < c->nmsgs; i++) {
-        int rc = ensure_exchange(wk, c->msgs[i].exchange, err, sizeof(err));
-        if (rc) {
-            reply_err(wk, c->seq, rc, "message %zu: %s; the transaction was rolled back", i, err);
-            amqp_cmd_free(c);
-            return;
-        }
-    }
-    for (size_t i = 0; i < c->nmsgs; i++) {
-        const struct amqp_out_msg *m = &c->msgs[i];
-        int s = amqp_basic_publish(st->conn, CH_TX, m->exchange, m->routing_key, 0, 0, &m->props, m->body);
-        if (s != AMQP_STATUS_OK) {
-            conn_lost(wk, amqp_error_string2(s));
-            reply_err(wk, c->seq, FE_UNAVAILABLE, "connection lost during the transaction; nothing was committed");
-            amqp_cmd_free(c);
-            return;
-        }
-    }
-    amqp_tx_commit(st->conn, CH_TX);
-    int rc = check_rpc(wk, CH_TX, err, sizeof(err));
-    if (rc) {
-        reply_err(wk, c->seq, rc, "commit failed, nothing was published: %s", err);
-    } else {
-        struct cbuf b;
-        cbuf_init(&b);
-        cbuf_map(&b, 2);
-        cbuf_str(&b, "committed");
-        cbuf_bool(&b, true);
-        cbuf_str(&b, "count");
-        cbuf_uint(&b, c->nmsgs);
-        reply_ok(wk, c->seq, &b);
-    }
-    amqp_cmd_free(c);
 }
 
 /* ---- topology ---- */
@@ -697,7 +305,7 @@ static int run_topology(struct amqp_worker *wk, struct amqp_cmd *c, struct cbuf 
     case AC_QUEUE_DECLARE: {
         amqp_queue_declare_ok_t *ok = amqp_queue_declare(k, CH_TOPO, c->name, c->passive, c->durable,
                                                          c->exclusive, c->auto_delete, c->arguments);
-        if ((rc = check_rpc(wk, CH_TOPO, err, errlen)) != 0)
+        if ((rc = amqp_worker_check_rpc(wk, CH_TOPO, err, errlen)) != 0)
             return rc;
         if (out) {
             cbuf_map(out, 3);
@@ -718,7 +326,7 @@ static int run_topology(struct amqp_worker *wk, struct amqp_cmd *c, struct cbuf 
         break;
     case AC_QUEUE_PURGE: {
         amqp_queue_purge_ok_t *ok = amqp_queue_purge(k, CH_TOPO, c->name);
-        if ((rc = check_rpc(wk, CH_TOPO, err, errlen)) != 0)
+        if ((rc = amqp_worker_check_rpc(wk, CH_TOPO, err, errlen)) != 0)
             return rc;
         if (out) {
             cbuf_map(out, 1);
@@ -729,7 +337,7 @@ static int run_topology(struct amqp_worker *wk, struct amqp_cmd *c, struct cbuf 
     }
     case AC_QUEUE_DELETE: {
         amqp_queue_delete_ok_t *ok = amqp_queue_delete(k, CH_TOPO, c->name, c->if_unused, c->if_empty);
-        if ((rc = check_rpc(wk, CH_TOPO, err, errlen)) != 0)
+        if ((rc = amqp_worker_check_rpc(wk, CH_TOPO, err, errlen)) != 0)
             return rc;
         if (out) {
             cbuf_map(out, 1);
@@ -741,7 +349,7 @@ static int run_topology(struct amqp_worker *wk, struct amqp_cmd *c, struct cbuf 
     default:
         return FE_INTERNAL;
     }
-    if ((rc = check_rpc(wk, CH_TOPO, err, errlen)) != 0)
+    if ((rc = amqp_worker_check_rpc(wk, CH_TOPO, err, errlen)) != 0)
         return rc;
     if (out)
         cbuf_map(out, 0);
@@ -755,12 +363,12 @@ static void do_topology(struct amqp_worker *wk, struct amqp_cmd *c)
     cbuf_init(&out);
     int rc = run_topology(wk, c, &out, err, sizeof(err));
     if (rc) {
-        reply_err(wk, c->seq, rc, "%s", err);
+        amqp_worker_reply_err(wk, c->seq, rc, "%s", err);
         cbuf_free(&out);
         amqp_cmd_free(c);
         return;
     }
-    reply_ok(wk, c->seq, &out);
+    amqp_worker_reply_ok(wk, c->seq, &out);
     if (!record_topology(wk->w, c))
         amqp_cmd_free(c);
 }
@@ -790,21 +398,21 @@ static int subscribe(struct amqp_worker *wk, struct consumer *c, char *err, size
     }
     c->gen++;
     amqp_channel_open(st->conn, c->ch);
-    int rc = check_rpc(wk, c->ch, err, errlen);
+    int rc = amqp_worker_check_rpc(wk, c->ch, err, errlen);
     if (rc)
         return rc;
     amqp_basic_qos(st->conn, c->ch, 0, c->prefetch, 0);
-    if ((rc = check_rpc(wk, c->ch, err, errlen)) != 0)
+    if ((rc = amqp_worker_check_rpc(wk, c->ch, err, errlen)) != 0)
         goto fail;
     amqp_basic_consume(st->conn, c->ch, c->queue, amqp_cstring_bytes(c->tag), 0, c->no_ack, c->exclusive,
                        amqp_empty_table);
-    if ((rc = check_rpc(wk, c->ch, err, errlen)) != 0)
+    if ((rc = amqp_worker_check_rpc(wk, c->ch, err, errlen)) != 0)
         goto fail;
     c->active = true;
     return 0;
 fail:
     if (rc == FE_BACKEND_ERROR && st->conn) {
-        /* check_rpc reopened the channel; this consumer does not need it. */
+        /* amqp_worker_check_rpc reopened the channel; this consumer does not need it. */
         amqp_channel_close(st->conn, c->ch, AMQP_REPLY_SUCCESS);
     }
     return rc;
@@ -833,7 +441,7 @@ static void do_consume(struct amqp_worker *wk, struct amqp_cmd *cmd)
     int rc = subscribe(wk, c, err, sizeof(err));
     if (rc) {
         consumer_free(c);
-        reply_err(wk, cmd->seq, rc, "%s", err);
+        amqp_worker_reply_err(wk, cmd->seq, rc, "%s", err);
         return;
     }
     struct cbuf b;
@@ -841,7 +449,7 @@ static void do_consume(struct amqp_worker *wk, struct amqp_cmd *cmd)
     cbuf_map(&b, 1);
     cbuf_str(&b, "consumer_tag");
     cbuf_str(&b, c->tag);
-    reply_ok(wk, cmd->seq, &b);
+    amqp_worker_reply_ok(wk, cmd->seq, &b);
 }
 
 static void drop_consumer(struct amqp_worker *wk, struct consumer *c, bool requeue_unacked)
@@ -861,16 +469,16 @@ static void do_ack(struct amqp_worker *wk, struct amqp_cmd *cmd)
     struct amqp_wstate *st = wk->w;
     struct consumer *c = find_consumer(st, cmd->consumer);
     if (!c) {
-        reply_err(wk, cmd->seq, FE_BAD_REQUEST, "no such subscription");
+        amqp_worker_reply_err(wk, cmd->seq, FE_BAD_REQUEST, "no such subscription");
         return;
     }
     if (c->no_ack) {
-        reply_err(wk, cmd->seq, FE_BAD_REQUEST, "the subscription acknowledges automatically (no_ack)");
+        amqp_worker_reply_err(wk, cmd->seq, FE_BAD_REQUEST, "the subscription acknowledges automatically (no_ack)");
         return;
     }
     uint64_t gen = cmd->delivery_tag >> AMQP_TAG_BITS, tag = cmd->delivery_tag & AMQP_TAG_MASK;
     if (gen != c->gen || !c->active) {
-        reply_err(wk, cmd->seq, FE_BACKEND_ERROR,
+        amqp_worker_reply_err(wk, cmd->seq, FE_BACKEND_ERROR,
                   "stale delivery tag: the channel was reopened since, and the message was requeued");
         return;
     }
@@ -882,8 +490,8 @@ static void do_ack(struct amqp_worker *wk, struct amqp_cmd *cmd)
     else
         s = amqp_basic_reject(st->conn, c->ch, tag, cmd->requeue);
     if (s != AMQP_STATUS_OK) {
-        conn_lost(wk, amqp_error_string2(s));
-        reply_err(wk, cmd->seq, FE_UNAVAILABLE, "connection lost");
+        amqp_worker_conn_lost(wk, amqp_error_string2(s));
+        amqp_worker_reply_err(wk, cmd->seq, FE_UNAVAILABLE, "connection lost");
         return;
     }
     reply_simple_ok(wk, cmd->seq);
@@ -897,9 +505,9 @@ static void do_get(struct amqp_worker *wk, struct amqp_cmd *cmd)
     char err[200];
     amqp_rpc_reply_t r = amqp_basic_get(st->conn, CH_TOPO, cmd->name, 1);
     (void)r;
-    int rc = check_rpc(wk, CH_TOPO, err, sizeof(err));
+    int rc = amqp_worker_check_rpc(wk, CH_TOPO, err, sizeof(err));
     if (rc) {
-        reply_err(wk, cmd->seq, rc, "%s", err);
+        amqp_worker_reply_err(wk, cmd->seq, rc, "%s", err);
         return;
     }
     struct cbuf b;
@@ -907,7 +515,7 @@ static void do_get(struct amqp_worker *wk, struct amqp_cmd *cmd)
     amqp_rpc_reply_t last = amqp_get_rpc_reply(st->conn);
     if (last.reply.id != AMQP_BASIC_GET_OK_METHOD) {
         cbuf_null(&b);
-        reply_ok(wk, cmd->seq, &b);
+        amqp_worker_reply_ok(wk, cmd->seq, &b);
         return;
     }
     amqp_basic_get_ok_t ok = *(amqp_basic_get_ok_t *)last.reply.decoded;
@@ -916,8 +524,8 @@ static void do_get(struct amqp_worker *wk, struct amqp_cmd *cmd)
     amqp_rpc_reply_t rr = amqp_read_message(st->conn, CH_TOPO, &m, 0);
     if (rr.reply_type != AMQP_RESPONSE_NORMAL) {
         describe(rr, err, sizeof(err));
-        conn_lost(wk, err);
-        reply_err(wk, cmd->seq, FE_UNAVAILABLE, "%s", err);
+        amqp_worker_conn_lost(wk, err);
+        amqp_worker_reply_err(wk, cmd->seq, FE_UNAVAILABLE, "%s", err);
     } else {
         struct cbuf extra;
         cbuf_init(&extra);
@@ -928,7 +536,7 @@ static void do_get(struct amqp_worker *wk, struct amqp_cmd *cmd)
         amqp_message_to_cbor(&b, &ex, &rk, &m, 2, extra.data, extra.len);
         cbuf_free(&extra);
         amqp_destroy_message(&m);
-        reply_ok(wk, cmd->seq, &b);
+        amqp_worker_reply_ok(wk, cmd->seq, &b);
     }
     amqp_bytes_free(ex);
     amqp_bytes_free(rk);
@@ -951,16 +559,16 @@ static void do_rpc(struct amqp_worker *wk, struct amqp_cmd *cmd)
     m->props.correlation_id = amqp_cstring_bytes(w->corr);
     m->props.reply_to = amqp_cstring_bytes("amq.rabbitmq.reply-to");
     char err[200];
-    int rc = ensure_exchange(wk, m->exchange, err, sizeof(err));
+    int rc = amqp_publish_ensure_exchange(wk, m->exchange, err, sizeof(err));
     if (rc) {
-        reply_err(wk, cmd->seq, rc, "%s", err);
+        amqp_worker_reply_err(wk, cmd->seq, rc, "%s", err);
         free(w);
         return;
     }
     int s = amqp_basic_publish(st->conn, CH_RPC, m->exchange, m->routing_key, 0, 0, &m->props, m->body);
     if (s != AMQP_STATUS_OK) {
-        conn_lost(wk, amqp_error_string2(s));
-        reply_err(wk, cmd->seq, FE_UNAVAILABLE, "connection lost");
+        amqp_worker_conn_lost(wk, amqp_error_string2(s));
+        amqp_worker_reply_err(wk, cmd->seq, FE_UNAVAILABLE, "connection lost");
         free(w);
         return;
     }
@@ -983,7 +591,7 @@ static void on_delivery(struct amqp_worker *wk, amqp_channel_t ch, const amqp_ba
                 struct cbuf b;
                 cbuf_init(&b);
                 amqp_message_to_cbor(&b, &d->exchange, &d->routing_key, m, 0, NULL, 0);
-                reply_ok(wk, w->seq, &b);
+                amqp_worker_reply_ok(wk, w->seq, &b);
                 dlist_remove(pos);
                 free(w);
                 return;
@@ -1026,18 +634,18 @@ static void on_channel_close(struct amqp_worker *wk, amqp_channel_t ch, const am
              (char *)cl->reply_text.bytes);
     amqp_channel_close_ok_t ok = {0};
     if (amqp_send_method(st->conn, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) != AMQP_STATUS_OK) {
-        conn_lost(wk, "send channel.close-ok failed");
+        amqp_worker_conn_lost(wk, "send channel.close-ok failed");
         return;
     }
     if (ch <= CH_RPC) {
         if (open_channel(wk, ch) != 0) {
-            conn_lost(wk, "could not reopen a channel");
+            amqp_worker_conn_lost(wk, "could not reopen a channel");
             return;
         }
         if (ch == CH_PUB) {
             /* Unconfirmed messages died with the channel: send them again.
              * The exchange that closed it is checked again first. */
-            forget_exchanges(st);
+            amqp_publish_forget_exchanges(st);
             struct dlist *pos;
             dlist_foreach(pos, &st->pubs) {
                 struct pub *p = container_of(pos, struct pub, node);
@@ -1046,7 +654,7 @@ static void on_channel_close(struct amqp_worker *wk, amqp_channel_t ch, const am
                     atomic_fetch_add(&wk->counters.republished, 1);
                 }
             }
-            flush_pubs(wk);
+            amqp_publish_flush(wk);
         }
         return;
     }
@@ -1081,7 +689,7 @@ static void pump(struct amqp_worker *wk)
         if (s == AMQP_STATUS_TIMEOUT)
             break;
         if (s != AMQP_STATUS_OK) {
-            conn_lost(wk, amqp_error_string2(s));
+            amqp_worker_conn_lost(wk, amqp_error_string2(s));
             return;
         }
         if (f.frame_type != AMQP_FRAME_METHOD)
@@ -1090,12 +698,12 @@ static void pump(struct amqp_worker *wk)
         switch (f.payload.method.id) {
         case AMQP_BASIC_ACK_METHOD: {
             amqp_basic_ack_t *a = f.payload.method.decoded;
-            on_confirm(wk, a->delivery_tag, a->multiple, true);
+            amqp_publish_on_confirm(wk, a->delivery_tag, a->multiple, true);
             break;
         }
         case AMQP_BASIC_NACK_METHOD: {
             amqp_basic_nack_t *a = f.payload.method.decoded;
-            on_confirm(wk, a->delivery_tag, a->multiple, false);
+            amqp_publish_on_confirm(wk, a->delivery_tag, a->multiple, false);
             break;
         }
         case AMQP_BASIC_RETURN_METHOD: {
@@ -1106,14 +714,14 @@ static void pump(struct amqp_worker *wk)
             amqp_message_t m;
             amqp_rpc_reply_t r = amqp_read_message(st->conn, ch, &m, 0);
             if (r.reply_type == AMQP_RESPONSE_NORMAL) {
-                on_return(wk, &ret, &m);
+                amqp_publish_on_return(wk, &ret, &m);
                 amqp_destroy_message(&m);
             }
             amqp_bytes_free(ret.reply_text);
             amqp_bytes_free(ret.exchange);
             amqp_bytes_free(ret.routing_key);
             if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-                conn_lost(wk, "reading a returned message failed");
+                amqp_worker_conn_lost(wk, "reading a returned message failed");
                 return;
             }
             break;
@@ -1132,7 +740,7 @@ static void pump(struct amqp_worker *wk)
             amqp_bytes_free(d.exchange);
             amqp_bytes_free(d.routing_key);
             if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-                conn_lost(wk, "reading a delivery failed");
+                amqp_worker_conn_lost(wk, "reading a delivery failed");
                 return;
             }
             break;
@@ -1166,7 +774,7 @@ static void pump(struct amqp_worker *wk)
                      (int)cl->reply_text.len, (char *)cl->reply_text.bytes);
             amqp_connection_close_ok_t ok = {0};
             amqp_send_method(st->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
-            conn_lost(wk, why);
+            amqp_worker_conn_lost(wk, why);
             return;
         }
         case AMQP_CONNECTION_BLOCKED_METHOD:
@@ -1178,7 +786,7 @@ static void pump(struct amqp_worker *wk)
             st->blocked = false;
             log_info("amqp: the broker unblocked publishers");
             post_state(wk);
-            flush_pubs(wk);
+            amqp_publish_flush(wk);
             break;
         default:
             break;
@@ -1190,7 +798,7 @@ static void pump(struct amqp_worker *wk)
 
 /* ---- connecting ---- */
 
-static void conn_lost(struct amqp_worker *wk, const char *why)
+void amqp_worker_conn_lost(struct amqp_worker *wk, const char *why)
 {
     struct amqp_wstate *st = wk->w;
     if (!st->conn)
@@ -1215,15 +823,11 @@ static void conn_lost(struct amqp_worker *wk, const char *why)
     while (!dlist_empty(&st->rpcs)) {
         struct rpc_wait *w = container_of(st->rpcs.next, struct rpc_wait, node);
         dlist_remove(&w->node);
-        reply_err(wk, w->seq, FE_UNAVAILABLE, "connection lost before the reply: %s", why);
+        amqp_worker_reply_err(wk, w->seq, FE_UNAVAILABLE, "connection lost before the reply: %s", why);
         free(w);
     }
-    forget_exchanges(st);
-    for (size_t i = 0; i < st->nholding; i++)
-        free(st->holding[i]);
-    free(st->holding);
-    st->holding = NULL;
-    st->nholding = 0;
+    amqp_publish_forget_exchanges(st);
+    amqp_publish_forget_holding(st);
     post_state(wk);
 }
 
@@ -1335,7 +939,7 @@ static void restore(struct amqp_worker *wk)
         log_info("amqp: publishing %zu unconfirmed messages again", again);
         atomic_fetch_add(&wk->counters.republished, again);
     }
-    flush_pubs(wk);
+    amqp_publish_flush(wk);
 }
 
 static void connect_now(struct amqp_worker *wk)
@@ -1390,7 +994,7 @@ static void execute(struct amqp_worker *wk, struct amqp_cmd *c)
         return;
     }
     if (!st->conn) {
-        reply_err(wk, c->seq, FE_UNAVAILABLE, "not connected to the broker: %s", st->last_error);
+        amqp_worker_reply_err(wk, c->seq, FE_UNAVAILABLE, "not connected to the broker: %s", st->last_error);
         amqp_cmd_free(c);
         return;
     }
@@ -1407,9 +1011,9 @@ static void execute(struct amqp_worker *wk, struct amqp_cmd *c)
     case AC_PUBLISH:
     case AC_PUBLISH_DELAYED:
         if (c->tx)
-            do_publish_tx(wk, c);
+            amqp_publish_tx(wk, c);
         else
-            do_publish(wk, c);
+            amqp_publish_run(wk, c);
         return;
     case AC_CONSUME:
         do_consume(wk, c);
@@ -1426,7 +1030,7 @@ static void execute(struct amqp_worker *wk, struct amqp_cmd *c)
         do_rpc(wk, c);
         break;
     default:
-        reply_err(wk, c->seq, FE_INTERNAL, "unknown command");
+        amqp_worker_reply_err(wk, c->seq, FE_INTERNAL, "unknown command");
         break;
     }
     amqp_cmd_free(c);
@@ -1448,7 +1052,7 @@ static void expire(struct amqp_worker *wk)
         dlist_foreach_safe(pos, tmp, &st->pubs) {
             struct pub *p = container_of(pos, struct pub, node);
             if (p->g->cmd->deadline <= now)
-                pub_resolve(wk, p, st->blocked ? FE_BLOCKED : FE_UNCONFIRMED,
+                amqp_publish_resolve(wk, p, st->blocked ? FE_BLOCKED : FE_UNCONFIRMED,
                             "the deadline passed before the broker confirmed");
         }
     }
@@ -1513,7 +1117,7 @@ static void *worker_main(void *arg)
         amqp_cmd_free(c);
     }
     while (!dlist_empty(&st->pubs))
-        pub_resolve(wk, container_of(st->pubs.next, struct pub, node), FE_SHUTTING_DOWN, "shutting down");
+        amqp_publish_resolve(wk, container_of(st->pubs.next, struct pub, node), FE_SHUTTING_DOWN, "shutting down");
     while (!dlist_empty(&st->consumers))
         drop_consumer(wk, container_of(st->consumers.next, struct consumer, node), true);
     while (!dlist_empty(&st->rpcs)) {
@@ -1532,11 +1136,8 @@ static void *worker_main(void *arg)
         amqp_destroy_connection(st->conn);
         st->conn = NULL;
     }
-    forget_exchanges(st);
-    for (size_t i = 0; i < st->nholding; i++)
-        free(st->holding[i]);
-    free(st->holding);
-    st->holding = NULL;
+    amqp_publish_forget_exchanges(st);
+    amqp_publish_forget_holding(st);
     post(wk, event_new(AE_STOPPED));
     return NULL;
 }

@@ -6,7 +6,12 @@
  *
  * Like redis-benchmark it is one thread driving every connection, keeps P
  * requests in flight on each, uses the key "key:__rand_int__" and a value
- * of d 'x' bytes, and measures each request from send to response. */
+ * of d 'x' bytes, and measures each request from send to response.
+ *
+ * AMQP tests, with --queue NAME: "publish" sends persistent messages of d
+ * bytes to the queue (each answered after the broker's confirm), and
+ * "consume" receives n deliveries on one subscription with prefetch P,
+ * acking every 50 with multiple=true. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -92,14 +97,26 @@ static int peek_response(const uint8_t *b, size_t n, uint64_t *id, int *is_err)
     return 0;
 }
 
-static void queue_req(struct conn *c, int argc, const char **argv, const size_t *lens, long P)
+/* What one request is: a redis command, or an op with pre-encoded args. */
+struct work {
+    int argc;
+    const char **argv;
+    const size_t *lens;
+    const char *op;
+    const uint8_t *args;
+    size_t args_len;
+};
+
+static void queue_req(struct conn *c, const struct work *w, long P)
 {
-    if (c->out_cap - c->out_len < 4096) {
+    while (c->out_cap - c->out_len < 4096 + w->args_len) {
         c->out_cap = c->out_cap * 2 + 8192;
         c->out = realloc(c->out, c->out_cap);
     }
     uint64_t id = c->next_id++;
-    size_t n = ferry_frame_redis(c->out + c->out_len, c->out_cap - c->out_len, id, argc, argv, lens, 0);
+    size_t room = c->out_cap - c->out_len;
+    size_t n = w->op ? ferry_frame_request(c->out + c->out_len, room, id, w->op, w->args, w->args_len, 0)
+                     : ferry_frame_redis(c->out + c->out_len, room, id, w->argc, w->argv, w->lens, 0);
     if (n == 0) {
         fprintf(stderr, "ferry-bench: request too large\n");
         exit(1);
@@ -110,8 +127,8 @@ static void queue_req(struct conn *c, int argc, const char **argv, const size_t 
 }
 
 /* Runs one test; returns requests per second and fills lat[] (ns). */
-static double run_test(const char *path, int argc, const char **argv, const size_t *lens, long n,
-                       long nconns, long P, uint64_t *lat, long *errors)
+static double run_test(const char *path, const struct work *w, long n, long nconns, long P, uint64_t *lat,
+                       long *errors)
 {
     struct conn *cs = calloc((size_t)nconns, sizeof(*cs));
     struct pollfd *pfd = calloc((size_t)nconns, sizeof(*pfd));
@@ -124,7 +141,7 @@ static double run_test(const char *path, int argc, const char **argv, const size
     uint64_t t0 = now_ns();
     for (long i = 0; i < nconns; i++)
         for (long k = 0; k < P && issued < n; k++, issued++)
-            queue_req(&cs[i], argc, argv, lens, P);
+            queue_req(&cs[i], w, P);
     while (done < n) {
         for (long i = 0; i < nconns; i++) {
             pfd[i].fd = cs[i].fd;
@@ -179,7 +196,7 @@ static double run_test(const char *path, int argc, const char **argv, const size
                 c->inflight--;
                 off += 4 + len;
                 if (issued < n) {
-                    queue_req(c, argc, argv, lens, P);
+                    queue_req(c, w, P);
                     issued++;
                 }
             }
@@ -206,20 +223,97 @@ static double run_test(const char *path, int argc, const char **argv, const size
     return (double)n / secs;
 }
 
+/* Declares the durable queue the AMQP tests use, as amqp-bench does. */
+static void declare_queue(const char *path, const char *queue)
+{
+    int err;
+    ferry_t *f = ferry_connect(path, &err);
+    if (!f) {
+        fprintf(stderr, "ferry-bench: connect: %s\n", ferry_strerror(err));
+        exit(1);
+    }
+    cbor_item_t *a = cbor_new_definite_map(2);
+    cbor_map_add(a, (struct cbor_pair){cbor_move(cbor_build_string("name")), cbor_move(cbor_build_string(queue))});
+    cbor_map_add(a, (struct cbor_pair){cbor_move(cbor_build_string("durable")), cbor_move(cbor_build_bool(true))});
+    ferry_msg_t *m;
+    if (ferry_call(f, "queue.declare", a, 0, &m, 10000) != 0 || m->err_code) {
+        fprintf(stderr, "ferry-bench: queue.declare %s failed\n", queue);
+        exit(1);
+    }
+    ferry_msg_free(m);
+    cbor_decref(&a);
+    ferry_close(f);
+}
+
+/* consume: one subscription, n deliveries. Returns deliveries per second. */
+static double run_consume(const char *path, const char *queue, long n, long prefetch)
+{
+    int err;
+    ferry_t *f = ferry_connect(path, &err);
+    if (!f) {
+        fprintf(stderr, "ferry-bench: connect: %s\n", ferry_strerror(err));
+        exit(1);
+    }
+    cbor_item_t *a = cbor_new_definite_map(2);
+    cbor_map_add(a, (struct cbor_pair){cbor_move(cbor_build_string("queue")), cbor_move(cbor_build_string(queue))});
+    cbor_map_add(a, (struct cbor_pair){cbor_move(cbor_build_string("prefetch")),
+                                       cbor_move(cbor_build_uint16((uint16_t)prefetch))});
+    ferry_msg_t *m;
+    uint64_t sub;
+    if (ferry_send(f, "consume", a, 0, &sub) != 0 || ferry_recv(f, &m, 10000) != 0 || m->err_code) {
+        fprintf(stderr, "ferry-bench: consume failed\n");
+        exit(1);
+    }
+    cbor_decref(&a);
+    ferry_msg_free(m);
+    uint64_t t0 = now_ns();
+    for (long i = 1; i <= n;) {
+        if (ferry_recv(f, &m, 30000) != 0) {
+            fprintf(stderr, "ferry-bench: no delivery for 30 s\n");
+            exit(1);
+        }
+        if (m->kind == FERRY_PUSH) {
+            if (i % 50 == 0 || i == n) {
+                cbor_item_t *ack = cbor_new_definite_map(3);
+                struct cbor_pair *p = cbor_map_handle(m->data);
+                uint64_t tag = 0;
+                for (size_t k = 0; k < cbor_map_size(m->data); k++)
+                    if (cbor_string_length(p[k].key) == 12 && !memcmp(cbor_string_handle(p[k].key), "delivery_tag", 12))
+                        tag = cbor_get_int(p[k].value);
+                cbor_map_add(ack, (struct cbor_pair){cbor_move(cbor_build_string("sub")), cbor_move(cbor_build_uint64(sub))});
+                cbor_map_add(ack, (struct cbor_pair){cbor_move(cbor_build_string("delivery_tag")),
+                                                     cbor_move(cbor_build_uint64(tag))});
+                cbor_map_add(ack, (struct cbor_pair){cbor_move(cbor_build_string("multiple")),
+                                                     cbor_move(cbor_build_bool(true))});
+                ferry_send(f, "ack", ack, 0, NULL);
+                cbor_decref(&ack);
+            }
+            i++;
+        }
+        ferry_msg_free(m);
+    }
+    double rate = (double)n / ((double)(now_ns() - t0) / 1e9);
+    ferry_close(f);
+    return rate;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"socket", required_argument, NULL, 's'},
+        {"queue", required_argument, NULL, 'Q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *path = getenv("FERRY_SOCKET") ? getenv("FERRY_SOCKET") : FERRY_DEFAULT_SOCKET;
     char tests[256] = "set,get";
+    const char *queue = "ferry.bench";
     long n = 100000, nconns = 50, P = 1, d = 3;
     int quiet = 0, opt;
     while ((opt = getopt_long(argc, argv, "s:t:n:c:P:d:qh", longopts, NULL)) != -1) {
         switch (opt) {
         case 's': path = optarg; break;
+        case 'Q': queue = optarg; break;
         case 't': snprintf(tests, sizeof(tests), "%s", optarg); break;
         case 'n': n = atol(optarg); break;
         case 'c': nconns = atol(optarg); break;
@@ -236,16 +330,42 @@ int main(int argc, char **argv)
         fprintf(stderr, "ferry-bench: -n, -c and -P must be positive, -d not negative\n");
         return 64;
     }
-    if (n < nconns * P)
-        n = nconns * P;
+    /* Every connection needs its window filled once (consume aside, which
+     * uses one connection and counts deliveries). */
+    long n_conn = n < nconns * P ? nconns * P : n;
     char *value = malloc((size_t)d + 1);
     memset(value, 'x', (size_t)d);
-    uint64_t *lat = malloc((size_t)n * sizeof(uint64_t));
+    uint64_t *lat = malloc((size_t)(n < nconns * P ? nconns * P : n) * sizeof(uint64_t));
     for (char *tok = strtok(tests, ","); tok; tok = strtok(NULL, ",")) {
         const char *av[3];
         size_t lens[3];
-        int ac;
+        int ac = 0;
         const char *name;
+        struct work w = {0};
+        unsigned char *args = NULL;
+        if (strcasecmp(tok, "consume") == 0 || strcasecmp(tok, "publish") == 0)
+            declare_queue(path, queue);
+        if (strcasecmp(tok, "consume") == 0) {
+            double rate = run_consume(path, queue, n, P);
+            printf("CONSUME: %.2f messages per second\n", rate);
+            fflush(stdout);
+            continue;
+        }
+        if (strcasecmp(tok, "publish") == 0) {
+            cbor_item_t *m = cbor_new_definite_map(4);
+            cbor_map_add(m, (struct cbor_pair){cbor_move(cbor_build_string("exchange")), cbor_move(cbor_build_string(""))});
+            cbor_map_add(m, (struct cbor_pair){cbor_move(cbor_build_string("routing_key")),
+                                               cbor_move(cbor_build_string(queue))});
+            cbor_map_add(m, (struct cbor_pair){cbor_move(cbor_build_string("body")),
+                                               cbor_move(cbor_build_bytestring((cbor_data)value, (size_t)d))});
+            cbor_map_add(m, (struct cbor_pair){cbor_move(cbor_build_string("persistent")), cbor_move(cbor_build_bool(true))});
+            size_t cap = 0;
+            w.args_len = cbor_serialize_alloc(m, &args, &cap);
+            cbor_decref(&m);
+            w.op = "publish";
+            w.args = args;
+            name = "PUBLISH";
+        } else
         if (strcasecmp(tok, "set") == 0) {
             av[0] = "SET"; av[1] = "key:__rand_int__"; av[2] = value;
             lens[0] = 3; lens[1] = strlen(av[1]); lens[2] = (size_t)d;
@@ -262,21 +382,27 @@ int main(int argc, char **argv)
             ac = 1;
             name = "PING";
         } else {
-            fprintf(stderr, "ferry-bench: unknown test '%s' (set, get, ping)\n", tok);
+            fprintf(stderr, "ferry-bench: unknown test '%s' (set, get, ping, publish, consume)\n", tok);
             return 64;
         }
+        if (!w.op) {
+            w.argc = ac;
+            w.argv = av;
+            w.lens = lens;
+        }
         long errors = 0;
-        double rps = run_test(path, ac, av, lens, n, nconns, P, lat, &errors);
-        qsort(lat, (size_t)n, sizeof(uint64_t), cmp_u64);
-        double p50 = (double)lat[(size_t)(n * 0.50)] / 1e6;
-        double p99 = (double)lat[(size_t)(n * 0.99 < n - 1 ? n * 0.99 : n - 1)] / 1e6;
+        double rps = run_test(path, &w, n_conn, nconns, P, lat, &errors);
+        free(args);
+        qsort(lat, (size_t)n_conn, sizeof(uint64_t), cmp_u64);
+        double p50 = (double)lat[(size_t)(n_conn * 0.50)] / 1e6;
+        double p99 = (double)lat[(size_t)(n_conn * 0.99 < n_conn - 1 ? n_conn * 0.99 : n_conn - 1)] / 1e6;
         if (quiet)
             printf("%s: %.2f requests per second, p50=%.3f msec, p99=%.3f msec\n", name, rps, p50, p99);
         else
             printf("====== %s ======\n  %ld requests completed, %ld connections, %ld in flight each, "
                    "%ld bytes payload\n  %.2f requests per second\n  p50=%.3f msec p99=%.3f msec "
                    "max=%.3f msec\n  %ld error responses\n\n",
-                   name, n, nconns, P, d, rps, p50, p99, (double)lat[n - 1] / 1e6, errors);
+                   name, n_conn, nconns, P, d, rps, p50, p99, (double)lat[n_conn - 1] / 1e6, errors);
         if (errors) {
             fprintf(stderr, "ferry-bench: %ld error responses in %s\n", errors, name);
             return 1;

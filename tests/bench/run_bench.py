@@ -9,6 +9,11 @@ requests in flight each, for
 Columns: throughput, p50, p99, and the proxy's own CPU seconds per 100,000
 requests (utime + stime from /proc). Then idle RSS of both proxies.
 
+Then RabbitMQ: persistent publishes with confirms through ferryd against a
+direct rabbitmq-c publisher (tests/bench/amqp_bench.c) at 1 and 256 in
+flight, and deliveries per second to one consumer, through ferryd and
+direct.
+
 This is a benchmark, not a test: it asserts nothing about speed. It prints
 the targets next to the figures so a reader can compare.
 """
@@ -24,6 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from harness import RabbitMQ  # noqa: E402
 
 LINE = re.compile(r"^(\w+): ([\d.]+) requests per second(?:, p50=([\d.]+) msec)?(?:, p99=([\d.]+) msec)?")
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -90,6 +98,9 @@ def main():
     ap.add_argument("--build", default=os.path.join(os.path.dirname(__file__), "..", "..", "build"))
     ap.add_argument("-n", type=int, default=200000, help="requests per row")
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
+    ap.add_argument("--no-amqp", action="store_true", help="skip the RabbitMQ rows")
+    ap.add_argument("--amqp-only", action="store_true", help="only the RabbitMQ rows")
+    ap.add_argument("--amqp-n", type=int, default=20000, help="messages per AMQP row")
     args = ap.parse_args()
     build = os.path.abspath(args.build)
     tmp = tempfile.mkdtemp(prefix="ferry-bench-")
@@ -122,6 +133,9 @@ def main():
         idle = {"ferryd": rss_kib(fd.pid), "nutcracker": rss_kib(nc.pid)}
 
         results = []
+        if args.amqp_only:
+            amqp_rows(build, tmp, rsock, args)
+            return
         for c, p in ((1, 1), (1, 16), (50, 1), (50, 16)):
             for test in ("get", "set"):
                 n = args.n
@@ -143,6 +157,8 @@ def main():
                 sys.stdout.flush()
         loaded = {"ferryd": rss_kib(fd.pid), "nutcracker": rss_kib(nc.pid)}
         summary(results, idle, loaded, args.markdown)
+        if not args.no_amqp:
+            amqp_rows(build, tmp, rsock, args)
     finally:
         for pr in reversed(procs):
             if pr.poll() is None:
@@ -152,6 +168,62 @@ def main():
                 except subprocess.TimeoutExpired:
                     pr.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def rate(res, name):
+    out = res.stdout + res.stderr
+    for line in out.splitlines():
+        m = re.match(r"%s: ([\d.]+)" % name, line)
+        if m:
+            return float(m.group(1))
+    sys.exit("no %s figure in: %r" % (name, out))
+
+
+def amqp_rows(build, tmp, rsock, args):
+    """Publishing and consumption, ferryd against rabbitmq-c direct."""
+    rabbit = RabbitMQ().start()
+    fd = None
+    try:
+        fsock = os.path.join(tmp, "ferry-amqp.sock")
+        fd = subprocess.Popen([os.path.join(build, "ferryd"), "--socket", fsock, "--redis", "unix://" + rsock,
+                               "--amqp", rabbit.url, "--log-level", "warn"])
+        wait_socket(fsock, fd, "ferryd")
+        time.sleep(1.0)
+        n = args.amqp_n
+        direct = os.path.join(build, "amqp-bench")
+        fbench = os.path.join(build, "ferry-bench")
+        rows = []
+        for p in (1, 256):
+            d = subprocess.run([direct, "-p", str(rabbit.port), "-t", "publish", "-q", "bench.direct.%d" % p,
+                                "-n", str(n), "-P", str(p), "-d", "100"], capture_output=True, text=True)
+            f = subprocess.run([fbench, "--socket", fsock, "--queue", "bench.ferry.%d" % p, "-t", "publish",
+                                "-n", str(n), "-c", "1", "-P", str(p), "-d", "100", "-q"],
+                               capture_output=True, text=True)
+            rows.append(("publish, persistent, confirmed, %d in flight" % p, rate(d, "PUBLISH"),
+                         rate(f, "PUBLISH")))
+        # Consume what the 256-in-flight rows published.
+        d = subprocess.run([direct, "-p", str(rabbit.port), "-t", "consume", "-q", "bench.direct.256",
+                            "-n", str(n), "-P", "256"], capture_output=True, text=True)
+        f = subprocess.run([fbench, "--socket", fsock, "--queue", "bench.ferry.256", "-t", "consume",
+                            "-n", str(n), "-P", "256", "-q"], capture_output=True, text=True)
+        rows.append(("consume, prefetch 256, ack every 50", rate(d, "CONSUME"), rate(f, "CONSUME")))
+        print()
+        if args.markdown:
+            print("| RabbitMQ (%d messages, 100 bytes) | rabbitmq-c direct msg/s | through ferryd msg/s | ferryd/direct |"
+                  % n)
+            print("|---|---|---|---|")
+            for name, dv, fv in rows:
+                print("| %s | %.0f | %.0f | %.2fx |" % (name, dv, fv, fv / dv))
+        else:
+            print("%-45s %12s %12s %8s" % ("RabbitMQ (%d messages)" % n, "direct", "ferryd", "ratio"))
+            for name, dv, fv in rows:
+                print("%-45s %12.0f %12.0f %7.2fx" % (name, dv, fv, fv / dv))
+        print("target: publishing through ferryd >= 0.8x direct at 1 and at 256 in flight")
+    finally:
+        if fd and fd.poll() is None:
+            fd.send_signal(signal.SIGTERM)
+            fd.wait(30)
+        rabbit.stop()
 
 
 def fmt(v, spec):

@@ -15,8 +15,10 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "client-stub", "python"))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import ferry  # noqa: E402
+from harness import RabbitMQ, free_port, wait_until  # noqa: E402,F401
 
 BUILD = os.environ.get("FERRY_BUILD", os.path.join(ROOT, "build"))
 FERRYD = os.path.join(BUILD, "ferryd")
@@ -27,26 +29,6 @@ SLOW = 3 if SANITIZED else 1
 
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                    "SUMMARY: UndefinedBehaviorSanitizer")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_until(pred, timeout=10.0, interval=0.02, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            if pred():
-                return
-        except Exception:
-            pass
-        time.sleep(interval)
-    raise AssertionError("timed out waiting for " + what)
 
 
 class Redis:
@@ -223,90 +205,6 @@ def cli(ferryd, *args, timeout=None):
     if timeout:
         cmd += ["--timeout", str(timeout)]
     return subprocess.run(cmd + list(args), capture_output=True, timeout=60)
-
-
-RABBIT_BIN = "/usr/lib/rabbitmq/bin"
-
-
-class RabbitMQ:
-    """A rabbitmq-server node of our own: private ports, data and logs in a
-    temp dir, the Erlang cookie there too. Started directly (the /usr/sbin
-    wrapper would drop these variables)."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="ferry-rmq-")
-        self.port = free_port()
-        self.node = "ferrytest%d@localhost" % os.getpid()
-        self.env = dict(os.environ)
-        self.env.update({
-            "HOME": self.dir,
-            "RABBITMQ_NODENAME": self.node,
-            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
-            "RABBITMQ_NODE_PORT": str(self.port),
-            "RABBITMQ_DIST_PORT": str(free_port()),
-            "RABBITMQ_MNESIA_BASE": os.path.join(self.dir, "mnesia"),
-            "RABBITMQ_LOG_BASE": os.path.join(self.dir, "log"),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": os.path.join(self.dir, "enabled_plugins"),
-            "RABBITMQ_CONFIG_FILE": os.path.join(self.dir, "rabbitmq"),
-            "RABBITMQ_PID_FILE": os.path.join(self.dir, "rabbit.pid"),
-        })
-        with open(os.path.join(self.dir, "enabled_plugins"), "w") as f:
-            f.write("[].\n")
-        cookie = os.path.join(self.dir, ".erlang.cookie")
-        with open(cookie, "w") as f:
-            f.write("ferrytestcookie")
-        os.chmod(cookie, 0o400)
-        self.proc = None
-
-    @property
-    def url(self):
-        return "amqp://guest:guest@127.0.0.1:%d/" % self.port
-
-    def ctl(self, *args, timeout=60):
-        return subprocess.run([RABBIT_BIN + "/rabbitmqctl", "-n", self.node] + list(args),
-                              env=self.env, capture_output=True, text=True, timeout=timeout)
-
-    def start(self):
-        self.log = open(os.path.join(self.dir, "server.out"), "ab")
-        self.proc = subprocess.Popen([RABBIT_BIN + "/rabbitmq-server"], env=self.env,
-                                     stdout=self.log, stderr=self.log, start_new_session=True)
-        self.await_up()
-        return self
-
-    def await_up(self):
-        end = time.monotonic() + 120
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise AssertionError("rabbitmq-server exited; see " + self.dir)
-            if self.ctl("await_startup", "--timeout", "60").returncode == 0:
-                return
-            time.sleep(0.5)
-        raise AssertionError("rabbitmq-server did not start")
-
-    def restart_app(self):
-        """Stops and starts the broker application (connections drop; durable
-        queues and persistent messages survive, as in a restart)."""
-        assert self.ctl("stop_app").returncode == 0
-        assert self.ctl("start_app").returncode == 0
-        self.await_up()
-
-    def freeze(self):
-        os.killpg(self.proc.pid, signal.SIGSTOP)
-
-    def thaw(self):
-        os.killpg(self.proc.pid, signal.SIGCONT)
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.thaw()
-            self.ctl("stop", timeout=60)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
