@@ -122,6 +122,18 @@ void amqp_worker_reply_err(struct amqp_worker *wk, uint64_t seq, int code, const
     post(wk, e);
 }
 
+/* Tells the loop a subscription ended, and why. */
+static void push_cancelled(struct amqp_worker *wk, uint64_t consumer, const char *reason)
+{
+    struct amqp_event *e = event_new(AE_PUSH);
+    e->consumer = consumer;
+    snprintf(e->message, sizeof(e->message), "cancelled");
+    cbuf_map(&e->data, 1);
+    cbuf_str(&e->data, "reason");
+    cbuf_str(&e->data, reason);
+    post(wk, e);
+}
+
 static void post_state(struct amqp_worker *wk)
 {
     struct amqp_event *e = event_new(AE_STATE);
@@ -665,13 +677,7 @@ static void on_channel_close(struct amqp_worker *wk, amqp_channel_t ch, const am
             continue;
         char err[200];
         if (subscribe(wk, c, err, sizeof(err)) != 0) {
-            struct amqp_event *e = event_new(AE_PUSH);
-            e->consumer = c->id;
-            snprintf(e->message, sizeof(e->message), "cancelled");
-            cbuf_map(&e->data, 1);
-            cbuf_str(&e->data, "reason");
-            cbuf_str(&e->data, err);
-            post(wk, e);
+            push_cancelled(wk, c->id, err);
             consumer_free(c);
         }
         return;
@@ -751,13 +757,7 @@ static void pump(struct amqp_worker *wk)
             dlist_foreach_safe(pos, tmp, &st->consumers) {
                 struct consumer *c = container_of(pos, struct consumer, node);
                 if (c->ch == ch && c->active) {
-                    struct amqp_event *e = event_new(AE_PUSH);
-                    e->consumer = c->id;
-                    snprintf(e->message, sizeof(e->message), "cancelled");
-                    cbuf_map(&e->data, 1);
-                    cbuf_str(&e->data, "reason");
-                    cbuf_str(&e->data, "the broker cancelled the consumer (was its queue deleted?)");
-                    post(wk, e);
+                    push_cancelled(wk, c->id, "the broker cancelled the consumer (was its queue deleted?)");
                     amqp_channel_close(st->conn, c->ch, AMQP_REPLY_SUCCESS);
                     consumer_free(c);
                 }
@@ -922,13 +922,7 @@ static void restore(struct amqp_worker *wk)
             return;
         if (subscribe(wk, c, err, sizeof(err)) != 0 && st->conn) {
             log_warn("amqp: resubscribing to '%.*s' failed: %s", (int)c->queue.len, (char *)c->queue.bytes, err);
-            struct amqp_event *e = event_new(AE_PUSH);
-            e->consumer = c->id;
-            snprintf(e->message, sizeof(e->message), "cancelled");
-            cbuf_map(&e->data, 1);
-            cbuf_str(&e->data, "reason");
-            cbuf_str(&e->data, err);
-            post(wk, e);
+            push_cancelled(wk, c->id, err);
             consumer_free(c);
         }
     }

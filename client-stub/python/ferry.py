@@ -114,29 +114,30 @@ class Client:
             return self._parked.pop(key)
         while True:
             frame = self.recv_frame()
-            if isinstance(frame, dict) and "sub" in frame and "id" not in frame:
-                if self.on_push:
-                    self.on_push(frame)
-                else:
-                    self.pushes.append(frame)
-                continue
-            return frame
+            if not self._route_push(frame):
+                return frame
 
     def wait(self, id):
         """Returns the result of request id, raising FerryError for an error."""
         while id not in self._parked:
             frame = self.recv_frame()
-            if isinstance(frame, dict) and "sub" in frame and "id" not in frame:
-                if self.on_push:
-                    self.on_push(frame)
-                else:
-                    self.pushes.append(frame)
+            if self._route_push(frame):
                 continue
             if "id" not in frame:
                 err = frame.get("error", {})
                 raise FerryError(err.get("code"), err.get("message"))
             self._parked[frame["id"]] = frame
         return result_of(self._parked.pop(id))
+
+    def _route_push(self, frame):
+        """Hands a push frame to on_push (or keeps it); False for others."""
+        if not (isinstance(frame, dict) and "sub" in frame and "id" not in frame):
+            return False
+        if self.on_push:
+            self.on_push(frame)
+        else:
+            self.pushes.append(frame)
+        return True
 
     def call(self, op, args=None, deadline=None, **kw):
         return self.wait(self.send(op, args, deadline, **kw))
