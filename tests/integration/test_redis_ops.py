@@ -230,3 +230,23 @@ def test_protocol_doc_byte_example(ferryd):
         doc = f.read()
     assert "00 00 00 0d  a2 62 69 64 01 62 6f 70 64 70 69 6e 67" in doc
     assert "00 00 00 11  a2 62 69 64 01 66 72 65 73 75 6c 74 64 50 4f 4e 47" in doc
+
+
+def test_spec_names_every_op_and_error_code(ferryd):
+    """docs/protocol.md and proto/ferry.cddl cover what the daemon serves."""
+    import re
+    with ferryd.client() as c:
+        ops = c.hello()["ops"]
+    with open(ROOT + "/proto/ferry.cddl") as f:
+        cddl = f.read()
+    with open(ROOT + "/docs/protocol.md") as f:
+        doc = f.read()
+    with open(ROOT + "/daemon/errors.h") as f:
+        codes = re.findall(r'X\(\w+,\s*"(\w+)"', f.read())
+    assert len(codes) >= 10 and len(ops) >= 20
+    for op in ops:
+        assert '"%s"' % op in cddl, "op %s missing from ferry.cddl" % op
+        assert "`%s`" % op in doc, "op %s missing from protocol.md" % op
+    for code in codes:
+        assert '"%s"' % code in cddl, "error code %s missing from ferry.cddl" % code
+        assert "`%s`" % code in doc, "error code %s missing from protocol.md" % code
