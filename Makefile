@@ -9,8 +9,8 @@ SAN     ?=
 CFLAGS  ?=
 XCFLAGS  = -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -MMD -MP -fPIC $(SAN) $(CFLAGS)
 XLDFLAGS = $(SAN) $(LDFLAGS)
-CPPFLAGS += -Idaemon -Iclient-stub/c
-LDLIBS_D = -luv -lhiredis -lcbor -lrabbitmq -lpthread -lm
+CPPFLAGS += -Idaemon -Iclient-stub/c -I$(B)/gen
+LDLIBS_D = -luv -lhiredis -lcbor -lrabbitmq -lprotobuf-c -lcurl -lz -lpthread -lm
 LDLIBS_C = -lcbor
 
 B ?= build
@@ -23,8 +23,13 @@ CLI_SRC = client-stub/c/ferry_cli.c
 BENCH_SRC = tests/bench/ferry_bench.c
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
 
-DAEMON_OBJ = $(DAEMON_SRC:%.c=$(B)/obj/%.o)
-DAEMON_LIB_OBJ = $(DAEMON_LIB_SRC:%.c=$(B)/obj/%.o)
+# The OTLP messages, compiled by protoc-c at build time (never committed).
+PROTO_SRC = $(shell find proto -name '*.proto')
+GEN_C = $(PROTO_SRC:proto/%.proto=$(B)/gen/%.pb-c.c)
+GEN_OBJ = $(GEN_C:%.c=%.o)
+
+DAEMON_OBJ = $(DAEMON_SRC:%.c=$(B)/obj/%.o) $(GEN_OBJ)
+DAEMON_LIB_OBJ = $(DAEMON_LIB_SRC:%.c=$(B)/obj/%.o) $(GEN_OBJ)
 LIBFERRY_OBJ = $(LIBFERRY_SRC:%.c=$(B)/obj/%.o)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
@@ -33,8 +38,15 @@ UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
 all: $(B)/ferryd $(B)/ferry $(B)/libferry.a $(B)/libferry.so $(B)/ferry-bench $(B)/libferry_check $(B)/amqp-bench
 
-$(B)/obj/%.o: %.c
+$(B)/obj/%.o: %.c | $(GEN_C)
 	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(XCFLAGS) -c -o $@ $<
+
+$(B)/gen/%.pb-c.c $(B)/gen/%.pb-c.h: proto/%.proto
+	@mkdir -p $(B)/gen
+	protoc-c --proto_path=proto --c_out=$(B)/gen $<
+
+$(B)/gen/%.pb-c.o: $(B)/gen/%.pb-c.c
 	$(CC) $(CPPFLAGS) $(XCFLAGS) -c -o $@ $<
 
 $(B)/ferryd: $(DAEMON_OBJ)
@@ -70,6 +82,8 @@ $(B)/tests/%: $(B)/obj/tests/unit/%.o $(DAEMON_LIB_OBJ) $(B)/libferry.a
 # Every Debian package that the build, the tests and the benchmarks need.
 # Idempotent: it installs only what is missing, and nothing when all is there.
 DEB_PKGS = build-essential pkg-config libuv1-dev libhiredis-dev libcbor-dev librabbitmq-dev \
+	libprotobuf-c-dev protobuf-c-compiler libcurl4-openssl-dev libssl-dev zlib1g-dev \
+	python3-protobuf protobuf-compiler \
 	rabbitmq-server amqp-tools \
 	redis-server redis-tools nutcracker python3-pytest python3-cbor2 \
 	libcmocka-dev valgrind clang libclang-rt-14-dev
@@ -119,7 +133,8 @@ run: deps all
 	echo "In another shell:  build/ferry -s run/ferry.sock ping"; \
 	echo "                   build/ferry -s run/ferry.sock redis SET greeting hello"; \
 	echo "                   build/ferry -s run/ferry.sock stats"; \
-	$(B)/ferryd --socket run/ferry.sock $(RUN_ARGS)
+	OTEL_TRACES_EXPORTER=$${OTEL_TRACES_EXPORTER:-console} OTEL_METRICS_EXPORTER=$${OTEL_METRICS_EXPORTER:-none} \
+		$(B)/ferryd --socket run/ferry.sock $(RUN_ARGS)
 
 bench: deps all
 	/usr/bin/python3 tests/bench/run_bench.py --build $(abspath $(B)) $(BENCH_ARGS)

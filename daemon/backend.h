@@ -9,6 +9,8 @@
 #ifndef FERRY_BACKEND_H
 #define FERRY_BACKEND_H
 
+#include <stdint.h>
+
 #include "cbuf.h"
 
 struct backend;
@@ -16,6 +18,17 @@ struct client;
 struct config;
 struct request;
 struct server;
+
+/* Where a backend reports its metrics (telemetry.c provides it). */
+struct metric_emit {
+    void *ctx;
+    /* ferry.backend.connections: n connections in state; NULL when not
+     * collecting this family. */
+    void (*connections)(void *ctx, const char *backend, const char *state, uint64_t n);
+    /* A cumulative counter, e.g. ferry.backend.reconnects; NULL when not
+     * collecting this family. */
+    void (*counter)(void *ctx, const char *backend, const char *name, uint64_t v);
+};
 
 struct backend_ops {
     const char *name;
@@ -34,6 +47,8 @@ struct backend_ops {
     void (*client_closed)(struct backend *b, struct client *c);
     /* Appends one CBOR map describing the backend's state to out. */
     void (*stats)(struct backend *b, struct cbuf *out);
+    /* Reports connection states and counters. May be NULL. */
+    void (*metrics)(struct backend *b, const struct metric_emit *e);
     /* Applies the reloadable keys of a new configuration. */
     void (*reload)(struct backend *b, const struct config *cfg);
     /* Closes the backend's handles at shutdown. Every request has already

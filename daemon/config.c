@@ -78,6 +78,11 @@ const struct cfg_key cfg_keys[] = {
      "AMQP requests queued for or awaiting the broker; past this requests get 'overloaded'."},
     {"amqp_prefetch", CFG_INT, OFF(amqp_prefetch), "100", 1, 65535, true,
      "Default prefetch (unacknowledged deliveries) of a consumer that names none."},
+    {"duration_buckets", CFG_STR, OFF(duration_buckets),
+     "0.00005,0.0001,0.00025,0.0005,0.001,0.0025,0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10", 0, 0, false,
+     "Bucket bounds in seconds of the duration histograms (ferry.request.duration, db.client.operation.duration)."},
+    {"redis_query_text", CFG_STR, OFF(redis_query_text), "sanitized", 0, 0, true,
+     "db.query.text on Redis spans: sanitized (arguments as ?), full, or off."},
 };
 const size_t cfg_nkeys = sizeof(cfg_keys) / sizeof(cfg_keys[0]);
 
@@ -263,6 +268,11 @@ int config_validate(const struct config *c, char *err, size_t errlen)
     if (c->amqp_backoff_max_ms < c->amqp_backoff_min_ms) {
         snprintf(err, errlen, "key 'amqp_backoff_max_ms': %ld is below amqp_backoff_min_ms (%ld)",
                  c->amqp_backoff_max_ms, c->amqp_backoff_min_ms);
+        return -1;
+    }
+    if (strcmp(c->redis_query_text, "sanitized") && strcmp(c->redis_query_text, "full") &&
+        strcmp(c->redis_query_text, "off")) {
+        snprintf(err, errlen, "key 'redis_query_text': '%s' is not sanitized, full or off", c->redis_query_text);
         return -1;
     }
     if (c->default_deadline_ms > c->max_deadline_ms) {

@@ -44,6 +44,8 @@ struct config {
     long amqp_backoff_max_ms;
     long amqp_max_pending;
     long amqp_prefetch;
+    char *duration_buckets;   /* owns */
+    char *redis_query_text;   /* owns: sanitized, full or off */
 };
 
 struct cfg_key {

@@ -10,6 +10,7 @@
 #include "amqp_backend.h"
 #include "redis_backend.h"
 #include "server.h"
+#include "telemetry.h"
 
 static void usage(FILE *f)
 {
@@ -133,7 +134,15 @@ int main(int argc, char **argv)
         srv.noverrides = nover;
         srv.backends[srv.nbackends++] = redis;
         srv.backends[srv.nbackends++] = amqp;
-        status = server_run(&srv);
+        if (telemetry_init(&srv.tel, &srv, err, sizeof(err)) != 0) {
+            fprintf(stderr, "ferryd: bad configuration: %s\n", err);
+            redis->ops->destroy(redis);
+            amqp->ops->destroy(amqp);
+            status = 2;
+        } else {
+            status = server_run(&srv);
+            telemetry_free(srv.tel);
+        }
     }
     config_free(&srv.cfg);
 out:

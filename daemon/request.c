@@ -32,12 +32,22 @@
 #include "request.h"
 #include "server.h"
 
-/* outcome is fe_index() of the code sent, or OUTCOME_ABANDONED. */
-static void request_end(struct request *r, int outcome)
+/* outcome is fe_index() of the code sent, or OUTCOME_ABANDONED; message
+ * is the error's text. */
+static void request_end(struct request *r, int outcome, const char *message)
 {
     struct client *c = r->client;
     struct server *s = c->srv;
     r->op->outcomes[outcome]++;
+    uint64_t took = uv_hrtime() - r->start_ns;
+    telemetry_request_done(s->tel, r->op, took);
+    if (r->db_system)
+        telemetry_db_operation(s->tel, r->db_system, r->db_operation, took);
+    if (r->span) {
+        const char *etype = outcome == OUTCOME_OK ? NULL
+                          : outcome == OUTCOME_ABANDONED ? "abandoned" : fe_name(-outcome - 1);
+        telemetry_span_end(s->tel, r->span, etype, message);
+    }
     deadline_remove(&s->deadlines, &r->deadline);
     dlist_remove(&r->client_node);
     c->ninflight--;
@@ -100,6 +110,12 @@ void request_handle(struct client *c, const uint8_t *body, size_t len)
     r->backend = NULL;
     r->bseq = 0;
     r->bdata = NULL;
+    r->db_system = NULL;
+    r->db_operation[0] = '\0';
+    /* ferryd serves the application: a SERVER span, unless the backend
+     * makes it a CLIENT, PRODUCER ... span of its own kind. */
+    r->span = telemetry_span_start(s->tel, r->v.traceparent, r->v.traceparent_len, r->v.tracestate,
+                                   r->v.tracestate_len, SK_SERVER, op->name);
     dlist_init(&r->deadline.node);
     dlist_push_tail(&c->inflight, &r->client_node);
     c->ninflight++;
@@ -140,10 +156,10 @@ void request_result_end(struct request *r, size_t at)
         snprintf(msg, sizeof(msg), "the response is larger than max_frame (%ld bytes)",
                  c->srv->cfg.max_frame);
         codec_error_frame(out, true, r->id, FE_TOO_LARGE, msg);
-        request_end(r, fe_index(FE_TOO_LARGE));
+        request_end(r, fe_index(FE_TOO_LARGE), msg);
     } else {
         codec_result_end(out, at);
-        request_end(r, OUTCOME_OK);
+        request_end(r, OUTCOME_OK, NULL);
     }
     client_sent(c);
 }
@@ -160,7 +176,7 @@ void request_fail(struct request *r, int code, const char *message)
 {
     struct client *c = r->client;
     codec_error_frame(&c->out.pending, true, r->id, code, message);
-    request_end(r, fe_index(code));
+    request_end(r, fe_index(code), message ? message : fe_message(code));
     client_sent(c);
 }
 
@@ -170,7 +186,7 @@ void request_abandon(struct request *r)
         r->backend->ops->cancel(r->backend, r);
         r->backend = NULL;
     }
-    request_end(r, OUTCOME_ABANDONED);
+    request_end(r, OUTCOME_ABANDONED, "the client disconnected");
 }
 
 void request_expired(struct deadlines *d, struct deadline *e)

@@ -28,6 +28,10 @@ struct request {
     uint64_t bseq;              /* backend-private sequence number */
     void *bdata;                /* backend-private pointer */
 
+    struct span *span;          /* owns until it ends: NULL when not sampled */
+    const char *db_system;      /* refers: "redis" when a database operation */
+    char db_operation[32];      /* the command, for db.client.operation.duration */
+
     size_t frame_len;
     uint8_t frame[];            /* owns: a copy of the request frame body */
 };

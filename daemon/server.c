@@ -62,6 +62,8 @@ static void server_stop(struct server *s)
     uv_close((uv_handle_t *)&s->resume_idle, NULL);
     flusher_close(&s->flusher);
     deadlines_close(&s->deadlines);
+    /* Last: it exports what is queued, then closes its own handles. */
+    telemetry_stop(s->tel);
 }
 
 void server_check_drained(struct server *s)
@@ -221,9 +223,11 @@ int server_run(struct server *s)
                 break;
             }
         }
-        if (!s->stopping)
+        if (!s->stopping) {
+            telemetry_start(s->tel);
             log_info("ferryd %s ready (protocol %d, pid %d)", FERRY_VERSION, FERRY_PROTOCOL_VERSION,
                      (int)getpid());
+        }
     }
 
     uv_run(s->loop, UV_RUN_DEFAULT);
@@ -234,6 +238,8 @@ int server_run(struct server *s)
     }
     for (size_t i = 0; i < s->nbackends; i++)
         s->backends[i]->ops->destroy(s->backends[i]);
+    for (size_t i = 0; i < s->nops; i++)
+        histogram_free(&s->ops[i].duration);
     log_info("exited");
     return s->exit_code;
 }

@@ -14,6 +14,7 @@
 #include "errors.h"
 #include "list.h"
 #include "outq.h"
+#include "telemetry.h"
 
 struct backend;
 struct request;
@@ -49,6 +50,7 @@ struct op {
     struct backend *backend;          /* refers: the backend that serves it */
     int kind;                         /* backend-private op number */
     uint64_t outcomes[NOUTCOMES];     /* by fe_index(), OUTCOME_OK, OUTCOME_ABANDONED */
+    struct histogram duration;        /* owns: seconds, for ferry.request.duration */
 };
 
 #define SERVER_MAX_OPS 64
@@ -82,6 +84,7 @@ struct server {
     size_t nbackends;
 
     struct server_counters counters;
+    struct telemetry *tel;           /* owns */
     uint64_t started_ms;
     bool draining;
     bool stopping;                   /* handles are being closed */

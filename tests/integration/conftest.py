@@ -106,6 +106,9 @@ class Ferryd:
         env = dict(os.environ)
         env.pop("FERRY_CONFIG", None)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
+        # No collector unless a test brings one (tests/otlp_collector.py).
+        env.setdefault("OTEL_TRACES_EXPORTER", "none")
+        env.setdefault("OTEL_METRICS_EXPORTER", "none")
         if self.env:
             env.update(self.env)
         self.logf = open(self.log, "ab")

@@ -1,0 +1,342 @@
+/* otlp_encode.c: see otlp_encode.h. Messages are built on the stack and in
+ * arrays allocated per batch, then packed once; nothing here runs per
+ * request. */
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "opentelemetry/proto/collector/metrics/v1/metrics_service.pb-c.h"
+#include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
+#include "config.h"
+#include "otlp_encode.h"
+
+#define SCOPE_NAME "ferryd"
+
+typedef Opentelemetry__Proto__Common__V1__KeyValue KeyValue;
+typedef Opentelemetry__Proto__Common__V1__AnyValue AnyValue;
+
+/* Key-value storage for one batch: each KeyValue needs its AnyValue. */
+struct kv_arena {
+    KeyValue *kv;
+    AnyValue *av;
+    KeyValue **ptrs;
+    size_t used, cap;
+};
+
+static void arena_init(struct kv_arena *a, size_t cap)
+{
+    a->kv = xcalloc(cap, sizeof(*a->kv));
+    a->av = xcalloc(cap, sizeof(*a->av));
+    a->ptrs = xcalloc(cap, sizeof(*a->ptrs));
+    a->used = 0;
+    a->cap = cap;
+}
+
+static void arena_free(struct kv_arena *a)
+{
+    free(a->kv);
+    free(a->av);
+    free(a->ptrs);
+}
+
+static KeyValue **kv_take(struct kv_arena *a, size_t n)
+{
+    if (a->used + n > a->cap)
+        abort(); /* sized by the caller from the data */
+    KeyValue **p = &a->ptrs[a->used];
+    for (size_t i = 0; i < n; i++) {
+        KeyValue *kv = &a->kv[a->used + i];
+        AnyValue *av = &a->av[a->used + i];
+        opentelemetry__proto__common__v1__key_value__init(kv);
+        opentelemetry__proto__common__v1__any_value__init(av);
+        kv->value = av;
+        p[i] = kv;
+    }
+    a->used += n;
+    return p;
+}
+
+static void set_str(KeyValue *kv, const char *key, char *v)
+{
+    kv->key = (char *)key;
+    kv->value->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE;
+    kv->value->string_value = v;
+}
+
+static void set_int(KeyValue *kv, const char *key, int64_t v)
+{
+    kv->key = (char *)key;
+    kv->value->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE;
+    kv->value->int_value = v;
+}
+
+static void set_kv(KeyValue *kv, const struct otlp_kv *src)
+{
+    if (src->str)
+        set_str(kv, src->key, (char *)src->str);
+    else
+        set_int(kv, src->key, src->ival);
+}
+
+static KeyValue **resource_attrs(struct kv_arena *a, const struct otlp_resource *r)
+{
+    KeyValue **kvs = kv_take(a, r->n);
+    for (size_t i = 0; i < r->n; i++)
+        set_kv(kvs[i], &r->attrs[i]);
+    return kvs;
+}
+
+void otlp_encode_spans(const struct otlp_resource *r, struct span *const *spans, size_t n, struct cbuf *out)
+{
+    size_t nkv = r->n;
+    for (size_t i = 0; i < n; i++)
+        nkv += spans[i]->nattrs;
+    struct kv_arena a;
+    arena_init(&a, nkv);
+    /* Span attributes are strings in the span's arena, not NUL-ended; copy
+     * them into one block with NULs for protobuf-c. */
+    size_t strbytes = 0;
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < spans[i]->nattrs; k++)
+            strbytes += spans[i]->attrs[k].len + 1;
+    char *strs = xmalloc(strbytes + 1), *sp = strs;
+
+    Opentelemetry__Proto__Trace__V1__Span *sv = xcalloc(n, sizeof(*sv));
+    Opentelemetry__Proto__Trace__V1__Span **spv = xcalloc(n, sizeof(*spv));
+    Opentelemetry__Proto__Trace__V1__Status *st = xcalloc(n, sizeof(*st));
+    for (size_t i = 0; i < n; i++) {
+        struct span *s = spans[i];
+        Opentelemetry__Proto__Trace__V1__Span *p = &sv[i];
+        opentelemetry__proto__trace__v1__span__init(p);
+        p->trace_id.data = s->ctx.trace_id;
+        p->trace_id.len = 16;
+        p->span_id.data = s->ctx.span_id;
+        p->span_id.len = 8;
+        if (s->has_parent) {
+            p->parent_span_id.data = s->parent_id;
+            p->parent_span_id.len = 8;
+        }
+        p->trace_state = s->trace_state;
+        p->name = s->name;
+        p->kind = (Opentelemetry__Proto__Trace__V1__Span__SpanKind)s->kind;
+        p->start_time_unix_nano = s->start_ns;
+        p->end_time_unix_nano = s->end_ns;
+        p->flags = s->ctx.flags;
+        p->n_attributes = s->nattrs;
+        p->attributes = kv_take(&a, s->nattrs);
+        for (size_t k = 0; k < s->nattrs; k++) {
+            const struct span_attr *at = &s->attrs[k];
+            KeyValue *kv = p->attributes[k];
+            if (at->type == SA_STR) {
+                memcpy(sp, s->arena + at->off, at->len);
+                sp[at->len] = '\0';
+                set_str(kv, at->key, sp);
+                sp += at->len + 1;
+            } else if (at->type == SA_BOOL) {
+                kv->key = (char *)at->key;
+                kv->value->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_BOOL_VALUE;
+                kv->value->bool_value = at->i != 0;
+            } else {
+                set_int(kv, at->key, at->i);
+            }
+        }
+        opentelemetry__proto__trace__v1__status__init(&st[i]);
+        st[i].code = s->error ? OPENTELEMETRY__PROTO__TRACE__V1__STATUS__STATUS_CODE__STATUS_CODE_ERROR
+                              : OPENTELEMETRY__PROTO__TRACE__V1__STATUS__STATUS_CODE__STATUS_CODE_UNSET;
+        st[i].message = s->error ? s->status_msg : (char *)"";
+        p->status = &st[i];
+        spv[i] = p;
+    }
+
+    Opentelemetry__Proto__Common__V1__InstrumentationScope scope;
+    opentelemetry__proto__common__v1__instrumentation_scope__init(&scope);
+    scope.name = (char *)SCOPE_NAME;
+    scope.version = (char *)FERRY_VERSION;
+    Opentelemetry__Proto__Trace__V1__ScopeSpans ss;
+    opentelemetry__proto__trace__v1__scope_spans__init(&ss);
+    ss.scope = &scope;
+    ss.n_spans = n;
+    ss.spans = spv;
+    Opentelemetry__Proto__Trace__V1__ScopeSpans *ssp = &ss;
+    Opentelemetry__Proto__Resource__V1__Resource res;
+    opentelemetry__proto__resource__v1__resource__init(&res);
+    res.n_attributes = r->n;
+    res.attributes = resource_attrs(&a, r);
+    Opentelemetry__Proto__Trace__V1__ResourceSpans rs;
+    opentelemetry__proto__trace__v1__resource_spans__init(&rs);
+    rs.resource = &res;
+    rs.n_scope_spans = 1;
+    rs.scope_spans = &ssp;
+    Opentelemetry__Proto__Trace__V1__ResourceSpans *rsp = &rs;
+    Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest req;
+    opentelemetry__proto__collector__trace__v1__export_trace_service_request__init(&req);
+    req.n_resource_spans = 1;
+    req.resource_spans = &rsp;
+
+    size_t len = opentelemetry__proto__collector__trace__v1__export_trace_service_request__get_packed_size(&req);
+    cbuf_reserve(out, len);
+    out->len += opentelemetry__proto__collector__trace__v1__export_trace_service_request__pack(&req, out->data + out->len);
+    free(sv);
+    free(spv);
+    free(st);
+    free(strs);
+    arena_free(&a);
+}
+
+void otlp_encode_metrics(const struct otlp_resource *r, const struct otlp_metric *m, size_t n,
+                         const double *bounds, size_t nbounds, uint64_t start_ns, uint64_t now_ns,
+                         struct cbuf *out)
+{
+    size_t npts = 0, nkv = r->n;
+    for (size_t i = 0; i < n; i++) {
+        npts += m[i].npoints;
+        for (size_t k = 0; k < m[i].npoints; k++)
+            nkv += m[i].points[k].nattrs;
+    }
+    struct kv_arena a;
+    arena_init(&a, nkv);
+    Opentelemetry__Proto__Metrics__V1__Metric *mv = xcalloc(n ? n : 1, sizeof(*mv));
+    Opentelemetry__Proto__Metrics__V1__Metric **mp = xcalloc(n ? n : 1, sizeof(*mp));
+    Opentelemetry__Proto__Metrics__V1__Sum *sums = xcalloc(n ? n : 1, sizeof(*sums));
+    Opentelemetry__Proto__Metrics__V1__Gauge *gauges = xcalloc(n ? n : 1, sizeof(*gauges));
+    Opentelemetry__Proto__Metrics__V1__Histogram *hists = xcalloc(n ? n : 1, sizeof(*hists));
+    Opentelemetry__Proto__Metrics__V1__NumberDataPoint *nd = xcalloc(npts ? npts : 1, sizeof(*nd));
+    Opentelemetry__Proto__Metrics__V1__NumberDataPoint **ndp = xcalloc(npts ? npts : 1, sizeof(*ndp));
+    Opentelemetry__Proto__Metrics__V1__HistogramDataPoint *hd = xcalloc(npts ? npts : 1, sizeof(*hd));
+    Opentelemetry__Proto__Metrics__V1__HistogramDataPoint **hdp = xcalloc(npts ? npts : 1, sizeof(*hdp));
+    size_t pi = 0;
+    for (size_t i = 0; i < n; i++) {
+        Opentelemetry__Proto__Metrics__V1__Metric *x = &mv[i];
+        opentelemetry__proto__metrics__v1__metric__init(x);
+        x->name = (char *)m[i].name;
+        x->description = (char *)m[i].description;
+        x->unit = (char *)m[i].unit;
+        size_t first = pi;
+        for (size_t k = 0; k < m[i].npoints; k++, pi++) {
+            const struct otlp_point *p = &m[i].points[k];
+            KeyValue **kvs = kv_take(&a, p->nattrs);
+            for (size_t j = 0; j < p->nattrs; j++)
+                set_kv(kvs[j], &p->attrs[j]);
+            if (m[i].type == OM_HISTOGRAM) {
+                Opentelemetry__Proto__Metrics__V1__HistogramDataPoint *h = &hd[pi];
+                opentelemetry__proto__metrics__v1__histogram_data_point__init(h);
+                h->n_attributes = p->nattrs;
+                h->attributes = kvs;
+                h->start_time_unix_nano = start_ns;
+                h->time_unix_nano = now_ns;
+                h->count = p->hist->count;
+                h->sum = p->hist->sum;
+                h->min = p->hist->count ? p->hist->min : 0;
+                h->max = p->hist->count ? p->hist->max : 0;
+                h->n_bucket_counts = nbounds + 1;
+                h->bucket_counts = p->hist->counts;
+                h->n_explicit_bounds = nbounds;
+                h->explicit_bounds = (double *)bounds;
+                hdp[pi] = h;
+            } else {
+                Opentelemetry__Proto__Metrics__V1__NumberDataPoint *d = &nd[pi];
+                opentelemetry__proto__metrics__v1__number_data_point__init(d);
+                d->n_attributes = p->nattrs;
+                d->attributes = kvs;
+                d->start_time_unix_nano = start_ns;
+                d->time_unix_nano = now_ns;
+                d->value_case = OPENTELEMETRY__PROTO__METRICS__V1__NUMBER_DATA_POINT__VALUE_AS_INT;
+                d->as_int = p->value;
+                ndp[pi] = d;
+            }
+        }
+        switch (m[i].type) {
+        case OM_SUM:
+            opentelemetry__proto__metrics__v1__sum__init(&sums[i]);
+            sums[i].n_data_points = m[i].npoints;
+            sums[i].data_points = &ndp[first];
+            sums[i].aggregation_temporality =
+                OPENTELEMETRY__PROTO__METRICS__V1__AGGREGATION_TEMPORALITY__AGGREGATION_TEMPORALITY_CUMULATIVE;
+            sums[i].is_monotonic = m[i].monotonic;
+            x->data_case = OPENTELEMETRY__PROTO__METRICS__V1__METRIC__DATA_SUM;
+            x->sum = &sums[i];
+            break;
+        case OM_GAUGE:
+            opentelemetry__proto__metrics__v1__gauge__init(&gauges[i]);
+            gauges[i].n_data_points = m[i].npoints;
+            gauges[i].data_points = &ndp[first];
+            x->data_case = OPENTELEMETRY__PROTO__METRICS__V1__METRIC__DATA_GAUGE;
+            x->gauge = &gauges[i];
+            break;
+        case OM_HISTOGRAM:
+            opentelemetry__proto__metrics__v1__histogram__init(&hists[i]);
+            hists[i].n_data_points = m[i].npoints;
+            hists[i].data_points = &hdp[first];
+            hists[i].aggregation_temporality =
+                OPENTELEMETRY__PROTO__METRICS__V1__AGGREGATION_TEMPORALITY__AGGREGATION_TEMPORALITY_CUMULATIVE;
+            x->data_case = OPENTELEMETRY__PROTO__METRICS__V1__METRIC__DATA_HISTOGRAM;
+            x->histogram = &hists[i];
+            break;
+        }
+        mp[i] = x;
+    }
+    Opentelemetry__Proto__Common__V1__InstrumentationScope scope;
+    opentelemetry__proto__common__v1__instrumentation_scope__init(&scope);
+    scope.name = (char *)SCOPE_NAME;
+    scope.version = (char *)FERRY_VERSION;
+    Opentelemetry__Proto__Metrics__V1__ScopeMetrics sm;
+    opentelemetry__proto__metrics__v1__scope_metrics__init(&sm);
+    sm.scope = &scope;
+    sm.n_metrics = n;
+    sm.metrics = mp;
+    Opentelemetry__Proto__Metrics__V1__ScopeMetrics *smp = &sm;
+    Opentelemetry__Proto__Resource__V1__Resource res;
+    opentelemetry__proto__resource__v1__resource__init(&res);
+    res.n_attributes = r->n;
+    res.attributes = resource_attrs(&a, r);
+    Opentelemetry__Proto__Metrics__V1__ResourceMetrics rm;
+    opentelemetry__proto__metrics__v1__resource_metrics__init(&rm);
+    rm.resource = &res;
+    rm.n_scope_metrics = 1;
+    rm.scope_metrics = &smp;
+    Opentelemetry__Proto__Metrics__V1__ResourceMetrics *rmp = &rm;
+    Opentelemetry__Proto__Collector__Metrics__V1__ExportMetricsServiceRequest req;
+    opentelemetry__proto__collector__metrics__v1__export_metrics_service_request__init(&req);
+    req.n_resource_metrics = 1;
+    req.resource_metrics = &rmp;
+    size_t len = opentelemetry__proto__collector__metrics__v1__export_metrics_service_request__get_packed_size(&req);
+    cbuf_reserve(out, len);
+    out->len +=
+        opentelemetry__proto__collector__metrics__v1__export_metrics_service_request__pack(&req, out->data + out->len);
+    free(mv);
+    free(mp);
+    free(sums);
+    free(gauges);
+    free(hists);
+    free(nd);
+    free(ndp);
+    free(hd);
+    free(hdp);
+    arena_free(&a);
+}
+
+int otlp_gzip(struct cbuf *b)
+{
+    z_stream z;
+    memset(&z, 0, sizeof(z));
+    /* windowBits 15 + 16: a gzip wrapper, which Content-Encoding: gzip means. */
+    if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return -1;
+    struct cbuf out;
+    cbuf_init(&out);
+    cbuf_reserve(&out, deflateBound(&z, b->len) + 32);
+    z.next_in = b->data;
+    z.avail_in = (uInt)b->len;
+    z.next_out = out.data;
+    z.avail_out = (uInt)out.cap;
+    int rc = deflate(&z, Z_FINISH);
+    out.len = out.cap - z.avail_out;
+    deflateEnd(&z);
+    if (rc != Z_STREAM_END) {
+        cbuf_free(&out);
+        return -1;
+    }
+    cbuf_free(b);
+    *b = out;
+    return 0;
+}

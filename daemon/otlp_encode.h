@@ -1,0 +1,49 @@
+/* otlp_encode.h: spans and metrics to OTLP protobuf (protoc-c generated
+ * code from proto/), and gzip. Pure: no I/O. */
+#ifndef FERRY_OTLP_ENCODE_H
+#define FERRY_OTLP_ENCODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cbuf.h"
+#include "telemetry.h"
+
+struct otlp_kv {
+    const char *key;
+    const char *str;  /* a string value, or NULL for ival */
+    int64_t ival;
+};
+
+struct otlp_resource {
+    const struct otlp_kv *attrs;
+    size_t n;
+};
+
+enum otlp_metric_type { OM_SUM, OM_GAUGE, OM_HISTOGRAM };
+
+struct otlp_point {
+    struct otlp_kv attrs[3];
+    size_t nattrs;
+    int64_t value;                /* OM_SUM, OM_GAUGE */
+    const struct histogram *hist; /* OM_HISTOGRAM */
+};
+
+struct otlp_metric {
+    const char *name, *description, *unit;
+    enum otlp_metric_type type;
+    bool monotonic;
+    const struct otlp_point *points;
+    size_t npoints;
+};
+
+/* An ExportTraceServiceRequest with spans[0..n). */
+void otlp_encode_spans(const struct otlp_resource *r, struct span *const *spans, size_t n, struct cbuf *out);
+/* An ExportMetricsServiceRequest, cumulative since start_ns. */
+void otlp_encode_metrics(const struct otlp_resource *r, const struct otlp_metric *m, size_t n,
+                         const double *bounds, size_t nbounds, uint64_t start_ns, uint64_t now_ns,
+                         struct cbuf *out);
+/* Replaces b's bytes with their gzip form. Returns 0 or -1. */
+int otlp_gzip(struct cbuf *b) __attribute__((warn_unused_result));
+
+#endif

@@ -1,0 +1,449 @@
+/* otlp_http.c: see otlp_http.h. */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+#include "config.h"
+#include "list.h"
+#include "log.h"
+#include "opentelemetry/proto/collector/metrics/v1/metrics_service.pb-c.h"
+#include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
+#include "otlp_http.h"
+#include "telemetry.h"
+
+/* At most this many POSTs are queued; a newer batch pushes out the oldest
+ * waiting one, so a dead collector costs bounded memory. */
+#define MAX_JOBS 8
+#define MAX_IN_FLIGHT 2
+#define MAX_RESPONSE (64 * 1024)
+
+struct job {
+    struct dlist node;        /* in h->jobs */
+    char url[512];
+    struct cbuf body;         /* owns */
+    size_t items;
+    bool traces;
+    unsigned attempts;
+    uint64_t deadline;        /* uv_now() ms after which it is given up */
+    uint64_t next_try;        /* uv_now() ms */
+    CURL *easy;               /* owns, while in flight */
+    struct curl_slist *hdrs;  /* owns, while in flight */
+    struct cbuf response;     /* owns */
+    long retry_after_s;       /* from the response, or -1 */
+};
+
+struct sock {
+    uv_poll_t poll;
+    curl_socket_t fd;
+    struct otlp_http *h;  /* refers */
+    struct dlist node;    /* in h->socks while curl uses the socket */
+};
+
+struct otlp_http {
+    uv_loop_t *loop;                        /* refers */
+    const struct telemetry_settings *set;   /* refers */
+    CURLM *multi;                           /* owns */
+    uv_timer_t curl_timer;                  /* curl's own timeouts */
+    uv_timer_t retry_timer;                 /* starts waiting jobs */
+    struct dlist jobs;                      /* struct job, oldest first */
+    struct dlist socks;                     /* struct sock */
+    size_t njobs, in_flight;
+    otlp_http_done done;
+    void *arg;
+    uint32_t rng;
+    int open_handles;
+    void (*closed)(void *);
+    void *closed_arg;
+    bool closing;
+};
+
+static void start_ready(struct otlp_http *h);
+
+static void job_free(struct job *j)
+{
+    dlist_remove(&j->node);
+    cbuf_free(&j->body);
+    cbuf_free(&j->response);
+    free(j);
+}
+
+static void finish(struct otlp_http *h, struct job *j, bool ok)
+{
+    h->njobs--;
+    h->done(h->arg, ok, j->items, j->traces);
+    job_free(j);
+}
+
+/* ---- curl <-> libuv ---- */
+
+static void handle_closed(uv_handle_t *hd)
+{
+    struct otlp_http *h = hd->data;
+    if (--h->open_handles == 0 && h->closing && h->closed)
+        h->closed(h->closed_arg);
+}
+
+static void sock_closed(uv_handle_t *hd)
+{
+    struct sock *s = container_of((uv_poll_t *)hd, struct sock, poll);
+    struct otlp_http *h = s->h;
+    free(s);
+    if (--h->open_handles == 0 && h->closing && h->closed)
+        h->closed(h->closed_arg);
+}
+
+static void check_done(struct otlp_http *h);
+
+static void on_poll(uv_poll_t *p, int status, int events)
+{
+    struct sock *s = container_of(p, struct sock, poll);
+    int flags = 0;
+    if (status < 0)
+        flags = CURL_CSELECT_ERR;
+    if (events & UV_READABLE)
+        flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE)
+        flags |= CURL_CSELECT_OUT;
+    int running;
+    struct otlp_http *h = s->h;
+    curl_multi_socket_action(h->multi, s->fd, flags, &running);
+    check_done(h);
+}
+
+static int on_socket(CURL *e, curl_socket_t fd, int action, void *userp, void *socketp)
+{
+    (void)e;
+    struct otlp_http *h = userp;
+    struct sock *s = socketp;
+    if (action == CURL_POLL_REMOVE) {
+        if (s) {
+            dlist_remove(&s->node);
+            uv_poll_stop(&s->poll);
+            uv_close((uv_handle_t *)&s->poll, sock_closed);
+            curl_multi_assign(h->multi, fd, NULL);
+        }
+        return 0;
+    }
+    if (!s) {
+        s = xcalloc(1, sizeof(*s));
+        s->fd = fd;
+        s->h = h;
+        uv_poll_init_socket(h->loop, &s->poll, fd);
+        dlist_push_tail(&h->socks, &s->node);
+        h->open_handles++;
+        curl_multi_assign(h->multi, fd, s);
+    }
+    int ev = (action & CURL_POLL_IN ? UV_READABLE : 0) | (action & CURL_POLL_OUT ? UV_WRITABLE : 0);
+    uv_poll_start(&s->poll, ev, on_poll);
+    return 0;
+}
+
+static void on_curl_timer(uv_timer_t *t)
+{
+    struct otlp_http *h = t->data;
+    int running;
+    curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_done(h);
+}
+
+static int on_timer_set(CURLM *m, long timeout_ms, void *userp)
+{
+    (void)m;
+    struct otlp_http *h = userp;
+    if (timeout_ms < 0)
+        uv_timer_stop(&h->curl_timer);
+    else
+        uv_timer_start(&h->curl_timer, on_curl_timer, (uint64_t)timeout_ms, 0);
+    return 0;
+}
+
+/* ---- responses ---- */
+
+static size_t on_body(char *p, size_t size, size_t n, void *arg)
+{
+    struct job *j = arg;
+    size_t k = size * n;
+    if (j->response.len + k <= MAX_RESPONSE)
+        cbuf_put(&j->response, p, k);
+    return k;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *arg)
+{
+    struct job *j = arg;
+    size_t k = size * n;
+    if (k > 12 && strncasecmp(p, "Retry-After:", 12) == 0) {
+        char v[128];
+        size_t m = k - 12 < sizeof(v) - 1 ? k - 12 : sizeof(v) - 1;
+        memcpy(v, p + 12, m);
+        v[m] = '\0';
+        char *s = v;
+        while (*s == ' ')
+            s++;
+        s[strcspn(s, "\r\n")] = '\0';
+        char *end;
+        long secs = strtol(s, &end, 10);
+        if (end != s && *end == '\0') {
+            j->retry_after_s = secs < 0 ? 0 : secs;
+        } else {
+            time_t when = curl_getdate(s, NULL); /* an HTTP date */
+            if (when > 0)
+                j->retry_after_s = when > time(NULL) ? (long)(when - time(NULL)) : 0;
+        }
+    }
+    return k;
+}
+
+static void log_partial_success(struct job *j)
+{
+    if (j->traces) {
+        Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceResponse *r =
+            opentelemetry__proto__collector__trace__v1__export_trace_service_response__unpack(NULL, j->response.len,
+                                                                                              j->response.data);
+        if (!r)
+            return;
+        if (r->partial_success && (r->partial_success->rejected_spans || r->partial_success->error_message[0]))
+            log_warn("otlp: the collector rejected %lld spans: %s", (long long)r->partial_success->rejected_spans,
+                     r->partial_success->error_message);
+        opentelemetry__proto__collector__trace__v1__export_trace_service_response__free_unpacked(r, NULL);
+    } else {
+        Opentelemetry__Proto__Collector__Metrics__V1__ExportMetricsServiceResponse *r =
+            opentelemetry__proto__collector__metrics__v1__export_metrics_service_response__unpack(
+                NULL, j->response.len, j->response.data);
+        if (!r)
+            return;
+        if (r->partial_success &&
+            (r->partial_success->rejected_data_points || r->partial_success->error_message[0]))
+            log_warn("otlp: the collector rejected %lld data points: %s",
+                     (long long)r->partial_success->rejected_data_points, r->partial_success->error_message);
+        opentelemetry__proto__collector__metrics__v1__export_metrics_service_response__free_unpacked(r, NULL);
+    }
+}
+
+static uint64_t backoff_ms(struct otlp_http *h, unsigned attempts)
+{
+    uint64_t d = 1000;
+    for (unsigned i = 1; i < attempts && d < 30000; i++)
+        d *= 2;
+    if (d > 30000)
+        d = 30000;
+    uint32_t x = h->rng ? h->rng : 0x2545f491u;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    h->rng = x;
+    return d / 2 + x % (d / 2 + 1);
+}
+
+static void check_done(struct otlp_http *h)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(h->multi, &left))) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        struct job *j;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&j);
+        long code = 0;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &code);
+        CURLcode res = msg->data.result;
+        curl_multi_remove_handle(h->multi, j->easy);
+        curl_easy_cleanup(j->easy);
+        curl_slist_free_all(j->hdrs);
+        j->easy = NULL;
+        j->hdrs = NULL;
+        h->in_flight--;
+        if (res == CURLE_OK && code >= 200 && code < 300) {
+            log_partial_success(j);
+            finish(h, j, true);
+            continue;
+        }
+        bool retry = res != CURLE_OK || code == 429 || code == 502 || code == 503 || code == 504;
+        uint64_t now = uv_now(h->loop);
+        uint64_t wait = j->retry_after_s >= 0 ? (uint64_t)j->retry_after_s * 1000 : backoff_ms(h, j->attempts);
+        if (!retry || h->closing || now + wait > j->deadline) {
+            if (res != CURLE_OK)
+                log_warn("otlp: export to %s failed: %s", j->url, curl_easy_strerror(res));
+            else
+                log_warn("otlp: export to %s failed: HTTP %ld%s", j->url, code, retry ? " (out of time)" : "");
+            finish(h, j, false);
+            continue;
+        }
+        log_debug("otlp: export to %s: %s %ld; retrying in %llu ms", j->url, res != CURLE_OK ? curl_easy_strerror(res) : "HTTP",
+                  code, (unsigned long long)wait);
+        j->next_try = now + wait;
+        j->response.len = 0;
+    }
+    start_ready(h);
+}
+
+/* ---- starting requests ---- */
+
+static void start(struct otlp_http *h, struct job *j)
+{
+    j->easy = curl_easy_init();
+    if (!j->easy) {
+        finish(h, j, false);
+        return;
+    }
+    j->attempts++;
+    j->retry_after_s = -1;
+    j->hdrs = curl_slist_append(NULL, "Content-Type: application/x-protobuf");
+    if (h->set->gzip)
+        j->hdrs = curl_slist_append(j->hdrs, "Content-Encoding: gzip");
+    j->hdrs = curl_slist_append(j->hdrs, "Expect:");
+    char line[1100];
+    const char *p = h->set->headers;
+    while (*p) {
+        size_t n = strcspn(p, "\n");
+        if (n && n < sizeof(line)) {
+            memcpy(line, p, n);
+            line[n] = '\0';
+            j->hdrs = curl_slist_append(j->hdrs, line);
+        }
+        p += n + (p[n] == '\n');
+    }
+    curl_easy_setopt(j->easy, CURLOPT_URL, j->url);
+    curl_easy_setopt(j->easy, CURLOPT_POST, 1L);
+    curl_easy_setopt(j->easy, CURLOPT_POSTFIELDS, (char *)j->body.data);
+    curl_easy_setopt(j->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)j->body.len);
+    curl_easy_setopt(j->easy, CURLOPT_HTTPHEADER, j->hdrs);
+    curl_easy_setopt(j->easy, CURLOPT_TIMEOUT_MS, (long)h->set->timeout_ms);
+    curl_easy_setopt(j->easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(j->easy, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(j->easy, CURLOPT_WRITEDATA, j);
+    curl_easy_setopt(j->easy, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(j->easy, CURLOPT_HEADERDATA, j);
+    curl_easy_setopt(j->easy, CURLOPT_PRIVATE, j);
+    curl_easy_setopt(j->easy, CURLOPT_USERAGENT, "ferryd/" FERRY_VERSION);
+    /* HTTPS verifies the peer by default; a private CA comes from
+     * OTEL_EXPORTER_OTLP_CERTIFICATE. */
+    curl_easy_setopt(j->easy, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(j->easy, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (h->set->ca_file[0])
+        curl_easy_setopt(j->easy, CURLOPT_CAINFO, h->set->ca_file);
+    h->in_flight++;
+    curl_multi_add_handle(h->multi, j->easy);
+}
+
+static void on_retry_timer(uv_timer_t *t)
+{
+    start_ready(t->data);
+}
+
+/* Starts due jobs, oldest first, up to MAX_IN_FLIGHT, and arms the retry
+ * timer for the next one that is waiting. */
+static void start_ready(struct otlp_http *h)
+{
+    if (h->closing)
+        return;
+    uint64_t now = uv_now(h->loop), next = UINT64_MAX;
+    struct dlist *pos, *tmp;
+    dlist_foreach_safe(pos, tmp, &h->jobs) {
+        struct job *j = container_of(pos, struct job, node);
+        if (j->easy)
+            continue;
+        if (j->next_try <= now && h->in_flight < MAX_IN_FLIGHT)
+            start(h, j);
+        else if (j->next_try < next)
+            next = j->next_try;
+    }
+    if (next != UINT64_MAX)
+        uv_timer_start(&h->retry_timer, on_retry_timer, next > now ? next - now : 0, 0);
+}
+
+struct otlp_http *otlp_http_new(uv_loop_t *loop, const struct telemetry_settings *set, otlp_http_done done,
+                                void *arg)
+{
+    struct otlp_http *h = xcalloc(1, sizeof(*h));
+    h->loop = loop;
+    h->set = set;
+    h->done = done;
+    h->arg = arg;
+    h->rng = (uint32_t)uv_hrtime() | 1;
+    dlist_init(&h->jobs);
+    dlist_init(&h->socks);
+    h->multi = curl_multi_init();
+    curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+    curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer_set);
+    curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+    uv_timer_init(loop, &h->curl_timer);
+    uv_timer_init(loop, &h->retry_timer);
+    h->curl_timer.data = h->retry_timer.data = h;
+    h->open_handles = 2;
+    return h;
+}
+
+void otlp_http_post(struct otlp_http *h, const char *url, struct cbuf *body, size_t items, bool traces,
+                    uint64_t deadline_ms)
+{
+    if (h->closing) {
+        cbuf_free(body);
+        h->done(h->arg, false, items, traces);
+        return;
+    }
+    if (h->njobs >= MAX_JOBS) {
+        /* Push out the oldest batch not in flight. */
+        struct dlist *pos;
+        dlist_foreach(pos, &h->jobs) {
+            struct job *old = container_of(pos, struct job, node);
+            if (!old->easy) {
+                log_debug("otlp: export queue full; dropping an older batch of %zu", old->items);
+                finish(h, old, false);
+                break;
+            }
+        }
+        if (h->njobs >= MAX_JOBS) {
+            cbuf_free(body);
+            h->done(h->arg, false, items, traces);
+            return;
+        }
+    }
+    struct job *j = xcalloc(1, sizeof(*j));
+    snprintf(j->url, sizeof(j->url), "%s", url);
+    j->body = *body;
+    cbuf_init(body);
+    cbuf_init(&j->response);
+    j->items = items;
+    j->traces = traces;
+    j->deadline = uv_now(h->loop) + deadline_ms;
+    j->next_try = 0;
+    dlist_push_tail(&h->jobs, &j->node);
+    h->njobs++;
+    start_ready(h);
+}
+
+size_t otlp_http_pending(const struct otlp_http *h) { return h->njobs; }
+
+void otlp_http_close(struct otlp_http *h, void (*closed)(void *arg), void *arg)
+{
+    h->closing = true;
+    h->closed = closed;
+    h->closed_arg = arg;
+    while (!dlist_empty(&h->jobs)) {
+        struct job *j = container_of(h->jobs.next, struct job, node);
+        if (j->easy) {
+            curl_multi_remove_handle(h->multi, j->easy);
+            curl_easy_cleanup(j->easy);
+            curl_slist_free_all(j->hdrs);
+        }
+        finish(h, j, false);
+    }
+    curl_multi_cleanup(h->multi);
+    h->multi = NULL;
+    /* Whatever socket curl did not report removed is closed here. */
+    while (!dlist_empty(&h->socks)) {
+        struct sock *s = container_of(h->socks.next, struct sock, node);
+        dlist_remove(&s->node);
+        uv_poll_stop(&s->poll);
+        uv_close((uv_handle_t *)&s->poll, sock_closed);
+    }
+    uv_close((uv_handle_t *)&h->curl_timer, handle_closed);
+    uv_close((uv_handle_t *)&h->retry_timer, handle_closed);
+}
+
+void otlp_http_free(struct otlp_http *h) { free(h); }

@@ -1,0 +1,36 @@
+/* otlp_http.h: POSTing OTLP bodies with libcurl's multi interface, driven
+ * by the libuv loop (uv_poll for curl's sockets, a uv_timer for curl's
+ * timer), so nothing blocks the loop, DNS included (curl resolves on its
+ * own thread). Retries 429, 502, 503, 504 and transport errors with
+ * exponential backoff and jitter, honouring Retry-After; anything else is
+ * final. */
+#ifndef FERRY_OTLP_HTTP_H
+#define FERRY_OTLP_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "cbuf.h"
+
+struct otlp_http;
+struct telemetry_settings;
+
+/* Called once per POST when it finally succeeds (ok) or is given up. */
+typedef void (*otlp_http_done)(void *arg, bool ok, size_t items, bool traces);
+
+struct otlp_http *otlp_http_new(uv_loop_t *loop, const struct telemetry_settings *set, otlp_http_done done,
+                                void *arg);
+/* Queues body (taken) for url. items is what it carries (spans or data
+ * points), reported back through done. deadline_ms bounds retries. */
+void otlp_http_post(struct otlp_http *h, const char *url, struct cbuf *body, size_t items, bool traces,
+                    uint64_t deadline_ms);
+/* POSTs queued or in flight. */
+size_t otlp_http_pending(const struct otlp_http *h);
+/* Gives up what is left and closes every handle; closed runs after, and
+ * then otlp_http_free. */
+void otlp_http_close(struct otlp_http *h, void (*closed)(void *arg), void *arg);
+void otlp_http_free(struct otlp_http *h);
+
+#endif

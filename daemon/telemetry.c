@@ -1,0 +1,897 @@
+/* telemetry.c: see telemetry.h. Settings come from the standard OTEL_*
+ * environment variables, so ferryd behaves like any OpenTelemetry SDK. */
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "config.h"
+#include "errors.h"
+#include "log.h"
+#include "otlp_encode.h"
+#include "otlp_http.h"
+#include "server.h"
+#include "telemetry.h"
+
+#define MAX_RESOURCE 64
+#define MAX_DB_OPS 64
+
+struct db_hist {
+    char system[16];
+    char operation[32];
+    struct histogram h;
+};
+
+struct telemetry {
+    struct server *srv;                 /* refers */
+    struct telemetry_settings set;
+    struct otlp_kv resource[MAX_RESOURCE];
+    size_t nresource;
+    char *resource_text;                /* owns the strings resource points to */
+
+    struct span *pool;                  /* owns: set.bsp_queue records */
+    struct span *free_spans;            /* free list */
+    struct span *q_head, *q_tail;       /* ended, waiting for export */
+    size_t queued;
+    uint64_t spans_dropped, export_failures, spans_exported;
+
+    double *bounds;                     /* owns: duration buckets, seconds */
+    size_t nbounds;
+    struct db_hist db[MAX_DB_OPS];
+    size_t ndb;
+    uint64_t start_unix_ns;
+
+    uv_timer_t bsp_timer, metric_timer, stop_timer;
+    struct otlp_http *http;             /* owns; NULL unless an exporter is otlp */
+    bool started, stopping, closed;
+    int open_handles;
+    uint64_t stop_deadline;             /* uv_now() ms: stop waiting for exports */
+};
+
+/* ---- settings ---- */
+
+static const char *env(const char *name) { return getenv(name); }
+
+static uint64_t env_ms(const char *name, uint64_t def)
+{
+    const char *v = env(name);
+    if (!v || !*v)
+        return def;
+    char *end;
+    long long n = strtoll(v, &end, 10);
+    if (*end || n < 0) {
+        log_warn("%s: '%s' is not a number of milliseconds; using %llu", name, v, (unsigned long long)def);
+        return def;
+    }
+    return (uint64_t)n;
+}
+
+static enum exporter parse_exporter(const char *name, const char *v)
+{
+    if (!v || !*v || !strcmp(v, "otlp"))
+        return EXP_OTLP;
+    if (!strcmp(v, "console"))
+        return EXP_CONSOLE;
+    if (!strcmp(v, "none"))
+        return EXP_NONE;
+    log_warn("%s: unknown exporter '%s'; using none", name, v);
+    return EXP_NONE;
+}
+
+/* OTEL_EXPORTER_OTLP_<SIGNAL>_<KEY>, else OTEL_EXPORTER_OTLP_<KEY>. */
+static const char *otlp_env(const char *signal, const char *key)
+{
+    char name[96];
+    snprintf(name, sizeof(name), "OTEL_EXPORTER_OTLP_%s_%s", signal, key);
+    const char *v = env(name);
+    if (v && *v)
+        return v;
+    snprintf(name, sizeof(name), "OTEL_EXPORTER_OTLP_%s", key);
+    v = env(name);
+    return v && *v ? v : NULL;
+}
+
+static void endpoint(char *out, size_t n, const char *signal, const char *path)
+{
+    char name[96];
+    snprintf(name, sizeof(name), "OTEL_EXPORTER_OTLP_%s_ENDPOINT", signal);
+    const char *v = env(name);
+    if (v && *v) { /* a per-signal endpoint is used exactly as given */
+        snprintf(out, n, "%s", v);
+        return;
+    }
+    v = env("OTEL_EXPORTER_OTLP_ENDPOINT");
+    if (!v || !*v)
+        v = "http://localhost:4318";
+    size_t l = strlen(v);
+    snprintf(out, n, "%.*s%s", (int)(l && v[l - 1] == '/' ? l - 1 : l), v, path);
+}
+
+/* OTEL_EXPORTER_OTLP_HEADERS: "k=v,k=v", values URL-encoded. */
+static void parse_headers(const char *spec, char *out, size_t n)
+{
+    out[0] = '\0';
+    if (!spec)
+        return;
+    size_t used = 0;
+    char *copy = xstrdup(spec);
+    for (char *save = NULL, *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(kv, '=');
+        if (!eq)
+            continue;
+        *eq = '\0';
+        char *k = kv, *v = eq + 1;
+        while (isspace((unsigned char)*k))
+            k++;
+        char dec[512];
+        size_t d = 0;
+        for (size_t i = 0; v[i] && d < sizeof(dec) - 1; i++) {
+            if (v[i] == '%' && isxdigit((unsigned char)v[i + 1]) && isxdigit((unsigned char)v[i + 2])) {
+                char hex[3] = {v[i + 1], v[i + 2], 0};
+                dec[d++] = (char)strtol(hex, NULL, 16);
+                i += 2;
+            } else {
+                dec[d++] = v[i];
+            }
+        }
+        dec[d] = '\0';
+        int w = snprintf(out + used, n - used, "%s%s: %s", used ? "\n" : "", k, dec);
+        if (w < 0 || (size_t)w >= n - used)
+            break;
+        used += (size_t)w;
+    }
+    free(copy);
+}
+
+static void read_settings(struct telemetry_settings *s)
+{
+    memset(s, 0, sizeof(*s));
+    const char *v = env("OTEL_SDK_DISABLED");
+    s->disabled = v && !strcasecmp(v, "true");
+    v = env("OTEL_TRACES_SAMPLER");
+    s->sampler = SAMPLE_PB_ON;
+    s->ratio = 1.0;
+    if (v && *v) {
+        if (!strcmp(v, "always_on")) s->sampler = SAMPLE_ON;
+        else if (!strcmp(v, "always_off")) s->sampler = SAMPLE_OFF;
+        else if (!strcmp(v, "traceidratio")) s->sampler = SAMPLE_RATIO;
+        else if (!strcmp(v, "parentbased_always_on")) s->sampler = SAMPLE_PB_ON;
+        else if (!strcmp(v, "parentbased_always_off")) s->sampler = SAMPLE_PB_OFF;
+        else if (!strcmp(v, "parentbased_traceidratio")) s->sampler = SAMPLE_PB_RATIO;
+        else log_warn("OTEL_TRACES_SAMPLER: unknown sampler '%s'; using parentbased_always_on", v);
+    }
+    v = env("OTEL_TRACES_SAMPLER_ARG");
+    if (v && *v && (s->sampler == SAMPLE_RATIO || s->sampler == SAMPLE_PB_RATIO)) {
+        char *end;
+        double r = strtod(v, &end);
+        if (*end || r < 0 || r > 1)
+            log_warn("OTEL_TRACES_SAMPLER_ARG: '%s' is not a ratio in 0..1; using 1", v);
+        else
+            s->ratio = r;
+    }
+    s->traces = parse_exporter("OTEL_TRACES_EXPORTER", env("OTEL_TRACES_EXPORTER"));
+    s->metrics = parse_exporter("OTEL_METRICS_EXPORTER", env("OTEL_METRICS_EXPORTER"));
+    endpoint(s->traces_url, sizeof(s->traces_url), "TRACES", "/v1/traces");
+    endpoint(s->metrics_url, sizeof(s->metrics_url), "METRICS", "/v1/metrics");
+    parse_headers(otlp_env("TRACES", "HEADERS"), s->headers, sizeof(s->headers));
+    const char *ca = otlp_env("TRACES", "CERTIFICATE");
+    snprintf(s->ca_file, sizeof(s->ca_file), "%s", ca ? ca : "");
+    const char *comp = otlp_env("TRACES", "COMPRESSION");
+    s->gzip = comp && !strcmp(comp, "gzip");
+    const char *to = otlp_env("TRACES", "TIMEOUT");
+    s->timeout_ms = to ? strtoull(to, NULL, 10) : 10000;
+    if (!s->timeout_ms)
+        s->timeout_ms = 10000;
+    s->bsp_delay_ms = env_ms("OTEL_BSP_SCHEDULE_DELAY", 5000);
+    s->bsp_export_timeout_ms = env_ms("OTEL_BSP_EXPORT_TIMEOUT", 30000);
+    s->bsp_queue = (size_t)env_ms("OTEL_BSP_MAX_QUEUE_SIZE", 2048);
+    s->bsp_batch = (size_t)env_ms("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512);
+    if (s->bsp_queue < 1)
+        s->bsp_queue = 1;
+    if (s->bsp_batch < 1 || s->bsp_batch > s->bsp_queue)
+        s->bsp_batch = s->bsp_queue;
+    s->metric_interval_ms = env_ms("OTEL_METRIC_EXPORT_INTERVAL", 60000);
+    if (s->metric_interval_ms < 10)
+        s->metric_interval_ms = 10;
+    s->metric_timeout_ms = env_ms("OTEL_METRIC_EXPORT_TIMEOUT", 30000);
+}
+
+/* service.name, service.version, service.instance.id, host.name,
+ * process.pid, then OTEL_RESOURCE_ATTRIBUTES (which may override them). */
+static void build_resource(struct telemetry *t)
+{
+    char host[256] = "";
+    gethostname(host, sizeof(host) - 1);
+    uint8_t id[16];
+    trace_random_id(id, sizeof(id));
+    char inst[40];
+    snprintf(inst, sizeof(inst), "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", id[0],
+             id[1], id[2], id[3], id[4], id[5], (id[6] & 0x0f) | 0x40, id[7], (id[8] & 0x3f) | 0x80, id[9], id[10],
+             id[11], id[12], id[13], id[14], id[15]);
+    const char *svc = env("OTEL_SERVICE_NAME");
+    const char *extra = env("OTEL_RESOURCE_ATTRIBUTES");
+    size_t cap = 1024 + (extra ? strlen(extra) * 2 : 0);
+    t->resource_text = xmalloc(cap);
+    size_t used = 0;
+#define KEEP(str)                                                      \
+    ({                                                                 \
+        size_t n_ = strlen(str) + 1;                                   \
+        char *p_ = memcpy(t->resource_text + used, (str), n_);         \
+        used += n_;                                                    \
+        p_;                                                            \
+    })
+    struct otlp_kv base[] = {
+        {"service.name", KEEP(svc && *svc ? svc : "ferryd"), 0},
+        {"service.version", FERRY_VERSION, 0},
+        {"service.instance.id", KEEP(inst), 0},
+        {"host.name", KEEP(host), 0},
+        {"process.pid", NULL, (int64_t)getpid()},
+        {"telemetry.sdk.name", "ferryd", 0},
+        {"telemetry.sdk.language", "cpp", 0},
+        {"telemetry.sdk.version", FERRY_VERSION, 0},
+    };
+    for (size_t i = 0; i < sizeof(base) / sizeof(base[0]); i++)
+        t->resource[t->nresource++] = base[i];
+    if (!extra)
+        return;
+    char *copy = xstrdup(extra);
+    for (char *save = NULL, *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(kv, '=');
+        if (!eq)
+            continue;
+        *eq = '\0';
+        char *k = kv, *v = eq + 1;
+        while (isspace((unsigned char)*k))
+            k++;
+        /* Values are URL-encoded (W3C Baggage octets). */
+        char *dec = t->resource_text + used + strlen(k) + 1;
+        size_t d = 0;
+        for (size_t i = 0; v[i]; i++) {
+            if (v[i] == '%' && isxdigit((unsigned char)v[i + 1]) && isxdigit((unsigned char)v[i + 2])) {
+                char hex[3] = {v[i + 1], v[i + 2], 0};
+                dec[d++] = (char)strtol(hex, NULL, 16);
+                i += 2;
+            } else {
+                dec[d++] = v[i];
+            }
+        }
+        dec[d] = '\0';
+        const char *key = KEEP(k);
+        used += d + 1;
+        size_t slot = t->nresource;
+        for (size_t i = 0; i < t->nresource; i++)
+            if (!strcmp(t->resource[i].key, key))
+                slot = i;
+        if (slot == t->nresource) {
+            if (t->nresource == MAX_RESOURCE)
+                break;
+            t->nresource++;
+        }
+        t->resource[slot] = (struct otlp_kv){key, dec, 0};
+    }
+#undef KEEP
+    free(copy);
+}
+
+static int parse_buckets(struct telemetry *t, const char *spec, char *err, size_t errlen)
+{
+    t->bounds = xmalloc(64 * sizeof(double));
+    t->nbounds = 0;
+    char *copy = xstrdup(spec);
+    double prev = -1;
+    for (char *save = NULL, *p = strtok_r(copy, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+        char *end;
+        double v = strtod(p, &end);
+        while (isspace((unsigned char)*end))
+            end++;
+        if (*end || v <= prev || t->nbounds == 64) {
+            snprintf(err, errlen, "key 'duration_buckets': '%s' must be up to 64 increasing numbers of seconds", spec);
+            free(copy);
+            return -1;
+        }
+        t->bounds[t->nbounds++] = prev = v;
+    }
+    free(copy);
+    return 0;
+}
+
+static uint64_t unix_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int telemetry_init(struct telemetry **out, struct server *s, char *err, size_t errlen)
+{
+    struct telemetry *t = xcalloc(1, sizeof(*t));
+    t->srv = s;
+    read_settings(&t->set);
+    if (parse_buckets(t, s->cfg.duration_buckets, err, errlen) != 0) {
+        free(t->bounds);
+        free(t);
+        return -1;
+    }
+    build_resource(t);
+    /* The pool is reserved, not touched: pages are paid for only when
+     * spans are actually recorded. */
+    t->pool = xcalloc(t->set.bsp_queue, sizeof(struct span));
+    for (size_t i = t->set.bsp_queue; i-- > 0;) {
+        t->pool[i].next = t->free_spans;
+        t->free_spans = &t->pool[i];
+    }
+    t->start_unix_ns = unix_ns();
+    *out = t;
+    return 0;
+}
+
+const struct telemetry_settings *telemetry_settings(const struct telemetry *t) { return &t->set; }
+uint64_t telemetry_spans_dropped(const struct telemetry *t) { return t->spans_dropped; }
+uint64_t telemetry_export_failures(const struct telemetry *t) { return t->export_failures; }
+
+/* ---- histograms ---- */
+
+void histogram_init(struct histogram *h, size_t nbounds)
+{
+    memset(h, 0, sizeof(*h));
+    h->counts = xcalloc(nbounds + 1, sizeof(uint64_t));
+}
+
+void histogram_free(struct histogram *h)
+{
+    free(h->counts);
+    h->counts = NULL;
+}
+
+void histogram_record(struct histogram *h, const double *bounds, size_t nbounds, double v)
+{
+    size_t i = 0;
+    while (i < nbounds && v > bounds[i])
+        i++;
+    h->counts[i]++;
+    if (h->count == 0 || v < h->min)
+        h->min = v;
+    if (h->count == 0 || v > h->max)
+        h->max = v;
+    h->count++;
+    h->sum += v;
+}
+
+void telemetry_request_done(struct telemetry *t, struct op *op, uint64_t duration_ns)
+{
+    if (!op->duration.counts)
+        histogram_init(&op->duration, t->nbounds);
+    histogram_record(&op->duration, t->bounds, t->nbounds, (double)duration_ns / 1e9);
+}
+
+void telemetry_db_operation(struct telemetry *t, const char *system, const char *operation, uint64_t duration_ns)
+{
+    struct db_hist *d = NULL;
+    for (size_t i = 0; i < t->ndb && !d; i++)
+        if (!strcmp(t->db[i].system, system) && !strcmp(t->db[i].operation, operation))
+            d = &t->db[i];
+    if (!d) {
+        /* Command names come from clients: past MAX_DB_OPS distinct ones,
+         * the rest share "_OTHER", so cardinality stays bounded. */
+        if (t->ndb == MAX_DB_OPS - 1)
+            operation = "_OTHER";
+        for (size_t i = 0; i < t->ndb && !d; i++)
+            if (!strcmp(t->db[i].system, system) && !strcmp(t->db[i].operation, operation))
+                d = &t->db[i];
+        if (!d) {
+            d = &t->db[t->ndb++];
+            snprintf(d->system, sizeof(d->system), "%s", system);
+            snprintf(d->operation, sizeof(d->operation), "%s", operation);
+            histogram_init(&d->h, t->nbounds);
+        }
+    }
+    histogram_record(&d->h, t->bounds, t->nbounds, (double)duration_ns / 1e9);
+}
+
+/* ---- spans ---- */
+
+static bool sample_root(const struct telemetry *t, const uint8_t *trace_id)
+{
+    switch (t->set.sampler) {
+    case SAMPLE_ON:
+    case SAMPLE_PB_ON:
+        return true;
+    case SAMPLE_OFF:
+    case SAMPLE_PB_OFF:
+        return false;
+    case SAMPLE_RATIO:
+    case SAMPLE_PB_RATIO: {
+        /* TraceIdRatioBased: compare the low 8 bytes of the trace id with
+         * ratio * 2^64, so every SDK agrees on the same trace. */
+        uint64_t x = 0;
+        for (int i = 8; i < 16; i++)
+            x = x << 8 | trace_id[i];
+        return (double)x < t->set.ratio * 18446744073709551616.0;
+    }
+    }
+    return true;
+}
+
+struct span *telemetry_span_start(struct telemetry *t, const char *tp, size_t tp_len, const char *ts,
+                                  size_t ts_len, enum span_kind kind, const char *name)
+{
+    if (!t || t->set.disabled || t->set.traces == EXP_NONE || t->stopping)
+        return NULL;
+    struct trace_ctx parent;
+    bool has_parent = tp && trace_ctx_parse(tp, tp_len, &parent);
+    bool sampled;
+    uint8_t trace_id[16];
+    if (has_parent) {
+        memcpy(trace_id, parent.trace_id, 16);
+        bool parent_sampled = parent.flags & 1;
+        if (t->set.sampler == SAMPLE_ON || t->set.sampler == SAMPLE_OFF || t->set.sampler == SAMPLE_RATIO)
+            sampled = sample_root(t, trace_id);
+        else
+            sampled = parent_sampled;
+    } else {
+        trace_random_id(trace_id, 16);
+        sampled = sample_root(t, trace_id);
+    }
+    if (!sampled)
+        return NULL;
+    struct span *s = t->free_spans;
+    if (!s) {
+        t->spans_dropped++;
+        return NULL;
+    }
+    t->free_spans = s->next;
+    s->next = NULL;
+    memcpy(s->ctx.trace_id, trace_id, 16);
+    trace_random_id(s->ctx.span_id, 8);
+    s->ctx.flags = 1;
+    s->has_parent = has_parent;
+    if (has_parent)
+        memcpy(s->parent_id, parent.span_id, 8);
+    s->trace_state[0] = '\0';
+    if (has_parent && ts && ts_len && ts_len < sizeof(s->trace_state)) {
+        memcpy(s->trace_state, ts, ts_len);
+        s->trace_state[ts_len] = '\0';
+    }
+    s->kind = (uint8_t)kind;
+    s->error = false;
+    s->nattrs = 0;
+    s->arena_used = 0;
+    s->status_msg[0] = '\0';
+    snprintf(s->name, sizeof(s->name), "%s", name);
+    s->start_ns = unix_ns();
+    return s;
+}
+
+void span_set_name(struct span *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->name, sizeof(s->name), fmt, ap);
+    va_end(ap);
+}
+
+static struct span_attr *attr_slot(struct span *s, const char *key)
+{
+    for (size_t i = 0; i < s->nattrs; i++)
+        if (s->attrs[i].key == key || !strcmp(s->attrs[i].key, key))
+            return &s->attrs[i];
+    if (s->nattrs == SPAN_MAX_ATTRS)
+        return NULL;
+    struct span_attr *a = &s->attrs[s->nattrs++];
+    a->key = key;
+    return a;
+}
+
+void span_attr_str(struct span *s, const char *key, const char *v, size_t n)
+{
+    size_t room = (size_t)SPAN_ARENA - s->arena_used;
+    if (n > room)
+        n = room;
+    struct span_attr *a = attr_slot(s, key);
+    if (!a)
+        return;
+    a->type = SA_STR;
+    a->off = s->arena_used;
+    a->len = (uint16_t)n;
+    memcpy(s->arena + s->arena_used, v, n);
+    s->arena_used += (uint16_t)n;
+}
+
+void span_attr_cstr(struct span *s, const char *key, const char *v) { span_attr_str(s, key, v, strlen(v)); }
+
+void span_attr_int(struct span *s, const char *key, int64_t v)
+{
+    struct span_attr *a = attr_slot(s, key);
+    if (a) {
+        a->type = SA_INT;
+        a->i = v;
+    }
+}
+
+void span_attr_bool(struct span *s, const char *key, bool v)
+{
+    struct span_attr *a = attr_slot(s, key);
+    if (a) {
+        a->type = SA_BOOL;
+        a->i = v;
+    }
+}
+
+void span_traceparent(const struct span *s, char out[TRACEPARENT_LEN + 1]) { trace_ctx_format(&s->ctx, out); }
+
+static void export_spans(struct telemetry *t);
+
+void telemetry_span_end(struct telemetry *t, struct span *s, const char *error_type, const char *message)
+{
+    s->end_ns = unix_ns();
+    if (error_type) {
+        s->error = true;
+        snprintf(s->status_msg, sizeof(s->status_msg), "%s", message ? message : error_type);
+        span_attr_cstr(s, "error.type", error_type);
+    }
+    if (t->q_tail)
+        t->q_tail->next = s;
+    else
+        t->q_head = s;
+    t->q_tail = s;
+    s->next = NULL;
+    t->queued++;
+    /* A full batch goes out on the next loop iteration, not inside this
+     * request's completion. */
+    if (t->queued >= t->set.bsp_batch && t->started && !t->stopping)
+        uv_timer_start(&t->bsp_timer, (uv_timer_cb)export_spans, 0, 0);
+}
+
+/* ---- exporting ---- */
+
+static const char *kind_name(uint8_t k)
+{
+    static const char *const names[] = {"UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER"};
+    return k < 6 ? names[k] : "?";
+}
+
+/* One readable line per span on stderr (OTEL_TRACES_EXPORTER=console). */
+static void print_span(const struct span *s)
+{
+    char line[2048], tid[33], sid[17], pid[17] = "-";
+    hex_encode(s->ctx.trace_id, 16, tid);
+    hex_encode(s->ctx.span_id, 8, sid);
+    if (s->has_parent)
+        hex_encode(s->parent_id, 8, pid);
+    int n = snprintf(line, sizeof(line), "span %s kind=%s trace=%s span=%s parent=%s duration=%.3fms status=%s",
+                     s->name, kind_name(s->kind), tid, sid, pid, (double)(s->end_ns - s->start_ns) / 1e6,
+                     s->error ? "ERROR" : "UNSET");
+    for (size_t i = 0; i < s->nattrs && n > 0 && (size_t)n < sizeof(line); i++) {
+        const struct span_attr *a = &s->attrs[i];
+        if (a->type == SA_STR)
+            n += snprintf(line + n, sizeof(line) - (size_t)n, " %s=\"%.*s\"", a->key, (int)a->len, s->arena + a->off);
+        else if (a->type == SA_BOOL)
+            n += snprintf(line + n, sizeof(line) - (size_t)n, " %s=%s", a->key, a->i ? "true" : "false");
+        else
+            n += snprintf(line + n, sizeof(line) - (size_t)n, " %s=%lld", a->key, (long long)a->i);
+    }
+    /* Always printed, whatever log_level says: the user asked for it. */
+    if (n < 0 || (size_t)n >= sizeof(line) - 1)
+        n = (int)sizeof(line) - 2;
+    line[n++] = '\n';
+    ssize_t w = write(STDERR_FILENO, line, (size_t)n);
+    (void)w;
+}
+
+static void release(struct telemetry *t, struct span *s)
+{
+    s->next = t->free_spans;
+    t->free_spans = s;
+}
+
+static void export_spans(struct telemetry *t)
+{
+    while (t->queued > 0) {
+        size_t n = t->queued < t->set.bsp_batch ? t->queued : t->set.bsp_batch;
+        struct span **batch = xmalloc(n * sizeof(*batch));
+        for (size_t i = 0; i < n; i++) {
+            batch[i] = t->q_head;
+            t->q_head = t->q_head->next;
+        }
+        if (!t->q_head)
+            t->q_tail = NULL;
+        t->queued -= n;
+        if (t->set.traces == EXP_CONSOLE) {
+            for (size_t i = 0; i < n; i++)
+                print_span(batch[i]);
+        } else if (t->http) {
+            struct otlp_resource r = {t->resource, t->nresource};
+            struct cbuf body;
+            cbuf_init(&body);
+            otlp_encode_spans(&r, batch, n, &body);
+            if (t->set.gzip && otlp_gzip(&body) != 0)
+                log_warn("otlp: gzip failed; sending uncompressed");
+            otlp_http_post(t->http, t->set.traces_url, &body, n, true, t->set.bsp_export_timeout_ms);
+        }
+        for (size_t i = 0; i < n; i++)
+            release(t, batch[i]);
+        free(batch);
+        if (t->queued < t->set.bsp_batch)
+            break; /* the rest waits for the schedule delay */
+    }
+}
+
+static void on_bsp_timer(uv_timer_t *h)
+{
+    struct telemetry *t = h->data;
+    export_spans(t);
+    if (!t->stopping)
+        uv_timer_start(&t->bsp_timer, on_bsp_timer, t->set.bsp_delay_ms, 0);
+}
+
+static void on_http_done(void *arg, bool ok, size_t items, bool traces)
+{
+    struct telemetry *t = arg;
+    if (ok) {
+        if (traces)
+            t->spans_exported += items;
+        return;
+    }
+    t->export_failures++;
+    if (traces)
+        t->spans_dropped += items;
+}
+
+/* ---- metrics ---- */
+
+struct metric_sink {
+    struct otlp_metric m[32];
+    size_t n;
+    struct otlp_point pts[1024];
+    size_t npts;
+};
+
+static struct otlp_point *add_point(struct metric_sink *k)
+{
+    if (k->npts == sizeof(k->pts) / sizeof(k->pts[0]))
+        return NULL;
+    struct otlp_point *p = &k->pts[k->npts++];
+    memset(p, 0, sizeof(*p));
+    k->m[k->n - 1].npoints++;
+    return p;
+}
+
+static void add_metric(struct metric_sink *k, const char *name, const char *desc, const char *unit,
+                       enum otlp_metric_type type, bool monotonic)
+{
+    struct otlp_metric *m = &k->m[k->n++];
+    m->name = name;
+    m->description = desc;
+    m->unit = unit;
+    m->type = type;
+    m->monotonic = monotonic;
+    m->points = &k->pts[k->npts];
+    m->npoints = 0;
+}
+
+static void emit_counter(void *ctx, const char *backend, const char *name, uint64_t v)
+{
+    struct metric_sink *k = ctx;
+    add_metric(k, name, "", "{event}", OM_SUM, true);
+    struct otlp_point *p = add_point(k);
+    if (p) {
+        p->attrs[0] = (struct otlp_kv){"backend", backend, 0};
+        p->nattrs = 1;
+        p->value = (int64_t)v;
+    }
+}
+
+static void emit_connections(void *ctx, const char *backend, const char *state, uint64_t n)
+{
+    struct metric_sink *k = ctx;
+    struct otlp_point *p = add_point(k);
+    if (p) {
+        p->attrs[0] = (struct otlp_kv){"backend", backend, 0};
+        p->attrs[1] = (struct otlp_kv){"state", state, 0};
+        p->nattrs = 2;
+        p->value = (int64_t)n;
+    }
+}
+
+static void collect(struct telemetry *t, struct metric_sink *k)
+{
+    struct server *s = t->srv;
+    k->n = k->npts = 0;
+    add_metric(k, "ferry.requests", "Requests by op and outcome", "{request}", OM_SUM, true);
+    for (size_t i = 0; i < s->nops; i++)
+        for (int j = 0; j < NOUTCOMES; j++) {
+            if (!s->ops[i].outcomes[j])
+                continue;
+            struct otlp_point *p = add_point(k);
+            if (!p)
+                break;
+            p->attrs[0] = (struct otlp_kv){"op", s->ops[i].name, 0};
+            p->attrs[1] = (struct otlp_kv){"outcome",
+                                           j == OUTCOME_OK ? "ok" : j == OUTCOME_ABANDONED ? "abandoned" : fe_name(-j - 1), 0};
+            p->nattrs = 2;
+            p->value = (int64_t)s->ops[i].outcomes[j];
+        }
+    add_metric(k, "ferry.request.duration", "Time from a request's arrival to its response", "s", OM_HISTOGRAM,
+               false);
+    for (size_t i = 0; i < s->nops; i++) {
+        if (!s->ops[i].duration.counts)
+            continue;
+        struct otlp_point *p = add_point(k);
+        if (!p)
+            break;
+        p->attrs[0] = (struct otlp_kv){"op", s->ops[i].name, 0};
+        p->nattrs = 1;
+        p->hist = &s->ops[i].duration;
+    }
+    add_metric(k, "db.client.operation.duration", "Duration of database client operations", "s", OM_HISTOGRAM,
+               false);
+    for (size_t i = 0; i < t->ndb; i++) {
+        struct otlp_point *p = add_point(k);
+        if (!p)
+            break;
+        p->attrs[0] = (struct otlp_kv){"db.system.name", t->db[i].system, 0};
+        p->attrs[1] = (struct otlp_kv){"db.operation.name", t->db[i].operation, 0};
+        p->attrs[2] = (struct otlp_kv){"db.system", t->db[i].system, 0};
+        p->nattrs = 3;
+        p->hist = &t->db[i].h;
+    }
+    add_metric(k, "ferry.clients", "Connected clients", "{client}", OM_GAUGE, false);
+    struct otlp_point *p = add_point(k);
+    if (p)
+        p->value = (int64_t)s->nclients;
+    add_metric(k, "ferry.backend.connections", "Backend connections by state", "{connection}", OM_GAUGE, false);
+    struct metric_emit e = {.ctx = k, .connections = emit_connections, .counter = NULL};
+    for (size_t i = 0; i < s->nbackends; i++)
+        if (s->backends[i]->ops->metrics)
+            s->backends[i]->ops->metrics(s->backends[i], &e);
+    e.connections = NULL;
+    e.counter = emit_counter;
+    for (size_t i = 0; i < s->nbackends; i++)
+        if (s->backends[i]->ops->metrics)
+            s->backends[i]->ops->metrics(s->backends[i], &e);
+    add_metric(k, "ferry.telemetry.spans.dropped", "Spans dropped: queue full or export failed", "{span}", OM_SUM,
+               true);
+    if ((p = add_point(k)))
+        p->value = (int64_t)t->spans_dropped;
+    add_metric(k, "ferry.telemetry.export.failures", "OTLP exports given up", "{export}", OM_SUM, true);
+    if ((p = add_point(k)))
+        p->value = (int64_t)t->export_failures;
+}
+
+static void export_metrics(struct telemetry *t)
+{
+    if (t->set.disabled || t->set.metrics == EXP_NONE)
+        return;
+    static struct metric_sink k; /* large; the loop is single-threaded */
+    collect(t, &k);
+    if (t->set.metrics == EXP_CONSOLE) {
+        for (size_t i = 0; i < k.n; i++)
+            for (size_t j = 0; j < k.m[i].npoints; j++) {
+                const struct otlp_point *p = &k.m[i].points[j];
+                char attrs[256] = "";
+                size_t u = 0;
+                for (size_t a = 0; a < p->nattrs; a++)
+                    u += (size_t)snprintf(attrs + u, sizeof(attrs) - u, "%s%s=%s", a ? "," : "", p->attrs[a].key,
+                                          p->attrs[a].str ? p->attrs[a].str : "");
+                char line[512];
+                int n = p->hist ? snprintf(line, sizeof(line), "metric %s{%s} count=%llu sum=%.6f\n", k.m[i].name,
+                                           attrs, (unsigned long long)p->hist->count, p->hist->sum)
+                                : snprintf(line, sizeof(line), "metric %s{%s} %lld\n", k.m[i].name, attrs,
+                                           (long long)p->value);
+                if (n > 0 && (size_t)n < sizeof(line)) {
+                    ssize_t w = write(STDERR_FILENO, line, (size_t)n);
+                    (void)w;
+                }
+            }
+        return;
+    }
+    if (!t->http)
+        return;
+    struct otlp_resource r = {t->resource, t->nresource};
+    struct cbuf body;
+    cbuf_init(&body);
+    otlp_encode_metrics(&r, k.m, k.n, t->bounds, t->nbounds, t->start_unix_ns, unix_ns(), &body);
+    if (t->set.gzip && otlp_gzip(&body) != 0)
+        log_warn("otlp: gzip failed; sending uncompressed");
+    otlp_http_post(t->http, t->set.metrics_url, &body, k.npts, false, t->set.metric_timeout_ms);
+}
+
+static void on_metric_timer(uv_timer_t *h) { export_metrics(h->data); }
+
+/* ---- lifecycle ---- */
+
+void telemetry_start(struct telemetry *t)
+{
+    uv_loop_t *loop = t->srv->loop;
+    uv_timer_init(loop, &t->bsp_timer);
+    uv_timer_init(loop, &t->metric_timer);
+    uv_timer_init(loop, &t->stop_timer);
+    t->bsp_timer.data = t->metric_timer.data = t->stop_timer.data = t;
+    t->open_handles = 3;
+    t->started = true;
+    if (t->set.disabled) {
+        log_info("telemetry: off (OTEL_SDK_DISABLED)");
+        return;
+    }
+    if (t->set.traces == EXP_OTLP || t->set.metrics == EXP_OTLP)
+        t->http = otlp_http_new(loop, &t->set, on_http_done, t);
+    if (t->set.traces != EXP_NONE)
+        uv_timer_start(&t->bsp_timer, on_bsp_timer, t->set.bsp_delay_ms, 0);
+    if (t->set.metrics != EXP_NONE)
+        uv_timer_start(&t->metric_timer, on_metric_timer, t->set.metric_interval_ms, t->set.metric_interval_ms);
+    /* Periodic timers must not keep a draining daemon alive. */
+    uv_unref((uv_handle_t *)&t->bsp_timer);
+    uv_unref((uv_handle_t *)&t->metric_timer);
+    log_info("telemetry: traces %s%s%s, metrics %s%s%s every %llu ms",
+             t->set.traces == EXP_OTLP ? "otlp " : t->set.traces == EXP_CONSOLE ? "console" : "none",
+             t->set.traces == EXP_OTLP ? t->set.traces_url : "", t->set.gzip ? " (gzip)" : "",
+             t->set.metrics == EXP_OTLP ? "otlp " : t->set.metrics == EXP_CONSOLE ? "console" : "none",
+             t->set.metrics == EXP_OTLP ? t->set.metrics_url : "", "",
+             (unsigned long long)t->set.metric_interval_ms);
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    struct telemetry *t = h->data;
+    t->open_handles--;
+}
+
+static void http_closed(void *arg)
+{
+    struct telemetry *t = arg;
+    otlp_http_free(t->http);
+    t->http = NULL;
+}
+
+static void close_all(struct telemetry *t)
+{
+    if (t->closed)
+        return;
+    t->closed = true;
+    if (t->http)
+        otlp_http_close(t->http, http_closed, t);
+    uv_close((uv_handle_t *)&t->bsp_timer, on_closed);
+    uv_close((uv_handle_t *)&t->metric_timer, on_closed);
+    uv_close((uv_handle_t *)&t->stop_timer, on_closed);
+}
+
+static void on_stop_poll(uv_timer_t *h)
+{
+    struct telemetry *t = h->data;
+    if (!t->http || otlp_http_pending(t->http) == 0 || uv_now(t->srv->loop) >= t->stop_deadline)
+        close_all(t);
+}
+
+void telemetry_stop(struct telemetry *t)
+{
+    if (!t->started || t->stopping)
+        return;
+    t->stopping = true;
+    uv_timer_stop(&t->bsp_timer);
+    uv_timer_stop(&t->metric_timer);
+    if (!t->set.disabled) {
+        export_spans(t);
+        if (t->queued)
+            export_spans(t);
+        export_metrics(t);
+    }
+    /* Wait for the last exports, bounded by the export timeout. */
+    t->stop_deadline = uv_now(t->srv->loop) + t->set.timeout_ms;
+    uv_timer_start(&t->stop_timer, on_stop_poll, 0, 20);
+}
+
+void telemetry_free(struct telemetry *t)
+{
+    if (!t)
+        return;
+    for (size_t i = 0; i < t->ndb; i++)
+        histogram_free(&t->db[i].h);
+    free(t->pool);
+    free(t->bounds);
+    free(t->resource_text);
+    free(t);
+}

@@ -1,0 +1,120 @@
+/* telemetry.h: spans and metrics, OpenTelemetry style, exported over
+ * OTLP/HTTP (otlp_encode.c, otlp_http.c) or printed (console).
+ *
+ * The request path only writes into preallocated span records and bumps
+ * counters; encoding and HTTP happen in batches on timers. When the span
+ * queue is full (the collector is slow or down), new spans are dropped and
+ * counted, so memory stays bounded. */
+#ifndef FERRY_TELEMETRY_H
+#define FERRY_TELEMETRY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "cbuf.h"
+#include "trace_context.h"
+
+#define SPAN_MAX_ATTRS 20
+#define SPAN_ARENA 768
+
+enum span_kind { SK_INTERNAL = 1, SK_SERVER = 2, SK_CLIENT = 3, SK_PRODUCER = 4, SK_CONSUMER = 5 };
+enum span_attr_type { SA_STR, SA_INT, SA_BOOL };
+
+struct span_attr {
+    const char *key;      /* refers: a static string */
+    uint8_t type;
+    int64_t i;            /* SA_INT, SA_BOOL */
+    uint16_t off, len;    /* SA_STR: bytes in the span's arena */
+};
+
+/* One span, recorded in place. */
+struct span {
+    struct span *next;    /* in the free list, or the export queue */
+    struct trace_ctx ctx; /* its trace id, its own span id, its flags */
+    uint8_t parent_id[8];
+    bool has_parent;
+    bool error;
+    uint8_t kind;
+    uint8_t nattrs;
+    uint64_t start_ns, end_ns; /* Unix time */
+    char name[96];
+    char status_msg[160];
+    char trace_state[512];
+    struct span_attr attrs[SPAN_MAX_ATTRS];
+    uint16_t arena_used;
+    char arena[SPAN_ARENA];
+};
+
+/* Cumulative explicit-bucket histogram; bounds are shared. */
+struct histogram {
+    uint64_t *counts;     /* owns: nbounds + 1 */
+    uint64_t count;
+    double sum, min, max;
+};
+
+enum sampler { SAMPLE_ON, SAMPLE_OFF, SAMPLE_RATIO, SAMPLE_PB_ON, SAMPLE_PB_OFF, SAMPLE_PB_RATIO };
+enum exporter { EXP_OTLP, EXP_CONSOLE, EXP_NONE };
+
+struct telemetry_settings {
+    bool disabled;
+    enum sampler sampler;
+    double ratio;
+    enum exporter traces, metrics;
+    char traces_url[512], metrics_url[512];
+    char headers[1024];       /* "k: v" lines joined by \n */
+    char ca_file[512];
+    bool gzip;
+    uint64_t timeout_ms;      /* per export request */
+    uint64_t bsp_delay_ms, bsp_export_timeout_ms;
+    size_t bsp_queue, bsp_batch;
+    uint64_t metric_interval_ms, metric_timeout_ms;
+};
+
+struct telemetry;
+struct server;
+struct op;
+
+/* Reads the OTEL_* environment (and the daemon's config) into t. Returns
+ * 0, or -1 with err set. Does not touch the loop. */
+int telemetry_init(struct telemetry **t, struct server *s, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+/* Starts the timers. */
+void telemetry_start(struct telemetry *t);
+/* Flushes what is queued (bounded by the export timeout), then closes
+ * every handle. */
+void telemetry_stop(struct telemetry *t);
+void telemetry_free(struct telemetry *t);
+const struct telemetry_settings *telemetry_settings(const struct telemetry *t);
+
+/* Starts a span, continuing the W3C traceparent/tracestate when they are
+ * valid. Returns NULL when the sampler says no, telemetry is off, or the
+ * queue is full (then it is counted as dropped). */
+struct span *telemetry_span_start(struct telemetry *t, const char *tp, size_t tp_len, const char *ts,
+                                  size_t ts_len, enum span_kind kind, const char *name);
+/* Ends s and hands it to the exporter. error_type is NULL on success, else
+ * the ferry error code's name (or "abandoned"), recorded as error.type
+ * with an ERROR status carrying message. */
+void telemetry_span_end(struct telemetry *t, struct span *s, const char *error_type, const char *message);
+
+void span_set_name(struct span *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void span_attr_str(struct span *s, const char *key, const char *v, size_t n);
+void span_attr_cstr(struct span *s, const char *key, const char *v);
+void span_attr_int(struct span *s, const char *key, int64_t v);
+void span_attr_bool(struct span *s, const char *key, bool v);
+/* The traceparent naming s as the parent, for propagation. */
+void span_traceparent(const struct span *s, char out[TRACEPARENT_LEN + 1]);
+
+/* Metrics recorded at the end of every request. */
+void telemetry_request_done(struct telemetry *t, struct op *op, uint64_t duration_ns);
+void telemetry_db_operation(struct telemetry *t, const char *system, const char *operation, uint64_t duration_ns);
+
+void histogram_init(struct histogram *h, size_t nbounds);
+void histogram_free(struct histogram *h);
+void histogram_record(struct histogram *h, const double *bounds, size_t nbounds, double v);
+
+/* Counters for stats. */
+uint64_t telemetry_spans_dropped(const struct telemetry *t);
+uint64_t telemetry_export_failures(const struct telemetry *t);
+
+#endif

@@ -1,0 +1,107 @@
+/* trace_context.c: see trace_context.h. */
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "trace_context.h"
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1; /* upper case is invalid by the spec */
+}
+
+static bool hex_decode(const char *s, size_t n, uint8_t *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        int h = hexval(s[2 * i]), l = hexval(s[2 * i + 1]);
+        if (h < 0 || l < 0)
+            return false;
+        out[i] = (uint8_t)(h << 4 | l);
+    }
+    return true;
+}
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            return false;
+    return true;
+}
+
+bool trace_ctx_parse(const char *s, size_t len, struct trace_ctx *out)
+{
+    uint8_t version;
+    if (len < TRACEPARENT_LEN || !hex_decode(s, 1, &version) || version == 0xff)
+        return false;
+    if (version == 0 && len != TRACEPARENT_LEN)
+        return false;
+    if (len > TRACEPARENT_LEN && s[TRACEPARENT_LEN] != '-')
+        return false;
+    if (s[2] != '-' || s[35] != '-' || s[52] != '-')
+        return false;
+    if (!hex_decode(s + 3, 16, out->trace_id) || !hex_decode(s + 36, 8, out->span_id) ||
+        !hex_decode(s + 53, 1, &out->flags))
+        return false;
+    return !all_zero(out->trace_id, 16) && !all_zero(out->span_id, 8);
+}
+
+void hex_encode(const uint8_t *p, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[p[i] >> 4];
+        out[2 * i + 1] = digits[p[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+void trace_ctx_format(const struct trace_ctx *c, char *out)
+{
+    memcpy(out, "00-", 3);
+    hex_encode(c->trace_id, 16, out + 3);
+    out[35] = '-';
+    hex_encode(c->span_id, 8, out + 36);
+    out[52] = '-';
+    hex_encode(&c->flags, 1, out + 53);
+}
+
+/* xorshift128+ seeded once from getrandom(): ids need to be unique and
+ * unpredictable enough to not collide, not secret; a syscall per id would
+ * cost more than the span. */
+static uint64_t s0, s1;
+
+static uint64_t next64(void)
+{
+    if (!s0 && !s1) {
+        uint64_t seed[2] = {0, 0};
+        if (getrandom(seed, sizeof(seed), 0) != (ssize_t)sizeof(seed)) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            seed[0] = (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32);
+            seed[1] = (uint64_t)ts.tv_sec * 0x9e3779b97f4a7c15ull;
+        }
+        s0 = seed[0] | 1;
+        s1 = seed[1] | 2;
+    }
+    uint64_t x = s0, y = s1;
+    s0 = y;
+    x ^= x << 23;
+    s1 = x ^ y ^ (x >> 17) ^ (y >> 26);
+    return s1 + y;
+}
+
+void trace_random_id(uint8_t *p, size_t n)
+{
+    do {
+        for (size_t i = 0; i < n; i += 8) {
+            uint64_t v = next64();
+            memcpy(p + i, &v, n - i < 8 ? n - i : 8);
+        }
+    } while (all_zero(p, n));
+}
