@@ -21,6 +21,8 @@
 #include "reqring.h"
 #include "request.h"
 #include "server.h"
+#include "telemetry.h"
+#include "trace_context.h"
 
 /* How long a stopping worker may take to close the connection before its
  * socket is shut down under it (a frozen broker). */
@@ -36,6 +38,7 @@ struct amqp_sub {
     struct client *client;   /* refers; removed before the client is freed */
     uint64_t sub;            /* the consume request's id */
     bool active;             /* the broker confirmed the subscription */
+    char queue[256];         /* for the spans of its deliveries and acks */
 };
 
 struct amqp_backend {
@@ -77,6 +80,13 @@ static const struct {
 };
 
 static struct amqp_backend *ab_of(struct backend *b) { return container_of(b, struct amqp_backend, base); }
+
+static bool is_publish(int kind);
+
+static bool bytes_is(amqp_bytes_t b, const char *s)
+{
+    return b.len == strlen(s) && memcmp(b.bytes, s, b.len) == 0;
+}
 
 /* ---- argument parsing ---- */
 
@@ -375,6 +385,162 @@ static struct amqp_cmd *build(struct amqp_backend *ab, struct request *r, const 
     return c;
 }
 
+/* ---- telemetry ---- */
+
+static void common_attrs(struct amqp_backend *ab, struct span *sp, const char *op_type, const char *op_name,
+                         const char *dest)
+{
+    span_attr_cstr(sp, "messaging.system", "rabbitmq");
+    span_attr_cstr(sp, "messaging.operation.type", op_type);
+    span_attr_cstr(sp, "messaging.operation.name", op_name);
+    if (dest)
+        span_attr_cstr(sp, "messaging.destination.name", dest);
+    if (ab->naddrs) {
+        span_attr_cstr(sp, "server.address", ab->addrs[0].host);
+        span_attr_int(sp, "server.port", ab->addrs[0].port);
+    }
+}
+
+static void bytes_attr(struct span *sp, const char *key, amqp_bytes_t b)
+{
+    if (b.len)
+        span_attr_str(sp, key, b.bytes, b.len);
+}
+
+/* Puts traceparent (and tracestate) into a message's headers, so that a
+ * consumer continues the trace; ferryd's own consumers read them back. */
+static void inject(amqp_pool_t *pool, struct amqp_out_msg *m, const char *tp, const char *ts, size_t ts_len)
+{
+    amqp_table_t *h = &m->props.headers;
+    if (!(m->props._flags & AMQP_BASIC_HEADERS_FLAG))
+        *h = amqp_empty_table;
+    int n = h->num_entries;
+    amqp_table_entry_t *e = amqp_pool_alloc(pool, (size_t)(n + 2) * sizeof(*e));
+    int k = 0;
+    for (int i = 0; i < n; i++) /* a client's own trace headers are replaced */
+        if (!bytes_is(h->entries[i].key, "traceparent") && !bytes_is(h->entries[i].key, "tracestate"))
+            e[k++] = h->entries[i];
+    e[k].key = amqp_cstring_bytes("traceparent");
+    e[k].value.kind = AMQP_FIELD_KIND_UTF8;
+    amqp_pool_alloc_bytes(pool, strlen(tp), &e[k].value.value.bytes);
+    memcpy(e[k].value.value.bytes.bytes, tp, strlen(tp));
+    k++;
+    if (ts && ts_len) {
+        e[k].key = amqp_cstring_bytes("tracestate");
+        e[k].value.kind = AMQP_FIELD_KIND_UTF8;
+        amqp_pool_alloc_bytes(pool, ts_len, &e[k].value.value.bytes);
+        memcpy(e[k].value.value.bytes.bytes, ts, ts_len);
+        k++;
+    }
+    h->entries = e;
+    h->num_entries = k;
+    m->props._flags |= AMQP_BASIC_HEADERS_FLAG;
+}
+
+/* Names the request's span per the messaging semantic conventions, and
+ * for publishes carries the trace into the messages. */
+static void annotate(struct amqp_backend *ab, struct request *r, struct amqp_cmd *c)
+{
+    struct span *sp = r->span;
+    enum op_kind op = (enum op_kind)r->op->kind;
+    if (is_publish(op) || op == OP_RPC) {
+        /* Without a span of ours (not sampled), pass the client's context
+         * on unchanged, so the trace stays whole downstream. */
+        char tp[TRACEPARENT_LEN + 1];
+        struct trace_ctx tc;
+        const char *ts = r->v.tracestate;
+        size_t ts_len = r->v.tracestate_len;
+        if (sp)
+            span_traceparent(sp, tp);
+        else if (r->v.traceparent && trace_ctx_parse(r->v.traceparent, r->v.traceparent_len, &tc))
+            trace_ctx_format(&tc, tp);
+        else
+            tp[0] = '\0';
+        if (sp && !sp->trace_state[0])
+            ts = NULL, ts_len = 0;
+        for (size_t i = 0; tp[0] && i < c->nmsgs; i++)
+            inject(&c->pool, &c->msgs[i], tp, ts, ts_len);
+    }
+    if (!sp)
+        return;
+    char dest[300];
+    switch (op) {
+    case OP_PUBLISH:
+    case OP_PUBLISH_BATCH:
+    case OP_PUBLISH_DELAYED:
+    case OP_RPC: {
+        const struct amqp_out_msg *m = &c->msgs[0];
+        snprintf(dest, sizeof(dest), "%.*s", (int)m->exchange.len, (char *)m->exchange.bytes);
+        if (!dest[0])
+            snprintf(dest, sizeof(dest), "amq.default");
+        sp->kind = op == OP_RPC ? SK_CLIENT : SK_PRODUCER;
+        span_set_name(sp, "%s %s", op == OP_RPC ? "rpc" : "publish", dest);
+        common_attrs(ab, sp, "send", "publish", dest);
+        bytes_attr(sp, "messaging.rabbitmq.destination.routing_key", m->routing_key);
+        if (m->props._flags & AMQP_BASIC_MESSAGE_ID_FLAG)
+            bytes_attr(sp, "messaging.message.id", m->props.message_id);
+        if (m->props._flags & AMQP_BASIC_CORRELATION_ID_FLAG)
+            bytes_attr(sp, "messaging.message.conversation_id", m->props.correlation_id);
+        span_attr_int(sp, "messaging.message.body.size", (int64_t)m->body.len);
+        if (c->nmsgs > 1)
+            span_attr_int(sp, "messaging.batch.message_count", (int64_t)c->nmsgs);
+        break;
+    }
+    case OP_ACK:
+    case OP_NACK:
+    case OP_REJECT: {
+        const char *name = op == OP_ACK ? "ack" : op == OP_NACK ? "nack" : "reject";
+        struct amqp_sub *s = find_consumer(ab, c->consumer);
+        sp->kind = SK_CLIENT;
+        span_set_name(sp, "%s %s", name, s ? s->queue : "");
+        common_attrs(ab, sp, "settle", name, s ? s->queue : NULL);
+        span_attr_int(sp, "messaging.rabbitmq.message.delivery_tag", (int64_t)(c->delivery_tag & AMQP_TAG_MASK));
+        break;
+    }
+    case OP_GET:
+        snprintf(dest, sizeof(dest), "%.*s", (int)c->name.len, (char *)c->name.bytes);
+        sp->kind = SK_CLIENT;
+        span_set_name(sp, "receive %s", dest);
+        common_attrs(ab, sp, "receive", "receive", dest);
+        break;
+    default:
+        snprintf(dest, sizeof(dest), "%.*s", (int)c->name.len, (char *)c->name.bytes);
+        sp->kind = SK_CLIENT;
+        span_set_name(sp, "%s %s", r->op->name, dest);
+        span_attr_cstr(sp, "messaging.system", "rabbitmq");
+        span_attr_cstr(sp, "messaging.operation.name", r->op->name);
+        break;
+    }
+}
+
+/* One CONSUMER span per delivery pushed to a client: it continues the
+ * publisher's trace (from the message's headers), and its traceparent
+ * goes to the client in the push frame. */
+static struct span *delivery_span(struct amqp_backend *ab, const struct amqp_sub *s, const struct amqp_event *e,
+                                  char *tp_out)
+{
+    struct telemetry *t = ab->base.server->tel;
+    struct span *sp = telemetry_span_start(t, e->traceparent, strlen(e->traceparent), e->tracestate,
+                                           strlen(e->tracestate), SK_CONSUMER, "process");
+    struct trace_ctx tc;
+    if (sp) {
+        span_set_name(sp, "process %s", s->queue);
+        common_attrs(ab, sp, "process", "process", s->queue);
+        if (e->routing_key[0])
+            span_attr_cstr(sp, "messaging.rabbitmq.destination.routing_key", e->routing_key);
+        span_attr_int(sp, "messaging.rabbitmq.message.delivery_tag", (int64_t)(e->delivery_tag & AMQP_TAG_MASK));
+        if (e->message_id[0])
+            span_attr_cstr(sp, "messaging.message.id", e->message_id);
+        span_attr_int(sp, "messaging.message.body.size", (int64_t)e->body_size);
+        span_traceparent(sp, tp_out);
+    } else if (trace_ctx_parse(e->traceparent, strlen(e->traceparent), &tc)) {
+        trace_ctx_format(&tc, tp_out);
+    } else {
+        tp_out[0] = '\0';
+    }
+    return sp;
+}
+
 /* ---- the backend interface ---- */
 
 static int ab_submit(struct backend *b, struct request *r)
@@ -433,9 +599,11 @@ static int ab_submit(struct backend *b, struct request *r)
         s->consumer = c->consumer = ++ab->next_consumer;
         s->client = r->client;
         s->sub = r->id;
+        snprintf(s->queue, sizeof(s->queue), "%.*s", (int)c->name.len, (char *)c->name.bytes);
         dlist_push_tail(&ab->subs, &s->node);
         r->bdata = s;
     }
+    annotate(ab, r, c);
     c->seq = reqring_push(&ab->pending, r) + 1; /* 0 means "no answer due" */
     r->bseq = c->seq;
     amqp_worker_post(&ab->wk, c);
@@ -544,7 +712,11 @@ static void handle_event(struct amqp_backend *ab, struct amqp_event *e)
             break;
         struct client *c = s->client;
         bool ended = strcmp(e->message, "cancelled") == 0;
-        codec_push_frame(&c->out.pending, s->sub, e->message, e->data.data, e->data.len);
+        char tp[TRACEPARENT_LEN + 1] = "";
+        struct span *sp = ended ? NULL : delivery_span(ab, s, e, tp);
+        codec_push_frame(&c->out.pending, s->sub, e->message, e->data.data, e->data.len, tp[0] ? tp : NULL);
+        if (sp)
+            telemetry_span_end(ab->base.server->tel, sp, NULL, NULL);
         if (ended)
             drop_sub(ab, s, false);
         client_sent(c);
@@ -645,6 +817,23 @@ static void ab_stats(struct backend *b, struct cbuf *o)
     cbuf_uint(o, MAX_BODY);
 }
 
+static void ab_metrics(struct backend *b, const struct metric_emit *e)
+{
+    struct amqp_backend *ab = ab_of(b);
+    if (!ab->enabled)
+        return;
+    if (e->connections)
+        e->connections(e->ctx, "amqp", ab->state == AS_UP ? "up" : ab->state == AS_DOWN ? "down" : "connecting", 1);
+    if (e->counter) {
+        struct amqp_counters *k = &ab->wk.counters;
+        uint64_t connects = atomic_load(&k->connects);
+        e->counter(e->ctx, "amqp", "ferry.backend.reconnects", connects > 1 ? connects - 1 : 0);
+        e->counter(e->ctx, "amqp", "ferry.amqp.confirms", atomic_load(&k->confirms));
+        e->counter(e->ctx, "amqp", "ferry.amqp.nacks", atomic_load(&k->nacks));
+        e->counter(e->ctx, "amqp", "ferry.amqp.returns", atomic_load(&k->returns));
+    }
+}
+
 static void ab_reload(struct backend *b, const struct config *cfg)
 {
     (void)b;
@@ -683,6 +872,7 @@ static const struct backend_ops amqp_ops_vt = {
     .timeout_code = ab_timeout_code,
     .client_closed = ab_client_closed,
     .stats = ab_stats,
+    .metrics = ab_metrics,
     .reload = ab_reload,
     .close = ab_close,
     .destroy = ab_destroy,

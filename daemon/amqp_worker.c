@@ -589,6 +589,25 @@ static void do_rpc(struct amqp_worker *wk, struct amqp_cmd *cmd)
 
 /* ---- incoming frames ---- */
 
+/* Copies the W3C trace context a publisher put in the message's headers
+ * (ferry's own publishes do), so the CONSUMER span continues its trace. */
+static void trace_headers(const amqp_message_t *m, struct amqp_event *e)
+{
+    if (!(m->properties._flags & AMQP_BASIC_HEADERS_FLAG))
+        return;
+    const amqp_table_t *h = &m->properties.headers;
+    for (int i = 0; i < h->num_entries; i++) {
+        const amqp_table_entry_t *en = &h->entries[i];
+        if (en->value.kind != AMQP_FIELD_KIND_UTF8 && en->value.kind != AMQP_FIELD_KIND_BYTES)
+            continue;
+        amqp_bytes_t v = en->value.value.bytes;
+        if (en->key.len == 11 && !memcmp(en->key.bytes, "traceparent", 11) && v.len < sizeof(e->traceparent))
+            snprintf(e->traceparent, sizeof(e->traceparent), "%.*s", (int)v.len, (char *)v.bytes);
+        else if (en->key.len == 10 && !memcmp(en->key.bytes, "tracestate", 10) && v.len < sizeof(e->tracestate))
+            snprintf(e->tracestate, sizeof(e->tracestate), "%.*s", (int)v.len, (char *)v.bytes);
+    }
+}
+
 static void on_delivery(struct amqp_worker *wk, amqp_channel_t ch, const amqp_basic_deliver_t *d,
                         const amqp_message_t *m)
 {
@@ -634,6 +653,13 @@ static void on_delivery(struct amqp_worker *wk, amqp_channel_t ch, const amqp_ba
     cbuf_str(&extra, c->tag);
     amqp_message_to_cbor(&e->data, &d->exchange, &d->routing_key, m, 3, extra.data, extra.len);
     cbuf_free(&extra);
+    trace_headers(m, e);
+    e->delivery_tag = (c->gen << AMQP_TAG_BITS) | (d->delivery_tag & AMQP_TAG_MASK);
+    e->body_size = m->body.len;
+    snprintf(e->routing_key, sizeof(e->routing_key), "%.*s", (int)d->routing_key.len, (char *)d->routing_key.bytes);
+    if (m->properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG)
+        snprintf(e->message_id, sizeof(e->message_id), "%.*s", (int)m->properties.message_id.len,
+                 (char *)m->properties.message_id.bytes);
     post(wk, e);
 }
 

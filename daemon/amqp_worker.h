@@ -89,6 +89,13 @@ struct amqp_event {
     struct cbuf data;          /* owns: CBOR result, or push data */
     uint64_t consumer;         /* AE_PUSH */
     bool up, blocked;          /* AE_STATE */
+    /* AE_PUSH deliveries: what the CONSUMER span needs. */
+    char traceparent[64];      /* from the message's headers, or "" */
+    char tracestate[512];
+    char routing_key[256];
+    char message_id[128];
+    uint64_t delivery_tag;
+    uint64_t body_size;
 };
 
 /* Counters the worker bumps and the loop reads for stats. */

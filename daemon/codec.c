@@ -411,10 +411,14 @@ void codec_result_frame(struct cbuf *out, uint64_t id, const uint8_t *result, si
 }
 
 void codec_push_frame(struct cbuf *out, uint64_t sub, const char *kind, const uint8_t *data,
-                      size_t len)
+                      size_t len, const char *traceparent)
 {
     size_t at = frame_begin(out);
-    cbuf_map(out, 3);
+    cbuf_map(out, traceparent ? 4 : 3);
+    if (traceparent) {
+        cbuf_str(out, "traceparent");
+        cbuf_str(out, traceparent);
+    }
     cbuf_str(out, "sub");
     cbuf_uint(out, sub);
     cbuf_str(out, "kind");

@@ -85,8 +85,9 @@ void codec_result_frame(struct cbuf *out, uint64_t id, const uint8_t *result, si
 size_t codec_result_begin(struct cbuf *out, uint64_t id);
 void codec_result_end(struct cbuf *out, size_t at);
 
-/* A push frame: {"sub": sub, "kind": kind, "data": <data>}. */
+/* A push frame: {"sub": sub, "kind": kind, "data": <data>}, plus
+ * "traceparent" when traceparent is not NULL. */
 void codec_push_frame(struct cbuf *out, uint64_t sub, const char *kind, const uint8_t *data,
-                      size_t len);
+                      size_t len, const char *traceparent);
 
 #endif

@@ -1,5 +1,6 @@
 /* redis_backend.c: the Redis backend: the 'redis' op, its deny-list, and
  * the pool of pipelined connections (redis_conn.c). */
+#include <ctype.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include "redis_conn.h"
 #include "request.h"
 #include "server.h"
+#include "telemetry.h"
 
 enum { OP_REDIS = 1 };
 
@@ -89,6 +91,53 @@ static const char *parse_argv(const struct request *r, int *argc, const char ***
     return NULL;
 }
 
+/* Names the request's metrics and span after the command, per the
+ * database semantic conventions. */
+static void annotate(struct redis_backend *rb, struct request *r, int argc, const char **argv, const size_t *lens)
+{
+    size_t n = lens[0] < sizeof(r->db_operation) - 1 ? lens[0] : sizeof(r->db_operation) - 1;
+    for (size_t i = 0; i < n; i++)
+        r->db_operation[i] = (char)toupper((unsigned char)argv[0][i]);
+    r->db_operation[n] = '\0';
+    r->db_system = "redis";
+    struct span *sp = r->span;
+    if (!sp)
+        return;
+    sp->kind = SK_CLIENT;
+    span_set_name(sp, "%s", r->db_operation);
+    span_attr_cstr(sp, "db.system.name", "redis");
+    span_attr_cstr(sp, "db.system", "redis");
+    span_attr_cstr(sp, "db.operation.name", r->db_operation);
+    char db[16];
+    snprintf(db, sizeof(db), "%d", rb->addr.db);
+    span_attr_cstr(sp, "db.namespace", db);
+    if (rb->addr.is_unix) {
+        span_attr_cstr(sp, "server.address", rb->addr.path);
+    } else {
+        span_attr_cstr(sp, "server.address", rb->addr.host);
+        span_attr_int(sp, "server.port", rb->addr.port);
+    }
+    const char *mode = rb->base.server->cfg.redis_query_text;
+    if (!strcmp(mode, "off"))
+        return;
+    /* Sanitized: the command and a ? per argument, so values (which may
+     * be secrets or personal data) never leave the host. */
+    char q[256];
+    size_t u = 0;
+    bool full = !strcmp(mode, "full");
+    for (int i = 0; i < argc && u < sizeof(q) - 4; i++) {
+        if (i)
+            q[u++] = ' ';
+        const char *a = i == 0 ? r->db_operation : full ? argv[i] : "?";
+        size_t l = i == 0 ? strlen(a) : full ? lens[i] : 1;
+        if (l > sizeof(q) - 4 - u)
+            l = sizeof(q) - 4 - u;
+        memcpy(q + u, a, l);
+        u += l;
+    }
+    span_attr_str(sp, "db.query.text", q, u);
+}
+
 static int rb_submit(struct backend *b, struct request *r)
 {
     struct redis_backend *rb = rb_of(b);
@@ -115,6 +164,7 @@ static int rb_submit(struct backend *b, struct request *r)
         request_fail(r, FE_DENIED, msg);
         goto done;
     }
+    annotate(rb, r, argc, argv, lens);
     struct redis_conn *c = pick(rb);
     if (!c) {
         rb->rejected_unavailable++;
@@ -185,6 +235,25 @@ static void rb_stats(struct backend *b, struct cbuf *o)
     }
 }
 
+static void rb_metrics(struct backend *b, const struct metric_emit *e)
+{
+    struct redis_backend *rb = rb_of(b);
+    if (e->connections) {
+        uint64_t by_state[RC_STOPPED + 1] = {0};
+        for (size_t i = 0; i < rb->nconns; i++)
+            by_state[rb->conns[i]->state]++;
+        for (int st = 0; st <= RC_STOPPED; st++)
+            if (by_state[st])
+                e->connections(e->ctx, "redis", redis_conn_state_name((enum rconn_state)st), by_state[st]);
+    }
+    if (e->counter) {
+        uint64_t reconnects = 0;
+        for (size_t i = 0; i < rb->nconns; i++)
+            reconnects += rb->conns[i]->connects > 1 ? rb->conns[i]->connects - 1 : 0;
+        e->counter(e->ctx, "redis", "ferry.backend.reconnects", reconnects);
+    }
+}
+
 static void rb_reload(struct backend *b, const struct config *cfg)
 {
     struct redis_backend *rb = rb_of(b);
@@ -223,6 +292,7 @@ static const struct backend_ops redis_ops = {
     .submit = rb_submit,
     .cancel = rb_cancel,
     .stats = rb_stats,
+    .metrics = rb_metrics,
     .reload = rb_reload,
     .close = rb_close,
     .destroy = rb_destroy,

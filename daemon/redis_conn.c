@@ -31,6 +31,7 @@
 #include "redis_reply.h"
 #include "request.h"
 #include "server.h"
+#include "telemetry.h"
 
 #define READ_BUF (64 * 1024)
 #define FEED_SLICE (4 * 1024)
@@ -161,6 +162,8 @@ static void handle_reply(struct redis_conn *c, redisReply *reply)
     if (reply->type == REDIS_REPLY_ERROR) {
         char msg[512];
         snprintf(msg, sizeof(msg), "%.*s", (int)reply->len, reply->str);
+        if (r->span) /* the error prefix: WRONGTYPE, ERR, NOSCRIPT ... */
+            span_attr_str(r->span, "db.response.status_code", msg, strcspn(msg, " "));
         request_fail(r, FE_BACKEND_ERROR, msg);
         return;
     }

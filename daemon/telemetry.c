@@ -231,7 +231,6 @@ static void build_resource(struct telemetry *t)
         {"host.name", KEEP(host), 0},
         {"process.pid", NULL, (int64_t)getpid()},
         {"telemetry.sdk.name", "ferryd", 0},
-        {"telemetry.sdk.language", "cpp", 0},
         {"telemetry.sdk.version", FERRY_VERSION, 0},
     };
     for (size_t i = 0; i < sizeof(base) / sizeof(base[0]); i++)
@@ -673,15 +672,41 @@ static void add_metric(struct metric_sink *k, const char *name, const char *desc
     m->npoints = 0;
 }
 
+/* Backend counters arrive backend by backend; they are gathered here and
+ * grouped by name afterwards, one metric per name. */
+struct counter_row {
+    const char *name, *backend;
+    uint64_t v;
+};
+static struct counter_row counter_rows[64];
+static size_t ncounter_rows;
+
 static void emit_counter(void *ctx, const char *backend, const char *name, uint64_t v)
 {
-    struct metric_sink *k = ctx;
-    add_metric(k, name, "", "{event}", OM_SUM, true);
-    struct otlp_point *p = add_point(k);
-    if (p) {
-        p->attrs[0] = (struct otlp_kv){"backend", backend, 0};
-        p->nattrs = 1;
-        p->value = (int64_t)v;
+    (void)ctx;
+    if (ncounter_rows < sizeof(counter_rows) / sizeof(counter_rows[0]))
+        counter_rows[ncounter_rows++] = (struct counter_row){name, backend, v};
+}
+
+static void add_counters(struct metric_sink *k)
+{
+    for (size_t i = 0; i < ncounter_rows; i++) {
+        bool seen = false;
+        for (size_t j = 0; j < i; j++)
+            seen |= !strcmp(counter_rows[j].name, counter_rows[i].name);
+        if (seen)
+            continue;
+        add_metric(k, counter_rows[i].name, "", "{event}", OM_SUM, true);
+        for (size_t j = i; j < ncounter_rows; j++) {
+            if (strcmp(counter_rows[j].name, counter_rows[i].name))
+                continue;
+            struct otlp_point *p = add_point(k);
+            if (!p)
+                return;
+            p->attrs[0] = (struct otlp_kv){"backend", counter_rows[j].backend, 0};
+            p->nattrs = 1;
+            p->value = (int64_t)counter_rows[j].v;
+        }
     }
 }
 
@@ -750,9 +775,11 @@ static void collect(struct telemetry *t, struct metric_sink *k)
             s->backends[i]->ops->metrics(s->backends[i], &e);
     e.connections = NULL;
     e.counter = emit_counter;
+    ncounter_rows = 0;
     for (size_t i = 0; i < s->nbackends; i++)
         if (s->backends[i]->ops->metrics)
             s->backends[i]->ops->metrics(s->backends[i], &e);
+    add_counters(k);
     add_metric(k, "ferry.telemetry.spans.dropped", "Spans dropped: queue full or export failed", "{span}", OM_SUM,
                true);
     if ((p = add_point(k)))

@@ -26,6 +26,8 @@ struct ferry {
     struct parked *parked_head, *parked_tail; /* responses read early */
     ferry_push_fn push_fn;
     void *push_arg;
+    char traceparent[64];  /* "" when none */
+    char tracestate[512];
 };
 
 const char *ferry_strerror(int code)
@@ -94,6 +96,12 @@ void ferry_close(ferry_t *f)
 
 int ferry_fd(const ferry_t *f) { return f->fd; }
 
+void ferry_set_trace(ferry_t *f, const char *traceparent, const char *tracestate)
+{
+    snprintf(f->traceparent, sizeof(f->traceparent), "%s", traceparent ? traceparent : "");
+    snprintf(f->tracestate, sizeof(f->tracestate), "%s", tracestate ? tracestate : "");
+}
+
 void ferry_set_push_handler(ferry_t *f, ferry_push_fn fn, void *arg)
 {
     f->push_fn = fn;
@@ -149,11 +157,21 @@ static size_t finish(struct w *w)
     return w->len;
 }
 
-static void w_head(struct w *w, uint64_t id, const char *op, int has_args, uint32_t deadline_ms)
+static void w_head(struct w *w, uint64_t id, const char *op, int has_args, uint32_t deadline_ms, const char *tp,
+                   const char *ts)
 {
     w->len = 4;
     w->full = w->cap < 4;
-    W_ENC(w, cbor_encode_map_start(2 + (has_args ? 1 : 0) + (deadline_ms ? 1 : 0), WB(w)));
+    int ntrace = (tp && *tp) + (ts && *ts);
+    W_ENC(w, cbor_encode_map_start(2 + (has_args ? 1 : 0) + (deadline_ms ? 1 : 0) + (size_t)ntrace, WB(w)));
+    if (tp && *tp) {
+        w_text(w, "traceparent");
+        w_text(w, tp);
+    }
+    if (ts && *ts) {
+        w_text(w, "tracestate");
+        w_text(w, ts);
+    }
     w_text(w, "id");
     W_ENC(w, cbor_encode_uint(id, WB(w)));
     w_text(w, "op");
@@ -164,11 +182,11 @@ static void w_head(struct w *w, uint64_t id, const char *op, int has_args, uint3
     }
 }
 
-size_t ferry_frame_request(uint8_t *buf, size_t cap, uint64_t id, const char *op,
-                           const uint8_t *args_cbor, size_t args_len, uint32_t deadline_ms)
+static size_t frame_request(uint8_t *buf, size_t cap, uint64_t id, const char *op, const uint8_t *args_cbor,
+                            size_t args_len, uint32_t deadline_ms, const char *tp, const char *ts)
 {
     struct w w = {.p = buf, .cap = cap};
-    w_head(&w, id, op, args_cbor != NULL, deadline_ms);
+    w_head(&w, id, op, args_cbor != NULL, deadline_ms, tp, ts);
     if (args_cbor) {
         w_text(&w, "args");
         w_put(&w, args_len, args_cbor);
@@ -176,11 +194,17 @@ size_t ferry_frame_request(uint8_t *buf, size_t cap, uint64_t id, const char *op
     return finish(&w);
 }
 
-size_t ferry_frame_redis(uint8_t *buf, size_t cap, uint64_t id, int argc, const char *const *argv,
-                         const size_t *lens, uint32_t deadline_ms)
+size_t ferry_frame_request(uint8_t *buf, size_t cap, uint64_t id, const char *op,
+                           const uint8_t *args_cbor, size_t args_len, uint32_t deadline_ms)
+{
+    return frame_request(buf, cap, id, op, args_cbor, args_len, deadline_ms, NULL, NULL);
+}
+
+static size_t frame_redis(uint8_t *buf, size_t cap, uint64_t id, int argc, const char *const *argv,
+                          const size_t *lens, uint32_t deadline_ms, const char *tp, const char *ts)
 {
     struct w w = {.p = buf, .cap = cap};
-    w_head(&w, id, "redis", 1, deadline_ms);
+    w_head(&w, id, "redis", 1, deadline_ms, tp, ts);
     w_text(&w, "args");
     W_ENC(&w, cbor_encode_array_start((size_t)argc, WB(&w)));
     for (int i = 0; i < argc; i++) {
@@ -189,6 +213,12 @@ size_t ferry_frame_redis(uint8_t *buf, size_t cap, uint64_t id, int argc, const 
         w_put(&w, n, argv[i]);
     }
     return finish(&w);
+}
+
+size_t ferry_frame_redis(uint8_t *buf, size_t cap, uint64_t id, int argc, const char *const *argv,
+                         const size_t *lens, uint32_t deadline_ms)
+{
+    return frame_redis(buf, cap, id, argc, argv, lens, deadline_ms, NULL, NULL);
 }
 
 static int write_all(int fd, const uint8_t *p, size_t n)
@@ -236,13 +266,15 @@ struct req_ctx {
 static size_t enc_req(ferry_t *f, void *p)
 {
     struct req_ctx *c = p;
-    return ferry_frame_request(f->out, f->out_cap, c->id, c->op, c->args, c->args_len, c->deadline);
+    return frame_request(f->out, f->out_cap, c->id, c->op, c->args, c->args_len, c->deadline, f->traceparent,
+                         f->tracestate);
 }
 
 static size_t enc_redis(ferry_t *f, void *p)
 {
     struct req_ctx *c = p;
-    return ferry_frame_redis(f->out, f->out_cap, c->id, c->argc, c->argv, c->lens, c->deadline);
+    return frame_redis(f->out, f->out_cap, c->id, c->argc, c->argv, c->lens, c->deadline, f->traceparent,
+                       f->tracestate);
 }
 
 int ferry_send(ferry_t *f, const char *op, const cbor_item_t *args, uint32_t deadline_ms, uint64_t *id)
@@ -345,6 +377,8 @@ int ferry_msg_decode(const uint8_t *body, size_t len, ferry_msg_t **out)
         m->sub = cbor_isa_uint(sub) ? cbor_get_int(sub) : 0;
         m->push_kind = keep_text(map_get(root, "kind"), &m->strings, &used, cap);
         m->data = map_get(root, "data");
+        cbor_item_t *tp = map_get(root, "traceparent");
+        m->traceparent = tp ? keep_text(tp, &m->strings, &used, cap) : NULL;
         *out = m;
         return 0;
     }

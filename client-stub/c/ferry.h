@@ -49,7 +49,7 @@ typedef struct ferry ferry_t;
 
 enum ferry_msg_kind {
     FERRY_RESPONSE = 1, /* a response: id, then result or err_code */
-    FERRY_PUSH = 2,     /* a push: sub, push_kind, data */
+    FERRY_PUSH = 2,     /* a push: sub, push_kind, data, traceparent */
 };
 
 typedef struct ferry_msg {
@@ -62,8 +62,9 @@ typedef struct ferry_msg {
     uint64_t sub;
     const char *push_kind;
     cbor_item_t *data;       /* borrowed from root */
+    const char *traceparent; /* a push's trace context, or NULL */
     cbor_item_t *root;       /* owns the decoded frame */
-    char *strings;           /* owns err_code, err_message, push_kind */
+    char *strings;           /* owns err_code, err_message, push_kind, traceparent */
 } ferry_msg_t;
 
 typedef void (*ferry_push_fn)(const ferry_msg_t *push, void *arg);
@@ -76,6 +77,9 @@ void ferry_close(ferry_t *f);
  * can make progress. */
 int ferry_fd(const ferry_t *f);
 void ferry_set_push_handler(ferry_t *f, ferry_push_fn fn, void *arg);
+/* W3C trace context sent with every following request (NULL: none), so
+ * ferryd's spans join the application's trace. */
+void ferry_set_trace(ferry_t *f, const char *traceparent, const char *tracestate);
 
 /* Sends one request. args may be NULL; deadline_ms 0 means the daemon's
  * default. *id gets the request id. */

@@ -42,6 +42,7 @@ static void usage(FILE *f)
             "  -s, --socket PATH     daemon socket (default $FERRY_SOCKET or %s)\n"
             "  -t, --timeout MS      request deadline, and how long to wait (default 5000)\n"
             "  -v, --verbose         with consume and get: print each message's properties\n"
+            "      --traceparent TP  send this W3C traceparent, so ferryd's spans join your trace\n"
             "  -h, --help\n",
             FERRY_DEFAULT_SOCKET);
 }
@@ -294,6 +295,8 @@ static int consume(ferry_t *f, const char *queue, struct amqp_opts *o, uint32_t 
             ferry_msg_free(m);
             return 1;
         }
+        if (o->verbose && m->traceparent)
+            printf("traceparent: %s\n", m->traceparent);
         print_message(m->data, o->verbose);
         fflush(stdout);
         if (!o->no_ack) {
@@ -418,12 +421,14 @@ int main(int argc, char **argv)
         {"socket", required_argument, NULL, 's'},
         {"timeout", required_argument, NULL, 't'},
         {"verbose", no_argument, NULL, 'v'},
+        {"traceparent", required_argument, NULL, 'T'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *path = NULL;
     long timeout = 5000;
     int opt, verbose = 0;
+    const char *traceparent = NULL;
     /* '+' stops at the first command word, so "ferry redis SET k -1" works. */
     while ((opt = getopt_long(argc, argv, "+s:t:vh", longopts, NULL)) != -1) {
         switch (opt) {
@@ -438,6 +443,7 @@ int main(int argc, char **argv)
             break;
         }
         case 'v': verbose = 1; break;
+        case 'T': traceparent = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 64;
         }
@@ -466,6 +472,8 @@ int main(int argc, char **argv)
                 ferry_strerror(err));
         return 2;
     }
+    if (traceparent)
+        ferry_set_trace(f, traceparent, NULL);
     ferry_msg_t *m = NULL;
     /* Wait a little past the deadline, so the daemon's own "timeout" answer
      * arrives rather than a client-side one. */

@@ -229,7 +229,7 @@ static void test_encode_frames(void **st)
 
     out.len = 0;
     uint8_t data[] = {0x43, 'a', 'b', 'c'};
-    codec_push_frame(&out, 9, "message", data, sizeof(data));
+    codec_push_frame(&out, 9, "message", data, sizeof(data), NULL);
     it = cbor_load(out.data + 4, out.len - 4, &r);
     assert_non_null(it);
     assert_int_equal(cbor_map_size(it), 3);

@@ -75,11 +75,12 @@ static void test_decode_response_error_push(void **st)
     ferry_msg_free(m);
 
     out.len = 0;
-    codec_push_frame(&out, 12, "message", result, sizeof(result));
+    codec_push_frame(&out, 12, "message", result, sizeof(result), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
     assert_int_equal(ferry_msg_decode(out.data + 4, out.len - 4, &m), 0);
     assert_int_equal(m->kind, FERRY_PUSH);
     assert_int_equal(m->sub, 12);
     assert_string_equal(m->push_kind, "message");
+    assert_string_equal(m->traceparent, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
     assert_true(cbor_isa_bytestring(m->data));
     ferry_msg_free(m);
 

@@ -1,0 +1,228 @@
+#!/usr/bin/python3
+"""A test OTLP/HTTP collector.
+
+It decodes what ferryd sends with python3-protobuf, using classes that
+protoc generates from ferry's own proto/ files at start-up (an independent
+implementation from the protoc-c code ferryd is built with). It records
+every request, and can be told to answer 503 with Retry-After, or to be
+down.
+
+    c = Collector().start()
+    ... OTEL_EXPORTER_OTLP_ENDPOINT=c.endpoint ...
+    c.spans()            # every span received, flattened
+    c.fail_next(1, 503, retry_after=2)
+    c.down(); c.up()
+"""
+
+import gzip
+import http.server
+import importlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+_GEN = None
+
+
+def generated():
+    """Compiles proto/ with protoc into a temp dir once; returns modules."""
+    global _GEN
+    if _GEN:
+        return _GEN
+    out = tempfile.mkdtemp(prefix="ferry-otlp-py-")
+    protos = []
+    for d, _, files in os.walk(os.path.join(ROOT, "proto")):
+        protos += [os.path.relpath(os.path.join(d, f), os.path.join(ROOT, "proto"))
+                   for f in files if f.endswith(".proto")]
+    subprocess.run(["protoc", "--proto_path=" + os.path.join(ROOT, "proto"), "--python_out=" + out]
+                   + protos, check=True)
+    sys.path.insert(0, out)
+    trace = importlib.import_module("opentelemetry.proto.collector.trace.v1.trace_service_pb2")
+    metrics = importlib.import_module("opentelemetry.proto.collector.metrics.v1.metrics_service_pb2")
+    _GEN = (trace, metrics)
+    return _GEN
+
+
+def any_value(v):
+    kind = v.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [any_value(x) for x in v.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: any_value(kv.value) for kv in v.kvlist_value.values}
+    return getattr(v, kind)
+
+
+def attrs(kvs):
+    return {kv.key: any_value(kv.value) for kv in kvs}
+
+
+class Collector:
+    def __init__(self, port=None):
+        self.port = port or _free_port()
+        self.lock = threading.Lock()
+        self.requests = []       # (path, headers dict, time, raw body)
+        self.trace_requests = []
+        self.metric_requests = []
+        self.errors = []         # bodies that failed to decode
+        self._fail = []          # [(status, retry_after)] for the next requests
+        self.server = None
+        self.thread = None
+
+    @property
+    def endpoint(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def start(self):
+        trace_pb, metrics_pb = generated()
+        collector = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(n)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                now = time.monotonic()
+                with collector.lock:
+                    collector.requests.append((self.path, headers, now, body))
+                    fail = collector._fail.pop(0) if collector._fail else None
+                if fail:
+                    status, retry_after = fail
+                    self.send_response(status)
+                    if retry_after is not None:
+                        self.send_header("Retry-After", str(retry_after))
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                try:
+                    raw = gzip.decompress(body) if headers.get("content-encoding") == "gzip" else body
+                    if self.path == "/v1/traces":
+                        msg = trace_pb.ExportTraceServiceRequest()
+                        msg.ParseFromString(raw)
+                        resp = trace_pb.ExportTraceServiceResponse()
+                        with collector.lock:
+                            collector.trace_requests.append(msg)
+                    elif self.path == "/v1/metrics":
+                        msg = metrics_pb.ExportMetricsServiceRequest()
+                        msg.ParseFromString(raw)
+                        resp = metrics_pb.ExportMetricsServiceResponse()
+                        with collector.lock:
+                            collector.metric_requests.append(msg)
+                    else:
+                        self.send_response(404)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                except Exception as e:  # recorded; the test asserts there are none
+                    with collector.lock:
+                        collector.errors.append(repr(e))
+                    self.send_response(400)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                out = resp.SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+        class Server(http.server.ThreadingHTTPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def down(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def up(self):
+        self.start()
+
+    def stop(self):
+        if self.server:
+            self.down()
+
+    def fail_next(self, n, status=503, retry_after=None):
+        with self.lock:
+            self._fail += [(status, retry_after)] * n
+
+    def spans(self):
+        """Every span received: dicts with the resource's attributes too."""
+        out = []
+        with self.lock:
+            reqs = list(self.trace_requests)
+        for req in reqs:
+            for rs in req.resource_spans:
+                res = attrs(rs.resource.attributes)
+                for ss in rs.scope_spans:
+                    for s in ss.spans:
+                        out.append({
+                            "name": s.name, "kind": s.kind, "trace_id": s.trace_id.hex(),
+                            "span_id": s.span_id.hex(), "parent_span_id": s.parent_span_id.hex(),
+                            "trace_state": s.trace_state, "attributes": attrs(s.attributes),
+                            "status_code": s.status.code, "status_message": s.status.message,
+                            "start": s.start_time_unix_nano, "end": s.end_time_unix_nano,
+                            "flags": s.flags, "resource": res, "scope": ss.scope.name,
+                        })
+        return out
+
+    def metrics(self):
+        """The latest value of each metric: {name: [(attrs, value or hist)]}."""
+        with self.lock:
+            reqs = list(self.metric_requests)
+        latest = {}
+        for req in reqs:
+            for rm in req.resource_metrics:
+                for sm in rm.scope_metrics:
+                    for m in sm.metrics:
+                        kind = m.WhichOneof("data")
+                        pts = []
+                        for p in getattr(m, kind).data_points:
+                            a = attrs(p.attributes)
+                            if kind == "histogram":
+                                pts.append((a, {"count": p.count, "sum": p.sum,
+                                                "buckets": list(p.bucket_counts),
+                                                "bounds": list(p.explicit_bounds)}))
+                            else:
+                                pts.append((a, p.as_int if p.WhichOneof("value") == "as_int" else p.as_double))
+                        latest[m.name] = {"kind": kind, "points": pts, "unit": m.unit,
+                                          "temporality": getattr(getattr(m, kind), "aggregation_temporality", None),
+                                          "monotonic": getattr(getattr(m, kind), "is_monotonic", None)}
+        return latest
+
+
+def _free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+if __name__ == "__main__":
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 4318
+    c = Collector(port).start()
+    print("collector on %s" % c.endpoint, flush=True)
+    try:
+        while True:
+            time.sleep(5)
+            print("spans %d, metric requests %d, errors %d" % (len(c.spans()), len(c.metric_requests),
+                                                               len(c.errors)), flush=True)
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,134 @@
+/* Unit tests: W3C traceparent parsing (trace_context.c), histograms, and
+ * OTLP encoding checked by decoding it back with protobuf-c. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
+#include "otlp_encode.h"
+#include "telemetry.h"
+#include "trace_context.h"
+
+static bool parse(const char *s, struct trace_ctx *c) { return trace_ctx_parse(s, strlen(s), c); }
+
+static void test_valid(void **st)
+{
+    (void)st;
+    struct trace_ctx c;
+    assert_true(parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", &c));
+    assert_int_equal(c.trace_id[0], 0x4b);
+    assert_int_equal(c.span_id[7], 0xb7);
+    assert_int_equal(c.flags, 1);
+    char out[56];
+    trace_ctx_format(&c, out);
+    assert_string_equal(out, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    /* A later version with more fields: read by its first four. */
+    assert_true(parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-extra", &c));
+    assert_int_equal(c.flags, 0);
+}
+
+static void test_invalid(void **st)
+{
+    (void)st;
+    struct trace_ctx c;
+    const char *bad[] = {
+        "",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", /* upper case */
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01", /* zero trace id */
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", /* zero span id */
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", /* version ff */
+        "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",  /* short */
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x", /* v00 with more */
+        "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902bz-01",
+        NULL,
+    };
+    for (int i = 0; bad[i]; i++)
+        assert_false(parse(bad[i], &c));
+}
+
+static void test_random_ids(void **st)
+{
+    (void)st;
+    uint8_t a[16], b[16];
+    trace_random_id(a, 16);
+    trace_random_id(b, 16);
+    assert_memory_not_equal(a, b, 16);
+}
+
+static void test_histogram(void **st)
+{
+    (void)st;
+    double bounds[] = {0.001, 0.01, 0.1};
+    struct histogram h;
+    histogram_init(&h, 3);
+    histogram_record(&h, bounds, 3, 0.0005);
+    histogram_record(&h, bounds, 3, 0.001); /* on a bound: that bucket */
+    histogram_record(&h, bounds, 3, 0.05);
+    histogram_record(&h, bounds, 3, 7);
+    assert_int_equal(h.count, 4);
+    assert_int_equal(h.counts[0], 2);
+    assert_int_equal(h.counts[1], 0);
+    assert_int_equal(h.counts[2], 1);
+    assert_int_equal(h.counts[3], 1);
+    assert_true(h.min == 0.0005 && h.max == 7);
+    histogram_free(&h);
+}
+
+static void test_span_encoding_round_trip(void **st)
+{
+    (void)st;
+    static struct span s;
+    memset(&s, 0, sizeof(s));
+    trace_random_id(s.ctx.trace_id, 16);
+    trace_random_id(s.ctx.span_id, 8);
+    s.ctx.flags = 1;
+    s.kind = SK_CLIENT;
+    s.start_ns = 1000;
+    s.end_ns = 2000;
+    snprintf(s.name, sizeof(s.name), "GET");
+    span_attr_cstr(&s, "db.system.name", "redis");
+    span_attr_int(&s, "server.port", 6379);
+    span_attr_bool(&s, "flag", true);
+    struct span *list[1] = {&s};
+    struct otlp_kv res[] = {{"service.name", "ferryd", 0}, {"process.pid", NULL, 42}};
+    struct otlp_resource r = {res, 2};
+    struct cbuf out;
+    cbuf_init(&out);
+    otlp_encode_spans(&r, list, 1, &out);
+    Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest *req =
+        opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(NULL, out.len, out.data);
+    assert_non_null(req);
+    assert_int_equal(req->n_resource_spans, 1);
+    Opentelemetry__Proto__Trace__V1__Span *p = req->resource_spans[0]->scope_spans[0]->spans[0];
+    assert_string_equal(p->name, "GET");
+    assert_int_equal(p->kind, 3);
+    assert_int_equal(p->trace_id.len, 16);
+    assert_memory_equal(p->trace_id.data, s.ctx.trace_id, 16);
+    assert_int_equal(p->n_attributes, 3);
+    assert_string_equal(p->attributes[0]->value->string_value, "redis");
+    assert_int_equal(p->attributes[1]->value->int_value, 6379);
+    assert_int_equal(req->resource_spans[0]->resource->attributes[1]->value->int_value, 42);
+    opentelemetry__proto__collector__trace__v1__export_trace_service_request__free_unpacked(req, NULL);
+    size_t plain = out.len;
+    assert_int_equal(otlp_gzip(&out), 0);
+    assert_true(out.len > 10 && out.data[0] == 0x1f && out.data[1] == 0x8b); /* gzip magic */
+    assert_true(plain > 0);
+    cbuf_free(&out);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_valid),
+        cmocka_unit_test(test_invalid),
+        cmocka_unit_test(test_random_ids),
+        cmocka_unit_test(test_histogram),
+        cmocka_unit_test(test_span_encoding_round_trip),
+    };
+    return cmocka_run_group_tests_name("trace_context", tests, NULL, NULL);
+}
