@@ -7,6 +7,7 @@
 #include "ops_core.h"
 #include "request.h"
 #include "server.h"
+#include "telemetry.h"
 
 static int op_ping(struct server *s, struct request *r)
 {
@@ -74,7 +75,13 @@ static int op_stats(struct server *s, struct request *r)
 {
     size_t at;
     struct cbuf *o = request_result_begin(r, &at);
-    cbuf_map(o, 7);
+    cbuf_map(o, 8);
+    cbuf_str(o, "telemetry");
+    cbuf_map(o, 2);
+    cbuf_str(o, "spans_dropped");
+    cbuf_uint(o, telemetry_spans_dropped(s->tel));
+    cbuf_str(o, "export_failures");
+    cbuf_uint(o, telemetry_export_failures(s->tel));
     cbuf_str(o, "version");
     cbuf_str(o, FERRY_VERSION);
     cbuf_str(o, "pid");

@@ -153,10 +153,13 @@ static int on_timer_set(CURLM *m, long timeout_ms, void *userp)
 {
     (void)m;
     struct otlp_http *h = userp;
+    /* curl asks for 0 to mean "as soon as possible"; 1 ms keeps a timer
+     * that curl re-arms from inside its own callback from spinning in
+     * libuv's timer phase, as curl's multi-uv example does. */
     if (timeout_ms < 0)
         uv_timer_stop(&h->curl_timer);
     else
-        uv_timer_start(&h->curl_timer, on_curl_timer, (uint64_t)timeout_ms, 0);
+        uv_timer_start(&h->curl_timer, on_curl_timer, timeout_ms ? (uint64_t)timeout_ms : 1, 0);
     return 0;
 }
 
@@ -348,11 +351,15 @@ static void start_ready(struct otlp_http *h)
             continue;
         if (j->next_try <= now && h->in_flight < MAX_IN_FLIGHT)
             start(h, j);
-        else if (j->next_try < next)
+        else if (j->next_try > now && j->next_try < next)
             next = j->next_try;
     }
+    /* Only jobs waiting for their time arm the timer: a job waiting for a
+     * free slot starts when a transfer ends (check_done). A timer re-armed
+     * for "now" from its own callback would run forever inside libuv's
+     * timer phase. */
     if (next != UINT64_MAX)
-        uv_timer_start(&h->retry_timer, on_retry_timer, next > now ? next - now : 0, 0);
+        uv_timer_start(&h->retry_timer, on_retry_timer, next - now, 0);
 }
 
 struct otlp_http *otlp_http_new(uv_loop_t *loop, const struct telemetry_settings *set, otlp_http_done done,

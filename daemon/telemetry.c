@@ -522,7 +522,7 @@ void span_attr_bool(struct span *s, const char *key, bool v)
 
 void span_traceparent(const struct span *s, char out[TRACEPARENT_LEN + 1]) { trace_ctx_format(&s->ctx, out); }
 
-static void export_spans(struct telemetry *t);
+static void on_bsp_timer(uv_timer_t *h);
 
 void telemetry_span_end(struct telemetry *t, struct span *s, const char *error_type, const char *message)
 {
@@ -542,7 +542,7 @@ void telemetry_span_end(struct telemetry *t, struct span *s, const char *error_t
     /* A full batch goes out on the next loop iteration, not inside this
      * request's completion. */
     if (t->queued >= t->set.bsp_batch && t->started && !t->stopping)
-        uv_timer_start(&t->bsp_timer, (uv_timer_cb)export_spans, 0, 0);
+        uv_timer_start(&t->bsp_timer, on_bsp_timer, 0, 0);
 }
 
 /* ---- exporting ---- */

@@ -182,6 +182,11 @@ class Collector:
                         })
         return out
 
+    def span_count(self):
+        with self.lock:
+            reqs = list(self.trace_requests)
+        return sum(len(ss.spans) for r in reqs for rs in r.resource_spans for ss in rs.scope_spans)
+
     def metrics(self):
         """The latest value of each metric: {name: [(attrs, value or hist)]}."""
         with self.lock:

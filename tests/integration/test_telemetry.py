@@ -1,0 +1,318 @@
+"""OpenTelemetry: spans and metrics over OTLP/HTTP, checked by a test
+collector that decodes them with python3-protobuf (tests/otlp_collector.py)."""
+
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+
+import ferry
+from conftest import SLOW, cli, wait_until
+from otlp_collector import Collector
+
+CLIENT, SERVER, PRODUCER, CONSUMER = 3, 2, 4, 5
+TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.fixture
+def collector():
+    c = Collector().start()
+    yield c
+    c.stop()
+
+
+def otel_env(collector, **extra):
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint, "OTEL_TRACES_EXPORTER": "otlp",
+           "OTEL_METRICS_EXPORTER": "otlp", "OTEL_BSP_SCHEDULE_DELAY": "100",
+           "OTEL_METRIC_EXPORT_INTERVAL": "200"}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def traced(make_ferryd, collector):
+    def make(args=(), **extra):
+        return make_ferryd(list(args), env=otel_env(collector, **extra), name="t%s.sock" % uuid.uuid4().hex[:6])
+    return make
+
+
+def spans_named(collector, name, n=1, timeout=15):
+    wait_until(lambda: len([s for s in collector.spans() if s["name"] == name]) >= n, timeout=timeout * SLOW,
+               what="span %s" % name)
+    return [s for s in collector.spans() if s["name"] == name]
+
+
+def test_redis_spans(traced, collector):
+    f = traced()
+    with f.client() as c:
+        c.redis("SET", "k", "secret-value")
+        c.redis("GET", "k")
+        with pytest.raises(ferry.FerryError):
+            c.redis("LPUSH", "k", "x")
+    s = spans_named(collector, "SET")[0]
+    assert s["kind"] == CLIENT and s["status_code"] == 0
+    a = s["attributes"]
+    assert a["db.system.name"] == "redis" and a["db.system"] == "redis"
+    assert a["db.operation.name"] == "SET" and a["db.namespace"] == "0"
+    assert a["db.query.text"] == "SET ? ?"            # sanitized: no values
+    assert a["server.address"].endswith("redis.sock")
+    assert s["end"] >= s["start"] > 0
+    assert s["parent_span_id"] == ""                   # a root
+    err = spans_named(collector, "LPUSH")[0]
+    assert err["status_code"] == 2 and "WRONGTYPE" in err["status_message"]
+    assert err["attributes"]["error.type"] == "backend_error"
+    assert err["attributes"]["db.response.status_code"] == "WRONGTYPE"
+    assert s["resource"]["service.name"] == "ferryd"
+    assert collector.errors == []
+
+
+def test_full_query_text_when_configured(traced, collector):
+    f = traced(["--set", "redis_query_text=full"])
+    with f.client() as c:
+        c.redis("SET", "visible", "value")
+    assert spans_named(collector, "SET")[0]["attributes"]["db.query.text"] == "SET visible value"
+
+
+def test_client_traceparent_is_the_parent(traced, collector):
+    f = traced()
+    with f.client() as c:
+        c.call("redis", [b"INCR", b"n"], traceparent=TP, tracestate="vendor=1")
+        c.call("ping", traceparent="00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01")  # invalid: upper
+    s = spans_named(collector, "INCR")[0]
+    assert s["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    assert s["parent_span_id"] == "b7ad6b7169203331"
+    assert s["trace_state"] == "vendor=1"
+    p = spans_named(collector, "ping")[0]
+    assert p["kind"] == SERVER
+    assert p["trace_id"] != "0af7651916cd43dd8448eb211c80319c" and p["parent_span_id"] == ""
+
+
+def test_unsampled_parent_exports_nothing(traced, collector):
+    f = traced()
+    unsampled = TP[:-2] + "00"
+    with f.client() as c:
+        c.call("redis", [b"SET", b"a", b"1"], traceparent=unsampled)
+        c.call("redis", [b"GET", b"a"])             # sampled root, as a marker
+    spans_named(collector, "GET")
+    time.sleep(0.3)
+    assert not [s for s in collector.spans() if s["trace_id"] == TP[3:35]]
+    assert not [s for s in collector.spans() if s["name"] == "SET"]
+
+
+def test_samplers(traced, collector):
+    off = traced(OTEL_TRACES_SAMPLER="always_off")
+    with off.client() as c:
+        c.redis("SET", "x", "1")
+        c.call("redis", [b"GET", b"x"], traceparent=TP)   # parent sampled, sampler says no
+    ratio = traced(OTEL_TRACES_SAMPLER="traceidratio", OTEL_TRACES_SAMPLER_ARG="0.5")
+    with ratio.client() as c:
+        for _ in range(200):
+            c.redis("DBSIZE")
+    wait_until(lambda: len([s for s in collector.spans() if s["name"] == "DBSIZE"]) > 0, what="some DBSIZE")
+    time.sleep(0.5)
+    n = len([s for s in collector.spans() if s["name"] == "DBSIZE"])
+    assert 40 < n < 160                      # about half, by trace id
+    assert not [s for s in collector.spans() if s["name"] in ("SET", "GET")]
+
+
+def test_amqp_propagation(make_ferryd, collector, rabbit):
+    f = make_ferryd(["--amqp", rabbit.url], env=otel_env(collector), name="tamqp.sock")
+    wait_until(lambda: f.stats()["backends"]["amqp"]["state"] == "up", timeout=30, what="amqp")
+    q = "trace." + uuid.uuid4().hex[:8]
+    with f.client() as producer, f.client() as consumer:
+        producer.amqp.declare_queue(q)
+        sub = consumer.amqp.consume(q)
+        producer.call("publish", {"exchange": "", "routing_key": q, "body": b"traced", "message_id": "m-1"},
+                      traceparent=TP)
+        push = consumer.next_push(timeout=10)
+        tp = push["traceparent"]
+        assert tp.split("-")[1] == "0af7651916cd43dd8448eb211c80319c"   # the same trace, end to end
+        # The application continues the trace with the push's traceparent.
+        consumer.call("ack", {"sub": sub, "delivery_tag": push["data"]["delivery_tag"]}, traceparent=tp)
+        headers = push["data"]["properties"]["headers"]
+        assert headers["traceparent"].split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
+    pub = spans_named(collector, "publish amq.default")[0]
+    assert pub["kind"] == PRODUCER and pub["parent_span_id"] == "b7ad6b7169203331"
+    a = pub["attributes"]
+    assert a["messaging.system"] == "rabbitmq" and a["messaging.operation.type"] == "send"
+    assert a["messaging.operation.name"] == "publish" and a["messaging.destination.name"] == "amq.default"
+    assert a["messaging.rabbitmq.destination.routing_key"] == q and a["messaging.message.id"] == "m-1"
+    assert a["messaging.message.body.size"] == 6 and a["server.port"] == rabbit.port
+    proc = spans_named(collector, "process " + q)[0]
+    assert proc["kind"] == CONSUMER
+    assert proc["trace_id"] == pub["trace_id"] and proc["parent_span_id"] == pub["span_id"]
+    assert tp.split("-")[2] == proc["span_id"]
+    assert proc["attributes"]["messaging.operation.type"] == "process"
+    ack = spans_named(collector, "ack " + q)[0]
+    assert ack["kind"] == CLIENT and ack["parent_span_id"] == proc["span_id"]
+    assert ack["attributes"]["messaging.operation.type"] == "settle"
+
+
+def test_metrics_match_requests(traced, collector):
+    f = traced()
+    with f.client() as c:
+        for i in range(7):
+            c.redis("SET", "m%d" % i, "v")
+        for i in range(3):
+            c.redis("GET", "m%d" % i)
+        with pytest.raises(ferry.FerryError):
+            c.redis("FLUSHALL")
+
+        def settled():
+            m = collector.metrics()
+            pts = {(a["op"], a["outcome"]): v for a, v in m["ferry.requests"]["points"]}
+            return pts.get(("redis", "ok")) == 10 and pts.get(("redis", "denied")) == 1
+        wait_until(settled, timeout=15, what="ferry.requests to match")
+    m = collector.metrics()
+    assert m["ferry.requests"]["kind"] == "sum" and m["ferry.requests"]["monotonic"]
+    assert m["ferry.requests"]["temporality"] == 2                  # cumulative
+    dur = {a["op"]: h for a, h in m["ferry.request.duration"]["points"]}
+    assert dur["redis"]["count"] == 11 and m["ferry.request.duration"]["unit"] == "s"
+    assert len(dur["redis"]["buckets"]) == len(dur["redis"]["bounds"]) + 1
+    assert sum(dur["redis"]["buckets"]) == 11 and dur["redis"]["sum"] > 0
+    db = {a["db.operation.name"]: h for a, h in m["db.client.operation.duration"]["points"]}
+    assert db["SET"]["count"] == 7 and db["GET"]["count"] == 3
+    assert all(a["db.system.name"] == "redis" for a, _ in m["db.client.operation.duration"]["points"])
+    assert m["ferry.clients"]["points"][0][1] >= 1
+    conns = {(a["backend"], a["state"]): v for a, v in m["ferry.backend.connections"]["points"]}
+    assert conns[("redis", "ready")] == 1
+    assert {a["backend"]: v for a, v in m["ferry.backend.reconnects"]["points"]}["redis"] == 0
+    assert "ferry.telemetry.spans.dropped" in m and "ferry.telemetry.export.failures" in m
+
+
+def test_retry_after_is_honoured(traced, collector):
+    collector.fail_next(1, 503, retry_after=2)
+    f = traced()
+    with f.client() as c:
+        c.redis("SET", "retry", "1")
+    spans_named(collector, "SET", timeout=20)
+    posts = [t for path, _, t, _ in collector.requests if path == "/v1/traces"]
+    assert len(posts) >= 2
+    assert posts[1] - posts[0] >= 1.9        # waited as told, not sooner
+    assert f.stats()["telemetry"]["export_failures"] == 0
+
+
+def test_final_errors_are_not_retried(traced, collector):
+    collector.fail_next(1, 400)
+    f = traced(OTEL_METRICS_EXPORTER="none")
+    with f.client() as c:
+        c.redis("SET", "bad", "1")
+    wait_until(lambda: f.stats()["telemetry"]["export_failures"] == 1, what="a counted failure")
+    time.sleep(1.5)
+    # The batch with SET was refused with 400 and never sent again (later
+    # batches carry the stats requests above).
+    assert not [s for s in collector.spans() if s["name"] == "SET"]
+    assert f.stats()["telemetry"]["export_failures"] == 1
+
+
+def test_collector_down_under_load(traced, collector):
+    f = traced(OTEL_BSP_MAX_QUEUE_SIZE="2048")
+    collector.down()
+    stop = threading.Event()
+    errors = []
+
+    def load():
+        try:
+            with f.client() as c:
+                while not stop.is_set():
+                    ids = [c.send("redis", [b"SET", b"load", b"x"]) for _ in range(50)]
+                    for i in ids:
+                        c.wait(i)
+        except Exception as e:
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for t in threads:
+        t.start()
+    rss = []
+    end = time.monotonic() + float(os.environ.get("FERRY_OUTAGE_S", "30"))
+    while time.monotonic() < end:
+        with open("/proc/%d/status" % f.proc.pid) as st:
+            rss += [int(l.split()[1]) for l in st if l.startswith("VmRSS:")]
+        time.sleep(1)
+    dropped = f.stats()["telemetry"]["spans_dropped"]
+    collector.up()
+    time.sleep(1.0)
+    before = collector.span_count()
+    time.sleep(1.5)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert dropped > 0                                   # the queue filled and spans were dropped
+    assert max(rss) - rss[len(rss) // 3] < 32 * 1024     # bounded: no growth after the queue filled
+    wait_until(lambda: collector.span_count() > before, timeout=20, what="export to resume")
+    assert f.ping()
+
+
+def test_gzip(traced, collector):
+    f = traced(OTEL_EXPORTER_OTLP_COMPRESSION="gzip")
+    with f.client() as c:
+        c.redis("SET", "z", "1")
+    spans_named(collector, "SET")
+    wait_until(lambda: any(p == "/v1/metrics" for p, *_ in collector.requests), what="metrics")
+    for path, headers, _, body in collector.requests:
+        assert headers.get("content-encoding") == "gzip"
+        assert headers.get("content-type") == "application/x-protobuf"
+        assert body[:2] == b"\x1f\x8b"
+    assert collector.errors == []
+
+
+def test_resource_and_headers_from_environment(traced, collector):
+    f = traced(OTEL_SERVICE_NAME="checkout",
+               OTEL_RESOURCE_ATTRIBUTES="k8s.pod.name=web-7f9c,deployment.environment=prod%20eu",
+               OTEL_EXPORTER_OTLP_HEADERS="x-api-key=s3cret%21,x-tenant=acme")
+    with f.client() as c:
+        c.ping()
+    s = spans_named(collector, "ping")[0]
+    r = s["resource"]
+    assert r["service.name"] == "checkout" and r["k8s.pod.name"] == "web-7f9c"
+    assert r["deployment.environment"] == "prod eu"
+    assert r["process.pid"] == f.proc.pid and r["service.version"] and r["host.name"]
+    assert len(r["service.instance.id"]) == 36
+    headers = collector.requests[0][1]
+    assert headers["x-api-key"] == "s3cret!" and headers["x-tenant"] == "acme"
+
+
+def test_console_exporter(make_ferryd, collector):
+    f = make_ferryd(env={"OTEL_TRACES_EXPORTER": "console", "OTEL_BSP_SCHEDULE_DELAY": "100"}, name="con.sock")
+    with f.client() as c:
+        c.redis("SET", "k", "v")
+    wait_until(lambda: "span SET kind=CLIENT" in f.read_log(), what="console span line")
+    line = [l for l in f.read_log().splitlines() if l.startswith("span SET")][0]
+    assert 'db.system.name="redis"' in line and "trace=" in line
+    assert collector.requests == []
+
+
+def test_sdk_disabled(traced, collector):
+    f = traced(OTEL_SDK_DISABLED="true")
+    with f.client() as c:
+        c.redis("SET", "k", "v")
+    time.sleep(1.0)
+    assert collector.requests == []
+
+
+def test_sigterm_flushes_queued_spans(traced, collector):
+    f = traced(OTEL_BSP_SCHEDULE_DELAY="60000", OTEL_METRIC_EXPORT_INTERVAL="60000")
+    with f.client() as c:
+        c.redis("SET", "last", "words")
+    time.sleep(0.3)
+    assert collector.spans() == []                     # not yet: the schedule delay is a minute
+    f.signal(signal.SIGTERM)
+    assert f.wait() == 0
+    assert [s for s in collector.spans() if s["name"] == "SET"]
+    assert any(p == "/v1/metrics" for p, *_ in collector.requests)
+
+
+def test_cli_traceparent(traced, collector):
+    f = traced()
+    r = subprocess.run([os.path.join(os.environ.get("FERRY_BUILD", ""), "ferry") if os.environ.get("FERRY_BUILD")
+                        else cli.__globals__["FERRY_CLI"], "--socket", f.sock, "--traceparent", TP, "redis", "PING"],
+                       capture_output=True)
+    assert r.returncode == 0 and r.stdout == b"PONG\n"
+    s = spans_named(collector, "PING")[0]
+    assert s["trace_id"] == TP[3:35] and s["parent_span_id"] == TP[36:52]
