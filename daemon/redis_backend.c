@@ -104,15 +104,13 @@ static void annotate(struct redis_backend *rb, struct request *r, int argc, cons
     if (!sp)
         return;
     sp->kind = SK_CLIENT;
-    span_set_name(sp, "%s", r->db_operation);
-    span_attr_cstr(sp, "db.system.name", "redis");
-    span_attr_cstr(sp, "db.system", "redis");
-    span_attr_cstr(sp, "db.operation.name", r->db_operation);
-    char db[16];
-    snprintf(db, sizeof(db), "%d", rb->addr.db);
-    span_attr_cstr(sp, "db.namespace", db);
+    memcpy(sp->name, r->db_operation, n + 1);
+    span_attr_str(sp, "db.system.name", "redis", 5);
+    span_attr_str(sp, "db.system", "redis", 5);
+    span_attr_str(sp, "db.operation.name", r->db_operation, n);
+    span_attr_cstr(sp, "db.namespace", rb->db_text);
     if (rb->addr.is_unix) {
-        span_attr_cstr(sp, "server.address", rb->addr.path);
+        span_attr_str(sp, "server.address", rb->addr.path, rb->path_len);
     } else {
         span_attr_cstr(sp, "server.address", rb->addr.host);
         span_attr_int(sp, "server.port", rb->addr.port);
@@ -316,6 +314,8 @@ struct backend *redis_backend_new(struct server *s, char *err, size_t errlen)
     }
     url_redact(s->cfg.redis_url, rb->url_redacted, sizeof(rb->url_redacted));
     rb->rng = (uint32_t)time(NULL) ^ ((uint32_t)getpid() << 16);
+    snprintf(rb->db_text, sizeof(rb->db_text), "%d", rb->addr.db);
+    rb->path_len = strlen(rb->addr.path);
     rb->nconns = (size_t)s->cfg.redis_pool;
     rb->conns = xcalloc(rb->nconns, sizeof(*rb->conns));
     for (size_t i = 0; i < rb->nconns; i++)

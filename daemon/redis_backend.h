@@ -22,6 +22,8 @@ struct redis_backend {
     uint64_t denied;             /* requests refused by the deny-list */
     uint64_t rejected_unavailable;
     uint32_t rng;                /* for backoff jitter */
+    char db_text[8];             /* db index as text, for spans */
+    size_t path_len;
 };
 
 /* Parses the Redis settings in s->cfg, registers the 'redis' op and

@@ -34,7 +34,8 @@ struct telemetry {
     char *resource_text;                /* owns the strings resource points to */
 
     struct span *pool;                  /* owns: set.bsp_queue records */
-    struct span *free_spans;            /* free list */
+    size_t pool_fresh;                  /* records [pool_fresh, bsp_queue) never used yet */
+    struct span *free_spans;            /* records used and given back */
     struct span *q_head, *q_tail;       /* ended, waiting for export */
     size_t queued;
     uint64_t spans_dropped, export_failures, spans_exported;
@@ -316,13 +317,11 @@ int telemetry_init(struct telemetry **out, struct server *s, char *err, size_t e
         return -1;
     }
     build_resource(t);
-    /* The pool is reserved, not touched: pages are paid for only when
-     * spans are actually recorded. */
+    /* The pool is reserved, not touched: records are handed out in order
+     * the first time, so pages are paid for only when spans are recorded,
+     * and an idle daemon stays small. */
     t->pool = xcalloc(t->set.bsp_queue, sizeof(struct span));
-    for (size_t i = t->set.bsp_queue; i-- > 0;) {
-        t->pool[i].next = t->free_spans;
-        t->free_spans = &t->pool[i];
-    }
+    t->pool_fresh = 0;
     t->start_unix_ns = unix_ns();
     *out = t;
     return 0;
@@ -438,11 +437,14 @@ struct span *telemetry_span_start(struct telemetry *t, const char *tp, size_t tp
     if (!sampled)
         return NULL;
     struct span *s = t->free_spans;
-    if (!s) {
+    if (s) {
+        t->free_spans = s->next;
+    } else if (t->pool_fresh < t->set.bsp_queue) {
+        s = &t->pool[t->pool_fresh++];
+    } else {
         t->spans_dropped++;
         return NULL;
     }
-    t->free_spans = s->next;
     s->next = NULL;
     memcpy(s->ctx.trace_id, trace_id, 16);
     trace_random_id(s->ctx.span_id, 8);
@@ -460,7 +462,11 @@ struct span *telemetry_span_start(struct telemetry *t, const char *tp, size_t tp
     s->nattrs = 0;
     s->arena_used = 0;
     s->status_msg[0] = '\0';
-    snprintf(s->name, sizeof(s->name), "%s", name);
+    size_t nl = strlen(name);
+    if (nl >= sizeof(s->name))
+        nl = sizeof(s->name) - 1;
+    memcpy(s->name, name, nl);
+    s->name[nl] = '\0';
     s->start_ns = unix_ns();
     return s;
 }
@@ -473,10 +479,12 @@ void span_set_name(struct span *s, const char *fmt, ...)
     va_end(ap);
 }
 
+/* Keys are static strings, so the same key is the same pointer: no
+ * strcmp on the request path. */
 static struct span_attr *attr_slot(struct span *s, const char *key)
 {
     for (size_t i = 0; i < s->nattrs; i++)
-        if (s->attrs[i].key == key || !strcmp(s->attrs[i].key, key))
+        if (s->attrs[i].key == key)
             return &s->attrs[i];
     if (s->nattrs == SPAN_MAX_ATTRS)
         return NULL;

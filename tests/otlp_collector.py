@@ -64,8 +64,9 @@ def attrs(kvs):
 
 
 class Collector:
-    def __init__(self, port=None):
+    def __init__(self, port=None, discard=False):
         self.port = port or _free_port()
+        self.discard = discard   # count bytes only, for the benchmark
         self.lock = threading.Lock()
         self.requests = []       # (path, headers dict, time, raw body)
         self.trace_requests = []
@@ -94,6 +95,13 @@ class Collector:
                 body = self.rfile.read(n)
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 now = time.monotonic()
+                if collector.discard:
+                    with collector.lock:
+                        collector.requests.append((self.path, {}, now, b""))
+                    self.send_response(200)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 with collector.lock:
                     collector.requests.append((self.path, headers, now, body))
                     fail = collector._fail.pop(0) if collector._fail else None
@@ -222,7 +230,7 @@ def _free_port():
 
 if __name__ == "__main__":
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 4318
-    c = Collector(port).start()
+    c = Collector(port, discard="--discard" in sys.argv).start()
     print("collector on %s" % c.endpoint, flush=True)
     try:
         while True:

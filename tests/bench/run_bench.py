@@ -43,10 +43,10 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def rss_kib(pid):
+def rss_kib(pid, field="VmRSS:"):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return int(line.split()[1])
     return 0
 
@@ -100,6 +100,7 @@ def main():
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
     ap.add_argument("--no-amqp", action="store_true", help="skip the RabbitMQ rows")
     ap.add_argument("--amqp-only", action="store_true", help="only the RabbitMQ rows")
+    ap.add_argument("--no-tracing", action="store_true", help="skip the tracing rows")
     ap.add_argument("--amqp-n", type=int, default=20000, help="messages per AMQP row")
     args = ap.parse_args()
     build = os.path.abspath(args.build)
@@ -125,12 +126,16 @@ def main():
         wait_socket(nsock, nc, "nutcracker")
 
         fsock = os.path.join(tmp, "ferry.sock")
+        # The side-by-side rows run with tracing off; the tracing rows
+        # below measure what turning it on costs.
+        off = dict(os.environ, OTEL_TRACES_EXPORTER="none", OTEL_METRICS_EXPORTER="none")
         fd = subprocess.Popen([os.path.join(build, "ferryd"), "--socket", fsock, "--redis",
-                               "unix://" + rsock, "--log-level", "warn"])
+                               "unix://" + rsock, "--log-level", "warn"], env=off)
         procs.append(fd)
         wait_socket(fsock, fd, "ferryd")
         time.sleep(0.5)
-        idle = {"ferryd": rss_kib(fd.pid), "nutcracker": rss_kib(nc.pid)}
+        idle = {"ferryd": rss_kib(fd.pid), "nutcracker": rss_kib(nc.pid),
+                "ferryd_anon": rss_kib(fd.pid, "RssAnon:"), "nutcracker_anon": rss_kib(nc.pid, "RssAnon:")}
 
         results = []
         if args.amqp_only:
@@ -157,6 +162,8 @@ def main():
                 sys.stdout.flush()
         loaded = {"ferryd": rss_kib(fd.pid), "nutcracker": rss_kib(nc.pid)}
         summary(results, idle, loaded, args.markdown)
+        if not args.no_tracing:
+            tracing_rows(build, tmp, rsock, results, args)
         if not args.no_amqp:
             amqp_rows(build, tmp, rsock, args)
     finally:
@@ -168,6 +175,48 @@ def main():
                 except subprocess.TimeoutExpired:
                     pr.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def tracing_rows(build, tmp, rsock, results, args):
+    """ferryd with every request traced (always_on) and exported to a local
+    collector, against the untraced ferryd rows above."""
+    from harness import free_port
+    port = free_port()
+    col = subprocess.Popen(["/usr/bin/python3", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                                             "otlp_collector.py"), str(port), "--discard"],
+                           stdout=subprocess.DEVNULL)
+    fsock = os.path.join(tmp, "ferry-traced.sock")
+    env = dict(os.environ, OTEL_TRACES_SAMPLER="always_on", OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:%d" % port,
+               OTEL_TRACES_EXPORTER="otlp", OTEL_METRICS_EXPORTER="otlp", OTEL_BSP_SCHEDULE_DELAY="1000")
+    fd = subprocess.Popen([os.path.join(build, "ferryd"), "--socket", fsock, "--redis", "unix://" + rsock,
+                           "--log-level", "error"], env=env)
+    try:
+        wait_socket(fsock, fd, "ferryd (traced)")
+        time.sleep(0.5)
+        print()
+        if args.markdown:
+            print("| tracing always_on, exported (ferry-bench) | conns | in flight | untraced rps | traced rps | traced/untraced |")
+            print("|---|---|---|---|---|---|")
+        else:
+            print("%-10s %6s %9s %12s %12s %8s" % ("traced", "conns", "in flight", "untraced", "traced", "ratio"))
+        for r in results:
+            if r["c"] != 50:
+                continue
+            out = subprocess.run([os.path.join(build, "ferry-bench"), "--socket", fsock, "-t", r["test"].lower(),
+                                  "-n", str(args.n), "-c", str(r["c"]), "-P", str(r["p"]), "-d", "100", "-q"],
+                                 capture_output=True, text=True)
+            traced = parse(out.stdout)[r["test"]][0]
+            ratio = traced / r["ferryd"][0]
+            if args.markdown:
+                print("| %s | %d | %d | %.0f | %.0f | %.2fx |" % (r["test"], r["c"], r["p"], r["ferryd"][0], traced, ratio))
+            else:
+                print("%-10s %6d %9d %12.0f %12.0f %7.2fx" % (r["test"], r["c"], r["p"], r["ferryd"][0], traced, ratio))
+        print("target: traced >= 0.9x untraced")
+    finally:
+        fd.send_signal(signal.SIGTERM)
+        fd.wait(30)
+        col.terminate()
+        col.wait(10)
 
 
 def rate(res, name):
@@ -258,6 +307,8 @@ def summary(results, idle, loaded, md):
     print()
     print("idle RSS: ferryd %d KiB, nutcracker %d KiB (after the run: ferryd %d KiB, nutcracker %d KiB)"
           % (idle["ferryd"], idle["nutcracker"], loaded["ferryd"], loaded["nutcracker"]))
+    print("idle anonymous memory (RssAnon, the process's own): ferryd %d KiB, nutcracker %d KiB; the rest of RSS is"
+          " shared-library pages" % (idle["ferryd_anon"], idle["nutcracker_anon"]))
     print("targets: ferryd >= 1.0x nutcracker at 50x1, >= 1.5x at 50x16; "
           "ferryd CPU/request <= nutcracker's; idle RSS <= 8 MiB")
     for r in results:
