@@ -106,78 +106,157 @@ static KeyValue **resource_attrs(struct kv_arena *a, const struct otlp_resource 
     return kvs;
 }
 
-void otlp_encode_spans(const struct otlp_resource *r, struct span *const *spans, size_t n, struct cbuf *out)
+/* ---- packed attributes, cached ---- */
+
+#define CACHE_SLOTS 512
+#define CACHE_VALUE 64
+
+struct cache_entry {
+    const char *key;     /* refers: attribute keys are static strings */
+    uint8_t type;
+    int64_t i;
+    uint16_t vlen;
+    char value[CACHE_VALUE];
+    uint8_t *packed;     /* owns */
+    size_t packed_len;
+};
+
+struct otlp_attr_cache {
+    struct cache_entry e[CACHE_SLOTS];
+    uint8_t **graveyard; /* packed buffers evicted during this batch */
+    size_t ngrave, cgrave;
+};
+
+struct otlp_attr_cache *otlp_attr_cache_new(void) { return xcalloc(1, sizeof(struct otlp_attr_cache)); }
+
+void otlp_attr_cache_free(struct otlp_attr_cache *c)
 {
-    size_t nkv = r->n;
-    for (size_t i = 0; i < n; i++)
-        nkv += spans[i]->nattrs;
-    struct kv_arena a;
-    arena_init(&a, nkv);
-    /* Span attributes are strings in the span's arena, not NUL-ended; copy
-     * them into one block with NULs for protobuf-c. */
-    size_t strbytes = 0;
-    for (size_t i = 0; i < n; i++)
-        for (size_t k = 0; k < spans[i]->nattrs; k++)
-            strbytes += spans[i]->attrs[k].len + 1;
-    char *strs = xmalloc(strbytes + 1), *sp = strs;
+    if (!c)
+        return;
+    for (size_t i = 0; i < CACHE_SLOTS; i++)
+        free(c->e[i].packed);
+    free(c->graveyard);
+    free(c);
+}
 
-    Opentelemetry__Proto__Trace__V1__Span *sv = xcalloc(n, sizeof(*sv));
-    Opentelemetry__Proto__Trace__V1__Span **spv = xcalloc(n, sizeof(*spv));
-    Opentelemetry__Proto__Trace__V1__Status *st = xcalloc(n, sizeof(*st));
-    for (size_t i = 0; i < n; i++) {
-        struct span *s = spans[i];
-        Opentelemetry__Proto__Trace__V1__Span *p = &sv[i];
-        opentelemetry__proto__trace__v1__span__init(p);
-        p->trace_id.data = s->ctx.trace_id;
-        p->trace_id.len = 16;
-        p->span_id.data = s->ctx.span_id;
-        p->span_id.len = 8;
-        if (s->has_parent) {
-            p->parent_span_id.data = s->parent_id;
-            p->parent_span_id.len = 8;
-        }
-        p->trace_state = s->trace_state;
-        p->name = s->name;
-        p->kind = (Opentelemetry__Proto__Trace__V1__Span__SpanKind)s->kind;
-        p->start_time_unix_nano = s->start_ns;
-        p->end_time_unix_nano = s->end_ns;
-        p->flags = s->ctx.flags;
-        p->n_attributes = s->nattrs;
-        p->attributes = kv_take(&a, s->nattrs);
-        for (size_t k = 0; k < s->nattrs; k++) {
-            const struct span_attr *at = &s->attrs[k];
-            KeyValue *kv = p->attributes[k];
-            if (at->type == SA_STR) {
-                memcpy(sp, s->arena + at->off, at->len);
-                sp[at->len] = '\0';
-                set_str(kv, at->key, sp);
-                sp += at->len + 1;
-            } else if (at->type == SA_BOOL) {
-                kv->key = (char *)at->key;
-                kv->value->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_BOOL_VALUE;
-                kv->value->bool_value = at->i != 0;
-            } else {
-                set_int(kv, at->key, at->i);
-            }
-        }
-        opentelemetry__proto__trace__v1__status__init(&st[i]);
-        st[i].code = s->error ? OPENTELEMETRY__PROTO__TRACE__V1__STATUS__STATUS_CODE__STATUS_CODE_ERROR
-                              : OPENTELEMETRY__PROTO__TRACE__V1__STATUS__STATUS_CODE__STATUS_CODE_UNSET;
-        st[i].message = s->error ? s->status_msg : (char *)"";
-        p->status = &st[i];
-        spv[i] = p;
+/* Packs one attribute as a KeyValue into a new buffer. */
+static uint8_t *pack_attr(const struct span *s, const struct span_attr *at, size_t *len)
+{
+    KeyValue kv;
+    AnyValue av;
+    opentelemetry__proto__common__v1__key_value__init(&kv);
+    opentelemetry__proto__common__v1__any_value__init(&av);
+    kv.key = (char *)at->key;
+    kv.value = &av;
+    char tmp[SPAN_ARENA + 1];
+    if (at->type == SA_STR) {
+        memcpy(tmp, s->arena + at->off, at->len);
+        tmp[at->len] = '\0';
+        av.value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE;
+        av.string_value = tmp;
+    } else if (at->type == SA_BOOL) {
+        av.value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_BOOL_VALUE;
+        av.bool_value = at->i != 0;
+    } else {
+        av.value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE;
+        av.int_value = at->i;
     }
+    *len = opentelemetry__proto__common__v1__key_value__get_packed_size(&kv);
+    uint8_t *out = xmalloc(*len ? *len : 1);
+    opentelemetry__proto__common__v1__key_value__pack(&kv, out);
+    return out;
+}
 
-    /* Pack each span once, then wrap the packed spans (see
-     * proto/ferry/otlp_packed.proto for why). */
+/* The packed bytes of an attribute, from the cache when the same key and
+ * value were packed before. Long string values are packed each time into
+ * *scratch (freed by the caller after the batch). */
+static ProtobufCBinaryData attr_bytes(struct otlp_attr_cache *c, const struct span *s, const struct span_attr *at,
+                                      uint8_t **scratch)
+{
+    ProtobufCBinaryData b;
+    const char *v = s->arena + at->off;
+    if (at->type == SA_STR && at->len > CACHE_VALUE) {
+        *scratch = pack_attr(s, at, &b.len);
+        b.data = *scratch;
+        return b;
+    }
+    uint64_t h = (uint64_t)(uintptr_t)at->key * 0x9e3779b97f4a7c15ull ^ at->type;
+    if (at->type == SA_STR)
+        for (uint16_t i = 0; i < at->len; i++)
+            h = (h ^ (uint8_t)v[i]) * 1099511628211ull;
+    else
+        h ^= (uint64_t)at->i * 0xff51afd7ed558ccdull;
+    struct cache_entry *e = &c->e[(h >> 17) % CACHE_SLOTS];
+    bool hit = e->packed && e->key == at->key && e->type == at->type &&
+               (at->type == SA_STR ? e->vlen == at->len && !memcmp(e->value, v, at->len) : e->i == at->i);
+    if (!hit) {
+        if (e->packed) {
+            if (c->ngrave == c->cgrave) {
+                c->cgrave = c->cgrave ? c->cgrave * 2 : 16;
+                c->graveyard = xrealloc(c->graveyard, c->cgrave * sizeof(*c->graveyard));
+            }
+            c->graveyard[c->ngrave++] = e->packed;
+        }
+        e->key = at->key;
+        e->type = at->type;
+        e->i = at->i;
+        e->vlen = at->type == SA_STR ? at->len : 0;
+        if (at->type == SA_STR)
+            memcpy(e->value, v, at->len);
+        e->packed = pack_attr(s, at, &e->packed_len);
+    }
+    b.data = e->packed;
+    b.len = e->packed_len;
+    return b;
+}
+
+void otlp_encode_spans(const struct otlp_resource *r, struct otlp_attr_cache *cache, struct span *const *spans,
+                       size_t n, struct cbuf *out)
+{
+    size_t nattrs = 0;
+    for (size_t i = 0; i < n; i++)
+        nattrs += spans[i]->nattrs;
+    ProtobufCBinaryData *ab = xcalloc(nattrs ? nattrs : 1, sizeof(*ab));
+    uint8_t **scratch = xcalloc(nattrs ? nattrs : 1, sizeof(*scratch));
+    Ferry__Otlp__SpanPacked sp;
+    Opentelemetry__Proto__Trace__V1__Status st;
+
+    /* Pack each span once, attributes from the cache, then wrap the
+     * packed spans (see proto/ferry/otlp_packed.proto for why). */
     struct cbuf packed;
     cbuf_init(&packed);
     size_t *offs = xmalloc((n + 1) * sizeof(*offs));
+    size_t used = 0;
     for (size_t i = 0; i < n; i++) {
+        struct span *s = spans[i];
+        ferry__otlp__span_packed__init(&sp);
+        sp.trace_id.data = s->ctx.trace_id;
+        sp.trace_id.len = 16;
+        sp.span_id.data = s->ctx.span_id;
+        sp.span_id.len = 8;
+        if (s->has_parent) {
+            sp.parent_span_id.data = s->parent_id;
+            sp.parent_span_id.len = 8;
+        }
+        sp.trace_state = s->trace_state;
+        sp.name = s->name;
+        sp.kind = (Opentelemetry__Proto__Trace__V1__Span__SpanKind)s->kind;
+        sp.start_time_unix_nano = s->start_ns;
+        sp.end_time_unix_nano = s->end_ns;
+        sp.flags = s->ctx.flags;
+        sp.n_attributes = s->nattrs;
+        sp.attributes = &ab[used];
+        for (size_t k = 0; k < s->nattrs; k++, used++)
+            ab[used] = attr_bytes(cache, s, &s->attrs[k], &scratch[used]);
+        opentelemetry__proto__trace__v1__status__init(&st);
+        st.code = s->error ? OPENTELEMETRY__PROTO__TRACE__V1__STATUS__STATUS_CODE__STATUS_CODE_ERROR
+                           : OPENTELEMETRY__PROTO__TRACE__V1__STATUS__STATUS_CODE__STATUS_CODE_UNSET;
+        st.message = s->error ? s->status_msg : (char *)"";
+        sp.status = &st;
         offs[i] = packed.len;
-        size_t len = opentelemetry__proto__trace__v1__span__get_packed_size(spv[i]);
+        size_t len = ferry__otlp__span_packed__get_packed_size(&sp);
         cbuf_reserve(&packed, len);
-        packed.len += opentelemetry__proto__trace__v1__span__pack(spv[i], packed.data + packed.len);
+        packed.len += ferry__otlp__span_packed__pack(&sp, packed.data + packed.len);
     }
     offs[n] = packed.len;
     ProtobufCBinaryData *blobs = xcalloc(n ? n : 1, sizeof(*blobs));
@@ -186,6 +265,8 @@ void otlp_encode_spans(const struct otlp_resource *r, struct span *const *spans,
         blobs[i].len = offs[i + 1] - offs[i];
     }
 
+    struct kv_arena a;
+    arena_init(&a, r->n);
     Opentelemetry__Proto__Common__V1__InstrumentationScope scope;
     opentelemetry__proto__common__v1__instrumentation_scope__init(&scope);
     scope.name = (char *)SCOPE_NAME;
@@ -213,13 +294,17 @@ void otlp_encode_spans(const struct otlp_resource *r, struct span *const *spans,
     size_t len = ferry__otlp__export_trace_service_request_packed__get_packed_size(&req);
     cbuf_reserve(out, len);
     out->len += ferry__otlp__export_trace_service_request_packed__pack(&req, out->data + out->len);
+
+    for (size_t i = 0; i < nattrs; i++)
+        free(scratch[i]);
+    for (size_t i = 0; i < cache->ngrave; i++)
+        free(cache->graveyard[i]);
+    cache->ngrave = 0;
+    free(scratch);
+    free(ab);
     free(blobs);
     free(offs);
     cbuf_free(&packed);
-    free(sv);
-    free(spv);
-    free(st);
-    free(strs);
     arena_free(&a);
 }
 

@@ -37,8 +37,14 @@ struct otlp_metric {
     size_t npoints;
 };
 
+/* Packed attributes kept between batches: most repeat from span to span. */
+struct otlp_attr_cache;
+struct otlp_attr_cache *otlp_attr_cache_new(void);
+void otlp_attr_cache_free(struct otlp_attr_cache *c);
+
 /* An ExportTraceServiceRequest with spans[0..n). */
-void otlp_encode_spans(const struct otlp_resource *r, struct span *const *spans, size_t n, struct cbuf *out);
+void otlp_encode_spans(const struct otlp_resource *r, struct otlp_attr_cache *cache, struct span *const *spans,
+                       size_t n, struct cbuf *out);
 /* An ExportMetricsServiceRequest, cumulative since start_ns. */
 void otlp_encode_metrics(const struct otlp_resource *r, const struct otlp_metric *m, size_t n,
                          const double *bounds, size_t nbounds, uint64_t start_ns, uint64_t now_ns,

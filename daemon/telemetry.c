@@ -48,6 +48,7 @@ struct telemetry {
 
     uv_timer_t bsp_timer, metric_timer, stop_timer;
     struct otlp_http *http;             /* owns; NULL unless an exporter is otlp */
+    struct otlp_attr_cache *attr_cache; /* owns */
     bool started, stopping, closed;
     int open_handles;
     uint64_t stop_deadline;             /* uv_now() ms: stop waiting for exports */
@@ -614,7 +615,9 @@ static void export_spans(struct telemetry *t)
             struct otlp_resource r = {t->resource, t->nresource};
             struct cbuf body;
             cbuf_init(&body);
-            otlp_encode_spans(&r, batch, n, &body);
+            if (!t->attr_cache)
+                t->attr_cache = otlp_attr_cache_new();
+            otlp_encode_spans(&r, t->attr_cache, batch, n, &body);
             if (t->set.gzip && otlp_gzip(&body) != 0)
                 log_warn("otlp: gzip failed; sending uncompressed");
             otlp_http_post(t->http, t->set.traces_url, &body, n, true, t->set.bsp_export_timeout_ms);
@@ -925,6 +928,7 @@ void telemetry_free(struct telemetry *t)
         return;
     for (size_t i = 0; i < t->ndb; i++)
         histogram_free(&t->db[i].h);
+    otlp_attr_cache_free(t->attr_cache);
     free(t->pool);
     free(t->bounds);
     free(t->resource_text);

@@ -99,7 +99,16 @@ static void test_span_encoding_round_trip(void **st)
     struct otlp_resource r = {res, 2};
     struct cbuf out;
     cbuf_init(&out);
-    otlp_encode_spans(&r, list, 1, &out);
+    struct otlp_attr_cache *cache = otlp_attr_cache_new();
+    otlp_encode_spans(&r, cache, list, 1, &out);
+    /* Twice: the second time the attributes come from the cache. */
+    struct cbuf again;
+    cbuf_init(&again);
+    otlp_encode_spans(&r, cache, list, 1, &again);
+    assert_int_equal(again.len, out.len);
+    assert_memory_equal(again.data, out.data, out.len);
+    cbuf_free(&again);
+    otlp_attr_cache_free(cache);
     Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest *req =
         opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(NULL, out.len, out.data);
     assert_non_null(req);
