@@ -316,3 +316,18 @@ def test_cli_traceparent(traced, collector):
     assert r.returncode == 0 and r.stdout == b"PONG\n"
     s = spans_named(collector, "PING")[0]
     assert s["trace_id"] == TP[3:35] and s["parent_span_id"] == TP[36:52]
+
+
+def test_cli_consume_prints_traceparent(make_ferryd, collector, rabbit):
+    f = make_ferryd(["--amqp", rabbit.url], env=otel_env(collector), name="tcli.sock")
+    wait_until(lambda: f.stats()["backends"]["amqp"]["state"] == "up", timeout=30, what="amqp")
+    q = "clitrace." + uuid.uuid4().hex[:8]
+    with f.client() as c:
+        c.amqp.declare_queue(q)
+        c.call("publish", {"exchange": "", "routing_key": q, "body": b"hi"}, traceparent=TP)
+    r = cli(f, "consume", q, "--count", "1", "-v")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.decode().splitlines()
+    tp = [l for l in lines if l.startswith("traceparent: ")][0].split(": ")[1]
+    assert tp.split("-")[1] == TP[3:35]     # the publisher's trace, carried through the broker
+    assert lines[-1] == "hi"
