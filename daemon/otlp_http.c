@@ -22,7 +22,7 @@
 
 struct job {
     struct dlist node;        /* in h->jobs */
-    char url[512];
+    const struct otlp_signal *sig; /* refers: the settings it is sent with */
     struct cbuf body;         /* owns */
     size_t items;
     bool traces;
@@ -241,6 +241,24 @@ static uint64_t backoff_ms(struct otlp_http *h, unsigned attempts)
     return d / 2 + x % (d / 2 + 1);
 }
 
+/* Network faults that may pass (the collector restarting); a failed
+ * certificate check or a bad URL will not, and is final. */
+static bool transient(CURLcode res)
+{
+    switch (res) {
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+        return true;
+    default:
+        return false;
+    }
+}
+
 static void check_done(struct otlp_http *h)
 {
     CURLMsg *msg;
@@ -264,18 +282,18 @@ static void check_done(struct otlp_http *h)
             finish(h, j, true);
             continue;
         }
-        bool retry = res != CURLE_OK || code == 429 || code == 502 || code == 503 || code == 504;
+        bool retry = res == CURLE_OK ? (code == 429 || code == 502 || code == 503 || code == 504) : transient(res);
         uint64_t now = uv_now(h->loop);
         uint64_t wait = j->retry_after_s >= 0 ? (uint64_t)j->retry_after_s * 1000 : backoff_ms(h, j->attempts);
         if (!retry || h->closing || now + wait > j->deadline) {
             if (res != CURLE_OK)
-                log_warn("otlp: export to %s failed: %s", j->url, curl_easy_strerror(res));
+                log_warn("otlp: export to %s failed: %s", j->sig->url, curl_easy_strerror(res));
             else
-                log_warn("otlp: export to %s failed: HTTP %ld%s", j->url, code, retry ? " (out of time)" : "");
+                log_warn("otlp: export to %s failed: HTTP %ld%s", j->sig->url, code, retry ? " (out of time)" : "");
             finish(h, j, false);
             continue;
         }
-        log_debug("otlp: export to %s: %s %ld; retrying in %llu ms", j->url, res != CURLE_OK ? curl_easy_strerror(res) : "HTTP",
+        log_debug("otlp: export to %s: %s %ld; retrying in %llu ms", j->sig->url, res != CURLE_OK ? curl_easy_strerror(res) : "HTTP",
                   code, (unsigned long long)wait);
         j->next_try = now + wait;
         j->response.len = 0;
@@ -295,11 +313,11 @@ static void start(struct otlp_http *h, struct job *j)
     j->attempts++;
     j->retry_after_s = -1;
     j->hdrs = curl_slist_append(NULL, "Content-Type: application/x-protobuf");
-    if (h->set->gzip)
+    if (j->sig->gzip)
         j->hdrs = curl_slist_append(j->hdrs, "Content-Encoding: gzip");
     j->hdrs = curl_slist_append(j->hdrs, "Expect:");
     char line[1100];
-    const char *p = h->set->headers;
+    const char *p = j->sig->headers;
     while (*p) {
         size_t n = strcspn(p, "\n");
         if (n && n < sizeof(line)) {
@@ -309,12 +327,12 @@ static void start(struct otlp_http *h, struct job *j)
         }
         p += n + (p[n] == '\n');
     }
-    curl_easy_setopt(j->easy, CURLOPT_URL, j->url);
+    curl_easy_setopt(j->easy, CURLOPT_URL, j->sig->url);
     curl_easy_setopt(j->easy, CURLOPT_POST, 1L);
     curl_easy_setopt(j->easy, CURLOPT_POSTFIELDS, (char *)j->body.data);
     curl_easy_setopt(j->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)j->body.len);
     curl_easy_setopt(j->easy, CURLOPT_HTTPHEADER, j->hdrs);
-    curl_easy_setopt(j->easy, CURLOPT_TIMEOUT_MS, (long)h->set->timeout_ms);
+    curl_easy_setopt(j->easy, CURLOPT_TIMEOUT_MS, (long)j->sig->timeout_ms);
     curl_easy_setopt(j->easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(j->easy, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(j->easy, CURLOPT_WRITEDATA, j);
@@ -326,8 +344,8 @@ static void start(struct otlp_http *h, struct job *j)
      * OTEL_EXPORTER_OTLP_CERTIFICATE. */
     curl_easy_setopt(j->easy, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(j->easy, CURLOPT_SSL_VERIFYHOST, 2L);
-    if (h->set->ca_file[0])
-        curl_easy_setopt(j->easy, CURLOPT_CAINFO, h->set->ca_file);
+    if (j->sig->ca_file[0])
+        curl_easy_setopt(j->easy, CURLOPT_CAINFO, j->sig->ca_file);
     h->in_flight++;
     curl_multi_add_handle(h->multi, j->easy);
 }
@@ -385,8 +403,8 @@ struct otlp_http *otlp_http_new(uv_loop_t *loop, const struct telemetry_settings
     return h;
 }
 
-void otlp_http_post(struct otlp_http *h, const char *url, struct cbuf *body, size_t items, bool traces,
-                    uint64_t deadline_ms)
+void otlp_http_post(struct otlp_http *h, const struct otlp_signal *sig, struct cbuf *body, size_t items,
+                    bool traces, uint64_t deadline_ms)
 {
     if (h->closing) {
         cbuf_free(body);
@@ -411,7 +429,7 @@ void otlp_http_post(struct otlp_http *h, const char *url, struct cbuf *body, siz
         }
     }
     struct job *j = xcalloc(1, sizeof(*j));
-    snprintf(j->url, sizeof(j->url), "%s", url);
+    j->sig = sig;
     j->body = *body;
     cbuf_init(body);
     cbuf_init(&j->response);

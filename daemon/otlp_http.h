@@ -15,6 +15,7 @@
 #include "cbuf.h"
 
 struct otlp_http;
+struct otlp_signal;
 struct telemetry_settings;
 
 /* Called once per POST when it finally succeeds (ok) or is given up. */
@@ -22,10 +23,11 @@ typedef void (*otlp_http_done)(void *arg, bool ok, size_t items, bool traces);
 
 struct otlp_http *otlp_http_new(uv_loop_t *loop, const struct telemetry_settings *set, otlp_http_done done,
                                 void *arg);
-/* Queues body (taken) for url. items is what it carries (spans or data
- * points), reported back through done. deadline_ms bounds retries. */
-void otlp_http_post(struct otlp_http *h, const char *url, struct cbuf *body, size_t items, bool traces,
-                    uint64_t deadline_ms);
+/* Queues body (taken) for sig's endpoint, with its headers, compression,
+ * CA and timeout. items is what it carries (spans or data points),
+ * reported back through done. deadline_ms bounds retries. */
+void otlp_http_post(struct otlp_http *h, const struct otlp_signal *sig, struct cbuf *body, size_t items,
+                    bool traces, uint64_t deadline_ms);
 /* POSTs queued or in flight. */
 size_t otlp_http_pending(const struct otlp_http *h);
 /* Gives up what is left and closes every handle; closed runs after, and

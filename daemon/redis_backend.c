@@ -115,6 +115,10 @@ static void annotate(struct redis_backend *rb, struct request *r, int argc, cons
         span_attr_cstr(sp, "server.address", rb->addr.host);
         span_attr_int(sp, "server.port", rb->addr.port);
     }
+    /* Scripts: the function (FCALL) or script digest (EVALSHA) run. */
+    if (argc > 1 && (!strcmp(r->db_operation, "FCALL") || !strcmp(r->db_operation, "FCALL_RO") ||
+                     !strcmp(r->db_operation, "EVALSHA") || !strcmp(r->db_operation, "EVALSHA_RO")))
+        span_attr_str(sp, "db.stored_procedure.name", argv[1], lens[1]);
     const char *mode = rb->base.server->cfg.redis_query_text;
     if (!strcmp(mode, "off"))
         return;
@@ -172,6 +176,8 @@ static int rb_submit(struct backend *b, struct request *r)
         request_fail(r, FE_UNAVAILABLE, msg);
         goto done;
     }
+    if (r->span)
+        span_attr_cstr(r->span, "network.peer.address", c->peer);
     rc = redis_conn_send(c, r, argc, argv, lens);
 done:
     if (argv && argv != small) {

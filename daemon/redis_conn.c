@@ -242,6 +242,12 @@ static void on_connect(uv_connect_t *req, int status)
     if (!c->rb->addr.is_unix) {
         uv_tcp_nodelay(&c->io.tcp, 1);
         uv_tcp_keepalive(&c->io.tcp, 1, 60);
+        struct sockaddr_storage sa;
+        int len = sizeof(sa);
+        if (uv_tcp_getpeername(&c->io.tcp, (struct sockaddr *)&sa, &len) == 0)
+            uv_ip_name((struct sockaddr *)&sa, c->peer, sizeof(c->peer));
+    } else {
+        snprintf(c->peer, sizeof(c->peer), "%s", c->rb->addr.path);
     }
     c->state = RC_HANDSHAKE;
     uv_read_start(&c->io.stream, alloc_cb, on_read);

@@ -52,6 +52,7 @@ struct redis_conn {
     unsigned failures;          /* consecutive failed attempts */
     uint64_t connects, drops;   /* counters for stats */
     char last_error[160];
+    char peer[108];             /* the address connected to (IP, or socket path) */
 };
 
 struct redis_conn *redis_conn_new(struct redis_backend *rb, unsigned index);

@@ -149,6 +149,20 @@ static void parse_headers(const char *spec, char *out, size_t n)
     free(copy);
 }
 
+static void read_signal(struct otlp_signal *o, const char *signal, const char *path)
+{
+    endpoint(o->url, sizeof(o->url), signal, path);
+    parse_headers(otlp_env(signal, "HEADERS"), o->headers, sizeof(o->headers));
+    const char *ca = otlp_env(signal, "CERTIFICATE");
+    snprintf(o->ca_file, sizeof(o->ca_file), "%s", ca ? ca : "");
+    const char *comp = otlp_env(signal, "COMPRESSION");
+    o->gzip = comp && !strcmp(comp, "gzip");
+    const char *to = otlp_env(signal, "TIMEOUT");
+    o->timeout_ms = to ? strtoull(to, NULL, 10) : 10000;
+    if (!o->timeout_ms)
+        o->timeout_ms = 10000;
+}
+
 static void read_settings(struct telemetry_settings *s)
 {
     memset(s, 0, sizeof(*s));
@@ -177,17 +191,8 @@ static void read_settings(struct telemetry_settings *s)
     }
     s->traces = parse_exporter("OTEL_TRACES_EXPORTER", env("OTEL_TRACES_EXPORTER"));
     s->metrics = parse_exporter("OTEL_METRICS_EXPORTER", env("OTEL_METRICS_EXPORTER"));
-    endpoint(s->traces_url, sizeof(s->traces_url), "TRACES", "/v1/traces");
-    endpoint(s->metrics_url, sizeof(s->metrics_url), "METRICS", "/v1/metrics");
-    parse_headers(otlp_env("TRACES", "HEADERS"), s->headers, sizeof(s->headers));
-    const char *ca = otlp_env("TRACES", "CERTIFICATE");
-    snprintf(s->ca_file, sizeof(s->ca_file), "%s", ca ? ca : "");
-    const char *comp = otlp_env("TRACES", "COMPRESSION");
-    s->gzip = comp && !strcmp(comp, "gzip");
-    const char *to = otlp_env("TRACES", "TIMEOUT");
-    s->timeout_ms = to ? strtoull(to, NULL, 10) : 10000;
-    if (!s->timeout_ms)
-        s->timeout_ms = 10000;
+    read_signal(&s->traces_otlp, "TRACES", "/v1/traces");
+    read_signal(&s->metrics_otlp, "METRICS", "/v1/metrics");
     s->bsp_delay_ms = env_ms("OTEL_BSP_SCHEDULE_DELAY", 5000);
     s->bsp_export_timeout_ms = env_ms("OTEL_BSP_EXPORT_TIMEOUT", 30000);
     s->bsp_queue = (size_t)env_ms("OTEL_BSP_MAX_QUEUE_SIZE", 2048);
@@ -618,9 +623,9 @@ static void export_spans(struct telemetry *t)
             if (!t->attr_cache)
                 t->attr_cache = otlp_attr_cache_new();
             otlp_encode_spans(&r, t->attr_cache, batch, n, &body);
-            if (t->set.gzip && otlp_gzip(&body) != 0)
+            if (t->set.traces_otlp.gzip && otlp_gzip(&body) != 0)
                 log_warn("otlp: gzip failed; sending uncompressed");
-            otlp_http_post(t->http, t->set.traces_url, &body, n, true, t->set.bsp_export_timeout_ms);
+            otlp_http_post(t->http, &t->set.traces_otlp, &body, n, true, t->set.bsp_export_timeout_ms);
         }
         for (size_t i = 0; i < n; i++)
             release(t, batch[i]);
@@ -833,9 +838,9 @@ static void export_metrics(struct telemetry *t)
     struct cbuf body;
     cbuf_init(&body);
     otlp_encode_metrics(&r, k.m, k.n, t->bounds, t->nbounds, t->start_unix_ns, unix_ns(), &body);
-    if (t->set.gzip && otlp_gzip(&body) != 0)
+    if (t->set.metrics_otlp.gzip && otlp_gzip(&body) != 0)
         log_warn("otlp: gzip failed; sending uncompressed");
-    otlp_http_post(t->http, t->set.metrics_url, &body, k.npts, false, t->set.metric_timeout_ms);
+    otlp_http_post(t->http, &t->set.metrics_otlp, &body, k.npts, false, t->set.metric_timeout_ms);
 }
 
 static void on_metric_timer(uv_timer_t *h) { export_metrics(h->data); }
@@ -866,9 +871,9 @@ void telemetry_start(struct telemetry *t)
     uv_unref((uv_handle_t *)&t->metric_timer);
     log_info("telemetry: traces %s%s%s, metrics %s%s%s every %llu ms",
              t->set.traces == EXP_OTLP ? "otlp " : t->set.traces == EXP_CONSOLE ? "console" : "none",
-             t->set.traces == EXP_OTLP ? t->set.traces_url : "", t->set.gzip ? " (gzip)" : "",
+             t->set.traces == EXP_OTLP ? t->set.traces_otlp.url : "", t->set.traces_otlp.gzip ? " (gzip)" : "",
              t->set.metrics == EXP_OTLP ? "otlp " : t->set.metrics == EXP_CONSOLE ? "console" : "none",
-             t->set.metrics == EXP_OTLP ? t->set.metrics_url : "", "",
+             t->set.metrics == EXP_OTLP ? t->set.metrics_otlp.url : "", t->set.metrics_otlp.gzip ? " (gzip)" : "",
              (unsigned long long)t->set.metric_interval_ms);
 }
 
@@ -918,7 +923,7 @@ void telemetry_stop(struct telemetry *t)
         export_metrics(t);
     }
     /* Wait for the last exports, bounded by the export timeout. */
-    t->stop_deadline = uv_now(t->srv->loop) + t->set.timeout_ms;
+    t->stop_deadline = uv_now(t->srv->loop) + t->set.traces_otlp.timeout_ms;
     uv_timer_start(&t->stop_timer, on_stop_poll, 0, 20);
 }
 

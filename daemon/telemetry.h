@@ -56,16 +56,22 @@ struct histogram {
 enum sampler { SAMPLE_ON, SAMPLE_OFF, SAMPLE_RATIO, SAMPLE_PB_ON, SAMPLE_PB_OFF, SAMPLE_PB_RATIO };
 enum exporter { EXP_OTLP, EXP_CONSOLE, EXP_NONE };
 
+/* OTLP settings of one signal: OTEL_EXPORTER_OTLP_<SIGNAL>_*, else
+ * OTEL_EXPORTER_OTLP_*. */
+struct otlp_signal {
+    char url[512];
+    char headers[1024];       /* "k: v" lines joined by \n */
+    char ca_file[512];
+    bool gzip;
+    uint64_t timeout_ms;      /* per export request */
+};
+
 struct telemetry_settings {
     bool disabled;
     enum sampler sampler;
     double ratio;
     enum exporter traces, metrics;
-    char traces_url[512], metrics_url[512];
-    char headers[1024];       /* "k: v" lines joined by \n */
-    char ca_file[512];
-    bool gzip;
-    uint64_t timeout_ms;      /* per export request */
+    struct otlp_signal traces_otlp, metrics_otlp;
     uint64_t bsp_delay_ms, bsp_export_timeout_ms;
     size_t bsp_queue, bsp_batch;
     uint64_t metric_interval_ms, metric_timeout_ms;

@@ -64,9 +64,11 @@ def attrs(kvs):
 
 
 class Collector:
-    def __init__(self, port=None, discard=False):
+    def __init__(self, port=None, discard=False, tls=None):
         self.port = port or _free_port()
         self.discard = discard   # count bytes only, for the benchmark
+        self.tls = tls           # (certfile, keyfile): serve HTTPS
+        self.partial = None      # (rejected, message): answer with partial_success
         self.lock = threading.Lock()
         self.requests = []       # (path, headers dict, time, raw body)
         self.trace_requests = []
@@ -78,7 +80,7 @@ class Collector:
 
     @property
     def endpoint(self):
-        return "http://127.0.0.1:%d" % self.port
+        return "%s://127.0.0.1:%d" % ("https" if self.tls else "http", self.port)
 
     def start(self):
         trace_pb, metrics_pb = generated()
@@ -119,6 +121,9 @@ class Collector:
                         msg = trace_pb.ExportTraceServiceRequest()
                         msg.ParseFromString(raw)
                         resp = trace_pb.ExportTraceServiceResponse()
+                        if collector.partial:
+                            resp.partial_success.rejected_spans = collector.partial[0]
+                            resp.partial_success.error_message = collector.partial[1]
                         with collector.lock:
                             collector.trace_requests.append(msg)
                     elif self.path == "/v1/metrics":
@@ -151,6 +156,11 @@ class Collector:
             daemon_threads = True
 
         self.server = Server(("127.0.0.1", self.port), Handler)
+        if self.tls:
+            import ssl
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*self.tls)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
         return self

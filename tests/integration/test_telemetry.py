@@ -331,3 +331,65 @@ def test_cli_consume_prints_traceparent(make_ferryd, collector, rabbit):
     tp = [l for l in lines if l.startswith("traceparent: ")][0].split(": ")[1]
     assert tp.split("-")[1] == TP[3:35]     # the publisher's trace, carried through the broker
     assert lines[-1] == "hi"
+
+
+def test_per_signal_settings(make_ferryd, collector):
+    env = otel_env(collector, OTEL_EXPORTER_OTLP_TRACES_HEADERS="x-signal=traces",
+                   OTEL_EXPORTER_OTLP_METRICS_HEADERS="x-signal=metrics",
+                   OTEL_EXPORTER_OTLP_METRICS_COMPRESSION="gzip",
+                   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=collector.endpoint + "/v1/traces")
+    f = make_ferryd(env=env, name="sig.sock")
+    with f.client() as c:
+        c.redis("SET", "s", "1")
+    spans_named(collector, "SET")
+    wait_until(lambda: any(p == "/v1/metrics" for p, *_ in collector.requests), what="metrics")
+    for path, headers, _, _ in collector.requests:
+        want = "traces" if path == "/v1/traces" else "metrics"
+        assert headers["x-signal"] == want
+        assert (headers.get("content-encoding") == "gzip") == (want == "metrics")
+    assert collector.errors == []
+
+
+def test_redis_script_and_peer_attributes(traced, collector):
+    f = traced()
+    with f.client() as c:
+        sha = c.redis("SCRIPT", "LOAD", "return 1").decode()
+        assert c.redis("EVALSHA", sha, "0") == 1
+    s = spans_named(collector, "EVALSHA")[0]
+    assert s["attributes"]["db.stored_procedure.name"] == sha
+    assert s["attributes"]["network.peer.address"].endswith("redis.sock")
+
+
+def test_partial_success_is_logged(traced, collector):
+    collector.partial = (3, "three spans were too old")
+    f = traced()
+    with f.client() as c:
+        c.redis("SET", "p", "1")
+    spans_named(collector, "SET")
+    wait_until(lambda: "rejected 3 spans: three spans were too old" in f.read_log(), what="the log line")
+    assert f.stats()["telemetry"]["export_failures"] == 0   # logged, not retried or counted
+
+
+@pytest.fixture
+def tls_collector(tmp):
+    key, cert = os.path.join(tmp, "key.pem"), os.path.join(tmp, "cert.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    c = Collector(tls=(cert, key)).start()
+    yield c, cert
+    c.stop()
+
+
+def test_https_verifies_the_collector(make_ferryd, tls_collector):
+    collector, ca = tls_collector
+    trusted = make_ferryd(env=otel_env(collector, OTEL_EXPORTER_OTLP_CERTIFICATE=ca), name="tls1.sock")
+    with trusted.client() as c:
+        c.redis("SET", "tls", "1")
+    spans_named(collector, "SET")
+    untrusted = make_ferryd(env=otel_env(collector, OTEL_METRICS_EXPORTER="none"), name="tls2.sock")
+    with untrusted.client() as c:
+        c.redis("GET", "tls")
+    wait_until(lambda: untrusted.stats()["telemetry"]["export_failures"] >= 1, timeout=30,
+               what="an unverified collector to be refused")
+    assert not [s for s in collector.spans() if s["name"] == "GET"]
