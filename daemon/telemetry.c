@@ -113,6 +113,24 @@ static void endpoint(char *out, size_t n, const char *signal, const char *path)
     snprintf(out, n, "%.*s%s", (int)(l && v[l - 1] == '/' ? l - 1 : l), v, path);
 }
 
+/* Percent-decodes v into out (cap bytes, NUL included); returns the
+ * length. Header and resource values are URL-encoded by the spec. */
+static size_t url_decode(const char *v, char *out, size_t cap)
+{
+    size_t d = 0;
+    for (size_t i = 0; v[i] && d < cap - 1; i++) {
+        if (v[i] == '%' && isxdigit((unsigned char)v[i + 1]) && isxdigit((unsigned char)v[i + 2])) {
+            char hex[3] = {v[i + 1], v[i + 2], 0};
+            out[d++] = (char)strtol(hex, NULL, 16);
+            i += 2;
+        } else {
+            out[d++] = v[i];
+        }
+    }
+    out[d] = '\0';
+    return d;
+}
+
 /* OTEL_EXPORTER_OTLP_HEADERS: "k=v,k=v", values URL-encoded. */
 static void parse_headers(const char *spec, char *out, size_t n)
 {
@@ -130,17 +148,7 @@ static void parse_headers(const char *spec, char *out, size_t n)
         while (isspace((unsigned char)*k))
             k++;
         char dec[512];
-        size_t d = 0;
-        for (size_t i = 0; v[i] && d < sizeof(dec) - 1; i++) {
-            if (v[i] == '%' && isxdigit((unsigned char)v[i + 1]) && isxdigit((unsigned char)v[i + 2])) {
-                char hex[3] = {v[i + 1], v[i + 2], 0};
-                dec[d++] = (char)strtol(hex, NULL, 16);
-                i += 2;
-            } else {
-                dec[d++] = v[i];
-            }
-        }
-        dec[d] = '\0';
+        url_decode(v, dec, sizeof(dec));
         int w = snprintf(out + used, n - used, "%s%s: %s", used ? "\n" : "", k, dec);
         if (w < 0 || (size_t)w >= n - used)
             break;
@@ -255,17 +263,7 @@ static void build_resource(struct telemetry *t)
             k++;
         /* Values are URL-encoded (W3C Baggage octets). */
         char *dec = t->resource_text + used + strlen(k) + 1;
-        size_t d = 0;
-        for (size_t i = 0; v[i]; i++) {
-            if (v[i] == '%' && isxdigit((unsigned char)v[i + 1]) && isxdigit((unsigned char)v[i + 2])) {
-                char hex[3] = {v[i + 1], v[i + 2], 0};
-                dec[d++] = (char)strtol(hex, NULL, 16);
-                i += 2;
-            } else {
-                dec[d++] = v[i];
-            }
-        }
-        dec[d] = '\0';
+        size_t d = url_decode(v, dec, strlen(v) + 1);
         const char *key = KEEP(k);
         used += d + 1;
         size_t slot = t->nresource;
