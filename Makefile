@@ -83,7 +83,7 @@ $(B)/tests/%: $(B)/obj/tests/unit/%.o $(DAEMON_LIB_OBJ) $(B)/libferry.a
 # Idempotent: it installs only what is missing, and nothing when all is there.
 DEB_PKGS = build-essential pkg-config libuv1-dev libhiredis-dev libcbor-dev librabbitmq-dev \
 	libprotobuf-c-dev protobuf-c-compiler libcurl4-openssl-dev libssl-dev zlib1g-dev \
-	python3-protobuf protobuf-compiler \
+	python3-protobuf protobuf-compiler openssl \
 	rabbitmq-server amqp-tools \
 	redis-server redis-tools nutcracker python3-pytest python3-cbor2 \
 	libcmocka-dev valgrind clang libclang-rt-14-dev
