@@ -10,7 +10,7 @@ CFLAGS  ?=
 XCFLAGS  = -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -MMD -MP -fPIC $(SAN) $(CFLAGS)
 XLDFLAGS = $(SAN) $(LDFLAGS)
 CPPFLAGS += -Idaemon -Iclient-stub/c -I$(B)/gen
-LDLIBS_D = -luv -lhiredis -lcbor -lrabbitmq -lprotobuf-c -lcurl -lz -lpthread -lm
+LDLIBS_D = -luv -lhiredis -lcbor -lrabbitmq -lprotobuf-c -lz -ldl -lpthread -lm
 LDLIBS_C = -lcbor
 
 B ?= build

@@ -858,8 +858,15 @@ void telemetry_start(struct telemetry *t)
         log_info("telemetry: off (OTEL_SDK_DISABLED)");
         return;
     }
-    if (t->set.traces == EXP_OTLP || t->set.metrics == EXP_OTLP)
+    if (t->set.traces == EXP_OTLP || t->set.metrics == EXP_OTLP) {
         t->http = otlp_http_new(loop, &t->set, on_http_done, t);
+        if (!t->http) { /* no libcurl: keep serving, without export */
+            if (t->set.traces == EXP_OTLP)
+                t->set.traces = EXP_NONE;
+            if (t->set.metrics == EXP_OTLP)
+                t->set.metrics = EXP_NONE;
+        }
+    }
     if (t->set.traces != EXP_NONE)
         uv_timer_start(&t->bsp_timer, on_bsp_timer, t->set.bsp_delay_ms, 0);
     if (t->set.metrics != EXP_NONE)
