@@ -379,7 +379,7 @@ void telemetry_db_operation(struct telemetry *t, const char *system, const char 
     if (!d) {
         /* Command names come from clients: past MAX_DB_OPS distinct ones,
          * the rest share "_OTHER", so cardinality stays bounded. */
-        if (t->ndb == MAX_DB_OPS - 1)
+        if (t->ndb >= MAX_DB_OPS - 1)
             operation = "_OTHER";
         for (size_t i = 0; i < t->ndb && !d; i++)
             if (!strcmp(t->db[i].system, system) && !strcmp(t->db[i].operation, operation))

@@ -393,3 +393,19 @@ def test_https_verifies_the_collector(make_ferryd, tls_collector):
     wait_until(lambda: untrusted.stats()["telemetry"]["export_failures"] >= 1, timeout=30,
                what="an unverified collector to be refused")
     assert not [s for s in collector.spans() if s["name"] == "GET"]
+
+
+def test_db_operation_cardinality_is_bounded(traced, collector):
+    f = traced()
+    with f.client() as c:
+        for i in range(80):          # 80 distinct (unknown) commands
+            with pytest.raises(ferry.FerryError):
+                c.redis("NOSUCHCMD%d" % i)
+        c.redis("SET", "after", "1")
+
+        def other():
+            pts = collector.metrics()["db.client.operation.duration"]["points"]
+            names = {a["db.operation.name"] for a, _ in pts}
+            return "_OTHER" in names and len(names) <= 64
+        wait_until(other, timeout=15, what="_OTHER to absorb the rest")
+    assert f.ping()
