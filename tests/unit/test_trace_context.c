@@ -130,6 +130,53 @@ static void test_span_encoding_round_trip(void **st)
     cbuf_free(&out);
 }
 
+/* The packing bound in otlp_encode_spans() must hold for the largest
+ * span a request can make: every string field full, every attribute. */
+static void test_largest_span_packs(void **st)
+{
+    (void)st;
+    static struct span s;
+    memset(&s, 0, sizeof(s));
+    trace_random_id(s.ctx.trace_id, 16);
+    trace_random_id(s.ctx.span_id, 8);
+    s.has_parent = true;
+    s.error = true;
+    s.kind = SK_CONSUMER;
+    s.start_ns = UINT64_MAX - 1;
+    s.end_ns = UINT64_MAX;
+    s.ctx.flags = 0xff;
+    memset(s.name, 'n', sizeof(s.name) - 1);
+    memset(s.status_msg, 'm', sizeof(s.status_msg) - 1);
+    memset(s.trace_state, 't', sizeof(s.trace_state) - 1);
+    static const char *keys[SPAN_MAX_ATTRS] = {"a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8", "a9",
+                                               "b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8", "b9"};
+    char big[SPAN_ARENA];
+    memset(big, 'v', sizeof(big));
+    for (int i = 0; i < SPAN_MAX_ATTRS; i++) {
+        if (i % 3 == 0)
+            span_attr_int(&s, keys[i], INT64_MIN);
+        else
+            span_attr_str(&s, keys[i], big, SPAN_ARENA / 10);
+    }
+    assert_int_equal(s.nattrs, SPAN_MAX_ATTRS);
+    struct span *list[1] = {&s};
+    struct otlp_resource r = {NULL, 0};
+    struct otlp_attr_cache *cache = otlp_attr_cache_new();
+    struct cbuf out;
+    cbuf_init(&out);
+    otlp_encode_spans(&r, cache, list, 1, &out);
+    Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest *req =
+        opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(NULL, out.len, out.data);
+    assert_non_null(req);
+    Opentelemetry__Proto__Trace__V1__Span *p = req->resource_spans[0]->scope_spans[0]->spans[0];
+    assert_int_equal(p->n_attributes, SPAN_MAX_ATTRS);
+    assert_int_equal(strlen(p->trace_state), sizeof(s.trace_state) - 1);
+    assert_int_equal(p->attributes[0]->value->int_value, INT64_MIN);
+    opentelemetry__proto__collector__trace__v1__export_trace_service_request__free_unpacked(req, NULL);
+    cbuf_free(&out);
+    otlp_attr_cache_free(cache);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -138,6 +185,7 @@ int main(void)
         cmocka_unit_test(test_random_ids),
         cmocka_unit_test(test_histogram),
         cmocka_unit_test(test_span_encoding_round_trip),
+        cmocka_unit_test(test_largest_span_packs),
     };
     return cmocka_run_group_tests_name("trace_context", tests, NULL, NULL);
 }
