@@ -210,6 +210,19 @@ static ProtobufCBinaryData attr_bytes(struct otlp_attr_cache *c, const struct sp
     return b;
 }
 
+/* The instrumentation scope (ferryd) and the resource every export carries. */
+static void scope_and_resource(Opentelemetry__Proto__Common__V1__InstrumentationScope *scope,
+                               Opentelemetry__Proto__Resource__V1__Resource *res, struct kv_arena *a,
+                               const struct otlp_resource *r)
+{
+    opentelemetry__proto__common__v1__instrumentation_scope__init(scope);
+    scope->name = (char *)SCOPE_NAME;
+    scope->version = (char *)FERRY_VERSION;
+    opentelemetry__proto__resource__v1__resource__init(res);
+    res->n_attributes = r->n;
+    res->attributes = resource_attrs(a, r);
+}
+
 void otlp_encode_spans(const struct otlp_resource *r, struct otlp_attr_cache *cache, struct span *const *spans,
                        size_t n, struct cbuf *out)
 {
@@ -277,19 +290,14 @@ void otlp_encode_spans(const struct otlp_resource *r, struct otlp_attr_cache *ca
     struct kv_arena a;
     arena_init(&a, r->n);
     Opentelemetry__Proto__Common__V1__InstrumentationScope scope;
-    opentelemetry__proto__common__v1__instrumentation_scope__init(&scope);
-    scope.name = (char *)SCOPE_NAME;
-    scope.version = (char *)FERRY_VERSION;
+    Opentelemetry__Proto__Resource__V1__Resource res;
+    scope_and_resource(&scope, &res, &a, r);
     Ferry__Otlp__ScopeSpansPacked ss;
     ferry__otlp__scope_spans_packed__init(&ss);
     ss.scope = &scope;
     ss.n_spans = n;
     ss.spans = blobs;
     Ferry__Otlp__ScopeSpansPacked *ssp = &ss;
-    Opentelemetry__Proto__Resource__V1__Resource res;
-    opentelemetry__proto__resource__v1__resource__init(&res);
-    res.n_attributes = r->n;
-    res.attributes = resource_attrs(&a, r);
     Ferry__Otlp__ResourceSpansPacked rs;
     ferry__otlp__resource_spans_packed__init(&rs);
     rs.resource = &res;
@@ -410,19 +418,14 @@ void otlp_encode_metrics(const struct otlp_resource *r, const struct otlp_metric
         mp[i] = x;
     }
     Opentelemetry__Proto__Common__V1__InstrumentationScope scope;
-    opentelemetry__proto__common__v1__instrumentation_scope__init(&scope);
-    scope.name = (char *)SCOPE_NAME;
-    scope.version = (char *)FERRY_VERSION;
+    Opentelemetry__Proto__Resource__V1__Resource res;
+    scope_and_resource(&scope, &res, &a, r);
     Opentelemetry__Proto__Metrics__V1__ScopeMetrics sm;
     opentelemetry__proto__metrics__v1__scope_metrics__init(&sm);
     sm.scope = &scope;
     sm.n_metrics = n;
     sm.metrics = mp;
     Opentelemetry__Proto__Metrics__V1__ScopeMetrics *smp = &sm;
-    Opentelemetry__Proto__Resource__V1__Resource res;
-    opentelemetry__proto__resource__v1__resource__init(&res);
-    res.n_attributes = r->n;
-    res.attributes = resource_attrs(&a, r);
     Opentelemetry__Proto__Metrics__V1__ResourceMetrics rm;
     opentelemetry__proto__metrics__v1__resource_metrics__init(&rm);
     rm.resource = &res;

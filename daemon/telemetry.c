@@ -32,6 +32,7 @@ struct telemetry {
     struct otlp_kv resource[MAX_RESOURCE];
     size_t nresource;
     char *resource_text;                /* owns the strings resource points to */
+    size_t resource_used;               /* bytes of resource_text in use */
 
     struct span *pool;                  /* owns: set.bsp_queue records */
     size_t pool_fresh;                  /* records [pool_fresh, bsp_queue) never used yet */
@@ -131,30 +132,51 @@ static size_t url_decode(const char *v, char *out, size_t cap)
     return d;
 }
 
-/* OTEL_EXPORTER_OTLP_HEADERS: "k=v,k=v", values URL-encoded. */
-static void parse_headers(const char *spec, char *out, size_t n)
+/* Calls fn for each "k=v" of a "k=v,k=v" list (OTEL_EXPORTER_OTLP_HEADERS,
+ * OTEL_RESOURCE_ATTRIBUTES), with the key trimmed and the value still
+ * URL-encoded; stops when fn returns false. */
+static void each_pair(const char *spec, bool (*fn)(void *ctx, const char *k, const char *v), void *ctx)
 {
-    out[0] = '\0';
-    if (!spec)
-        return;
-    size_t used = 0;
     char *copy = xstrdup(spec);
     for (char *save = NULL, *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
         char *eq = strchr(kv, '=');
         if (!eq)
             continue;
         *eq = '\0';
-        char *k = kv, *v = eq + 1;
+        char *k = kv;
         while (isspace((unsigned char)*k))
             k++;
-        char dec[512];
-        url_decode(v, dec, sizeof(dec));
-        int w = snprintf(out + used, n - used, "%s%s: %s", used ? "\n" : "", k, dec);
-        if (w < 0 || (size_t)w >= n - used)
+        if (!fn(ctx, k, eq + 1))
             break;
-        used += (size_t)w;
     }
     free(copy);
+}
+
+struct header_text {
+    char *out;
+    size_t n, used;
+};
+
+static bool add_header(void *ctx, const char *k, const char *v)
+{
+    struct header_text *h = ctx;
+    char dec[512];
+    url_decode(v, dec, sizeof(dec));
+    int w = snprintf(h->out + h->used, h->n - h->used, "%s%s: %s", h->used ? "\n" : "", k, dec);
+    if (w < 0 || (size_t)w >= h->n - h->used)
+        return false;
+    h->used += (size_t)w;
+    return true;
+}
+
+/* OTEL_EXPORTER_OTLP_HEADERS: "k=v,k=v", values URL-encoded, into "k: v"
+ * lines. */
+static void parse_headers(const char *spec, char *out, size_t n)
+{
+    out[0] = '\0';
+    struct header_text h = {out, n, 0};
+    if (spec)
+        each_pair(spec, add_header, &h);
 }
 
 static void read_signal(struct otlp_signal *o, const char *signal, const char *path)
@@ -215,6 +237,29 @@ static void read_settings(struct telemetry_settings *s)
     s->metric_timeout_ms = env_ms("OTEL_METRIC_EXPORT_TIMEOUT", 30000);
 }
 
+/* One OTEL_RESOURCE_ATTRIBUTES entry, decoded into resource_text; a key
+ * given twice (or one of ferryd's own) takes the later value. */
+static bool add_resource(void *ctx, const char *k, const char *v)
+{
+    struct telemetry *t = ctx;
+    char *key = t->resource_text + t->resource_used;
+    memcpy(key, k, strlen(k) + 1);
+    char *dec = key + strlen(k) + 1;
+    size_t d = url_decode(v, dec, strlen(v) + 1);
+    t->resource_used += strlen(k) + 1 + d + 1;
+    size_t slot = t->nresource;
+    for (size_t i = 0; i < t->nresource; i++)
+        if (!strcmp(t->resource[i].key, key))
+            slot = i;
+    if (slot == t->nresource) {
+        if (t->nresource == MAX_RESOURCE)
+            return false;
+        t->nresource++;
+    }
+    t->resource[slot] = (struct otlp_kv){key, dec, 0};
+    return true;
+}
+
 /* service.name, service.version, service.instance.id, host.name,
  * process.pid, then OTEL_RESOURCE_ATTRIBUTES (which may override them). */
 static void build_resource(struct telemetry *t)
@@ -250,35 +295,10 @@ static void build_resource(struct telemetry *t)
     };
     for (size_t i = 0; i < sizeof(base) / sizeof(base[0]); i++)
         t->resource[t->nresource++] = base[i];
-    if (!extra)
-        return;
-    char *copy = xstrdup(extra);
-    for (char *save = NULL, *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
-        char *eq = strchr(kv, '=');
-        if (!eq)
-            continue;
-        *eq = '\0';
-        char *k = kv, *v = eq + 1;
-        while (isspace((unsigned char)*k))
-            k++;
-        /* Values are URL-encoded (W3C Baggage octets). */
-        char *dec = t->resource_text + used + strlen(k) + 1;
-        size_t d = url_decode(v, dec, strlen(v) + 1);
-        const char *key = KEEP(k);
-        used += d + 1;
-        size_t slot = t->nresource;
-        for (size_t i = 0; i < t->nresource; i++)
-            if (!strcmp(t->resource[i].key, key))
-                slot = i;
-        if (slot == t->nresource) {
-            if (t->nresource == MAX_RESOURCE)
-                break;
-            t->nresource++;
-        }
-        t->resource[slot] = (struct otlp_kv){key, dec, 0};
-    }
+    t->resource_used = used;
+    if (extra)
+        each_pair(extra, add_resource, t);
 #undef KEEP
-    free(copy);
 }
 
 static int parse_buckets(struct telemetry *t, const char *spec, char *err, size_t errlen)
