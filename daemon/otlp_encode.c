@@ -1,6 +1,7 @@
 /* otlp_encode.c: see otlp_encode.h. Messages are built on the stack and in
  * arrays allocated per batch, then packed once; nothing here runs per
- * request. */
+ * request. Spans mostly come from templates (see "span templates"). */
+#define _GNU_SOURCE /* memmem */
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -110,6 +111,7 @@ static KeyValue **resource_attrs(struct kv_arena *a, const struct otlp_resource 
 
 #define CACHE_SLOTS 512
 #define CACHE_VALUE 64
+#define TPL_SLOTS 256
 
 struct cache_entry {
     const char *key;     /* refers: attribute keys are static strings */
@@ -121,22 +123,52 @@ struct cache_entry {
     size_t packed_len;
 };
 
-struct otlp_attr_cache {
-    struct cache_entry e[CACHE_SLOTS];
-    uint8_t **graveyard; /* packed buffers evicted during this batch */
-    size_t ngrave, cgrave;
+/* Where a template's fixed-width fields sit, in the order of struct
+ * span_vars: trace id, span id, parent span id, start, end, flags. */
+enum { AT_TRACE, AT_SPAN, AT_PARENT, AT_START, AT_END, AT_FLAGS, AT_N };
+
+/* A span packed once with sentinel ids, times and flags: the packed bytes
+ * of every span of the same shape (name, kind, status, attributes), with
+ * those fixed-width fields overwritten. */
+struct span_tpl {
+    uint64_t hash;
+    uint8_t *key;        /* owns: the shape, see shape_key() */
+    size_t key_len;
+    uint8_t *bytes;      /* owns; NULL when this shape cannot be a template */
+    size_t len;
+    uint32_t at[AT_N];
 };
 
-struct otlp_attr_cache *otlp_attr_cache_new(void) { return xcalloc(1, sizeof(struct otlp_attr_cache)); }
+struct otlp_span_cache {
+    struct cache_entry e[CACHE_SLOTS];
+    uint8_t **graveyard; /* packed buffers evicted while packing one span */
+    size_t ngrave, cgrave;
+    struct span_tpl t[TPL_SLOTS];
+    struct cbuf packed;  /* this batch's packed spans; kept to reuse its memory */
+    uint64_t templated, packed_whole; /* spans emitted each way, for tests */
+};
 
-void otlp_attr_cache_free(struct otlp_attr_cache *c)
+struct otlp_span_cache *otlp_span_cache_new(void) { return xcalloc(1, sizeof(struct otlp_span_cache)); }
+
+void otlp_span_cache_free(struct otlp_span_cache *c)
 {
     if (!c)
         return;
     for (size_t i = 0; i < CACHE_SLOTS; i++)
         free(c->e[i].packed);
+    for (size_t i = 0; i < TPL_SLOTS; i++) {
+        free(c->t[i].key);
+        free(c->t[i].bytes);
+    }
     free(c->graveyard);
+    cbuf_free(&c->packed);
     free(c);
+}
+
+void otlp_span_cache_counts(const struct otlp_span_cache *c, uint64_t *templated, uint64_t *whole)
+{
+    *templated = c->templated;
+    *whole = c->packed_whole;
 }
 
 /* Packs one attribute as a KeyValue into a new buffer. */
@@ -169,8 +201,8 @@ static uint8_t *pack_attr(const struct span *s, const struct span_attr *at, size
 
 /* The packed bytes of an attribute, from the cache when the same key and
  * value were packed before. Long string values are packed each time into
- * *scratch (freed by the caller after the batch). */
-static ProtobufCBinaryData attr_bytes(struct otlp_attr_cache *c, const struct span *s, const struct span_attr *at,
+ * *scratch (freed by the caller once the span is packed). */
+static ProtobufCBinaryData attr_bytes(struct otlp_span_cache *c, const struct span *s, const struct span_attr *at,
                                       uint8_t **scratch)
 {
     ProtobufCBinaryData b;
@@ -210,6 +242,235 @@ static ProtobufCBinaryData attr_bytes(struct otlp_attr_cache *c, const struct sp
     return b;
 }
 
+/* ---- one span, packed by protobuf-c ---- */
+
+/* The fields that differ between spans of the same shape. */
+struct span_vars {
+    const uint8_t *trace_id, *span_id, *parent_id; /* 16, 8, 8 bytes; parent_id NULL for a root */
+    uint64_t start, end;
+    uint32_t flags;
+};
+
+static void vars_of(const struct span *s, struct span_vars *v)
+{
+    v->trace_id = s->ctx.trace_id;
+    v->span_id = s->ctx.span_id;
+    v->parent_id = s->has_parent ? s->parent_id : NULL;
+    v->start = s->start_ns;
+    v->end = s->end_ns;
+    v->flags = s->ctx.flags;
+}
+
+/* Appends s, with v's ids and times, as a packed Span to out. */
+static void pack_span(struct otlp_span_cache *c, const struct span *s, const struct span_vars *v, struct cbuf *out)
+{
+    ProtobufCBinaryData ab[SPAN_MAX_ATTRS];
+    uint8_t *scratch[SPAN_MAX_ATTRS] = {NULL};
+    Ferry__Otlp__SpanPacked sp;
+    Opentelemetry__Proto__Trace__V1__Status st;
+    ferry__otlp__span_packed__init(&sp);
+    sp.trace_id.data = (uint8_t *)v->trace_id;
+    sp.trace_id.len = 16;
+    sp.span_id.data = (uint8_t *)v->span_id;
+    sp.span_id.len = 8;
+    if (v->parent_id) {
+        sp.parent_span_id.data = (uint8_t *)v->parent_id;
+        sp.parent_span_id.len = 8;
+    }
+    sp.trace_state = (char *)s->trace_state;
+    sp.name = (char *)s->name;
+    sp.kind = (Opentelemetry__Proto__Trace__V1__Span__SpanKind)s->kind;
+    sp.start_time_unix_nano = v->start;
+    sp.end_time_unix_nano = v->end;
+    sp.flags = v->flags;
+    sp.n_attributes = s->nattrs;
+    sp.attributes = ab;
+    for (size_t k = 0; k < s->nattrs; k++)
+        ab[k] = attr_bytes(c, s, &s->attrs[k], &scratch[k]);
+    opentelemetry__proto__trace__v1__status__init(&st);
+    st.code = s->error ? OPENTELEMETRY__PROTO__TRACE__V1__STATUS__STATUS_CODE__STATUS_CODE_ERROR
+                       : OPENTELEMETRY__PROTO__TRACE__V1__STATUS__STATUS_CODE__STATUS_CODE_UNSET;
+    st.message = s->error ? (char *)s->status_msg : (char *)"";
+    sp.status = &st;
+    /* protobuf-c would size the span once more before packing it; an
+     * upper bound of its size lets pack() run alone. The bound: every
+     * field's tag (<= 2 bytes), length or varint (<= 10) and payload. */
+    size_t bound = 160 + strlen(sp.name) + strlen(sp.trace_state) + strlen(st.message);
+    for (size_t k = 0; k < sp.n_attributes; k++)
+        bound += 12 + sp.attributes[k].len;
+    cbuf_reserve(out, bound);
+    size_t len = ferry__otlp__span_packed__pack(&sp, out->data + out->len);
+    if (len > bound)
+        abort(); /* the bound above is wrong: a bug to hear of at once */
+    out->len += len;
+    for (size_t k = 0; k < s->nattrs; k++)
+        free(scratch[k]);
+    for (size_t i = 0; i < c->ngrave; i++)
+        free(c->graveyard[i]);
+    c->ngrave = 0;
+}
+
+/* ---- span templates ----
+ *
+ * Even from cached attributes, protobuf-c spends about 3,000 instructions
+ * packing a span (it walks every field descriptor of every message), and
+ * spans of the same shape (a Redis GET against the same server, say)
+ * differ only in their ids, times and flags, all fixed-width fields. So
+ * each shape is packed by protobuf-c once, with sentinel values in those
+ * fields, and each span is a copy of that template with its own values
+ * written over the sentinels. A sentinel that is not found exactly once
+ * (an attribute happens to contain its bytes) makes the shape ineligible,
+ * and its spans are packed whole. */
+
+static const uint8_t SENTINEL[AT_N][16] = {
+    {0x9b, 0x51, 0xe7, 0x2c, 0x88, 0x0d, 0xf4, 0x63, 0xa1, 0x3e, 0xd6, 0x75, 0x1f, 0xc2, 0x4a, 0xb9},
+    {0x6e, 0xc3, 0x17, 0xf8, 0x52, 0xad, 0x39, 0xe4},
+    {0xd2, 0x0f, 0x8c, 0x61, 0xb7, 0x4e, 0xf3, 0x95},
+    {0x47, 0xe9, 0x13, 0xba, 0x5c, 0x86, 0x2d, 0x71},
+    {0xc8, 0x34, 0xfb, 0x06, 0x9d, 0x62, 0xae, 0x58},
+    {0xe5, 0x7b, 0x29, 0xd4},
+};
+static const uint8_t SENTINEL_LEN[AT_N] = {16, 8, 8, 8, 8, 4};
+
+const uint8_t *otlp_template_sentinel(size_t *len)
+{
+    *len = SENTINEL_LEN[AT_TRACE];
+    return SENTINEL[AT_TRACE];
+}
+
+static uint64_t le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static void put_le(uint8_t *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+/* Everything a template depends on, as bytes: what the encoder reads from
+ * a span apart from its span_vars. Attribute keys are static strings, so
+ * the pointer stands for the key. */
+#define SHAPE_KEY_MAX (5 + 96 + 160 + SPAN_MAX_ATTRS * (8 + 1 + 8) + SPAN_ARENA)
+
+static size_t shape_key(const struct span *s, uint8_t *k)
+{
+    size_t n = 0, nl = strnlen(s->name, sizeof(s->name)), ml = s->error ? strnlen(s->status_msg, 160) : 0;
+    k[n++] = s->kind;
+    k[n++] = (uint8_t)(s->has_parent | s->error << 1);
+    k[n++] = s->nattrs;
+    k[n++] = (uint8_t)nl;
+    memcpy(k + n, s->name, nl);
+    n += nl;
+    k[n++] = (uint8_t)ml;
+    memcpy(k + n, s->status_msg, ml);
+    n += ml;
+    for (size_t i = 0; i < s->nattrs; i++) {
+        const struct span_attr *a = &s->attrs[i];
+        memcpy(k + n, &a->key, sizeof(a->key));
+        n += sizeof(a->key);
+        k[n++] = a->type;
+        if (a->type == SA_STR) {
+            memcpy(k + n, &a->len, 2); /* the bytes themselves follow, from the arena */
+            n += 2;
+        } else {
+            memcpy(k + n, &a->i, 8);
+            n += 8;
+        }
+    }
+    memcpy(k + n, s->arena, s->arena_used);
+    return n + s->arena_used;
+}
+
+static uint64_t hash_bytes(const uint8_t *p, size_t n)
+{
+    uint64_t h = 0x243f6a8885a308d3ull ^ n;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * 0x9e3779b97f4a7c15ull;
+        h ^= h >> 29;
+    }
+    uint64_t w = 0;
+    memcpy(&w, p + i, n - i);
+    h = (h ^ w) * 0xff51afd7ed558ccdull;
+    return h ^ h >> 32;
+}
+
+/* Finds where protobuf-c put each sentinel; false unless each is there
+ * exactly once. */
+static bool find_sentinels(struct span_tpl *t, bool has_parent)
+{
+    for (int f = 0; f < AT_N; f++) {
+        if (f == AT_PARENT && !has_parent)
+            continue;
+        const uint8_t *p = memmem(t->bytes, t->len, SENTINEL[f], SENTINEL_LEN[f]);
+        if (!p)
+            return false;
+        size_t at = (size_t)(p - t->bytes);
+        if (memmem(p + 1, t->len - at - 1, SENTINEL[f], SENTINEL_LEN[f]))
+            return false;
+        t->at[f] = (uint32_t)at;
+    }
+    return true;
+}
+
+/* The template for s's shape, made on first sight; NULL when s must be
+ * packed whole. */
+static const struct span_tpl *template_for(struct otlp_span_cache *c, const struct span *s)
+{
+    /* A trace state varies in length, and zero-valued fields would be
+     * left out of the template: such spans are packed whole. */
+    if (s->trace_state[0] || !s->ctx.flags || !s->start_ns || !s->end_ns)
+        return NULL;
+    uint8_t key[SHAPE_KEY_MAX];
+    size_t kl = shape_key(s, key);
+    uint64_t h = hash_bytes(key, kl);
+    struct span_tpl *t = &c->t[h % TPL_SLOTS];
+    if (t->key && t->hash == h && t->key_len == kl && !memcmp(t->key, key, kl))
+        return t->bytes ? t : NULL;
+    free(t->key);
+    free(t->bytes);
+    t->hash = h;
+    t->key = memcpy(xmalloc(kl), key, kl);
+    t->key_len = kl;
+    struct span_vars v = {SENTINEL[AT_TRACE], SENTINEL[AT_SPAN], s->has_parent ? SENTINEL[AT_PARENT] : NULL,
+                          le64(SENTINEL[AT_START]), le64(SENTINEL[AT_END]),
+                          (uint32_t)le64((const uint8_t[8]){SENTINEL[AT_FLAGS][0], SENTINEL[AT_FLAGS][1],
+                                                            SENTINEL[AT_FLAGS][2], SENTINEL[AT_FLAGS][3]})};
+    struct cbuf b;
+    cbuf_init(&b);
+    pack_span(c, s, &v, &b);
+    t->bytes = b.data;
+    t->len = b.len;
+    if (!find_sentinels(t, s->has_parent)) {
+        free(t->bytes);
+        t->bytes = NULL;
+        return NULL;
+    }
+    return t;
+}
+
+static void emit_templated(const struct span_tpl *t, const struct span *s, struct cbuf *out)
+{
+    cbuf_reserve(out, t->len);
+    uint8_t *p = out->data + out->len;
+    memcpy(p, t->bytes, t->len);
+    memcpy(p + t->at[AT_TRACE], s->ctx.trace_id, 16);
+    memcpy(p + t->at[AT_SPAN], s->ctx.span_id, 8);
+    if (s->has_parent)
+        memcpy(p + t->at[AT_PARENT], s->parent_id, 8);
+    put_le(p + t->at[AT_START], s->start_ns, 8);
+    put_le(p + t->at[AT_END], s->end_ns, 8);
+    put_le(p + t->at[AT_FLAGS], s->ctx.flags, 4);
+    out->len += t->len;
+}
+
 /* The instrumentation scope (ferryd) and the resource every export carries. */
 static void scope_and_resource(Opentelemetry__Proto__Common__V1__InstrumentationScope *scope,
                                Opentelemetry__Proto__Resource__V1__Resource *res, struct kv_arena *a,
@@ -223,67 +484,32 @@ static void scope_and_resource(Opentelemetry__Proto__Common__V1__Instrumentation
     res->attributes = resource_attrs(a, r);
 }
 
-void otlp_encode_spans(const struct otlp_resource *r, struct otlp_attr_cache *cache, struct span *const *spans,
+void otlp_encode_spans(const struct otlp_resource *r, struct otlp_span_cache *cache, struct span *const *spans,
                        size_t n, struct cbuf *out)
 {
-    size_t nattrs = 0;
-    for (size_t i = 0; i < n; i++)
-        nattrs += spans[i]->nattrs;
-    ProtobufCBinaryData *ab = xcalloc(nattrs ? nattrs : 1, sizeof(*ab));
-    uint8_t **scratch = xcalloc(nattrs ? nattrs : 1, sizeof(*scratch));
-    Ferry__Otlp__SpanPacked sp;
-    Opentelemetry__Proto__Trace__V1__Status st;
-
-    /* Pack each span once, attributes from the cache, then wrap the
-     * packed spans (see proto/ferry/otlp_packed.proto for why). */
-    struct cbuf packed;
-    cbuf_init(&packed);
+    /* Pack each span once (from its template when it has one), then wrap
+     * the packed spans (see proto/ferry/otlp_packed.proto for why). */
+    struct cbuf *packed = &cache->packed;
+    packed->len = 0;
     size_t *offs = xmalloc((n + 1) * sizeof(*offs));
-    size_t used = 0;
     for (size_t i = 0; i < n; i++) {
-        struct span *s = spans[i];
-        ferry__otlp__span_packed__init(&sp);
-        sp.trace_id.data = s->ctx.trace_id;
-        sp.trace_id.len = 16;
-        sp.span_id.data = s->ctx.span_id;
-        sp.span_id.len = 8;
-        if (s->has_parent) {
-            sp.parent_span_id.data = s->parent_id;
-            sp.parent_span_id.len = 8;
+        const struct span *s = spans[i];
+        offs[i] = packed->len;
+        const struct span_tpl *t = template_for(cache, s);
+        if (t) {
+            emit_templated(t, s, packed);
+            cache->templated++;
+        } else {
+            struct span_vars v;
+            vars_of(s, &v);
+            pack_span(cache, s, &v, packed);
+            cache->packed_whole++;
         }
-        sp.trace_state = s->trace_state;
-        sp.name = s->name;
-        sp.kind = (Opentelemetry__Proto__Trace__V1__Span__SpanKind)s->kind;
-        sp.start_time_unix_nano = s->start_ns;
-        sp.end_time_unix_nano = s->end_ns;
-        sp.flags = s->ctx.flags;
-        sp.n_attributes = s->nattrs;
-        sp.attributes = &ab[used];
-        for (size_t k = 0; k < s->nattrs; k++, used++)
-            ab[used] = attr_bytes(cache, s, &s->attrs[k], &scratch[used]);
-        opentelemetry__proto__trace__v1__status__init(&st);
-        st.code = s->error ? OPENTELEMETRY__PROTO__TRACE__V1__STATUS__STATUS_CODE__STATUS_CODE_ERROR
-                           : OPENTELEMETRY__PROTO__TRACE__V1__STATUS__STATUS_CODE__STATUS_CODE_UNSET;
-        st.message = s->error ? s->status_msg : (char *)"";
-        sp.status = &st;
-        /* protobuf-c would size the span once more before packing it; an
-         * upper bound of its size lets pack() run alone (10% of a traced
-         * request, measured). The bound: every field's tag (<= 2 bytes),
-         * length or varint (<= 10) and payload. */
-        size_t bound = 160 + strlen(sp.name) + strlen(sp.trace_state) + strlen(st.message);
-        for (size_t k = 0; k < sp.n_attributes; k++)
-            bound += 12 + sp.attributes[k].len;
-        offs[i] = packed.len;
-        cbuf_reserve(&packed, bound);
-        size_t len = ferry__otlp__span_packed__pack(&sp, packed.data + packed.len);
-        if (len > bound)
-            abort(); /* the bound above is wrong: a bug to hear of at once */
-        packed.len += len;
     }
-    offs[n] = packed.len;
+    offs[n] = packed->len;
     ProtobufCBinaryData *blobs = xcalloc(n ? n : 1, sizeof(*blobs));
     for (size_t i = 0; i < n; i++) {
-        blobs[i].data = packed.data + offs[i];
+        blobs[i].data = packed->data + offs[i];
         blobs[i].len = offs[i + 1] - offs[i];
     }
 
@@ -312,16 +538,12 @@ void otlp_encode_spans(const struct otlp_resource *r, struct otlp_attr_cache *ca
     cbuf_reserve(out, len);
     out->len += ferry__otlp__export_trace_service_request_packed__pack(&req, out->data + out->len);
 
-    for (size_t i = 0; i < nattrs; i++)
-        free(scratch[i]);
-    for (size_t i = 0; i < cache->ngrave; i++)
-        free(cache->graveyard[i]);
-    cache->ngrave = 0;
-    free(scratch);
-    free(ab);
     free(blobs);
     free(offs);
-    cbuf_free(&packed);
+    /* Keep the packing buffer's memory for the next batch, unless one
+     * unusually large batch grew it. */
+    if (packed->cap > ((size_t)1 << 20))
+        cbuf_reset(packed, (size_t)1 << 20);
     arena_free(&a);
 }
 

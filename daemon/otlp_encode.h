@@ -37,13 +37,20 @@ struct otlp_metric {
     size_t npoints;
 };
 
-/* Packed attributes kept between batches: most repeat from span to span. */
-struct otlp_attr_cache;
-struct otlp_attr_cache *otlp_attr_cache_new(void);
-void otlp_attr_cache_free(struct otlp_attr_cache *c);
+/* What span encoding keeps between batches: packed attributes and packed
+ * span templates, since most spans repeat the shape of earlier ones. */
+struct otlp_span_cache;
+struct otlp_span_cache *otlp_span_cache_new(void);
+void otlp_span_cache_free(struct otlp_span_cache *c);
+/* How many spans were emitted from a template and how many packed whole. */
+void otlp_span_cache_counts(const struct otlp_span_cache *c, uint64_t *templated, uint64_t *whole);
+
+/* The bytes spans' trace ids are templated with (for tests: a span whose
+ * attribute holds them must still encode correctly). */
+const uint8_t *otlp_template_sentinel(size_t *len);
 
 /* An ExportTraceServiceRequest with spans[0..n). */
-void otlp_encode_spans(const struct otlp_resource *r, struct otlp_attr_cache *cache, struct span *const *spans,
+void otlp_encode_spans(const struct otlp_resource *r, struct otlp_span_cache *cache, struct span *const *spans,
                        size_t n, struct cbuf *out);
 /* An ExportMetricsServiceRequest, cumulative since start_ns. */
 void otlp_encode_metrics(const struct otlp_resource *r, const struct otlp_metric *m, size_t n,

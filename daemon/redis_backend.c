@@ -116,8 +116,9 @@ static void annotate(struct redis_backend *rb, struct request *r, int argc, cons
         span_attr_int(sp, "server.port", rb->addr.port);
     }
     /* Scripts: the function (FCALL) or script digest (EVALSHA) run. */
-    if (argc > 1 && (!strcmp(r->db_operation, "FCALL") || !strcmp(r->db_operation, "FCALL_RO") ||
-                     !strcmp(r->db_operation, "EVALSHA") || !strcmp(r->db_operation, "EVALSHA_RO")))
+    if (argc > 1 && (r->db_operation[0] == 'F' || r->db_operation[0] == 'E') &&
+        (!strcmp(r->db_operation, "FCALL") || !strcmp(r->db_operation, "FCALL_RO") ||
+         !strcmp(r->db_operation, "EVALSHA") || !strcmp(r->db_operation, "EVALSHA_RO")))
         span_attr_str(sp, "db.stored_procedure.name", argv[1], lens[1]);
     const char *mode = rb->base.server->cfg.redis_query_text;
     if (!strcmp(mode, "off"))

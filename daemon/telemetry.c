@@ -49,7 +49,7 @@ struct telemetry {
 
     uv_timer_t bsp_timer, metric_timer, stop_timer;
     struct otlp_http *http;             /* owns; NULL unless an exporter is otlp */
-    struct otlp_attr_cache *attr_cache; /* owns */
+    struct otlp_span_cache *span_cache; /* owns */
     bool started, stopping, closed;
     int open_handles;
     uint64_t stop_deadline;             /* uv_now() ms: stop waiting for exports */
@@ -503,13 +503,11 @@ void span_set_name(struct span *s, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Keys are static strings, so the same key is the same pointer: no
- * strcmp on the request path. */
+/* Appends an attribute. Each key is set at most once per span (every
+ * caller names its attributes once), so there is no search for an earlier
+ * value: spans are recorded on the request path. */
 static struct span_attr *attr_slot(struct span *s, const char *key)
 {
-    for (size_t i = 0; i < s->nattrs; i++)
-        if (s->attrs[i].key == key)
-            return &s->attrs[i];
     if (s->nattrs == SPAN_MAX_ATTRS)
         return NULL;
     struct span_attr *a = &s->attrs[s->nattrs++];
@@ -638,9 +636,9 @@ static void export_spans(struct telemetry *t)
             struct otlp_resource r = {t->resource, t->nresource};
             struct cbuf body;
             cbuf_init(&body);
-            if (!t->attr_cache)
-                t->attr_cache = otlp_attr_cache_new();
-            otlp_encode_spans(&r, t->attr_cache, batch, n, &body);
+            if (!t->span_cache)
+                t->span_cache = otlp_span_cache_new();
+            otlp_encode_spans(&r, t->span_cache, batch, n, &body);
             if (t->set.traces_otlp.gzip && otlp_gzip(&body) != 0)
                 log_warn("otlp: gzip failed; sending uncompressed");
             otlp_http_post(t->http, &t->set.traces_otlp, &body, n, true, t->set.bsp_export_timeout_ms);
@@ -958,7 +956,7 @@ void telemetry_free(struct telemetry *t)
         return;
     for (size_t i = 0; i < t->ndb; i++)
         histogram_free(&t->db[i].h);
-    otlp_attr_cache_free(t->attr_cache);
+    otlp_span_cache_free(t->span_cache);
     free(t->pool);
     free(t->bounds);
     free(t->resource_text);

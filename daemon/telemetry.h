@@ -104,6 +104,8 @@ struct span *telemetry_span_start(struct telemetry *t, const char *tp, size_t tp
 void telemetry_span_end(struct telemetry *t, struct span *s, const char *error_type, const char *message);
 
 void span_set_name(struct span *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Attributes: key is a static string, set at most once per span. String
+ * values are copied (up to the span's arena). */
 void span_attr_str(struct span *s, const char *key, const char *v, size_t n);
 void span_attr_cstr(struct span *s, const char *key, const char *v);
 void span_attr_int(struct span *s, const char *key, int64_t v);

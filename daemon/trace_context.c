@@ -98,10 +98,21 @@ static uint64_t next64(void)
 
 void trace_random_id(uint8_t *p, size_t n)
 {
+    /* An all-zero id is invalid; with 64 random bits per word, retrying
+     * is the whole cost of ruling it out. */
+    uint64_t any;
     do {
-        for (size_t i = 0; i < n; i += 8) {
+        any = 0;
+        size_t i = 0;
+        for (; i + 8 <= n; i += 8) {
             uint64_t v = next64();
-            memcpy(p + i, &v, n - i < 8 ? n - i : 8);
+            memcpy(p + i, &v, 8);
+            any |= v;
         }
-    } while (all_zero(p, n));
+        if (i < n) {
+            uint64_t v = next64();
+            memcpy(p + i, &v, n - i);
+            any |= v & ((1ull << 8 * (n - i)) - 1);
+        }
+    } while (!any);
 }

@@ -99,7 +99,7 @@ static void test_span_encoding_round_trip(void **st)
     struct otlp_resource r = {res, 2};
     struct cbuf out;
     cbuf_init(&out);
-    struct otlp_attr_cache *cache = otlp_attr_cache_new();
+    struct otlp_span_cache *cache = otlp_span_cache_new();
     otlp_encode_spans(&r, cache, list, 1, &out);
     /* Twice: the second time the attributes come from the cache. */
     struct cbuf again;
@@ -108,7 +108,7 @@ static void test_span_encoding_round_trip(void **st)
     assert_int_equal(again.len, out.len);
     assert_memory_equal(again.data, out.data, out.len);
     cbuf_free(&again);
-    otlp_attr_cache_free(cache);
+    otlp_span_cache_free(cache);
     Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest *req =
         opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(NULL, out.len, out.data);
     assert_non_null(req);
@@ -161,7 +161,7 @@ static void test_largest_span_packs(void **st)
     assert_int_equal(s.nattrs, SPAN_MAX_ATTRS);
     struct span *list[1] = {&s};
     struct otlp_resource r = {NULL, 0};
-    struct otlp_attr_cache *cache = otlp_attr_cache_new();
+    struct otlp_span_cache *cache = otlp_span_cache_new();
     struct cbuf out;
     cbuf_init(&out);
     otlp_encode_spans(&r, cache, list, 1, &out);
@@ -174,7 +174,97 @@ static void test_largest_span_packs(void **st)
     assert_int_equal(p->attributes[0]->value->int_value, INT64_MIN);
     opentelemetry__proto__collector__trace__v1__export_trace_service_request__free_unpacked(req, NULL);
     cbuf_free(&out);
-    otlp_attr_cache_free(cache);
+    otlp_span_cache_free(cache);
+}
+
+
+/* Spans emitted from templates must decode exactly as the span says:
+ * several shapes, each seen more than once with other ids and times, plus
+ * the spans that cannot have a template (a trace state; an attribute that
+ * contains a sentinel's bytes), which are packed whole. */
+#define NSPANS 12
+
+static void make_span(struct span *s, int i)
+{
+    memset(s, 0, sizeof(*s));
+    trace_random_id(s->ctx.trace_id, 16);
+    trace_random_id(s->ctx.span_id, 8);
+    s->ctx.flags = 1;
+    s->start_ns = 1700000000000000000ull + (uint64_t)i * 1000;
+    s->end_ns = s->start_ns + 500 + (uint64_t)i;
+    s->kind = SK_CLIENT;
+    int shape = i % 6;
+    snprintf(s->name, sizeof(s->name), shape == 1 ? "SET" : "GET");
+    span_attr_cstr(s, "db.system.name", "redis");
+    span_attr_int(s, "server.port", 6379 + (shape == 2));
+    if (shape == 3) { /* a child, with an error */
+        s->has_parent = true;
+        trace_random_id(s->parent_id, 8);
+        s->error = true;
+        snprintf(s->status_msg, sizeof(s->status_msg), "WRONGTYPE Operation against a key");
+        span_attr_cstr(s, "error.type", "redis");
+    }
+    if (shape == 4) /* a trace state: packed whole */
+        snprintf(s->trace_state, sizeof(s->trace_state), "vendor=%d", i);
+    if (shape == 5) { /* an attribute holding the trace id sentinel: packed whole */
+        size_t n;
+        const uint8_t *sent = otlp_template_sentinel(&n);
+        span_attr_str(s, "db.query.text", (const char *)sent, n);
+    }
+}
+
+static void test_span_templates(void **st)
+{
+    (void)st;
+    static struct span spans[NSPANS];
+    struct span *list[NSPANS];
+    for (int i = 0; i < NSPANS; i++) {
+        make_span(&spans[i], i);
+        list[i] = &spans[i];
+    }
+    struct otlp_resource r = {NULL, 0};
+    struct otlp_span_cache *cache = otlp_span_cache_new();
+    for (int round = 0; round < 2; round++) { /* the second batch finds every template made */
+        struct cbuf out;
+        cbuf_init(&out);
+        otlp_encode_spans(&r, cache, list, NSPANS, &out);
+        Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest *req =
+            opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(NULL, out.len, out.data);
+        assert_non_null(req);
+        Opentelemetry__Proto__Trace__V1__ScopeSpans *ss = req->resource_spans[0]->scope_spans[0];
+        assert_int_equal(ss->n_spans, NSPANS);
+        for (int i = 0; i < NSPANS; i++) {
+            const struct span *s = &spans[i];
+            Opentelemetry__Proto__Trace__V1__Span *p = ss->spans[i];
+            assert_int_equal(p->trace_id.len, 16);
+            assert_memory_equal(p->trace_id.data, s->ctx.trace_id, 16);
+            assert_int_equal(p->span_id.len, 8);
+            assert_memory_equal(p->span_id.data, s->ctx.span_id, 8);
+            assert_int_equal(p->parent_span_id.len, s->has_parent ? 8 : 0);
+            if (s->has_parent)
+                assert_memory_equal(p->parent_span_id.data, s->parent_id, 8);
+            assert_true(p->start_time_unix_nano == s->start_ns);
+            assert_true(p->end_time_unix_nano == s->end_ns);
+            assert_int_equal(p->flags, 1);
+            assert_string_equal(p->name, s->name);
+            assert_string_equal(p->trace_state, s->trace_state);
+            assert_int_equal(p->kind, SK_CLIENT);
+            assert_int_equal(p->n_attributes, s->nattrs);
+            assert_string_equal(p->attributes[0]->key, "db.system.name");
+            assert_int_equal(p->attributes[1]->value->int_value, s->attrs[1].i);
+            assert_int_equal(p->status->code, s->error ? 2 : 0);
+            assert_string_equal(p->status->message, s->error ? s->status_msg : "");
+            if (i % 6 == 5)
+                assert_memory_equal(p->attributes[2]->value->string_value, otlp_template_sentinel(&(size_t){0}), 16);
+        }
+        opentelemetry__proto__collector__trace__v1__export_trace_service_request__free_unpacked(req, NULL);
+        cbuf_free(&out);
+    }
+    uint64_t templated, whole;
+    otlp_span_cache_counts(cache, &templated, &whole);
+    assert_int_equal(whole, 2 * 2 * (NSPANS / 6)); /* shapes 4 and 5, both rounds */
+    assert_int_equal(templated, 2 * NSPANS - whole);
+    otlp_span_cache_free(cache);
 }
 
 int main(void)
@@ -186,6 +276,7 @@ int main(void)
         cmocka_unit_test(test_histogram),
         cmocka_unit_test(test_span_encoding_round_trip),
         cmocka_unit_test(test_largest_span_packs),
+        cmocka_unit_test(test_span_templates),
     };
     return cmocka_run_group_tests_name("trace_context", tests, NULL, NULL);
 }
