@@ -521,7 +521,7 @@ static struct span *delivery_span(struct amqp_backend *ab, const struct amqp_sub
 {
     struct telemetry *t = ab->base.server->tel;
     struct span *sp = telemetry_span_start(t, e->traceparent, strlen(e->traceparent), e->tracestate,
-                                           strlen(e->tracestate), SK_CONSUMER, "process");
+                                           strlen(e->tracestate), SK_CONSUMER, "process", uv_hrtime());
     struct trace_ctx tc;
     if (sp) {
         span_set_name(sp, "process %s", s->queue);
@@ -716,7 +716,7 @@ static void handle_event(struct amqp_backend *ab, struct amqp_event *e)
         struct span *sp = ended ? NULL : delivery_span(ab, s, e, tp);
         codec_push_frame(&c->out.pending, s->sub, e->message, e->data.data, e->data.len, tp[0] ? tp : NULL);
         if (sp)
-            telemetry_span_end(ab->base.server->tel, sp, NULL, NULL);
+            telemetry_span_end(ab->base.server->tel, sp, uv_hrtime(), NULL, NULL);
         if (ended)
             drop_sub(ab, s, false);
         client_sent(c);

@@ -112,6 +112,7 @@ static KeyValue **resource_attrs(struct kv_arena *a, const struct otlp_resource 
 #define CACHE_SLOTS 512
 #define CACHE_VALUE 64
 #define TPL_SLOTS 256
+#define SHAPE_TPL_SLOTS 512
 
 struct cache_entry {
     const char *key;     /* refers: attribute keys are static strings */
@@ -139,8 +140,18 @@ struct span_tpl {
     uint32_t at[AT_N];
 };
 
+/* The template of spans that refer to a shape (telemetry.h): found by the
+ * shape's address, with no key to build. Shapes live as long as the
+ * cache, so an address is never reused for another shape. */
+struct shape_tpl {
+    const struct span_shape *shape; /* refers */
+    bool has_parent;
+    struct span_tpl t;              /* its key is unused */
+};
+
 struct otlp_span_cache {
     struct cache_entry e[CACHE_SLOTS];
+    struct shape_tpl st[SHAPE_TPL_SLOTS];
     uint8_t **graveyard; /* packed buffers evicted while packing one span */
     size_t ngrave, cgrave;
     struct span_tpl t[TPL_SLOTS];
@@ -160,6 +171,8 @@ void otlp_span_cache_free(struct otlp_span_cache *c)
         free(c->t[i].key);
         free(c->t[i].bytes);
     }
+    for (size_t i = 0; i < SHAPE_TPL_SLOTS; i++)
+        free(c->st[i].t.bytes);
     free(c->graveyard);
     cbuf_free(&c->packed);
     free(c);
@@ -420,25 +433,10 @@ static bool find_sentinels(struct span_tpl *t, bool has_parent)
     return true;
 }
 
-/* The template for s's shape, made on first sight; NULL when s must be
- * packed whole. */
-static const struct span_tpl *template_for(struct otlp_span_cache *c, const struct span *s)
+/* Packs s with sentinel ids and times into t; false when the sentinels
+ * cannot be found again (then t has no bytes). */
+static bool build_template(struct otlp_span_cache *c, const struct span *s, struct span_tpl *t)
 {
-    /* A trace state varies in length, and zero-valued fields would be
-     * left out of the template: such spans are packed whole. */
-    if (s->trace_state[0] || !s->ctx.flags || !s->start_ns || !s->end_ns)
-        return NULL;
-    uint8_t key[SHAPE_KEY_MAX];
-    size_t kl = shape_key(s, key);
-    uint64_t h = hash_bytes(key, kl);
-    struct span_tpl *t = &c->t[h % TPL_SLOTS];
-    if (t->key && t->hash == h && t->key_len == kl && !memcmp(t->key, key, kl))
-        return t->bytes ? t : NULL;
-    free(t->key);
-    free(t->bytes);
-    t->hash = h;
-    t->key = memcpy(xmalloc(kl), key, kl);
-    t->key_len = kl;
     struct span_vars v = {SENTINEL[AT_TRACE], SENTINEL[AT_SPAN], s->has_parent ? SENTINEL[AT_PARENT] : NULL,
                           le64(SENTINEL[AT_START]), le64(SENTINEL[AT_END]),
                           (uint32_t)le64((const uint8_t[8]){SENTINEL[AT_FLAGS][0], SENTINEL[AT_FLAGS][1],
@@ -451,9 +449,59 @@ static const struct span_tpl *template_for(struct otlp_span_cache *c, const stru
     if (!find_sentinels(t, s->has_parent)) {
         free(t->bytes);
         t->bytes = NULL;
+        return false;
+    }
+    return true;
+}
+
+/* A trace state varies in length, and zero-valued fields would be left
+ * out of a template: such spans are packed whole. */
+static bool templatable(const struct span *s)
+{
+    return !s->trace_state[0] && s->ctx.flags && s->start_ns && s->end_ns;
+}
+
+/* The template for s's shape, made on first sight; NULL when s must be
+ * packed whole. */
+static const struct span_tpl *template_for(struct otlp_span_cache *c, const struct span *s)
+{
+    if (!templatable(s))
+        return NULL;
+    uint8_t key[SHAPE_KEY_MAX];
+    size_t kl = shape_key(s, key);
+    uint64_t h = hash_bytes(key, kl);
+    struct span_tpl *t = &c->t[h % TPL_SLOTS];
+    if (t->key && t->hash == h && t->key_len == kl && !memcmp(t->key, key, kl))
+        return t->bytes ? t : NULL;
+    free(t->key);
+    free(t->bytes);
+    t->hash = h;
+    t->key = memcpy(xmalloc(kl), key, kl);
+    t->key_len = kl;
+    return build_template(c, s, t) ? t : NULL;
+}
+
+/* The same for a span that refers to a shape: found by the shape's
+ * address. Materializes s when it is packed whole or makes the template. */
+static const struct span_tpl *shape_template(struct otlp_span_cache *c, struct span *s)
+{
+    const struct span_shape *sh = s->shape;
+    if (!templatable(s)) {
+        span_materialize(s);
         return NULL;
     }
-    return t;
+    uint64_t h = ((uint64_t)(uintptr_t)sh * 0x9e3779b97f4a7c15ull) >> 20 ^ s->has_parent;
+    struct shape_tpl *st = &c->st[h % SHAPE_TPL_SLOTS];
+    if (st->shape == sh && st->has_parent == s->has_parent) {
+        if (!st->t.bytes)
+            span_materialize(s);
+        return st->t.bytes ? &st->t : NULL;
+    }
+    free(st->t.bytes);
+    st->shape = sh;
+    st->has_parent = s->has_parent;
+    span_materialize(s);
+    return build_template(c, s, &st->t) ? &st->t : NULL;
 }
 
 static void emit_templated(const struct span_tpl *t, const struct span *s, struct cbuf *out)
@@ -493,9 +541,9 @@ void otlp_encode_spans(const struct otlp_resource *r, struct otlp_span_cache *ca
     packed->len = 0;
     size_t *offs = xmalloc((n + 1) * sizeof(*offs));
     for (size_t i = 0; i < n; i++) {
-        const struct span *s = spans[i];
+        struct span *s = spans[i];
         offs[i] = packed->len;
-        const struct span_tpl *t = template_for(cache, s);
+        const struct span_tpl *t = s->shape ? shape_template(cache, s) : template_for(cache, s);
         if (t) {
             emit_templated(t, s, packed);
             cache->templated++;

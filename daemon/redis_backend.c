@@ -91,9 +91,36 @@ static const char *parse_argv(const struct request *r, int *argc, const char ***
     return NULL;
 }
 
+/* Span shapes by command: a Redis span's attributes follow from the
+ * command name, its argument count (the sanitized query text), the
+ * connection it goes out on and the query text setting, so spans look
+ * their shape up here instead of recording attributes. */
+#define RB_SHAPES 256
+
+struct rb_shape {
+    char op[32];
+    int argc;
+    const struct redis_conn *conn; /* refers; NULL: none was available */
+    unsigned peer_gen;
+    char mode;                     /* redis_query_text's first letter */
+    const struct span_shape *shape; /* refers: owned by telemetry */
+};
+
+static struct rb_shape *shape_slot(struct redis_backend *rb, const char *op, int argc, const struct redis_conn *c)
+{
+    if (!rb->shapes)
+        rb->shapes = xcalloc(RB_SHAPES, sizeof(*rb->shapes));
+    uint64_t h = (uint64_t)(uintptr_t)c * 0x9e3779b97f4a7c15ull ^ (uint64_t)argc * 0xff51afd7ed558ccdull;
+    for (const char *p = op; *p; p++)
+        h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    return &rb->shapes[(h >> 7) % RB_SHAPES];
+}
+
 /* Names the request's metrics and span after the command, per the
- * database semantic conventions. */
-static void annotate(struct redis_backend *rb, struct request *r, int argc, const char **argv, const size_t *lens)
+ * database semantic conventions. c is the connection it will go out on,
+ * or NULL when none is available. */
+static void annotate(struct redis_backend *rb, struct request *r, const struct redis_conn *c, int argc,
+                     const char **argv, const size_t *lens)
 {
     size_t n = lens[0] < sizeof(r->db_operation) - 1 ? lens[0] : sizeof(r->db_operation) - 1;
     for (size_t i = 0; i < n; i++)
@@ -103,6 +130,22 @@ static void annotate(struct redis_backend *rb, struct request *r, int argc, cons
     struct span *sp = r->span;
     if (!sp)
         return;
+    const char *mode = rb->base.server->cfg.redis_query_text;
+    /* Scripts: the function (FCALL) or script digest (EVALSHA) run. */
+    bool script = argc > 1 && (r->db_operation[0] == 'F' || r->db_operation[0] == 'E') &&
+                  (!strcmp(r->db_operation, "FCALL") || !strcmp(r->db_operation, "FCALL_RO") ||
+                   !strcmp(r->db_operation, "EVALSHA") || !strcmp(r->db_operation, "EVALSHA_RO"));
+    /* A full query text, or a script's name, differs from request to
+     * request: such spans carry their own attributes. */
+    struct rb_shape *slot = NULL;
+    if (mode[0] != 'f' && !script) {
+        slot = shape_slot(rb, r->db_operation, argc, c);
+        if (slot->shape && slot->argc == argc && slot->conn == c && slot->mode == mode[0] &&
+            (!c || slot->peer_gen == c->peer_gen) && !strcmp(slot->op, r->db_operation)) {
+            span_use_shape(sp, slot->shape);
+            return;
+        }
+    }
     sp->kind = SK_CLIENT;
     memcpy(sp->name, r->db_operation, n + 1);
     span_attr_str(sp, "db.system.name", "redis", 5);
@@ -115,30 +158,39 @@ static void annotate(struct redis_backend *rb, struct request *r, int argc, cons
         span_attr_cstr(sp, "server.address", rb->addr.host);
         span_attr_int(sp, "server.port", rb->addr.port);
     }
-    /* Scripts: the function (FCALL) or script digest (EVALSHA) run. */
-    if (argc > 1 && (r->db_operation[0] == 'F' || r->db_operation[0] == 'E') &&
-        (!strcmp(r->db_operation, "FCALL") || !strcmp(r->db_operation, "FCALL_RO") ||
-         !strcmp(r->db_operation, "EVALSHA") || !strcmp(r->db_operation, "EVALSHA_RO")))
+    if (script)
         span_attr_str(sp, "db.stored_procedure.name", argv[1], lens[1]);
-    const char *mode = rb->base.server->cfg.redis_query_text;
-    if (!strcmp(mode, "off"))
-        return;
-    /* Sanitized: the command and a ? per argument, so values (which may
-     * be secrets or personal data) never leave the host. */
-    char q[256];
-    size_t u = 0;
-    bool full = !strcmp(mode, "full");
-    for (int i = 0; i < argc && u < sizeof(q) - 4; i++) {
-        if (i)
-            q[u++] = ' ';
-        const char *a = i == 0 ? r->db_operation : full ? argv[i] : "?";
-        size_t l = i == 0 ? strlen(a) : full ? lens[i] : 1;
-        if (l > sizeof(q) - 4 - u)
-            l = sizeof(q) - 4 - u;
-        memcpy(q + u, a, l);
-        u += l;
+    if (mode[0] != 'o') {
+        /* Sanitized: the command and a ? per argument, so values (which
+         * may be secrets or personal data) never leave the host. */
+        char q[256];
+        size_t u = 0;
+        bool full = mode[0] == 'f';
+        for (int i = 0; i < argc && u < sizeof(q) - 4; i++) {
+            if (i)
+                q[u++] = ' ';
+            const char *a = i == 0 ? r->db_operation : full ? argv[i] : "?";
+            size_t l = i == 0 ? strlen(a) : full ? lens[i] : 1;
+            if (l > sizeof(q) - 4 - u)
+                l = sizeof(q) - 4 - u;
+            memcpy(q + u, a, l);
+            u += l;
+        }
+        span_attr_str(sp, "db.query.text", q, u);
     }
-    span_attr_str(sp, "db.query.text", q, u);
+    if (c)
+        span_attr_cstr(sp, "network.peer.address", c->peer);
+    if (slot) {
+        const struct span_shape *sh = telemetry_shape(rb->base.server->tel, sp);
+        if (sh) {
+            snprintf(slot->op, sizeof(slot->op), "%s", r->db_operation);
+            slot->argc = argc;
+            slot->conn = c;
+            slot->peer_gen = c ? c->peer_gen : 0;
+            slot->mode = mode[0];
+            slot->shape = sh;
+        }
+    }
 }
 
 static int rb_submit(struct backend *b, struct request *r)
@@ -167,8 +219,8 @@ static int rb_submit(struct backend *b, struct request *r)
         request_fail(r, FE_DENIED, msg);
         goto done;
     }
-    annotate(rb, r, argc, argv, lens);
     struct redis_conn *c = pick(rb);
+    annotate(rb, r, c, argc, argv, lens);
     if (!c) {
         rb->rejected_unavailable++;
         snprintf(msg, sizeof(msg), "redis is unreachable (%s)",
@@ -177,8 +229,6 @@ static int rb_submit(struct backend *b, struct request *r)
         request_fail(r, FE_UNAVAILABLE, msg);
         goto done;
     }
-    if (r->span)
-        span_attr_cstr(r->span, "network.peer.address", c->peer);
     rc = redis_conn_send(c, r, argc, argv, lens);
 done:
     if (argv && argv != small) {
@@ -288,6 +338,7 @@ static void rb_destroy(struct backend *b)
     free(rb->conns);
     redis_deny_free(&rb->deny);
     redis_addr_free(&rb->addr);
+    free(rb->shapes);
     free(rb);
 }
 

@@ -24,6 +24,7 @@ struct redis_backend {
     uint32_t rng;                /* for backoff jitter */
     char db_text[8];             /* db index as text, for spans */
     size_t path_len;
+    struct rb_shape *shapes;     /* owns: RB_SHAPES span shapes by command; NULL until traced */
 };
 
 /* Parses the Redis settings in s->cfg, registers the 'redis' op and

@@ -249,6 +249,7 @@ static void on_connect(uv_connect_t *req, int status)
     } else {
         snprintf(c->peer, sizeof(c->peer), "%s", c->rb->addr.path);
     }
+    c->peer_gen++;
     c->state = RC_HANDSHAKE;
     uv_read_start(&c->io.stream, alloc_cb, on_read);
     outq_enable(&c->out, &c->io.stream);

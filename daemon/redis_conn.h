@@ -53,6 +53,7 @@ struct redis_conn {
     uint64_t connects, drops;   /* counters for stats */
     char last_error[160];
     char peer[108];             /* the address connected to (IP, or socket path) */
+    unsigned peer_gen;          /* bumped when peer is set: span shapes that name it go stale */
 };
 
 struct redis_conn *redis_conn_new(struct redis_backend *rb, unsigned index);

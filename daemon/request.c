@@ -39,14 +39,14 @@ static void request_end(struct request *r, int outcome, const char *message)
     struct client *c = r->client;
     struct server *s = c->srv;
     r->op->outcomes[outcome]++;
-    uint64_t took = uv_hrtime() - r->start_ns;
+    uint64_t now = uv_hrtime(), took = now - r->start_ns;
     telemetry_request_done(s->tel, r->op, took);
     if (r->db_system)
         telemetry_db_operation(s->tel, r->db_system, r->db_operation, took);
     if (r->span) {
         const char *etype = outcome == OUTCOME_OK ? NULL
                           : outcome == OUTCOME_ABANDONED ? "abandoned" : fe_name(-outcome - 1);
-        telemetry_span_end(s->tel, r->span, etype, message);
+        telemetry_span_end(s->tel, r->span, now, etype, message);
     }
     deadline_remove(&s->deadlines, &r->deadline);
     dlist_remove(&r->client_node);
@@ -115,7 +115,7 @@ void request_handle(struct client *c, const uint8_t *body, size_t len)
     /* ferryd serves the application: a SERVER span, unless the backend
      * makes it a CLIENT, PRODUCER ... span of its own kind. */
     r->span = telemetry_span_start(s->tel, r->v.traceparent, r->v.traceparent_len, r->v.tracestate,
-                                   r->v.tracestate_len, SK_SERVER, op->name);
+                                   r->v.tracestate_len, SK_SERVER, op->name, r->start_ns);
     dlist_init(&r->deadline.node);
     dlist_push_tail(&c->inflight, &r->client_node);
     c->ninflight++;

@@ -28,9 +28,14 @@ struct span_attr {
     uint16_t off, len;    /* SA_STR: bytes in the span's arena */
 };
 
+struct span_shape;
+
 /* One span, recorded in place. */
 struct span {
     struct span *next;    /* in the free list, or the export queue */
+    /* refers: when set, the span's name, kind and attributes are the
+     * shape's, and its own are unused (see span_use_shape) */
+    const struct span_shape *shape;
     struct trace_ctx ctx; /* its trace id, its own span id, its flags */
     uint8_t parent_id[8];
     bool has_parent;
@@ -93,15 +98,17 @@ void telemetry_stop(struct telemetry *t);
 void telemetry_free(struct telemetry *t);
 const struct telemetry_settings *telemetry_settings(const struct telemetry *t);
 
-/* Starts a span, continuing the W3C traceparent/tracestate when they are
- * valid. Returns NULL when the sampler says no, telemetry is off, or the
- * queue is full (then it is counted as dropped). */
+/* Starts a span at mono_ns (a uv_hrtime() reading), continuing the W3C
+ * traceparent/tracestate when they are valid. Returns NULL when the
+ * sampler says no, telemetry is off, or the queue is full (then it is
+ * counted as dropped). */
 struct span *telemetry_span_start(struct telemetry *t, const char *tp, size_t tp_len, const char *ts,
-                                  size_t ts_len, enum span_kind kind, const char *name);
-/* Ends s and hands it to the exporter. error_type is NULL on success, else
- * the ferry error code's name (or "abandoned"), recorded as error.type
- * with an ERROR status carrying message. */
-void telemetry_span_end(struct telemetry *t, struct span *s, const char *error_type, const char *message);
+                                  size_t ts_len, enum span_kind kind, const char *name, uint64_t mono_ns);
+/* Ends s at mono_ns and hands it to the exporter. error_type is NULL on
+ * success, else the ferry error code's name (or "abandoned"), recorded as
+ * error.type with an ERROR status carrying message. */
+void telemetry_span_end(struct telemetry *t, struct span *s, uint64_t mono_ns, const char *error_type,
+                        const char *message);
 
 void span_set_name(struct span *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Attributes: key is a static string, set at most once per span. String
@@ -110,6 +117,18 @@ void span_attr_str(struct span *s, const char *key, const char *v, size_t n);
 void span_attr_cstr(struct span *s, const char *key, const char *v);
 void span_attr_int(struct span *s, const char *key, int64_t v);
 void span_attr_bool(struct span *s, const char *key, bool v);
+/* Shapes. Many spans share their name, kind and attributes (a Redis GET
+ * to one server, say); recording a shape by reference instead of copying
+ * the attributes, and packing it once for export, is most of what makes
+ * tracing cheap. telemetry_shape() interns what s has recorded so far and
+ * returns it (NULL when the table of shapes is full); telemetry owns the
+ * shape until telemetry_free(). span_use_shape() gives s that shape;
+ * setting a name or an attribute on s afterwards first copies the shape's
+ * into s (span_materialize), so an error can still be added. */
+const struct span_shape *telemetry_shape(struct telemetry *t, const struct span *s);
+void span_use_shape(struct span *s, const struct span_shape *shape);
+void span_materialize(struct span *s);
+
 /* The traceparent naming s as the parent, for propagation. */
 void span_traceparent(const struct span *s, char out[TRACEPARENT_LEN + 1]);
 

@@ -70,6 +70,47 @@ def test_redis_spans(traced, collector):
     assert collector.errors == []
 
 
+def test_repeated_commands_keep_every_attribute(traced, collector):
+    """Spans of a command seen before come from a shared shape (telemetry.h):
+    each still carries the whole attribute set, its own ids and times, and an
+    error on a command whose shape exists adds its error attributes."""
+    f = traced()
+    with f.client() as c:
+        c.redis("LPUSH", "list", "a")
+        for i in range(5):
+            c.redis("SET", "k%d" % i, "v")
+        c.redis("SET", "k", "v", "EX", "100")         # more arguments: another shape
+        with pytest.raises(ferry.FerryError):
+            c.redis("SET", "list", "v", "XX", "GET")  # WRONGTYPE, after SET has shapes
+        with pytest.raises(ferry.FerryError):
+            c.redis("LPUSH", "k0", "x")               # WRONGTYPE on a command with a shape
+    sets = spans_named(collector, "SET", n=7)
+    want = {"db.system.name": "redis", "db.system": "redis", "db.operation.name": "SET",
+            "db.namespace": "0"}
+    for s in sets:
+        for k, v in want.items():
+            assert s["attributes"][k] == v
+        assert s["attributes"]["server.address"].endswith("redis.sock")
+        assert s["attributes"]["network.peer.address"].endswith("redis.sock")
+        assert s["kind"] == CLIENT and s["end"] >= s["start"] > 0
+    texts = sorted(s["attributes"]["db.query.text"] for s in sets)
+    assert texts == ["SET ? ?"] * 5 + ["SET ? ? ? ?"] * 2   # the failing SET shares the EX one's shape
+    assert len({s["span_id"] for s in sets}) == 7 and len({s["trace_id"] for s in sets}) == 7
+    ok = [s for s in sets if s["status_code"] == 0]
+    bad = [s for s in sets if s["status_code"] == 2]
+    assert len(ok) == 6 and len(bad) == 1
+    assert bad[0]["attributes"]["db.response.status_code"] == "WRONGTYPE"
+    assert bad[0]["attributes"]["error.type"] == "backend_error"
+    lp = spans_named(collector, "LPUSH", n=2)
+    assert sorted(s["status_code"] for s in lp) == [0, 2]
+    for s in lp:
+        assert s["attributes"]["db.query.text"] == "LPUSH ? ?"
+        assert s["attributes"]["network.peer.address"].endswith("redis.sock")
+    assert [s for s in lp if s["status_code"] == 2][0]["attributes"]["error.type"] == "backend_error"
+    assert "error.type" not in [s for s in lp if s["status_code"] == 0][0]["attributes"]
+    assert collector.errors == []
+
+
 def test_full_query_text_when_configured(traced, collector):
     f = traced(["--set", "redis_query_text=full"])
     with f.client() as c:
