@@ -456,7 +456,7 @@ static void annotate(struct amqp_backend *ab, struct request *r, struct amqp_cmd
             trace_ctx_format(&tc, tp);
         else
             tp[0] = '\0';
-        if (sp && !sp->trace_state[0])
+        if (sp && !sp->trace_state_len)
             ts = NULL, ts_len = 0;
         for (size_t i = 0; tp[0] && i < c->nmsgs; i++)
             inject(&c->pool, &c->msgs[i], tp, ts, ts_len);

@@ -290,7 +290,7 @@ static void pack_span(struct otlp_span_cache *c, const struct span *s, const str
         sp.parent_span_id.data = (uint8_t *)v->parent_id;
         sp.parent_span_id.len = 8;
     }
-    sp.trace_state = (char *)s->trace_state;
+    sp.trace_state = s->trace_state_len ? (char *)s->trace_state : (char *)"";
     sp.name = (char *)s->name;
     sp.kind = (Opentelemetry__Proto__Trace__V1__Span__SpanKind)s->kind;
     sp.start_time_unix_nano = v->start;
@@ -458,7 +458,7 @@ static bool build_template(struct otlp_span_cache *c, const struct span *s, stru
  * out of a template: such spans are packed whole. */
 static bool templatable(const struct span *s)
 {
-    return !s->trace_state[0] && s->ctx.flags && s->start_ns && s->end_ns;
+    return !s->trace_state_len && s->ctx.flags && s->start_ns && s->end_ns;
 }
 
 /* The template for s's shape, made on first sight; NULL when s must be

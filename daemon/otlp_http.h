@@ -31,6 +31,9 @@ void otlp_http_post(struct otlp_http *h, const struct otlp_signal *sig, struct c
                     bool traces, uint64_t deadline_ms);
 /* POSTs queued or in flight. */
 size_t otlp_http_pending(const struct otlp_http *h);
+/* An empty buffer to build the next body in, with the memory of a body
+ * already sent when there is one. */
+void otlp_http_buffer(struct otlp_http *h, struct cbuf *b);
 /* Gives up what is left and closes every handle; closed runs after, and
  * then otlp_http_free. */
 void otlp_http_close(struct otlp_http *h, void (*closed)(void *arg), void *arg);

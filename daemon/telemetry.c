@@ -38,9 +38,13 @@ struct telemetry {
 
     struct span *pool;                  /* owns: set.bsp_queue records */
     size_t pool_fresh;                  /* records [pool_fresh, bsp_queue) never used yet */
-    struct span *free_spans;            /* records used and given back */
-    struct span *q_head, *q_tail;       /* ended, waiting for export */
-    size_t queued;
+    /* Arrays of pointers rather than lists through the records, so that
+     * queueing and releasing a span do not touch it again. */
+    struct span **free_spans;           /* owns: records used and given back, a stack */
+    size_t nfree;
+    struct span **ring;                 /* owns: ended spans waiting for export, oldest at q_first */
+    size_t q_first, queued;
+    struct span **batch;                /* owns: room for one export batch */
     uint64_t spans_dropped, export_failures, spans_exported;
 
     double *bounds;                     /* owns: duration buckets, seconds */
@@ -357,6 +361,9 @@ int telemetry_init(struct telemetry **out, struct server *s, char *err, size_t e
      * and an idle daemon stays small. */
     t->pool = xcalloc(t->set.bsp_queue, sizeof(struct span));
     t->pool_fresh = 0;
+    t->free_spans = xcalloc(t->set.bsp_queue, sizeof(*t->free_spans));
+    t->ring = xcalloc(t->set.bsp_queue, sizeof(*t->ring));
+    t->batch = xcalloc(t->set.bsp_batch, sizeof(*t->batch));
     t->start_unix_ns = unix_ns();
     t->mono_to_unix = t->start_unix_ns - uv_hrtime();
     *out = t;
@@ -472,16 +479,15 @@ struct span *telemetry_span_start(struct telemetry *t, const char *tp, size_t tp
     }
     if (!sampled)
         return NULL;
-    struct span *s = t->free_spans;
-    if (s) {
-        t->free_spans = s->next;
+    struct span *s;
+    if (t->nfree) {
+        s = t->free_spans[--t->nfree];
     } else if (t->pool_fresh < t->set.bsp_queue) {
         s = &t->pool[t->pool_fresh++];
     } else {
         t->spans_dropped++;
         return NULL;
     }
-    s->next = NULL;
     s->shape = NULL;
     memcpy(s->ctx.trace_id, trace_id, 16);
     trace_random_id(s->ctx.span_id, 8);
@@ -489,16 +495,16 @@ struct span *telemetry_span_start(struct telemetry *t, const char *tp, size_t tp
     s->has_parent = has_parent;
     if (has_parent)
         memcpy(s->parent_id, parent.span_id, 8);
-    s->trace_state[0] = '\0';
+    s->trace_state_len = 0;
     if (has_parent && ts && ts_len && ts_len < sizeof(s->trace_state)) {
         memcpy(s->trace_state, ts, ts_len);
         s->trace_state[ts_len] = '\0';
+        s->trace_state_len = (uint16_t)ts_len;
     }
     s->kind = (uint8_t)kind;
     s->error = false;
     s->nattrs = 0;
     s->arena_used = 0;
-    s->status_msg[0] = '\0';
     size_t nl = strlen(name);
     if (nl >= sizeof(s->name))
         nl = sizeof(s->name) - 1;
@@ -674,12 +680,8 @@ void telemetry_span_end(struct telemetry *t, struct span *s, uint64_t mono_ns, c
         snprintf(s->status_msg, sizeof(s->status_msg), "%s", message ? message : error_type);
         span_attr_cstr(s, "error.type", error_type);
     }
-    if (t->q_tail)
-        t->q_tail->next = s;
-    else
-        t->q_head = s;
-    t->q_tail = s;
-    s->next = NULL;
+    size_t at = t->q_first + t->queued; /* both < bsp_queue */
+    t->ring[at >= t->set.bsp_queue ? at - t->set.bsp_queue : at] = s;
     t->queued++;
     /* A full batch goes out on the next loop iteration, not inside this
      * request's completion. Armed once, when the queue reaches a batch:
@@ -727,21 +729,17 @@ static void print_span(struct span *s)
 
 static void release(struct telemetry *t, struct span *s)
 {
-    s->next = t->free_spans;
-    t->free_spans = s;
+    t->free_spans[t->nfree++] = s;
 }
 
 static void export_spans(struct telemetry *t)
 {
     while (t->queued > 0) {
         size_t n = t->queued < t->set.bsp_batch ? t->queued : t->set.bsp_batch;
-        struct span **batch = xmalloc(n * sizeof(*batch));
-        for (size_t i = 0; i < n; i++) {
-            batch[i] = t->q_head;
-            t->q_head = t->q_head->next;
-        }
-        if (!t->q_head)
-            t->q_tail = NULL;
+        struct span **batch = t->batch;
+        for (size_t i = 0; i < n; i++)
+            batch[i] = t->ring[(t->q_first + i) % t->set.bsp_queue];
+        t->q_first = (t->q_first + n) % t->set.bsp_queue;
         t->queued -= n;
         if (t->set.traces == EXP_CONSOLE) {
             for (size_t i = 0; i < n; i++)
@@ -749,7 +747,7 @@ static void export_spans(struct telemetry *t)
         } else if (t->http) {
             struct otlp_resource r = {t->resource, t->nresource};
             struct cbuf body;
-            cbuf_init(&body);
+            otlp_http_buffer(t->http, &body);
             if (!t->span_cache)
                 t->span_cache = otlp_span_cache_new();
             otlp_encode_spans(&r, t->span_cache, batch, n, &body);
@@ -759,7 +757,6 @@ static void export_spans(struct telemetry *t)
         }
         for (size_t i = 0; i < n; i++)
             release(t, batch[i]);
-        free(batch);
         if (t->queued < t->set.bsp_batch)
             break; /* the rest waits for the schedule delay */
     }
@@ -1079,6 +1076,9 @@ void telemetry_free(struct telemetry *t)
             free(sh);
         }
     free(t->pool);
+    free(t->free_spans);
+    free(t->ring);
+    free(t->batch);
     free(t->bounds);
     free(t->resource_text);
     free(t);

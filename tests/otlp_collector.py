@@ -64,9 +64,8 @@ def attrs(kvs):
 
 
 class Collector:
-    def __init__(self, port=None, discard=False, tls=None):
+    def __init__(self, port=None, tls=None):
         self.port = port or _free_port()
-        self.discard = discard   # count bytes only, for the benchmark
         self.tls = tls           # (certfile, keyfile): serve HTTPS
         self.partial = None      # (rejected, message): answer with partial_success
         self.lock = threading.Lock()
@@ -97,13 +96,6 @@ class Collector:
                 body = self.rfile.read(n)
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 now = time.monotonic()
-                if collector.discard:
-                    with collector.lock:
-                        collector.requests.append((self.path, {}, now, b""))
-                    self.send_response(200)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
                 with collector.lock:
                     collector.requests.append((self.path, headers, now, body))
                     fail = collector._fail.pop(0) if collector._fail else None
@@ -240,7 +232,7 @@ def _free_port():
 
 if __name__ == "__main__":
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 4318
-    c = Collector(port, discard="--discard" in sys.argv).start()
+    c = Collector(port).start()
     print("collector on %s" % c.endpoint, flush=True)
     try:
         while True:
