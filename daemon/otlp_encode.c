@@ -195,7 +195,7 @@ static uint8_t *pack_attr(const struct span *s, const struct span_attr *at, size
     kv.value = &av;
     char tmp[SPAN_ARENA + 1];
     if (at->type == SA_STR) {
-        memcpy(tmp, s->arena + at->off, at->len);
+        memcpy(tmp, s->d->arena + at->off, at->len);
         tmp[at->len] = '\0';
         av.value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE;
         av.string_value = tmp;
@@ -219,7 +219,7 @@ static ProtobufCBinaryData attr_bytes(struct otlp_span_cache *c, const struct sp
                                       uint8_t **scratch)
 {
     ProtobufCBinaryData b;
-    const char *v = s->arena + at->off;
+    const char *v = s->d->arena + at->off;
     if (at->type == SA_STR && at->len > CACHE_VALUE) {
         *scratch = pack_attr(s, at, &b.len);
         b.data = *scratch;
@@ -290,7 +290,7 @@ static void pack_span(struct otlp_span_cache *c, const struct span *s, const str
         sp.parent_span_id.data = (uint8_t *)v->parent_id;
         sp.parent_span_id.len = 8;
     }
-    sp.trace_state = s->trace_state_len ? (char *)s->trace_state : (char *)"";
+    sp.trace_state = s->trace_state_len ? (char *)s->d->trace_state : (char *)"";
     sp.name = (char *)s->name;
     sp.kind = (Opentelemetry__Proto__Trace__V1__Span__SpanKind)s->kind;
     sp.start_time_unix_nano = v->start;
@@ -299,11 +299,11 @@ static void pack_span(struct otlp_span_cache *c, const struct span *s, const str
     sp.n_attributes = s->nattrs;
     sp.attributes = ab;
     for (size_t k = 0; k < s->nattrs; k++)
-        ab[k] = attr_bytes(c, s, &s->attrs[k], &scratch[k]);
+        ab[k] = attr_bytes(c, s, &s->d->attrs[k], &scratch[k]);
     opentelemetry__proto__trace__v1__status__init(&st);
     st.code = s->error ? OPENTELEMETRY__PROTO__TRACE__V1__STATUS__STATUS_CODE__STATUS_CODE_ERROR
                        : OPENTELEMETRY__PROTO__TRACE__V1__STATUS__STATUS_CODE__STATUS_CODE_UNSET;
-    st.message = s->error ? (char *)s->status_msg : (char *)"";
+    st.message = s->error ? (char *)s->d->status_msg : (char *)"";
     sp.status = &st;
     /* protobuf-c would size the span once more before packing it; an
      * upper bound of its size lets pack() run alone. The bound: every
@@ -368,11 +368,11 @@ static void put_le(uint8_t *p, uint64_t v, int n)
 /* Everything a template depends on, as bytes: what the encoder reads from
  * a span apart from its span_vars. Attribute keys are static strings, so
  * the pointer stands for the key. */
-#define SHAPE_KEY_MAX (5 + 96 + 160 + SPAN_MAX_ATTRS * (8 + 1 + 8) + SPAN_ARENA)
+#define SHAPE_KEY_MAX (5 + SPAN_NAME_MAX + 160 + SPAN_MAX_ATTRS * (8 + 1 + 8) + SPAN_ARENA)
 
 static size_t shape_key(const struct span *s, uint8_t *k)
 {
-    size_t n = 0, nl = strnlen(s->name, sizeof(s->name)), ml = s->error ? strnlen(s->status_msg, 160) : 0;
+    size_t n = 0, nl = strnlen(s->name, SPAN_NAME_MAX - 1), ml = s->error ? strnlen(s->d->status_msg, 160) : 0;
     k[n++] = s->kind;
     k[n++] = (uint8_t)(s->has_parent | s->error << 1);
     k[n++] = s->nattrs;
@@ -380,10 +380,10 @@ static size_t shape_key(const struct span *s, uint8_t *k)
     memcpy(k + n, s->name, nl);
     n += nl;
     k[n++] = (uint8_t)ml;
-    memcpy(k + n, s->status_msg, ml);
+    memcpy(k + n, s->d->status_msg, ml);
     n += ml;
     for (size_t i = 0; i < s->nattrs; i++) {
-        const struct span_attr *a = &s->attrs[i];
+        const struct span_attr *a = &s->d->attrs[i];
         memcpy(k + n, &a->key, sizeof(a->key));
         n += sizeof(a->key);
         k[n++] = a->type;
@@ -395,7 +395,7 @@ static size_t shape_key(const struct span *s, uint8_t *k)
             n += 8;
         }
     }
-    memcpy(k + n, s->arena, s->arena_used);
+    memcpy(k + n, s->d->arena, s->arena_used);
     return n + s->arena_used;
 }
 
@@ -542,6 +542,10 @@ void otlp_encode_spans(const struct otlp_resource *r, struct otlp_span_cache *ca
     size_t *offs = xmalloc((n + 1) * sizeof(*offs));
     for (size_t i = 0; i < n; i++) {
         struct span *s = spans[i];
+        if (i + 8 < n) { /* the records are cold by now: ask for them ahead */
+            __builtin_prefetch(spans[i + 8]);
+            __builtin_prefetch((const char *)spans[i + 8] + 64);
+        }
         offs[i] = packed->len;
         const struct span_tpl *t = s->shape ? shape_template(cache, s) : template_for(cache, s);
         if (t) {

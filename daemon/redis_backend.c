@@ -147,7 +147,7 @@ static void annotate(struct redis_backend *rb, struct request *r, const struct r
         }
     }
     sp->kind = SK_CLIENT;
-    memcpy(sp->name, r->db_operation, n + 1);
+    span_copy_name(sp, r->db_operation, n);
     span_attr_str(sp, "db.system.name", "redis", 5);
     span_attr_str(sp, "db.system", "redis", 5);
     span_attr_str(sp, "db.operation.name", r->db_operation, n);

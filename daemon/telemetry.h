@@ -30,27 +30,37 @@ struct span_attr {
 
 struct span_shape;
 
-/* One span, recorded in place. The fields every span touches come first,
- * so recording one and exporting it touch few cache lines: the pool is
- * megabytes, and cache misses were a large part of tracing's cost. */
-struct span {
-    /* refers: when set, the span's name, kind and attributes are the
-     * shape's, and its own are unused (see span_use_shape) */
-    const struct span_shape *shape;
-    struct trace_ctx ctx; /* its trace id, its own span id, its flags */
-    uint8_t parent_id[8];
-    bool has_parent;
-    bool error;           /* then status_msg holds the status message */
-    uint8_t kind;
-    uint8_t nattrs;
-    uint16_t arena_used;
-    uint16_t trace_state_len; /* 0: no trace state (trace_state is stale) */
-    uint64_t start_ns, end_ns; /* Unix time */
-    char name[96];
+#define SPAN_NAME_MAX 96
+
+/* What most spans never touch: a span that uses a shape keeps its
+ * attributes there, and a status message or trace state is rare. Kept
+ * apart from struct span so that the records every span touches are small
+ * and dense (the pool runs to megabytes; cache and TLB misses on 2 KiB
+ * records were most of what recording a span cost, measured with perf). */
+struct span_data {
+    char name[SPAN_NAME_MAX];
     struct span_attr attrs[SPAN_MAX_ATTRS];
     char arena[SPAN_ARENA];
     char status_msg[160];
     char trace_state[512];
+};
+
+/* One span, recorded in place. */
+struct span {
+    /* refers: when set, the span's name, kind and attributes are the
+     * shape's, and its own are unused (see span_use_shape) */
+    const struct span_shape *shape;
+    struct span_data *d;  /* refers: this record's data, in the pool */
+    const char *name;     /* refers: a static string, or d->name */
+    struct trace_ctx ctx; /* its trace id, its own span id, its flags */
+    uint8_t parent_id[8];
+    bool has_parent;
+    bool error;           /* then d->status_msg holds the status message */
+    uint8_t kind;
+    uint8_t nattrs;       /* in d->attrs, values in d->arena */
+    uint16_t arena_used;
+    uint16_t trace_state_len; /* 0: no trace state (d->trace_state is stale) */
+    uint64_t start_ns, end_ns; /* Unix time */
 };
 
 /* Cumulative explicit-bucket histogram; bounds are shared. */
@@ -100,7 +110,8 @@ void telemetry_stop(struct telemetry *t);
 void telemetry_free(struct telemetry *t);
 const struct telemetry_settings *telemetry_settings(const struct telemetry *t);
 
-/* Starts a span at mono_ns (a uv_hrtime() reading), continuing the W3C
+/* Starts a span named name (a string that outlives the span: static, or
+ * an op's name) at mono_ns (a uv_hrtime() reading), continuing the W3C
  * traceparent/tracestate when they are valid. Returns NULL when the
  * sampler says no, telemetry is off, or the queue is full (then it is
  * counted as dropped). */
@@ -113,6 +124,8 @@ void telemetry_span_end(struct telemetry *t, struct span *s, uint64_t mono_ns, c
                         const char *message);
 
 void span_set_name(struct span *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Names s with the first n bytes of name (copied). */
+void span_copy_name(struct span *s, const char *name, size_t n);
 /* Attributes: key is a static string, set at most once per span. String
  * values are copied (up to the span's arena). */
 void span_attr_str(struct span *s, const char *key, const char *v, size_t n);

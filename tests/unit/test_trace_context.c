@@ -83,14 +83,16 @@ static void test_span_encoding_round_trip(void **st)
 {
     (void)st;
     static struct span s;
+    static struct span_data d;
     memset(&s, 0, sizeof(s));
+    s.d = &d;
     trace_random_id(s.ctx.trace_id, 16);
     trace_random_id(s.ctx.span_id, 8);
     s.ctx.flags = 1;
     s.kind = SK_CLIENT;
     s.start_ns = 1000;
     s.end_ns = 2000;
-    snprintf(s.name, sizeof(s.name), "GET");
+    s.name = "GET";
     span_attr_cstr(&s, "db.system.name", "redis");
     span_attr_int(&s, "server.port", 6379);
     span_attr_bool(&s, "flag", true);
@@ -136,7 +138,9 @@ static void test_largest_span_packs(void **st)
 {
     (void)st;
     static struct span s;
+    static struct span_data d;
     memset(&s, 0, sizeof(s));
+    s.d = &d;
     trace_random_id(s.ctx.trace_id, 16);
     trace_random_id(s.ctx.span_id, 8);
     s.has_parent = true;
@@ -145,10 +149,11 @@ static void test_largest_span_packs(void **st)
     s.start_ns = UINT64_MAX - 1;
     s.end_ns = UINT64_MAX;
     s.ctx.flags = 0xff;
-    memset(s.name, 'n', sizeof(s.name) - 1);
-    memset(s.status_msg, 'm', sizeof(s.status_msg) - 1);
-    memset(s.trace_state, 't', sizeof(s.trace_state) - 1);
-    s.trace_state_len = sizeof(s.trace_state) - 1;
+    memset(d.name, 'n', sizeof(d.name) - 1);
+    s.name = d.name;
+    memset(d.status_msg, 'm', sizeof(d.status_msg) - 1);
+    memset(d.trace_state, 't', sizeof(d.trace_state) - 1);
+    s.trace_state_len = sizeof(d.trace_state) - 1;
     static const char *keys[SPAN_MAX_ATTRS] = {"a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8", "a9",
                                                "b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8", "b9"};
     char big[SPAN_ARENA];
@@ -171,7 +176,7 @@ static void test_largest_span_packs(void **st)
     assert_non_null(req);
     Opentelemetry__Proto__Trace__V1__Span *p = req->resource_spans[0]->scope_spans[0]->spans[0];
     assert_int_equal(p->n_attributes, SPAN_MAX_ATTRS);
-    assert_int_equal(strlen(p->trace_state), sizeof(s.trace_state) - 1);
+    assert_int_equal(strlen(p->trace_state), sizeof(d.trace_state) - 1);
     assert_int_equal(p->attributes[0]->value->int_value, INT64_MIN);
     opentelemetry__proto__collector__trace__v1__export_trace_service_request__free_unpacked(req, NULL);
     cbuf_free(&out);
@@ -185,9 +190,11 @@ static void test_largest_span_packs(void **st)
  * contains a sentinel's bytes), which are packed whole. */
 #define NSPANS 12
 
-static void make_span(struct span *s, int i)
+static void make_span(struct span *s, struct span_data *d, int i)
 {
     memset(s, 0, sizeof(*s));
+    memset(d, 0, sizeof(*d));
+    s->d = d;
     trace_random_id(s->ctx.trace_id, 16);
     trace_random_id(s->ctx.span_id, 8);
     s->ctx.flags = 1;
@@ -195,18 +202,18 @@ static void make_span(struct span *s, int i)
     s->end_ns = s->start_ns + 500 + (uint64_t)i;
     s->kind = SK_CLIENT;
     int shape = i % 6;
-    snprintf(s->name, sizeof(s->name), shape == 1 ? "SET" : "GET");
+    s->name = shape == 1 ? "SET" : "GET";
     span_attr_cstr(s, "db.system.name", "redis");
     span_attr_int(s, "server.port", 6379 + (shape == 2));
     if (shape == 3) { /* a child, with an error */
         s->has_parent = true;
         trace_random_id(s->parent_id, 8);
         s->error = true;
-        snprintf(s->status_msg, sizeof(s->status_msg), "WRONGTYPE Operation against a key");
+        snprintf(d->status_msg, sizeof(d->status_msg), "WRONGTYPE Operation against a key");
         span_attr_cstr(s, "error.type", "redis");
     }
     if (shape == 4) /* a trace state: packed whole */
-        s->trace_state_len = (uint16_t)snprintf(s->trace_state, sizeof(s->trace_state), "vendor=%d", i);
+        s->trace_state_len = (uint16_t)snprintf(d->trace_state, sizeof(d->trace_state), "vendor=%d", i);
     if (shape == 5) { /* an attribute holding the trace id sentinel: packed whole */
         size_t n;
         const uint8_t *sent = otlp_template_sentinel(&n);
@@ -218,9 +225,10 @@ static void test_span_templates(void **st)
 {
     (void)st;
     static struct span spans[NSPANS];
+    static struct span_data data[NSPANS];
     struct span *list[NSPANS];
     for (int i = 0; i < NSPANS; i++) {
-        make_span(&spans[i], i);
+        make_span(&spans[i], &data[i], i);
         list[i] = &spans[i];
     }
     struct otlp_resource r = {NULL, 0};
@@ -248,13 +256,13 @@ static void test_span_templates(void **st)
             assert_true(p->end_time_unix_nano == s->end_ns);
             assert_int_equal(p->flags, 1);
             assert_string_equal(p->name, s->name);
-            assert_string_equal(p->trace_state, s->trace_state_len ? s->trace_state : "");
+            assert_string_equal(p->trace_state, s->trace_state_len ? s->d->trace_state : "");
             assert_int_equal(p->kind, SK_CLIENT);
             assert_int_equal(p->n_attributes, s->nattrs);
             assert_string_equal(p->attributes[0]->key, "db.system.name");
-            assert_int_equal(p->attributes[1]->value->int_value, s->attrs[1].i);
+            assert_int_equal(p->attributes[1]->value->int_value, s->d->attrs[1].i);
             assert_int_equal(p->status->code, s->error ? 2 : 0);
-            assert_string_equal(p->status->message, s->error ? s->status_msg : "");
+            assert_string_equal(p->status->message, s->error ? s->d->status_msg : "");
             if (i % 6 == 5)
                 assert_memory_equal(p->attributes[2]->value->string_value, otlp_template_sentinel(&(size_t){0}), 16);
         }
