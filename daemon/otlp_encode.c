@@ -155,7 +155,9 @@ struct otlp_span_cache {
     uint8_t **graveyard; /* packed buffers evicted while packing one span */
     size_t ngrave, cgrave;
     struct span_tpl t[TPL_SLOTS];
-    struct cbuf packed;  /* this batch's packed spans; kept to reuse its memory */
+    struct cbuf packed;  /* this batch's spans packed whole; kept to reuse its memory */
+    uint8_t **tgrave;    /* template bytes replaced during this batch: spans still refer to them */
+    size_t ntgrave, ctgrave;
     uint64_t templated, packed_whole; /* spans emitted each way, for tests */
 };
 
@@ -174,6 +176,7 @@ void otlp_span_cache_free(struct otlp_span_cache *c)
     for (size_t i = 0; i < SHAPE_TPL_SLOTS; i++)
         free(c->st[i].t.bytes);
     free(c->graveyard);
+    free(c->tgrave);
     cbuf_free(&c->packed);
     free(c);
 }
@@ -182,6 +185,19 @@ void otlp_span_cache_counts(const struct otlp_span_cache *c, uint64_t *templated
 {
     *templated = c->templated;
     *whole = c->packed_whole;
+}
+
+/* Frees template bytes once the batch is packed: until then a span
+ * earlier in the batch may refer to them. */
+static void bury(struct otlp_span_cache *c, uint8_t *bytes)
+{
+    if (!bytes)
+        return;
+    if (c->ntgrave == c->ctgrave) {
+        c->ctgrave = c->ctgrave ? c->ctgrave * 2 : 16;
+        c->tgrave = xrealloc(c->tgrave, c->ctgrave * sizeof(*c->tgrave));
+    }
+    c->tgrave[c->ntgrave++] = bytes;
 }
 
 /* Packs one attribute as a KeyValue into a new buffer. */
@@ -474,7 +490,7 @@ static const struct span_tpl *template_for(struct otlp_span_cache *c, const stru
     if (t->key && t->hash == h && t->key_len == kl && !memcmp(t->key, key, kl))
         return t->bytes ? t : NULL;
     free(t->key);
-    free(t->bytes);
+    bury(c, t->bytes);
     t->hash = h;
     t->key = memcpy(xmalloc(kl), key, kl);
     t->key_len = kl;
@@ -497,26 +513,11 @@ static const struct span_tpl *shape_template(struct otlp_span_cache *c, struct s
             span_materialize(s);
         return st->t.bytes ? &st->t : NULL;
     }
-    free(st->t.bytes);
+    bury(c, st->t.bytes);
     st->shape = sh;
     st->has_parent = s->has_parent;
     span_materialize(s);
     return build_template(c, s, &st->t) ? &st->t : NULL;
-}
-
-static void emit_templated(const struct span_tpl *t, const struct span *s, struct cbuf *out)
-{
-    cbuf_reserve(out, t->len);
-    uint8_t *p = out->data + out->len;
-    memcpy(p, t->bytes, t->len);
-    memcpy(p + t->at[AT_TRACE], s->ctx.trace_id, 16);
-    memcpy(p + t->at[AT_SPAN], s->ctx.span_id, 8);
-    if (s->has_parent)
-        memcpy(p + t->at[AT_PARENT], s->parent_id, 8);
-    put_le(p + t->at[AT_START], s->start_ns, 8);
-    put_le(p + t->at[AT_END], s->end_ns, 8);
-    put_le(p + t->at[AT_FLAGS], s->ctx.flags, 4);
-    out->len += t->len;
 }
 
 /* The instrumentation scope (ferryd) and the resource every export carries. */
@@ -532,38 +533,78 @@ static void scope_and_resource(Opentelemetry__Proto__Common__V1__Instrumentation
     res->attributes = resource_attrs(a, r);
 }
 
+/* Appends what protobuf-c packs to a cbuf, and notes where each span's
+ * bytes land, so templated spans can be given their own ids and times
+ * there: protobuf-c hands over each span's bytes in one append, with the
+ * pointer it was given. */
+struct span_sink {
+    ProtobufCBuffer base;
+    struct cbuf *out;
+    const ProtobufCBinaryData *blobs;
+    size_t *at;          /* out: where blobs[i] starts in out */
+    size_t next, n;
+};
+
+static void span_sink_append(ProtobufCBuffer *b, size_t len, const uint8_t *data)
+{
+    struct span_sink *k = (struct span_sink *)b;
+    if (k->next < k->n && data == k->blobs[k->next].data && len == k->blobs[k->next].len)
+        k->at[k->next++] = k->out->len;
+    cbuf_put(k->out, data, len);
+}
+
+/* Writes s's ids, times and flags over t's sentinels in p (a copy of t). */
+static void patch(uint8_t *p, const uint32_t *at, const struct span *s)
+{
+    memcpy(p + at[AT_TRACE], s->ctx.trace_id, 16);
+    memcpy(p + at[AT_SPAN], s->ctx.span_id, 8);
+    if (s->has_parent)
+        memcpy(p + at[AT_PARENT], s->parent_id, 8);
+    put_le(p + at[AT_START], s->start_ns, 8);
+    put_le(p + at[AT_END], s->end_ns, 8);
+    put_le(p + at[AT_FLAGS], s->ctx.flags, 4);
+}
+
 void otlp_encode_spans(const struct otlp_resource *r, struct otlp_span_cache *cache, struct span *const *spans,
                        size_t n, struct cbuf *out)
 {
-    /* Pack each span once (from its template when it has one), then wrap
-     * the packed spans (see proto/ferry/otlp_packed.proto for why). */
+    /* Each span is its template's bytes (patched once copied into out) or
+     * packed whole into cache->packed; the envelope around them is packed
+     * by protobuf-c straight into out (see proto/ferry/otlp_packed.proto
+     * for the envelope), so a templated span is copied once. */
     struct cbuf *packed = &cache->packed;
     packed->len = 0;
-    size_t *offs = xmalloc((n + 1) * sizeof(*offs));
+    ProtobufCBinaryData *blobs = xcalloc(n ? n : 1, sizeof(*blobs));
+    uint32_t (*at)[AT_N] = xmalloc((n ? n : 1) * sizeof(*at)); /* a template's offsets, per span */
+    bool *templated = xcalloc(n ? n : 1, sizeof(*templated));
+    size_t *where = xmalloc((n ? n : 1) * sizeof(*where));
+    size_t total = 0;
     for (size_t i = 0; i < n; i++) {
         struct span *s = spans[i];
         if (i + 8 < n) { /* the records are cold by now: ask for them ahead */
             __builtin_prefetch(spans[i + 8]);
             __builtin_prefetch((const char *)spans[i + 8] + 64);
         }
-        offs[i] = packed->len;
         const struct span_tpl *t = s->shape ? shape_template(cache, s) : template_for(cache, s);
         if (t) {
-            emit_templated(t, s, packed);
+            blobs[i].data = t->bytes;
+            blobs[i].len = t->len;
+            memcpy(at[i], t->at, sizeof(at[i]));
+            templated[i] = true;
             cache->templated++;
         } else {
             struct span_vars v;
             vars_of(s, &v);
+            where[i] = packed->len;
             pack_span(cache, s, &v, packed);
+            blobs[i].len = packed->len - where[i];
             cache->packed_whole++;
         }
+        total += blobs[i].len + 12;
     }
-    offs[n] = packed->len;
-    ProtobufCBinaryData *blobs = xcalloc(n ? n : 1, sizeof(*blobs));
-    for (size_t i = 0; i < n; i++) {
-        blobs[i].data = packed->data + offs[i];
-        blobs[i].len = offs[i + 1] - offs[i];
-    }
+    for (size_t i = 0; i < n; i++) /* packed may have moved while it grew */
+        if (!templated[i])
+            blobs[i].data = packed->data + where[i];
 
     struct kv_arena a;
     arena_init(&a, r->n);
@@ -586,12 +627,23 @@ void otlp_encode_spans(const struct otlp_resource *r, struct otlp_span_cache *ca
     ferry__otlp__export_trace_service_request_packed__init(&req);
     req.n_resource_spans = 1;
     req.resource_spans = &rsp;
-    size_t len = ferry__otlp__export_trace_service_request_packed__get_packed_size(&req);
-    cbuf_reserve(out, len);
-    out->len += ferry__otlp__export_trace_service_request_packed__pack(&req, out->data + out->len);
+    cbuf_reserve(out, total + 4096);
+    struct span_sink sink = {.base = {.append = span_sink_append}, .out = out, .blobs = blobs, .at = where,
+                             .next = 0, .n = n};
+    protobuf_c_message_pack_to_buffer(&req.base, &sink.base);
+    if (sink.next != n)
+        abort(); /* protobuf-c copied a span from elsewhere: the patching below would be wrong */
+    for (size_t i = 0; i < n; i++)
+        if (templated[i])
+            patch(out->data + where[i], at[i], spans[i]);
 
+    for (size_t i = 0; i < cache->ntgrave; i++)
+        free(cache->tgrave[i]);
+    cache->ntgrave = 0;
     free(blobs);
-    free(offs);
+    free(at);
+    free(templated);
+    free(where);
     /* Keep the packing buffer's memory for the next batch, unless one
      * unusually large batch grew it. */
     if (packed->cap > ((size_t)1 << 20))

@@ -98,6 +98,7 @@ static const char *parse_argv(const struct request *r, int *argc, const char ***
 #define RB_SHAPES 256
 
 struct rb_shape {
+    uint64_t hash;                 /* of the command name, argc and connection */
     char op[32];
     int argc;
     const struct redis_conn *conn; /* refers; NULL: none was available */
@@ -106,13 +107,10 @@ struct rb_shape {
     const struct span_shape *shape; /* refers: owned by telemetry */
 };
 
-static struct rb_shape *shape_slot(struct redis_backend *rb, const char *op, int argc, const struct redis_conn *c)
+static struct rb_shape *shape_slot(struct redis_backend *rb, uint64_t h)
 {
     if (!rb->shapes)
         rb->shapes = xcalloc(RB_SHAPES, sizeof(*rb->shapes));
-    uint64_t h = (uint64_t)(uintptr_t)c * 0x9e3779b97f4a7c15ull ^ (uint64_t)argc * 0xff51afd7ed558ccdull;
-    for (const char *p = op; *p; p++)
-        h = (h ^ (uint8_t)*p) * 1099511628211ull;
     return &rb->shapes[(h >> 7) % RB_SHAPES];
 }
 
@@ -123,8 +121,13 @@ static void annotate(struct redis_backend *rb, struct request *r, const struct r
                      const char **argv, const size_t *lens)
 {
     size_t n = lens[0] < sizeof(r->db_operation) - 1 ? lens[0] : sizeof(r->db_operation) - 1;
-    for (size_t i = 0; i < n; i++)
-        r->db_operation[i] = (char)toupper((unsigned char)argv[0][i]);
+    /* The shape's hash as the name is upper-cased: one pass. */
+    uint64_t h = (uint64_t)(uintptr_t)c * 0x9e3779b97f4a7c15ull ^ (uint64_t)argc * 0xff51afd7ed558ccdull;
+    for (size_t i = 0; i < n; i++) {
+        char ch = (char)toupper((unsigned char)argv[0][i]);
+        r->db_operation[i] = ch;
+        h = (h ^ (uint8_t)ch) * 1099511628211ull;
+    }
     r->db_operation[n] = '\0';
     r->db_system = "redis";
     struct span *sp = r->span;
@@ -139,9 +142,9 @@ static void annotate(struct redis_backend *rb, struct request *r, const struct r
      * request: such spans carry their own attributes. */
     struct rb_shape *slot = NULL;
     if (mode[0] != 'f' && !script) {
-        slot = shape_slot(rb, r->db_operation, argc, c);
-        if (slot->shape && slot->argc == argc && slot->conn == c && slot->mode == mode[0] &&
-            (!c || slot->peer_gen == c->peer_gen) && !strcmp(slot->op, r->db_operation)) {
+        slot = shape_slot(rb, h);
+        if (slot->shape && slot->hash == h && slot->argc == argc && slot->conn == c && slot->mode == mode[0] &&
+            (!c || slot->peer_gen == c->peer_gen) && !memcmp(slot->op, r->db_operation, n + 1)) {
             span_use_shape(sp, slot->shape);
             return;
         }
@@ -183,7 +186,8 @@ static void annotate(struct redis_backend *rb, struct request *r, const struct r
     if (slot) {
         const struct span_shape *sh = telemetry_shape(rb->base.server->tel, sp);
         if (sh) {
-            snprintf(slot->op, sizeof(slot->op), "%s", r->db_operation);
+            slot->hash = h;
+            memcpy(slot->op, r->db_operation, n + 1);
             slot->argc = argc;
             slot->conn = c;
             slot->peer_gen = c ? c->peer_gen : 0;

@@ -276,6 +276,58 @@ static void test_span_templates(void **st)
     otlp_span_cache_free(cache);
 }
 
+/* More shapes in one batch than the template table has slots: templates
+ * are replaced while earlier spans of the batch still use them (run under
+ * ASan in CI, this also checks that they are not freed too early). */
+#define MANY 700
+
+static void test_templates_replaced_within_a_batch(void **st)
+{
+    (void)st;
+    static struct span spans[MANY];
+    static struct span_data data[MANY];
+    static char names[MANY][16];
+    struct span *list[MANY];
+    for (int i = 0; i < MANY; i++) {
+        struct span *s = &spans[i];
+        memset(s, 0, sizeof(*s));
+        s->d = &data[i];
+        trace_random_id(s->ctx.trace_id, 16);
+        trace_random_id(s->ctx.span_id, 8);
+        s->ctx.flags = 1;
+        s->start_ns = 1000 + (uint64_t)i;
+        s->end_ns = 2000 + (uint64_t)i;
+        s->kind = SK_CLIENT;
+        snprintf(names[i], sizeof(names[i]), "CMD%d", i % 350); /* each shape twice, far apart */
+        s->name = names[i];
+        span_attr_int(s, "n", i % 350);
+        list[i] = s;
+    }
+    struct otlp_resource r = {NULL, 0};
+    struct otlp_span_cache *cache = otlp_span_cache_new();
+    struct cbuf out;
+    cbuf_init(&out);
+    otlp_encode_spans(&r, cache, list, MANY, &out);
+    Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest *req =
+        opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(NULL, out.len, out.data);
+    assert_non_null(req);
+    Opentelemetry__Proto__Trace__V1__ScopeSpans *ss = req->resource_spans[0]->scope_spans[0];
+    assert_int_equal(ss->n_spans, MANY);
+    for (int i = 0; i < MANY; i++) {
+        Opentelemetry__Proto__Trace__V1__Span *p = ss->spans[i];
+        assert_string_equal(p->name, names[i]);
+        assert_memory_equal(p->span_id.data, spans[i].ctx.span_id, 8);
+        assert_true(p->start_time_unix_nano == spans[i].start_ns);
+        assert_int_equal(p->attributes[0]->value->int_value, i % 350);
+    }
+    opentelemetry__proto__collector__trace__v1__export_trace_service_request__free_unpacked(req, NULL);
+    uint64_t templated, whole;
+    otlp_span_cache_counts(cache, &templated, &whole);
+    assert_int_equal(templated, MANY);
+    cbuf_free(&out);
+    otlp_span_cache_free(cache);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -286,6 +338,7 @@ int main(void)
         cmocka_unit_test(test_span_encoding_round_trip),
         cmocka_unit_test(test_largest_span_packs),
         cmocka_unit_test(test_span_templates),
+        cmocka_unit_test(test_templates_replaced_within_a_batch),
     };
     return cmocka_run_group_tests_name("trace_context", tests, NULL, NULL);
 }
