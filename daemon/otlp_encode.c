@@ -158,6 +158,12 @@ struct otlp_span_cache {
     struct cbuf packed;  /* this batch's spans packed whole; kept to reuse its memory */
     uint8_t **tgrave;    /* template bytes replaced during this batch: spans still refer to them */
     size_t ntgrave, ctgrave;
+    /* Per-span working arrays, kept between batches (cap entries each). */
+    ProtobufCBinaryData *blobs; /* owns */
+    uint32_t (*at)[AT_N];       /* owns: a template's offsets, per span */
+    bool *is_tpl;               /* owns: whether span i is templated */
+    size_t *where;              /* owns */
+    size_t cap;
     uint64_t templated, packed_whole; /* spans emitted each way, for tests */
 };
 
@@ -177,6 +183,10 @@ void otlp_span_cache_free(struct otlp_span_cache *c)
         free(c->st[i].t.bytes);
     free(c->graveyard);
     free(c->tgrave);
+    free(c->blobs);
+    free(c->at);
+    free(c->is_tpl);
+    free(c->where);
     cbuf_free(&c->packed);
     free(c);
 }
@@ -574,10 +584,17 @@ void otlp_encode_spans(const struct otlp_resource *r, struct otlp_span_cache *ca
      * for the envelope), so a templated span is copied once. */
     struct cbuf *packed = &cache->packed;
     packed->len = 0;
-    ProtobufCBinaryData *blobs = xcalloc(n ? n : 1, sizeof(*blobs));
-    uint32_t (*at)[AT_N] = xmalloc((n ? n : 1) * sizeof(*at)); /* a template's offsets, per span */
-    bool *templated = xcalloc(n ? n : 1, sizeof(*templated));
-    size_t *where = xmalloc((n ? n : 1) * sizeof(*where));
+    if (n > cache->cap) {
+        cache->cap = n;
+        cache->blobs = xrealloc(cache->blobs, n * sizeof(*cache->blobs));
+        cache->at = xrealloc(cache->at, n * sizeof(*cache->at));
+        cache->is_tpl = xrealloc(cache->is_tpl, n * sizeof(*cache->is_tpl));
+        cache->where = xrealloc(cache->where, n * sizeof(*cache->where));
+    }
+    ProtobufCBinaryData *blobs = cache->blobs;
+    uint32_t (*at)[AT_N] = cache->at;
+    bool *templated = cache->is_tpl;
+    size_t *where = cache->where;
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
         struct span *s = spans[i];
@@ -593,6 +610,7 @@ void otlp_encode_spans(const struct otlp_resource *r, struct otlp_span_cache *ca
             templated[i] = true;
             cache->templated++;
         } else {
+            templated[i] = false;
             struct span_vars v;
             vars_of(s, &v);
             where[i] = packed->len;
@@ -640,10 +658,6 @@ void otlp_encode_spans(const struct otlp_resource *r, struct otlp_span_cache *ca
     for (size_t i = 0; i < cache->ntgrave; i++)
         free(cache->tgrave[i]);
     cache->ntgrave = 0;
-    free(blobs);
-    free(at);
-    free(templated);
-    free(where);
     /* Keep the packing buffer's memory for the next batch, unless one
      * unusually large batch grew it. */
     if (packed->cap > ((size_t)1 << 20))

@@ -221,6 +221,23 @@ static void make_span(struct span *s, struct span_data *d, int i)
     }
 }
 
+/* Encodes list[0..n) as one export request, decodes it back with
+ * protobuf-c's real message types, and checks it holds n spans. */
+static Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest *
+round_trip(struct otlp_span_cache *cache, struct span *const *list, size_t n)
+{
+    struct otlp_resource r = {NULL, 0};
+    struct cbuf out;
+    cbuf_init(&out);
+    otlp_encode_spans(&r, cache, list, n, &out);
+    Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest *req =
+        opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(NULL, out.len, out.data);
+    cbuf_free(&out);
+    assert_non_null(req);
+    assert_int_equal(req->resource_spans[0]->scope_spans[0]->n_spans, n);
+    return req;
+}
+
 static void test_span_templates(void **st)
 {
     (void)st;
@@ -231,17 +248,10 @@ static void test_span_templates(void **st)
         make_span(&spans[i], &data[i], i);
         list[i] = &spans[i];
     }
-    struct otlp_resource r = {NULL, 0};
     struct otlp_span_cache *cache = otlp_span_cache_new();
     for (int round = 0; round < 2; round++) { /* the second batch finds every template made */
-        struct cbuf out;
-        cbuf_init(&out);
-        otlp_encode_spans(&r, cache, list, NSPANS, &out);
-        Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest *req =
-            opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(NULL, out.len, out.data);
-        assert_non_null(req);
+        Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest *req = round_trip(cache, list, NSPANS);
         Opentelemetry__Proto__Trace__V1__ScopeSpans *ss = req->resource_spans[0]->scope_spans[0];
-        assert_int_equal(ss->n_spans, NSPANS);
         for (int i = 0; i < NSPANS; i++) {
             const struct span *s = &spans[i];
             Opentelemetry__Proto__Trace__V1__Span *p = ss->spans[i];
@@ -267,7 +277,6 @@ static void test_span_templates(void **st)
                 assert_memory_equal(p->attributes[2]->value->string_value, otlp_template_sentinel(&(size_t){0}), 16);
         }
         opentelemetry__proto__collector__trace__v1__export_trace_service_request__free_unpacked(req, NULL);
-        cbuf_free(&out);
     }
     uint64_t templated, whole;
     otlp_span_cache_counts(cache, &templated, &whole);
@@ -303,16 +312,9 @@ static void test_templates_replaced_within_a_batch(void **st)
         span_attr_int(s, "n", i % 350);
         list[i] = s;
     }
-    struct otlp_resource r = {NULL, 0};
     struct otlp_span_cache *cache = otlp_span_cache_new();
-    struct cbuf out;
-    cbuf_init(&out);
-    otlp_encode_spans(&r, cache, list, MANY, &out);
-    Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest *req =
-        opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(NULL, out.len, out.data);
-    assert_non_null(req);
+    Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest *req = round_trip(cache, list, MANY);
     Opentelemetry__Proto__Trace__V1__ScopeSpans *ss = req->resource_spans[0]->scope_spans[0];
-    assert_int_equal(ss->n_spans, MANY);
     for (int i = 0; i < MANY; i++) {
         Opentelemetry__Proto__Trace__V1__Span *p = ss->spans[i];
         assert_string_equal(p->name, names[i]);
@@ -324,7 +326,6 @@ static void test_templates_replaced_within_a_batch(void **st)
     uint64_t templated, whole;
     otlp_span_cache_counts(cache, &templated, &whole);
     assert_int_equal(templated, MANY);
-    cbuf_free(&out);
     otlp_span_cache_free(cache);
 }
 
