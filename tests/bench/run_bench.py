@@ -198,7 +198,7 @@ def bench_rps(build, sock, test, n, c, p):
 def tracing_rows(build, tmp, rsock, untraced_sock, args):
     """ferryd with every request traced (always_on) and exported to a local
     collector, against the untraced ferryd: each row alternates the two
-    three times and compares medians, since this machine's noise is larger
+    five times and compares medians, since this machine's noise is larger
     than the difference being measured. Two batch settings: the
     specification's defaults, and larger batches for high span rates. The
     collector is tests/bench/otlp_sink.py, which discards what it receives
@@ -238,17 +238,17 @@ def tracing_rows(build, tmp, rsock, untraced_sock, args):
                 for p in (1, 16):
                     before = spans_dropped(build, fsock)
                     u, t = [], []
-                    for _ in range(3):
+                    for _ in range(5):
                         u.append(bench_rps(build, untraced_sock, test, args.n, 50, p))
                         t.append(bench_rps(build, fsock, test, args.n, 50, p))
-                    u, t = sorted(u)[1], sorted(t)[1]
+                    u, t = sorted(u)[2], sorted(t)[2]
                     dropped = spans_dropped(build, fsock) - before
                     if args.markdown:
                         print("| %s | 50 | %d | %.0f | %.0f | %.2fx | %d |" % (test.upper(), p, u, t, t / u, dropped))
                     else:
                         print("%-10s %6d %9d %12.0f %12.0f %7.2fx %8d" % (test.upper(), 50, p, u, t, t / u, dropped))
                     sys.stdout.flush()
-        print("target: traced >= 0.9x untraced (medians of 3 alternating runs)")
+        print("target: traced >= 0.9x untraced (medians of 5 alternating runs)")
     finally:
         for fd in daemons:
             fd.send_signal(signal.SIGTERM)
