@@ -135,9 +135,10 @@ struct span_tpl {
     uint64_t hash;
     uint8_t *key;        /* owns: the shape, see shape_key() */
     size_t key_len;
-    uint8_t *bytes;      /* owns; NULL when this shape cannot be a template */
+    uint8_t *bytes;      /* owns; NULL until made, or when this shape cannot be a template */
     size_t len;
     uint32_t at[AT_N];
+    bool tried;          /* making the template was attempted (bytes says how it went) */
 };
 
 /* The template of spans that refer to a shape (telemetry.h): found by the
@@ -497,14 +498,24 @@ static const struct span_tpl *template_for(struct otlp_span_cache *c, const stru
     size_t kl = shape_key(s, key);
     uint64_t h = hash_bytes(key, kl);
     struct span_tpl *t = &c->t[h % TPL_SLOTS];
-    if (t->key && t->hash == h && t->key_len == kl && !memcmp(t->key, key, kl))
+    if (t->key && t->hash == h && t->key_len == kl && !memcmp(t->key, key, kl)) {
+        if (!t->tried) { /* seen before: now it is worth a template */
+            t->tried = true;
+            build_template(c, s, t);
+        }
         return t->bytes ? t : NULL;
+    }
+    /* A template costs a whole pack, and some spans never repeat (an
+     * AMQP delivery's tag differs every time): the first sighting only
+     * notes the key, and the span is packed whole. */
     free(t->key);
     bury(c, t->bytes);
+    t->bytes = NULL;
+    t->tried = false;
     t->hash = h;
     t->key = memcpy(xmalloc(kl), key, kl);
     t->key_len = kl;
-    return build_template(c, s, t) ? t : NULL;
+    return NULL;
 }
 
 /* The same for a span that refers to a shape: found by the shape's
