@@ -111,6 +111,30 @@ def test_repeated_commands_keep_every_attribute(traced, collector):
     assert collector.errors == []
 
 
+def test_span_shapes_are_bounded(traced, collector):
+    """Past 1,024 interned shapes (command names come from clients), spans
+    carry their own attributes: the ones after the bound are as complete."""
+    f = traced()
+    n = 1100
+    with f.client() as c:
+        ids = [c.send("redis", [b"NOSHAPE%d" % i, b"x"]) for i in range(n)]
+        for i in ids:
+            with pytest.raises(ferry.FerryError):
+                c.wait(i)
+        c.redis("SET", "after-the-bound", "1")
+    wait_until(lambda: collector.span_count() >= n + 1, timeout=30 * SLOW, what="every span")
+    spans = {s["name"]: s for s in collector.spans()}
+    for i in (0, 1023, 1024, n - 1):
+        s = spans["NOSHAPE%d" % i]
+        a = s["attributes"]
+        assert a["db.operation.name"] == "NOSHAPE%d" % i and a["db.query.text"] == "NOSHAPE%d ?" % i
+        assert a["db.system.name"] == "redis" and a["network.peer.address"].endswith("redis.sock")
+        assert a["error.type"] == "backend_error" and s["status_code"] == 2
+    a = spans["SET"]["attributes"]
+    assert a["db.query.text"] == "SET ? ?" and spans["SET"]["status_code"] == 0
+    assert f.ping()
+
+
 def test_full_query_text_when_configured(traced, collector):
     f = traced(["--set", "redis_query_text=full"])
     with f.client() as c:
