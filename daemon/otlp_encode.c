@@ -559,8 +559,7 @@ static void scope_and_resource(Opentelemetry__Proto__Common__V1__Instrumentation
  * there: protobuf-c hands over each span's bytes in one append, with the
  * pointer it was given. */
 struct span_sink {
-    ProtobufCBuffer base;
-    struct cbuf *out;
+    struct cbuf_sink base;
     const ProtobufCBinaryData *blobs;
     size_t *at;          /* out: where blobs[i] starts in out */
     size_t next, n;
@@ -570,8 +569,8 @@ static void span_sink_append(ProtobufCBuffer *b, size_t len, const uint8_t *data
 {
     struct span_sink *k = (struct span_sink *)b;
     if (k->next < k->n && data == k->blobs[k->next].data && len == k->blobs[k->next].len)
-        k->at[k->next++] = k->out->len;
-    cbuf_put(k->out, data, len);
+        k->at[k->next++] = k->base.out->len;
+    sink_append(b, len, data);
 }
 
 /* Writes s's ids, times and flags over t's sentinels in p (a copy of t). */
@@ -657,9 +656,9 @@ void otlp_encode_spans(const struct otlp_resource *r, struct otlp_span_cache *ca
     req.n_resource_spans = 1;
     req.resource_spans = &rsp;
     cbuf_reserve(out, total + 4096);
-    struct span_sink sink = {.base = {.append = span_sink_append}, .out = out, .blobs = blobs, .at = where,
+    struct span_sink sink = {.base = {.base = {.append = span_sink_append}, .out = out}, .blobs = blobs, .at = where,
                              .next = 0, .n = n};
-    protobuf_c_message_pack_to_buffer(&req.base, &sink.base);
+    protobuf_c_message_pack_to_buffer(&req.base, &sink.base.base);
     if (sink.next != n)
         abort(); /* protobuf-c copied a span from elsewhere: the patching below would be wrong */
     for (size_t i = 0; i < n; i++)

@@ -121,13 +121,8 @@ static void annotate(struct redis_backend *rb, struct request *r, const struct r
                      const char **argv, const size_t *lens)
 {
     size_t n = lens[0] < sizeof(r->db_operation) - 1 ? lens[0] : sizeof(r->db_operation) - 1;
-    /* The shape's hash as the name is upper-cased: one pass. */
-    uint64_t h = (uint64_t)(uintptr_t)c * 0x9e3779b97f4a7c15ull ^ (uint64_t)argc * 0xff51afd7ed558ccdull;
-    for (size_t i = 0; i < n; i++) {
-        char ch = (char)toupper((unsigned char)argv[0][i]);
-        r->db_operation[i] = ch;
-        h = (h ^ (uint8_t)ch) * 1099511628211ull;
-    }
+    for (size_t i = 0; i < n; i++)
+        r->db_operation[i] = (char)toupper((unsigned char)argv[0][i]);
     r->db_operation[n] = '\0';
     r->db_system = "redis";
     struct span *sp = r->span;
@@ -141,7 +136,11 @@ static void annotate(struct redis_backend *rb, struct request *r, const struct r
     /* A full query text, or a script's name, differs from request to
      * request: such spans carry their own attributes. */
     struct rb_shape *slot = NULL;
+    uint64_t h = 0;
     if (mode[0] != 'f' && !script) {
+        h = (uint64_t)(uintptr_t)c * 0x9e3779b97f4a7c15ull ^ (uint64_t)argc * 0xff51afd7ed558ccdull;
+        for (size_t i = 0; i < n; i++)
+            h = (h ^ (uint8_t)r->db_operation[i]) * 1099511628211ull;
         slot = shape_slot(rb, h);
         if (slot->shape && slot->hash == h && slot->argc == argc && slot->conn == c && slot->mode == mode[0] &&
             (!c || slot->peer_gen == c->peer_gen) && !memcmp(slot->op, r->db_operation, n + 1)) {

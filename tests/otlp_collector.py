@@ -18,12 +18,13 @@ import gzip
 import http.server
 import importlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+
+from harness import free_port
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 _GEN = None
@@ -65,7 +66,7 @@ def attrs(kvs):
 
 class Collector:
     def __init__(self, port=None, tls=None):
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.tls = tls           # (certfile, keyfile): serve HTTPS
         self.partial = None      # (rejected, message): answer with partial_success
         self.lock = threading.Lock()
@@ -220,14 +221,6 @@ class Collector:
                                           "temporality": getattr(getattr(m, kind), "aggregation_temporality", None),
                                           "monotonic": getattr(getattr(m, kind), "is_monotonic", None)}
         return latest
-
-
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 if __name__ == "__main__":

@@ -79,20 +79,28 @@ static void test_histogram(void **st)
     histogram_free(&h);
 }
 
+/* A sampled CLIENT span with fresh ids, named name, from start to
+ * start + 1000 ns; d holds its data. */
+static void new_span(struct span *s, struct span_data *d, const char *name, uint64_t start)
+{
+    memset(s, 0, sizeof(*s));
+    memset(d, 0, sizeof(*d));
+    s->d = d;
+    trace_random_id(s->ctx.trace_id, 16);
+    trace_random_id(s->ctx.span_id, 8);
+    s->ctx.flags = 1;
+    s->kind = SK_CLIENT;
+    s->start_ns = start;
+    s->end_ns = start + 1000;
+    s->name = name;
+}
+
 static void test_span_encoding_round_trip(void **st)
 {
     (void)st;
     static struct span s;
     static struct span_data d;
-    memset(&s, 0, sizeof(s));
-    s.d = &d;
-    trace_random_id(s.ctx.trace_id, 16);
-    trace_random_id(s.ctx.span_id, 8);
-    s.ctx.flags = 1;
-    s.kind = SK_CLIENT;
-    s.start_ns = 1000;
-    s.end_ns = 2000;
-    s.name = "GET";
+    new_span(&s, &d, "GET", 1000);
     span_attr_cstr(&s, "db.system.name", "redis");
     span_attr_int(&s, "server.port", 6379);
     span_attr_bool(&s, "flag", true);
@@ -139,10 +147,7 @@ static void test_largest_span_packs(void **st)
     (void)st;
     static struct span s;
     static struct span_data d;
-    memset(&s, 0, sizeof(s));
-    s.d = &d;
-    trace_random_id(s.ctx.trace_id, 16);
-    trace_random_id(s.ctx.span_id, 8);
+    new_span(&s, &d, d.name, 0);
     s.has_parent = true;
     s.error = true;
     s.kind = SK_CONSUMER;
@@ -192,17 +197,9 @@ static void test_largest_span_packs(void **st)
 
 static void make_span(struct span *s, struct span_data *d, int i)
 {
-    memset(s, 0, sizeof(*s));
-    memset(d, 0, sizeof(*d));
-    s->d = d;
-    trace_random_id(s->ctx.trace_id, 16);
-    trace_random_id(s->ctx.span_id, 8);
-    s->ctx.flags = 1;
-    s->start_ns = 1700000000000000000ull + (uint64_t)i * 1000;
-    s->end_ns = s->start_ns + 500 + (uint64_t)i;
-    s->kind = SK_CLIENT;
     int shape = i % 6;
-    s->name = shape == 1 ? "SET" : "GET";
+    new_span(s, d, shape == 1 ? "SET" : "GET", 1700000000000000000ull + (uint64_t)i * 1000);
+    s->end_ns = s->start_ns + 500 + (uint64_t)i;
     span_attr_cstr(s, "db.system.name", "redis");
     span_attr_int(s, "server.port", 6379 + (shape == 2));
     if (shape == 3) { /* a child, with an error */
@@ -301,16 +298,8 @@ static void test_templates_replaced_within_a_batch(void **st)
     struct span *list[MANY];
     for (int i = 0; i < MANY; i++) {
         struct span *s = &spans[i];
-        memset(s, 0, sizeof(*s));
-        s->d = &data[i];
-        trace_random_id(s->ctx.trace_id, 16);
-        trace_random_id(s->ctx.span_id, 8);
-        s->ctx.flags = 1;
-        s->start_ns = 1000 + (uint64_t)i;
-        s->end_ns = 2000 + (uint64_t)i;
-        s->kind = SK_CLIENT;
         snprintf(names[i], sizeof(names[i]), "CMD%d", i % 350); /* each shape twice, far apart */
-        s->name = names[i];
+        new_span(s, &data[i], names[i], 1000 + (uint64_t)i);
         span_attr_int(s, "n", i % 350);
         list[i] = s;
     }
