@@ -2,6 +2,7 @@
  * arrays allocated per batch, then packed once; nothing here runs per
  * request. Spans mostly come from templates (see "span templates"). */
 #define _GNU_SOURCE /* memmem */
+#include <endian.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -386,10 +387,17 @@ static uint64_t le64(const uint8_t *p)
     return v;
 }
 
-static void put_le(uint8_t *p, uint64_t v, int n)
+/* fixed64 and fixed32 are little-endian on the wire. */
+static void put_le64(uint8_t *p, uint64_t v)
 {
-    for (int i = 0; i < n; i++, v >>= 8)
-        p[i] = (uint8_t)v;
+    v = htole64(v);
+    memcpy(p, &v, 8);
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+    v = htole32(v);
+    memcpy(p, &v, 4);
 }
 
 /* Everything a template depends on, as bytes: what the encoder reads from
@@ -554,35 +562,49 @@ static void scope_and_resource(Opentelemetry__Proto__Common__V1__Instrumentation
     res->attributes = resource_attrs(a, r);
 }
 
-/* Appends what protobuf-c packs to a cbuf, and notes where each span's
- * bytes land, so templated spans can be given their own ids and times
- * there: protobuf-c hands over each span's bytes in one append, with the
- * pointer it was given. */
-struct span_sink {
-    struct cbuf_sink base;
-    const ProtobufCBinaryData *blobs;
-    size_t *at;          /* out: where blobs[i] starts in out */
-    size_t next, n;
-};
-
-static void span_sink_append(ProtobufCBuffer *b, size_t len, const uint8_t *data)
-{
-    struct span_sink *k = (struct span_sink *)b;
-    if (k->next < k->n && data == k->blobs[k->next].data && len == k->blobs[k->next].len)
-        k->at[k->next++] = k->base.out->len;
-    sink_append(b, len, data);
-}
-
-/* Writes s's ids, times and flags over t's sentinels in p (a copy of t). */
+/* Writes s's ids, times and flags over a template's sentinels in p (a
+ * copy of the template). */
 static void patch(uint8_t *p, const uint32_t *at, const struct span *s)
 {
     memcpy(p + at[AT_TRACE], s->ctx.trace_id, 16);
     memcpy(p + at[AT_SPAN], s->ctx.span_id, 8);
     if (s->has_parent)
         memcpy(p + at[AT_PARENT], s->parent_id, 8);
-    put_le(p + at[AT_START], s->start_ns, 8);
-    put_le(p + at[AT_END], s->end_ns, 8);
-    put_le(p + at[AT_FLAGS], s->ctx.flags, 4);
+    put_le64(p + at[AT_START], s->start_ns);
+    put_le64(p + at[AT_END], s->end_ns);
+    put_le32(p + at[AT_FLAGS], s->ctx.flags);
+}
+
+/* Appends what protobuf-c packs to a cbuf, and gives each templated span
+ * its own ids and times as it lands (while those bytes are in cache):
+ * protobuf-c hands over each span's bytes in one append, with the
+ * pointer it was given. */
+struct span_sink {
+    struct cbuf_sink base;
+    const ProtobufCBinaryData *blobs;
+    struct span *const *spans;
+    const bool *templated;
+    const uint32_t (*at)[AT_N];
+    size_t next, n;
+};
+
+static void span_sink_append(ProtobufCBuffer *b, size_t len, const uint8_t *data)
+{
+    struct span_sink *k = (struct span_sink *)b;
+    size_t i = k->next;
+    if (i < k->n && data == k->blobs[i].data && len == k->blobs[i].len) {
+        struct cbuf *out = k->base.out;
+        size_t at = out->len;
+        sink_append(b, len, data);
+        if (k->templated[i]) {
+            if (i + 4 < k->n)
+                __builtin_prefetch(k->spans[i + 4]);
+            patch(out->data + at, k->at[i], k->spans[i]);
+        }
+        k->next++;
+        return;
+    }
+    sink_append(b, len, data);
 }
 
 void otlp_encode_spans(const struct otlp_resource *r, struct otlp_span_cache *cache, struct span *const *spans,
@@ -656,14 +678,12 @@ void otlp_encode_spans(const struct otlp_resource *r, struct otlp_span_cache *ca
     req.n_resource_spans = 1;
     req.resource_spans = &rsp;
     cbuf_reserve(out, total + 4096);
-    struct span_sink sink = {.base = {.base = {.append = span_sink_append}, .out = out}, .blobs = blobs, .at = where,
+    struct span_sink sink = {.base = {.base = {.append = span_sink_append}, .out = out}, .blobs = blobs,
+                             .spans = spans, .templated = templated, .at = (const uint32_t(*)[AT_N])at,
                              .next = 0, .n = n};
     protobuf_c_message_pack_to_buffer(&req.base, &sink.base.base);
     if (sink.next != n)
-        abort(); /* protobuf-c copied a span from elsewhere: the patching below would be wrong */
-    for (size_t i = 0; i < n; i++)
-        if (templated[i])
-            patch(out->data + where[i], at[i], spans[i]);
+        abort(); /* protobuf-c copied a span from elsewhere: it would keep its template's sentinels */
 
     for (size_t i = 0; i < cache->ntgrave; i++)
         free(cache->tgrave[i]);

@@ -467,7 +467,7 @@ struct span *telemetry_span_start(struct telemetry *t, const char *tp, size_t tp
     struct trace_ctx parent;
     bool has_parent = tp && trace_ctx_parse(tp, tp_len, &parent);
     bool sampled;
-    uint8_t trace_id[16];
+    uint8_t trace_id[16], span_id[8];
     if (has_parent) {
         memcpy(trace_id, parent.trace_id, 16);
         bool parent_sampled = parent.flags & 1;
@@ -476,7 +476,7 @@ struct span *telemetry_span_start(struct telemetry *t, const char *tp, size_t tp
         else
             sampled = parent_sampled;
     } else {
-        trace_random_id(trace_id, 16);
+        trace_new_ids(trace_id, span_id);
         sampled = sample_root(t, trace_id);
     }
     if (!sampled)
@@ -500,8 +500,10 @@ struct span *telemetry_span_start(struct telemetry *t, const char *tp, size_t tp
         return NULL;
     }
     s->shape = NULL;
+    if (has_parent)
+        trace_new_ids(NULL, span_id);
     memcpy(s->ctx.trace_id, trace_id, 16);
-    trace_random_id(s->ctx.span_id, 8);
+    memcpy(s->ctx.span_id, span_id, 8);
     s->ctx.flags = 1;
     s->has_parent = has_parent;
     if (has_parent)

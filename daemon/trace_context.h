@@ -23,7 +23,10 @@ bool trace_ctx_parse(const char *s, size_t len, struct trace_ctx *out);
 void trace_ctx_format(const struct trace_ctx *c, char *out);
 void hex_encode(const uint8_t *p, size_t n, char *out);
 
-/* Fills p with random bytes for ids; never all zero. */
+/* Fills p with random bytes for ids; never all zero when n is 8 or 16. */
 void trace_random_id(uint8_t *p, size_t n);
+/* A new span's ids at once: a trace id (16 bytes, unless trace_id is
+ * NULL) and a span id (8 bytes), neither all zero. */
+void trace_new_ids(uint8_t *trace_id, uint8_t *span_id);
 
 #endif

@@ -58,6 +58,25 @@ static void test_random_ids(void **st)
     trace_random_id(a, 16);
     trace_random_id(b, 16);
     assert_memory_not_equal(a, b, 16);
+
+    /* A span's ids come together; a child span gets only a span id. The
+     * bytes of many ids are spread over all values, none id all zero. */
+    static const uint8_t zero[16];
+    unsigned seen[256] = {0};
+    uint8_t last[8] = {0};
+    for (int i = 0; i < 4096; i++) {
+        uint8_t t[16], sp[8];
+        trace_new_ids(i % 2 ? t : NULL, sp);
+        assert_memory_not_equal(sp, zero, 8);
+        assert_memory_not_equal(sp, last, 8);
+        memcpy(last, sp, 8);
+        if (i % 2)
+            assert_memory_not_equal(t, zero, 16);
+        for (int k = 0; k < 8; k++)
+            seen[sp[k]]++;
+    }
+    for (int v = 0; v < 256; v++) /* 128 expected each; a stuck bit would leave half at 0 */
+        assert_true(seen[v] > 40);
 }
 
 static void test_histogram(void **st)
