@@ -157,15 +157,7 @@ struct otlp_span_cache {
     uint8_t **graveyard; /* packed buffers evicted while packing one span */
     size_t ngrave, cgrave;
     struct span_tpl t[TPL_SLOTS];
-    struct cbuf packed;  /* this batch's spans packed whole; kept to reuse its memory */
-    uint8_t **tgrave;    /* template bytes replaced during this batch: spans still refer to them */
-    size_t ntgrave, ctgrave;
-    /* Per-span working arrays, kept between batches (cap entries each). */
-    ProtobufCBinaryData *blobs; /* owns */
-    uint32_t (*at)[AT_N];       /* owns: a template's offsets, per span */
-    bool *is_tpl;               /* owns: whether span i is templated */
-    size_t *where;              /* owns */
-    size_t cap;
+    struct cbuf packed;  /* a span packed whole, before framing; kept to reuse its memory */
     uint64_t templated, packed_whole; /* spans emitted each way, for tests */
 };
 
@@ -184,11 +176,6 @@ void otlp_span_cache_free(struct otlp_span_cache *c)
     for (size_t i = 0; i < SHAPE_TPL_SLOTS; i++)
         free(c->st[i].t.bytes);
     free(c->graveyard);
-    free(c->tgrave);
-    free(c->blobs);
-    free(c->at);
-    free(c->is_tpl);
-    free(c->where);
     cbuf_free(&c->packed);
     free(c);
 }
@@ -197,19 +184,6 @@ void otlp_span_cache_counts(const struct otlp_span_cache *c, uint64_t *templated
 {
     *templated = c->templated;
     *whole = c->packed_whole;
-}
-
-/* Frees template bytes once the batch is packed: until then a span
- * earlier in the batch may refer to them. */
-static void bury(struct otlp_span_cache *c, uint8_t *bytes)
-{
-    if (!bytes)
-        return;
-    if (c->ntgrave == c->ctgrave) {
-        c->ctgrave = c->ctgrave ? c->ctgrave * 2 : 16;
-        c->tgrave = xrealloc(c->tgrave, c->ctgrave * sizeof(*c->tgrave));
-    }
-    c->tgrave[c->ntgrave++] = bytes;
 }
 
 /* Packs one attribute as a KeyValue into a new buffer. */
@@ -302,7 +276,8 @@ static void vars_of(const struct span *s, struct span_vars *v)
     v->flags = s->ctx.flags;
 }
 
-/* Appends s, with v's ids and times, as a packed Span to out. */
+/* Appends s, with v's ids and times, to out as a packed Span framed as one
+ * element of ScopeSpans.spans. */
 static void pack_span(struct otlp_span_cache *c, const struct span *s, const struct span_vars *v, struct cbuf *out)
 {
     ProtobufCBinaryData ab[SPAN_MAX_ATTRS];
@@ -339,11 +314,21 @@ static void pack_span(struct otlp_span_cache *c, const struct span *s, const str
     size_t bound = 160 + strlen(sp.name) + strlen(sp.trace_state) + strlen(st.message);
     for (size_t k = 0; k < sp.n_attributes; k++)
         bound += 12 + sp.attributes[k].len;
-    cbuf_reserve(out, bound);
-    size_t len = ferry__otlp__span_packed__pack(&sp, out->data + out->len);
+    struct cbuf *one = &c->packed;
+    one->len = 0;
+    cbuf_reserve(one, bound);
+    size_t len = ferry__otlp__span_packed__pack(&sp, one->data);
     if (len > bound)
         abort(); /* the bound above is wrong: a bug to hear of at once */
-    out->len += len;
+    one->len = len;
+    /* Framed as a ScopeSpans' spans field (tag and length, by protobuf-c):
+     * a batch is these framed spans end to end (see otlp_batch_add). */
+    Ferry__Otlp__ScopeSpansPacked frame;
+    ferry__otlp__scope_spans_packed__init(&frame);
+    ProtobufCBinaryData blob = {one->len, one->data};
+    frame.n_spans = 1;
+    frame.spans = &blob;
+    pack(&frame.base, out);
     for (size_t k = 0; k < s->nattrs; k++)
         free(scratch[k]);
     for (size_t i = 0; i < c->ngrave; i++)
@@ -517,7 +502,7 @@ static const struct span_tpl *template_for(struct otlp_span_cache *c, const stru
      * AMQP delivery's tag differs every time): the first sighting only
      * notes the key, and the span is packed whole. */
     free(t->key);
-    bury(c, t->bytes);
+    free(t->bytes);
     t->bytes = NULL;
     t->tried = false;
     t->hash = h;
@@ -542,7 +527,7 @@ static const struct span_tpl *shape_template(struct otlp_span_cache *c, struct s
             span_materialize(s);
         return st->t.bytes ? &st->t : NULL;
     }
-    bury(c, st->t.bytes);
+    free(st->t.bytes);
     st->shape = sh;
     st->has_parent = s->has_parent;
     span_materialize(s);
@@ -575,97 +560,57 @@ static void patch(uint8_t *p, const uint32_t *at, const struct span *s)
     put_le32(p + at[AT_FLAGS], s->ctx.flags);
 }
 
-/* Appends what protobuf-c packs to a cbuf, and gives each templated span
- * its own ids and times as it lands (while those bytes are in cache):
- * protobuf-c hands over each span's bytes in one append, with the
- * pointer it was given. */
-struct span_sink {
+/* ---- batches ----
+ *
+ * A batch is encoded as its spans end: each span is appended to the
+ * batch's buffer, framed (tag and length) as one element of
+ * ScopeSpans.spans, either a copy of its template with its own values
+ * written in or packed whole; the span's record is free again at once.
+ * When the batch is sent, protobuf-c packs the envelope around those
+ * bytes: they go in as one unknown field of ScopeSpans (protobuf-c packs
+ * an unknown field's tag and then its bytes verbatim), whose tag is the
+ * first span's own, so the envelope's lengths count them without a copy.
+ * The envelope is then written into the room left before them. Encoding
+ * a span while it is in cache, into the tail of one buffer, replaced a
+ * pass over thousands of cold records and a copy of the whole body at
+ * export (perf: a third of what tracing cost the loop). */
+
+/* Packs the envelope (resource, scope and the spans' bytes as an unknown
+ * field) into out; spans may be NULL (no spans). */
+struct envelope_sink {
     struct cbuf_sink base;
-    const ProtobufCBinaryData *blobs;
-    struct span *const *spans;
-    const bool *templated;
-    const uint32_t (*at)[AT_N];
-    size_t next, n;
+    const uint8_t *spans; /* where the unknown field's bytes are; not copied */
+    bool seen;
 };
 
-static void span_sink_append(ProtobufCBuffer *b, size_t len, const uint8_t *data)
+static void envelope_append(ProtobufCBuffer *b, size_t len, const uint8_t *data)
 {
-    struct span_sink *k = (struct span_sink *)b;
-    size_t i = k->next;
-    if (i < k->n && data == k->blobs[i].data && len == k->blobs[i].len) {
-        struct cbuf *out = k->base.out;
-        size_t at = out->len;
-        sink_append(b, len, data);
-        if (k->templated[i]) {
-            if (i + 4 < k->n)
-                __builtin_prefetch(k->spans[i + 4]);
-            patch(out->data + at, k->at[i], k->spans[i]);
-        }
-        k->next++;
+    struct envelope_sink *k = (struct envelope_sink *)b;
+    if (k->spans && data == k->spans) {
+        k->seen = true;
         return;
     }
+    if (k->seen)
+        abort(); /* protobuf-c put something after the spans: the layout below would be wrong */
     sink_append(b, len, data);
 }
 
-void otlp_encode_spans(const struct otlp_resource *r, struct otlp_span_cache *cache, struct span *const *spans,
-                       size_t n, struct cbuf *out)
+static void pack_envelope(const struct otlp_resource *r, const uint8_t *spans, size_t len, struct cbuf *out)
 {
-    /* Each span is its template's bytes (patched once copied into out) or
-     * packed whole into cache->packed; the envelope around them is packed
-     * by protobuf-c straight into out (see proto/ferry/otlp_packed.proto
-     * for the envelope), so a templated span is copied once. */
-    struct cbuf *packed = &cache->packed;
-    packed->len = 0;
-    if (n > cache->cap) {
-        cache->cap = n;
-        cache->blobs = xrealloc(cache->blobs, n * sizeof(*cache->blobs));
-        cache->at = xrealloc(cache->at, n * sizeof(*cache->at));
-        cache->is_tpl = xrealloc(cache->is_tpl, n * sizeof(*cache->is_tpl));
-        cache->where = xrealloc(cache->where, n * sizeof(*cache->where));
-    }
-    ProtobufCBinaryData *blobs = cache->blobs;
-    uint32_t (*at)[AT_N] = cache->at;
-    bool *templated = cache->is_tpl;
-    size_t *where = cache->where;
-    size_t total = 0;
-    for (size_t i = 0; i < n; i++) {
-        struct span *s = spans[i];
-        if (i + 8 < n) { /* the records are cold by now: ask for them ahead */
-            __builtin_prefetch(spans[i + 8]);
-            __builtin_prefetch((const char *)spans[i + 8] + 64);
-        }
-        const struct span_tpl *t = s->shape ? shape_template(cache, s) : template_for(cache, s);
-        if (t) {
-            blobs[i].data = t->bytes;
-            blobs[i].len = t->len;
-            memcpy(at[i], t->at, sizeof(at[i]));
-            templated[i] = true;
-            cache->templated++;
-        } else {
-            templated[i] = false;
-            struct span_vars v;
-            vars_of(s, &v);
-            where[i] = packed->len;
-            pack_span(cache, s, &v, packed);
-            blobs[i].len = packed->len - where[i];
-            cache->packed_whole++;
-        }
-        total += blobs[i].len + 12;
-    }
-    for (size_t i = 0; i < n; i++) /* packed may have moved while it grew */
-        if (!templated[i])
-            blobs[i].data = packed->data + where[i];
-
     struct kv_arena a;
     arena_init(&a, r->n);
     Opentelemetry__Proto__Common__V1__InstrumentationScope scope;
     Opentelemetry__Proto__Resource__V1__Resource res;
     scope_and_resource(&scope, &res, &a, r);
+    ProtobufCMessageUnknownField uf = {.tag = 2, .wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED,
+                                       .len = len, .data = (uint8_t *)spans};
     Ferry__Otlp__ScopeSpansPacked ss;
     ferry__otlp__scope_spans_packed__init(&ss);
     ss.scope = &scope;
-    ss.n_spans = n;
-    ss.spans = blobs;
+    if (spans) {
+        ss.base.n_unknown_fields = 1;
+        ss.base.unknown_fields = &uf;
+    }
     Ferry__Otlp__ScopeSpansPacked *ssp = &ss;
     Ferry__Otlp__ResourceSpansPacked rs;
     ferry__otlp__resource_spans_packed__init(&rs);
@@ -677,22 +622,87 @@ void otlp_encode_spans(const struct otlp_resource *r, struct otlp_span_cache *ca
     ferry__otlp__export_trace_service_request_packed__init(&req);
     req.n_resource_spans = 1;
     req.resource_spans = &rsp;
-    cbuf_reserve(out, total + 4096);
-    struct span_sink sink = {.base = {.base = {.append = span_sink_append}, .out = out}, .blobs = blobs,
-                             .spans = spans, .templated = templated, .at = (const uint32_t(*)[AT_N])at,
-                             .next = 0, .n = n};
+    struct envelope_sink sink = {.base = {.base = {.append = envelope_append}, .out = out}, .spans = spans};
     protobuf_c_message_pack_to_buffer(&req.base, &sink.base.base);
-    if (sink.next != n)
-        abort(); /* protobuf-c copied a span from elsewhere: it would keep its template's sentinels */
-
-    for (size_t i = 0; i < cache->ntgrave; i++)
-        free(cache->tgrave[i]);
-    cache->ntgrave = 0;
-    /* Keep the packing buffer's memory for the next batch, unless one
-     * unusually large batch grew it. */
-    if (packed->cap > ((size_t)1 << 20))
-        cbuf_reset(packed, (size_t)1 << 20);
+    if (spans && !sink.seen)
+        abort();
     arena_free(&a);
+}
+
+void otlp_batch_begin(const struct otlp_resource *r, struct otlp_span_batch *b, struct cbuf *mem)
+{
+    b->buf = *mem;
+    cbuf_init(mem);
+    /* The envelope's three lengths can each grow by up to 4 bytes from an
+     * empty batch's (a batch stays under 4 GiB). */
+    b->buf.len = 0;
+    pack_envelope(r, NULL, 0, &b->buf);
+    b->gap = b->buf.len + 16;
+    cbuf_reserve(&b->buf, b->gap);
+    b->buf.len = b->gap;
+    b->n = 0;
+}
+
+void otlp_batch_add(struct otlp_span_cache *c, struct otlp_span_batch *b, struct span *s)
+{
+    const struct span_tpl *t = s->shape ? shape_template(c, s) : template_for(c, s);
+    if (t) {
+        size_t at = b->buf.len;
+        cbuf_put(&b->buf, t->bytes, t->len);
+        patch(b->buf.data + at, t->at, s);
+        c->templated++;
+    } else {
+        struct span_vars v;
+        vars_of(s, &v);
+        pack_span(c, s, &v, &b->buf);
+        c->packed_whole++;
+    }
+    b->n++;
+    /* Keep the scratch buffer for the next span, unless one unusually
+     * large span grew it. */
+    if (c->packed.cap > ((size_t)1 << 16))
+        cbuf_reset(&c->packed, (size_t)1 << 16);
+}
+
+size_t otlp_batch_finish(const struct otlp_resource *r, struct otlp_span_batch *b, struct cbuf *body)
+{
+    size_t off = 0;
+    if (b->n) {
+        /* The spans' first byte is their field's tag: the unknown field is
+         * the bytes after it, and protobuf-c writes that tag itself, as the
+         * envelope's last byte. */
+        const uint8_t *spans = b->buf.data + b->gap;
+        struct cbuf env;
+        cbuf_init(&env);
+        pack_envelope(r, spans + 1, b->buf.len - b->gap - 1, &env);
+        if (env.len > b->gap + 1 || env.data[env.len - 1] != spans[0])
+            abort(); /* the room reserved in otlp_batch_begin is too small: a bug */
+        off = b->gap + 1 - env.len;
+        memcpy(b->buf.data + off, env.data, env.len);
+        cbuf_free(&env);
+    } else {
+        cbuf_free(&b->buf);
+        pack_envelope(r, NULL, 0, &b->buf);
+    }
+    *body = b->buf;
+    cbuf_init(&b->buf);
+    b->n = 0;
+    return off;
+}
+
+void otlp_encode_spans(const struct otlp_resource *r, struct otlp_span_cache *cache, struct span *const *spans,
+                       size_t n, struct cbuf *out)
+{
+    struct otlp_span_batch b;
+    struct cbuf mem;
+    cbuf_init(&mem);
+    otlp_batch_begin(r, &b, &mem);
+    for (size_t i = 0; i < n; i++)
+        otlp_batch_add(cache, &b, spans[i]);
+    struct cbuf body;
+    size_t off = otlp_batch_finish(r, &b, &body);
+    cbuf_put(out, body.data + off, body.len - off);
+    cbuf_free(&body);
 }
 
 void otlp_encode_metrics(const struct otlp_resource *r, const struct otlp_metric *m, size_t n,

@@ -49,7 +49,20 @@ void otlp_span_cache_counts(const struct otlp_span_cache *c, uint64_t *templated
  * attribute holds them must still encode correctly). */
 const uint8_t *otlp_template_sentinel(size_t *len);
 
-/* An ExportTraceServiceRequest with spans[0..n). */
+/* An ExportTraceServiceRequest built as its spans end (see "batches" in
+ * otlp_encode.c): begin takes mem's memory for it, add encodes one span
+ * (the record is not needed afterwards), finish hands the request over
+ * as body->data[offset, body->len), the offset returned. */
+struct otlp_span_batch {
+    struct cbuf buf;  /* room for the envelope (gap bytes), then the spans */
+    size_t gap;
+    size_t n;         /* spans added */
+};
+void otlp_batch_begin(const struct otlp_resource *r, struct otlp_span_batch *b, struct cbuf *mem);
+void otlp_batch_add(struct otlp_span_cache *c, struct otlp_span_batch *b, struct span *s);
+size_t otlp_batch_finish(const struct otlp_resource *r, struct otlp_span_batch *b, struct cbuf *body);
+/* The same in one call: appends an ExportTraceServiceRequest with
+ * spans[0..n) to out. */
 void otlp_encode_spans(const struct otlp_resource *r, struct otlp_span_cache *cache, struct span *const *spans,
                        size_t n, struct cbuf *out);
 /* An ExportMetricsServiceRequest, cumulative since start_ns. */

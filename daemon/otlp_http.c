@@ -24,7 +24,8 @@
 struct job {
     struct dlist node;        /* in h->jobs */
     const struct otlp_signal *sig; /* refers: the settings it is sent with */
-    struct cbuf body;         /* owns */
+    struct cbuf body;         /* owns; the request is body.data[body_off, body.len) */
+    size_t body_off;
     size_t items;
     bool traces;
     unsigned attempts;
@@ -389,8 +390,8 @@ static void start(struct otlp_http *h, struct job *j)
     }
     cu.easy_setopt(j->easy, CURLOPT_URL, j->sig->url);
     cu.easy_setopt(j->easy, CURLOPT_POST, 1L);
-    cu.easy_setopt(j->easy, CURLOPT_POSTFIELDS, (char *)j->body.data);
-    cu.easy_setopt(j->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)j->body.len);
+    cu.easy_setopt(j->easy, CURLOPT_POSTFIELDS, (char *)j->body.data + j->body_off);
+    cu.easy_setopt(j->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(j->body.len - j->body_off));
     cu.easy_setopt(j->easy, CURLOPT_HTTPHEADER, j->hdrs);
     cu.easy_setopt(j->easy, CURLOPT_TIMEOUT_MS, (long)j->sig->timeout_ms);
     cu.easy_setopt(j->easy, CURLOPT_NOSIGNAL, 1L);
@@ -465,8 +466,8 @@ struct otlp_http *otlp_http_new(uv_loop_t *loop, const struct telemetry_settings
     return h;
 }
 
-void otlp_http_post(struct otlp_http *h, const struct otlp_signal *sig, struct cbuf *body, size_t items,
-                    bool traces, uint64_t deadline_ms)
+void otlp_http_post(struct otlp_http *h, const struct otlp_signal *sig, struct cbuf *body, size_t off,
+                    size_t items, bool traces, uint64_t deadline_ms)
 {
     if (h->closing) {
         cbuf_free(body);
@@ -493,6 +494,7 @@ void otlp_http_post(struct otlp_http *h, const struct otlp_signal *sig, struct c
     struct job *j = xcalloc(1, sizeof(*j));
     j->sig = sig;
     j->body = *body;
+    j->body_off = off;
     cbuf_init(body);
     cbuf_init(&j->response);
     j->items = items;

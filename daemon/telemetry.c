@@ -43,9 +43,17 @@ struct telemetry {
      * queueing and releasing a span do not touch it again. */
     struct span **free_spans;           /* owns: records used and given back, a stack */
     size_t nfree;
-    struct span **ring;                 /* owns: ended spans waiting for export, oldest at q_first */
-    size_t q_first, queued;
-    struct span **batch;                /* owns: room for one export batch */
+    /* Ended spans are encoded at once into the current batch (see
+     * "batches" in otlp_encode.c) and their records given back; a full
+     * batch is sealed, and sent on the next loop iteration. */
+    struct otlp_span_batch cur;         /* owns */
+    bool cur_open;
+    struct sealed_batch {
+        struct cbuf body;               /* owns: the request is body.data[off, body.len) */
+        size_t off, n;
+    } *sealed;                          /* owns: bsp_queue / bsp_batch + 1 entries */
+    size_t nsealed;
+    size_t queued;                      /* ended spans not yet handed to the exporter, < bsp_queue */
     uint64_t spans_dropped, export_failures, spans_exported;
 
     double *bounds;                     /* owns: duration buckets, seconds */
@@ -364,8 +372,7 @@ int telemetry_init(struct telemetry **out, struct server *s, char *err, size_t e
     t->pool_data = xcalloc(t->set.bsp_queue, sizeof(struct span_data));
     t->pool_fresh = 0;
     t->free_spans = xcalloc(t->set.bsp_queue, sizeof(*t->free_spans));
-    t->ring = xcalloc(t->set.bsp_queue, sizeof(*t->ring));
-    t->batch = xcalloc(t->set.bsp_batch, sizeof(*t->batch));
+    t->sealed = xcalloc(t->set.bsp_queue / t->set.bsp_batch + 1, sizeof(*t->sealed));
     t->start_unix_ns = unix_ns();
     t->mono_to_unix = t->start_unix_ns - uv_hrtime();
     *out = t;
@@ -481,6 +488,10 @@ struct span *telemetry_span_start(struct telemetry *t, const char *tp, size_t tp
     }
     if (!sampled)
         return NULL;
+    if (t->queued >= t->set.bsp_queue) { /* the specification's full queue: new spans are dropped */
+        t->spans_dropped++;
+        return NULL;
+    }
     struct span *s;
     if (t->nfree) {
         s = t->free_spans[--t->nfree];
@@ -689,6 +700,9 @@ void span_materialize(struct span *s)
 void span_traceparent(const struct span *s, char out[TRACEPARENT_LEN + 1]) { trace_ctx_format(&s->ctx, out); }
 
 static void on_bsp_timer(uv_timer_t *h);
+static void print_span(struct span *s);
+static void release(struct telemetry *t, struct span *s);
+static void seal(struct telemetry *t);
 
 void telemetry_span_end(struct telemetry *t, struct span *s, uint64_t mono_ns, const char *error_type,
                         const char *message)
@@ -701,14 +715,34 @@ void telemetry_span_end(struct telemetry *t, struct span *s, uint64_t mono_ns, c
         snprintf(s->d->status_msg, sizeof(s->d->status_msg), "%s", message ? message : error_type);
         span_attr_cstr(s, "error.type", error_type);
     }
-    size_t at = t->q_first + t->queued; /* both < bsp_queue */
-    t->ring[at >= t->set.bsp_queue ? at - t->set.bsp_queue : at] = s;
-    t->queued++;
-    /* A full batch goes out on the next loop iteration, not inside this
-     * request's completion. Armed once, when the queue reaches a batch:
-     * re-arming it for every span after that cost 2% of a traced request. */
-    if (t->queued == t->set.bsp_batch && t->started && !t->stopping)
-        uv_timer_start(&t->bsp_timer, on_bsp_timer, 0, 0);
+    if (t->set.traces == EXP_CONSOLE) {
+        print_span(s);
+    } else if (!t->http || t->queued >= t->set.bsp_queue) {
+        /* No exporter (yet, or any more), or the queue filled while this
+         * request ran: telemetry_span_start checks it too, but requests
+         * started before then end after. */
+        t->spans_dropped++;
+    } else {
+        if (!t->cur_open) {
+            struct otlp_resource r = {t->resource, t->nresource};
+            struct cbuf mem;
+            otlp_http_buffer(t->http, &mem);
+            if (!t->span_cache)
+                t->span_cache = otlp_span_cache_new();
+            otlp_batch_begin(&r, &t->cur, &mem);
+            t->cur_open = true;
+        }
+        otlp_batch_add(t->span_cache, &t->cur, s);
+        t->queued++;
+        /* A full batch goes out on the next loop iteration, not inside
+         * this request's completion. */
+        if (t->cur.n == t->set.bsp_batch) {
+            seal(t);
+            if (t->started && !t->stopping && t->nsealed == 1)
+                uv_timer_start(&t->bsp_timer, on_bsp_timer, 0, 0);
+        }
+    }
+    release(t, s);
 }
 
 /* ---- exporting ---- */
@@ -754,41 +788,50 @@ static void release(struct telemetry *t, struct span *s)
     t->free_spans[t->nfree++] = s;
 }
 
-static void export_spans(struct telemetry *t)
+/* Closes the current batch: it waits in sealed[] for export_spans. The
+ * queue bound keeps sealed[] within its bsp_queue / bsp_batch + 1 slots. */
+static void seal(struct telemetry *t)
 {
-    while (t->queued > 0) {
-        size_t n = t->queued < t->set.bsp_batch ? t->queued : t->set.bsp_batch;
-        struct span **batch = t->batch;
-        for (size_t i = 0; i < n; i++)
-            batch[i] = t->ring[(t->q_first + i) % t->set.bsp_queue];
-        t->q_first = (t->q_first + n) % t->set.bsp_queue;
-        t->queued -= n;
-        if (t->set.traces == EXP_CONSOLE) {
-            for (size_t i = 0; i < n; i++)
-                print_span(batch[i]);
-        } else if (t->http) {
-            struct otlp_resource r = {t->resource, t->nresource};
-            struct cbuf body;
-            otlp_http_buffer(t->http, &body);
-            if (!t->span_cache)
-                t->span_cache = otlp_span_cache_new();
-            otlp_encode_spans(&r, t->span_cache, batch, n, &body);
-            if (t->set.traces_otlp.gzip && otlp_gzip(&body) != 0)
-                log_warn("otlp: gzip failed; sending uncompressed");
-            otlp_http_post(t->http, &t->set.traces_otlp, &body, n, true, t->set.bsp_export_timeout_ms);
+    struct otlp_resource r = {t->resource, t->nresource};
+    struct sealed_batch *sb = &t->sealed[t->nsealed++];
+    sb->n = t->cur.n;
+    sb->off = otlp_batch_finish(&r, &t->cur, &sb->body);
+    t->cur_open = false;
+}
+
+/* Hands every sealed batch to the exporter, and with partial the
+ * current one however small. */
+static void export_spans(struct telemetry *t, bool partial)
+{
+    if (partial && t->cur_open && t->cur.n)
+        seal(t);
+    for (size_t i = 0; i < t->nsealed; i++) {
+        struct sealed_batch *sb = &t->sealed[i];
+        t->queued -= sb->n;
+        if (!t->http) { /* closed meanwhile */
+            cbuf_free(&sb->body);
+            t->spans_dropped += sb->n;
+            continue;
         }
-        for (size_t i = 0; i < n; i++)
-            release(t, batch[i]);
-        if (t->queued < t->set.bsp_batch)
-            break; /* the rest waits for the schedule delay */
+        if (t->set.traces_otlp.gzip) {
+            memmove(sb->body.data, sb->body.data + sb->off, sb->body.len - sb->off);
+            sb->body.len -= sb->off;
+            sb->off = 0;
+            if (otlp_gzip(&sb->body) != 0)
+                log_warn("otlp: gzip failed; sending uncompressed");
+        }
+        otlp_http_post(t->http, &t->set.traces_otlp, &sb->body, sb->off, sb->n, true, t->set.bsp_export_timeout_ms);
     }
+    t->nsealed = 0;
 }
 
 static void on_bsp_timer(uv_timer_t *h)
 {
     struct telemetry *t = h->data;
     t->mono_to_unix = unix_ns() - uv_hrtime();
-    export_spans(t);
+    /* Armed for full batches, those go; at the schedule delay, whatever
+     * has ended goes. */
+    export_spans(t, t->nsealed == 0);
     if (!t->stopping)
         uv_timer_start(&t->bsp_timer, on_bsp_timer, t->set.bsp_delay_ms, 0);
 }
@@ -990,7 +1033,7 @@ static void export_metrics(struct telemetry *t)
     otlp_encode_metrics(&r, k.m, k.n, t->bounds, t->nbounds, t->start_unix_ns, unix_ns(), &body);
     if (t->set.metrics_otlp.gzip && otlp_gzip(&body) != 0)
         log_warn("otlp: gzip failed; sending uncompressed");
-    otlp_http_post(t->http, &t->set.metrics_otlp, &body, k.npts, false, t->set.metric_timeout_ms);
+    otlp_http_post(t->http, &t->set.metrics_otlp, &body, 0, k.npts, false, t->set.metric_timeout_ms);
 }
 
 static void on_metric_timer(uv_timer_t *h) { export_metrics(h->data); }
@@ -1062,6 +1105,8 @@ static void close_all(struct telemetry *t)
 static void on_stop_poll(uv_timer_t *h)
 {
     struct telemetry *t = h->data;
+    if (t->queued && t->http) /* spans of requests that finished while draining */
+        export_spans(t, true);
     if (!t->http || otlp_http_pending(t->http) == 0 || uv_now(t->srv->loop) >= t->stop_deadline)
         close_all(t);
 }
@@ -1074,9 +1119,7 @@ void telemetry_stop(struct telemetry *t)
     uv_timer_stop(&t->bsp_timer);
     uv_timer_stop(&t->metric_timer);
     if (!t->set.disabled) {
-        export_spans(t);
-        if (t->queued)
-            export_spans(t);
+        export_spans(t, true);
         export_metrics(t);
     }
     /* Wait for the last exports, bounded by the export timeout. */
@@ -1100,8 +1143,10 @@ void telemetry_free(struct telemetry *t)
     free(t->pool);
     free(t->pool_data);
     free(t->free_spans);
-    free(t->ring);
-    free(t->batch);
+    cbuf_free(&t->cur.buf);
+    for (size_t i = 0; i < t->nsealed; i++)
+        cbuf_free(&t->sealed[i].body);
+    free(t->sealed);
     free(t->bounds);
     free(t->resource_text);
     free(t);

@@ -319,6 +319,28 @@ def test_collector_down_under_load(traced, collector):
     assert f.ping()
 
 
+def test_queue_bound_holds_for_requests_in_flight(traced, collector):
+    """The queue bound counts spans that have ended; a burst of requests
+    started while it had room ends after it filled. Every span is either
+    exported or counted as dropped, and the daemon stays whole."""
+    f = traced(OTEL_BSP_MAX_QUEUE_SIZE="4", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="2",
+               OTEL_TRACES_SAMPLER="always_on")
+    n = 300
+    with f.client() as c:
+        # One write: ferryd reads the whole burst, and starts every span,
+        # before the first reply comes back.
+        c.send_raw(b"".join(ferry.encode_frame({"id": i, "op": "redis", "args": [b"SET", b"burst", b"%d" % i]})
+                            for i in range(n)))
+        for i in range(n):
+            assert c.wait(i) == "OK"
+    def accounted():
+        return len([s for s in collector.spans() if s["name"] == "SET"]) + f.stats()["telemetry"]["spans_dropped"]
+    wait_until(lambda: accounted() >= n, timeout=15 * SLOW, what="every span exported or dropped")
+    assert accounted() == n
+    assert f.stats()["telemetry"]["spans_dropped"] > 0
+    assert f.ping()
+
+
 def test_gzip(traced, collector):
     f = traced(OTEL_EXPORTER_OTLP_COMPRESSION="gzip")
     with f.client() as c:

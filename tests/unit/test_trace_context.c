@@ -354,6 +354,70 @@ static void test_templates_replaced_within_a_batch(void **st)
     otlp_span_cache_free(cache);
 }
 
+/* Spans encoded one by one as they end, into a batch whose envelope is
+ * written last, in front of them: a body past 2 MiB (each of the
+ * envelope's lengths then takes 4 bytes, the most the room reserved for
+ * it allows for), a resource of many attributes, a record reused for
+ * every span (it is free once added), and an empty batch. */
+#define BIG 16000
+static void test_batch_built_as_spans_end(void **st)
+{
+    (void)st;
+    struct otlp_kv res[40];
+    static char keys[40][32], vals[40][64];
+    for (int i = 0; i < 40; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "k8s.label.%d", i);
+        snprintf(vals[i], sizeof(vals[i]), "value-%d-with-some-length", i);
+        res[i] = (struct otlp_kv){keys[i], vals[i], 0};
+    }
+    struct otlp_resource r = {res, 40};
+    static uint8_t span_ids[BIG][8];
+    static struct span s;
+    static struct span_data d;
+    struct otlp_span_cache *cache = otlp_span_cache_new();
+    struct otlp_span_batch b;
+    struct cbuf mem;
+    cbuf_init(&mem);
+    otlp_batch_begin(&r, &b, &mem);
+    for (int i = 0; i < BIG; i++) {
+        new_span(&s, &d, i % 3 ? "GET" : "SET", 5000 + (uint64_t)i);
+        span_attr_cstr(&s, "db.system.name", "redis");
+        span_attr_cstr(&s, "db.query.text", "GET ? with a longer text to make the body large enough");
+        memcpy(span_ids[i], s.ctx.span_id, 8);
+        otlp_batch_add(cache, &b, &s);
+    }
+    struct cbuf body;
+    size_t off = otlp_batch_finish(&r, &b, &body);
+    assert_true(body.len - off > (2u << 20));
+    Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest *req =
+        opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(NULL, body.len - off,
+                                                                                          body.data + off);
+    assert_non_null(req);
+    assert_int_equal(req->n_resource_spans, 1);
+    assert_int_equal(req->resource_spans[0]->resource->n_attributes, 40);
+    assert_string_equal(req->resource_spans[0]->resource->attributes[39]->value->string_value, vals[39]);
+    Opentelemetry__Proto__Trace__V1__ScopeSpans *ss = req->resource_spans[0]->scope_spans[0];
+    assert_string_equal(ss->scope->name, "ferryd");
+    assert_int_equal(ss->n_spans, BIG);
+    for (int i = 0; i < BIG; i++) {
+        assert_memory_equal(ss->spans[i]->span_id.data, span_ids[i], 8);
+        assert_true(ss->spans[i]->start_time_unix_nano == 5000 + (uint64_t)i);
+        assert_string_equal(ss->spans[i]->name, i % 3 ? "GET" : "SET");
+    }
+    opentelemetry__proto__collector__trace__v1__export_trace_service_request__free_unpacked(req, NULL);
+
+    /* The buffer is reused; an empty batch is a request with no spans. */
+    otlp_batch_begin(&r, &b, &body);
+    off = otlp_batch_finish(&r, &b, &body);
+    req = opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(NULL, body.len - off,
+                                                                                            body.data + off);
+    assert_non_null(req);
+    assert_int_equal(req->resource_spans[0]->scope_spans[0]->n_spans, 0);
+    opentelemetry__proto__collector__trace__v1__export_trace_service_request__free_unpacked(req, NULL);
+    cbuf_free(&body);
+    otlp_span_cache_free(cache);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -365,6 +429,7 @@ int main(void)
         cmocka_unit_test(test_largest_span_packs),
         cmocka_unit_test(test_span_templates),
         cmocka_unit_test(test_templates_replaced_within_a_batch),
+        cmocka_unit_test(test_batch_built_as_spans_end),
     };
     return cmocka_run_group_tests_name("trace_context", tests, NULL, NULL);
 }
