@@ -595,18 +595,14 @@ static void envelope_append(ProtobufCBuffer *b, size_t len, const uint8_t *data)
     sink_append(b, len, data);
 }
 
-static void pack_envelope(const struct otlp_resource *r, const uint8_t *spans, size_t len, struct cbuf *out)
+static void pack_envelope(const struct otlp_span_batch *b, const uint8_t *spans, size_t len, struct cbuf *out)
 {
-    struct kv_arena a;
-    arena_init(&a, r->n);
-    Opentelemetry__Proto__Common__V1__InstrumentationScope scope;
-    Opentelemetry__Proto__Resource__V1__Resource res;
-    scope_and_resource(&scope, &res, &a, r);
     ProtobufCMessageUnknownField uf = {.tag = 2, .wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED,
                                        .len = len, .data = (uint8_t *)spans};
     Ferry__Otlp__ScopeSpansPacked ss;
     ferry__otlp__scope_spans_packed__init(&ss);
-    ss.scope = &scope;
+    ss.scope.data = b->env.data + b->resource_len;
+    ss.scope.len = b->env.len - b->resource_len;
     if (spans) {
         ss.base.n_unknown_fields = 1;
         ss.base.unknown_fields = &uf;
@@ -614,7 +610,8 @@ static void pack_envelope(const struct otlp_resource *r, const uint8_t *spans, s
     Ferry__Otlp__ScopeSpansPacked *ssp = &ss;
     Ferry__Otlp__ResourceSpansPacked rs;
     ferry__otlp__resource_spans_packed__init(&rs);
-    rs.resource = &res;
+    rs.resource.data = b->env.data;
+    rs.resource.len = b->resource_len;
     rs.n_scope_spans = 1;
     rs.scope_spans = &ssp;
     Ferry__Otlp__ResourceSpansPacked *rsp = &rs;
@@ -626,19 +623,30 @@ static void pack_envelope(const struct otlp_resource *r, const uint8_t *spans, s
     protobuf_c_message_pack_to_buffer(&req.base, &sink.base.base);
     if (spans && !sink.seen)
         abort();
-    arena_free(&a);
 }
 
 void otlp_batch_begin(const struct otlp_resource *r, struct otlp_span_batch *b, struct cbuf *mem)
 {
+    /* The resource and the scope, packed once for the batch. */
+    struct kv_arena a;
+    arena_init(&a, r->n);
+    Opentelemetry__Proto__Common__V1__InstrumentationScope scope;
+    Opentelemetry__Proto__Resource__V1__Resource res;
+    scope_and_resource(&scope, &res, &a, r);
+    cbuf_init(&b->env);
+    pack(&res.base, &b->env);
+    b->resource_len = b->env.len;
+    pack(&scope.base, &b->env);
+    arena_free(&a);
+
     b->buf = *mem;
     cbuf_init(mem);
-    /* The envelope's three lengths can each grow by up to 4 bytes from an
-     * empty batch's (a batch stays under 4 GiB). */
+    /* Room for the envelope in front of the spans: its tags and three
+     * lengths (at most 5 bytes each while a batch stays under 4 GiB),
+     * the resource and the scope. */
+    b->gap = b->env.len + 32;
     b->buf.len = 0;
-    pack_envelope(r, NULL, 0, &b->buf);
-    b->gap = b->buf.len + 16;
-    cbuf_reserve(&b->buf, b->gap);
+    cbuf_reserve(&b->buf, b->gap + b->expect);
     b->buf.len = b->gap;
     b->n = 0;
 }
@@ -664,9 +672,10 @@ void otlp_batch_add(struct otlp_span_cache *c, struct otlp_span_batch *b, struct
         cbuf_reset(&c->packed, (size_t)1 << 16);
 }
 
-size_t otlp_batch_finish(const struct otlp_resource *r, struct otlp_span_batch *b, struct cbuf *body)
+size_t otlp_batch_finish(struct otlp_span_batch *b, struct cbuf *body)
 {
     size_t off = 0;
+    b->expect = b->buf.len - b->gap; /* the next batch is likely as large: sized once */
     if (b->n) {
         /* The spans' first byte is their field's tag: the unknown field is
          * the bytes after it, and protobuf-c writes that tag itself, as the
@@ -674,16 +683,17 @@ size_t otlp_batch_finish(const struct otlp_resource *r, struct otlp_span_batch *
         const uint8_t *spans = b->buf.data + b->gap;
         struct cbuf env;
         cbuf_init(&env);
-        pack_envelope(r, spans + 1, b->buf.len - b->gap - 1, &env);
+        pack_envelope(b, spans + 1, b->buf.len - b->gap - 1, &env);
         if (env.len > b->gap + 1 || env.data[env.len - 1] != spans[0])
             abort(); /* the room reserved in otlp_batch_begin is too small: a bug */
         off = b->gap + 1 - env.len;
         memcpy(b->buf.data + off, env.data, env.len);
         cbuf_free(&env);
     } else {
-        cbuf_free(&b->buf);
-        pack_envelope(r, NULL, 0, &b->buf);
+        b->buf.len = 0;
+        pack_envelope(b, NULL, 0, &b->buf);
     }
+    cbuf_free(&b->env);
     *body = b->buf;
     cbuf_init(&b->buf);
     b->n = 0;
@@ -693,14 +703,14 @@ size_t otlp_batch_finish(const struct otlp_resource *r, struct otlp_span_batch *
 void otlp_encode_spans(const struct otlp_resource *r, struct otlp_span_cache *cache, struct span *const *spans,
                        size_t n, struct cbuf *out)
 {
-    struct otlp_span_batch b;
+    struct otlp_span_batch b = {0};
     struct cbuf mem;
     cbuf_init(&mem);
     otlp_batch_begin(r, &b, &mem);
     for (size_t i = 0; i < n; i++)
         otlp_batch_add(cache, &b, spans[i]);
     struct cbuf body;
-    size_t off = otlp_batch_finish(r, &b, &body);
+    size_t off = otlp_batch_finish(&b, &body);
     cbuf_put(out, body.data + off, body.len - off);
     cbuf_free(&body);
 }

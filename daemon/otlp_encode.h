@@ -54,13 +54,17 @@ const uint8_t *otlp_template_sentinel(size_t *len);
  * (the record is not needed afterwards), finish hands the request over
  * as body->data[offset, body->len), the offset returned. */
 struct otlp_span_batch {
-    struct cbuf buf;  /* room for the envelope (gap bytes), then the spans */
+    struct cbuf buf;     /* room for the envelope (gap bytes), then the spans */
     size_t gap;
-    size_t n;         /* spans added */
+    size_t n;            /* spans added */
+    struct cbuf env;     /* the packed resource, then the packed scope */
+    size_t resource_len;
+    size_t expect;       /* bytes of spans to reserve room for: the last batch's */
 };
+/* b starts zeroed; it may be reused after finish. */
 void otlp_batch_begin(const struct otlp_resource *r, struct otlp_span_batch *b, struct cbuf *mem);
 void otlp_batch_add(struct otlp_span_cache *c, struct otlp_span_batch *b, struct span *s);
-size_t otlp_batch_finish(const struct otlp_resource *r, struct otlp_span_batch *b, struct cbuf *body);
+size_t otlp_batch_finish(struct otlp_span_batch *b, struct cbuf *body);
 /* The same in one call: appends an ExportTraceServiceRequest with
  * spans[0..n) to out. */
 void otlp_encode_spans(const struct otlp_resource *r, struct otlp_span_cache *cache, struct span *const *spans,

@@ -792,10 +792,9 @@ static void release(struct telemetry *t, struct span *s)
  * queue bound keeps sealed[] within its bsp_queue / bsp_batch + 1 slots. */
 static void seal(struct telemetry *t)
 {
-    struct otlp_resource r = {t->resource, t->nresource};
     struct sealed_batch *sb = &t->sealed[t->nsealed++];
     sb->n = t->cur.n;
-    sb->off = otlp_batch_finish(&r, &t->cur, &sb->body);
+    sb->off = otlp_batch_finish(&t->cur, &sb->body);
     t->cur_open = false;
 }
 
@@ -1144,6 +1143,7 @@ void telemetry_free(struct telemetry *t)
     free(t->pool_data);
     free(t->free_spans);
     cbuf_free(&t->cur.buf);
+    cbuf_free(&t->cur.env);
     for (size_t i = 0; i < t->nsealed; i++)
         cbuf_free(&t->sealed[i].body);
     free(t->sealed);

@@ -375,7 +375,7 @@ static void test_batch_built_as_spans_end(void **st)
     static struct span s;
     static struct span_data d;
     struct otlp_span_cache *cache = otlp_span_cache_new();
-    struct otlp_span_batch b;
+    struct otlp_span_batch b = {0};
     struct cbuf mem;
     cbuf_init(&mem);
     otlp_batch_begin(&r, &b, &mem);
@@ -387,7 +387,7 @@ static void test_batch_built_as_spans_end(void **st)
         otlp_batch_add(cache, &b, &s);
     }
     struct cbuf body;
-    size_t off = otlp_batch_finish(&r, &b, &body);
+    size_t off = otlp_batch_finish(&b, &body);
     assert_true(body.len - off > (2u << 20));
     Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest *req =
         opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(NULL, body.len - off,
@@ -408,7 +408,7 @@ static void test_batch_built_as_spans_end(void **st)
 
     /* The buffer is reused; an empty batch is a request with no spans. */
     otlp_batch_begin(&r, &b, &body);
-    off = otlp_batch_finish(&r, &b, &body);
+    off = otlp_batch_finish(&b, &body);
     req = opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(NULL, body.len - off,
                                                                                             body.data + off);
     assert_non_null(req);
