@@ -658,6 +658,11 @@ void otlp_batch_add(struct otlp_span_cache *c, struct otlp_span_batch *b, struct
         size_t at = b->buf.len;
         cbuf_put(&b->buf, t->bytes, t->len);
         patch(b->buf.data + at, t->at, s);
+        /* The batch's next lines are cold (the buffer was last written a
+         * batch ago): ask for them now, for the next span's copy. */
+        const char *next = (const char *)b->buf.data + b->buf.len;
+        for (size_t k = 0; k < t->len && b->buf.len + k < b->buf.cap; k += 64)
+            __builtin_prefetch(next + k, 1);
         c->templated++;
     } else {
         struct span_vars v;
