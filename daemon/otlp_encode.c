@@ -1,6 +1,7 @@
-/* otlp_encode.c: see otlp_encode.h. Messages are built on the stack and in
- * arrays allocated per batch, then packed once; nothing here runs per
- * request. Spans mostly come from templates (see "span templates"). */
+/* otlp_encode.c: see otlp_encode.h. A span is encoded once, when it ends,
+ * into its batch, mostly as a copy of its shape's template (see "span
+ * templates" and "batches"); metrics are built on the stack and packed
+ * once per export. */
 #define _GNU_SOURCE /* memmem */
 #include <endian.h>
 #include <stdlib.h>
@@ -575,8 +576,8 @@ static void patch(uint8_t *p, const uint32_t *at, const struct span *s)
  * pass over thousands of cold records and a copy of the whole body at
  * export (perf: a third of what tracing cost the loop). */
 
-/* Packs the envelope (resource, scope and the spans' bytes as an unknown
- * field) into out; spans may be NULL (no spans). */
+/* Appends what protobuf-c packs, except the spans' bytes, which are in
+ * place already. */
 struct envelope_sink {
     struct cbuf_sink base;
     const uint8_t *spans; /* where the unknown field's bytes are; not copied */
@@ -595,6 +596,8 @@ static void envelope_append(ProtobufCBuffer *b, size_t len, const uint8_t *data)
     sink_append(b, len, data);
 }
 
+/* Packs the envelope (b's resource and scope, and len bytes at spans as
+ * an unknown field) into out; spans may be NULL (no spans). */
 static void pack_envelope(const struct otlp_span_batch *b, const uint8_t *spans, size_t len, struct cbuf *out)
 {
     ProtobufCMessageUnknownField uf = {.tag = 2, .wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED,

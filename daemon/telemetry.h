@@ -1,10 +1,12 @@
 /* telemetry.h: spans and metrics, OpenTelemetry style, exported over
  * OTLP/HTTP (otlp_encode.c, otlp_http.c) or printed (console).
  *
- * The request path only writes into preallocated span records and bumps
- * counters; encoding and HTTP happen in batches on timers. When the span
- * queue is full (the collector is slow or down), new spans are dropped and
- * counted, so memory stays bounded. */
+ * The request path writes into preallocated span records and bumps
+ * counters; when a request ends its span is encoded into the current
+ * batch (mostly a copy of a template) and the record is free again. HTTP
+ * happens per batch, on the next loop iteration or a timer. When the
+ * queue of encoded spans is full (the collector is slow or down), new
+ * spans are dropped and counted, so memory stays bounded. */
 #ifndef FERRY_TELEMETRY_H
 #define FERRY_TELEMETRY_H
 
@@ -117,7 +119,8 @@ const struct telemetry_settings *telemetry_settings(const struct telemetry *t);
  * counted as dropped). */
 struct span *telemetry_span_start(struct telemetry *t, const char *tp, size_t tp_len, const char *ts,
                                   size_t ts_len, enum span_kind kind, const char *name, uint64_t mono_ns);
-/* Ends s at mono_ns and hands it to the exporter. error_type is NULL on
+/* Ends s at mono_ns and hands it to the exporter (s is freed: do not use
+ * it afterwards). error_type is NULL on
  * success, else the ferry error code's name (or "abandoned"), recorded as
  * error.type with an ERROR status carrying message. */
 void telemetry_span_end(struct telemetry *t, struct span *s, uint64_t mono_ns, const char *error_type,
