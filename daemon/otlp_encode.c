@@ -664,7 +664,8 @@ void otlp_batch_add(struct otlp_span_cache *c, struct otlp_span_batch *b, struct
         /* The batch's next lines are cold (the buffer was last written a
          * batch ago): ask for them now, for the next span's copy. */
         const char *next = (const char *)b->buf.data + b->buf.len;
-        for (size_t k = 0; k < t->len && b->buf.len + k < b->buf.cap; k += 64)
+        size_t ahead = b->buf.cap - b->buf.len < t->len ? b->buf.cap - b->buf.len : t->len;
+        for (size_t k = 0; k < ahead; k += 64)
             __builtin_prefetch(next + k, 1);
         c->templated++;
     } else {
