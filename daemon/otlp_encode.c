@@ -709,21 +709,6 @@ size_t otlp_batch_finish(struct otlp_span_batch *b, struct cbuf *body)
     return off;
 }
 
-void otlp_encode_spans(const struct otlp_resource *r, struct otlp_span_cache *cache, struct span *const *spans,
-                       size_t n, struct cbuf *out)
-{
-    struct otlp_span_batch b = {0};
-    struct cbuf mem;
-    cbuf_init(&mem);
-    otlp_batch_begin(r, &b, &mem);
-    for (size_t i = 0; i < n; i++)
-        otlp_batch_add(cache, &b, spans[i]);
-    struct cbuf body;
-    size_t off = otlp_batch_finish(&b, &body);
-    cbuf_put(out, body.data + off, body.len - off);
-    cbuf_free(&body);
-}
-
 void otlp_encode_metrics(const struct otlp_resource *r, const struct otlp_metric *m, size_t n,
                          const double *bounds, size_t nbounds, uint64_t start_ns, uint64_t now_ns,
                          struct cbuf *out)

@@ -65,10 +65,6 @@ struct otlp_span_batch {
 void otlp_batch_begin(const struct otlp_resource *r, struct otlp_span_batch *b, struct cbuf *mem);
 void otlp_batch_add(struct otlp_span_cache *c, struct otlp_span_batch *b, struct span *s);
 size_t otlp_batch_finish(struct otlp_span_batch *b, struct cbuf *body);
-/* The same in one call: appends an ExportTraceServiceRequest with
- * spans[0..n) to out. */
-void otlp_encode_spans(const struct otlp_resource *r, struct otlp_span_cache *cache, struct span *const *spans,
-                       size_t n, struct cbuf *out);
 /* An ExportMetricsServiceRequest, cumulative since start_ns. */
 void otlp_encode_metrics(const struct otlp_resource *r, const struct otlp_metric *m, size_t n,
                          const double *bounds, size_t nbounds, uint64_t start_ns, uint64_t now_ns,
