@@ -115,6 +115,9 @@ static KeyValue **resource_attrs(struct kv_arena *a, const struct otlp_resource 
 #define CACHE_VALUE 64
 #define TPL_SLOTS 256
 #define SHAPE_TPL_SLOTS 512
+/* Bytes of a template at most: a span that packs larger is packed whole
+ * (its reader keeps one on the stack when it is split across reads). */
+#define TPL_MAX 4096
 
 struct cache_entry {
     const char *key;     /* refers: attribute keys are static strings */
@@ -132,15 +135,26 @@ enum { AT_TRACE, AT_SPAN, AT_PARENT, AT_START, AT_END, AT_FLAGS, AT_N };
 
 /* A span packed once with sentinel ids, times and flags: the packed bytes
  * of every span of the same shape (name, kind, status, attributes), with
- * those fixed-width fields overwritten. */
+ * those fixed-width fields overwritten. Batches refer to templates until
+ * their bodies are sent, so a template is counted: the cache's slot holds
+ * it, and so does each body that uses it (see tpl_release). */
 struct span_tpl {
-    uint64_t hash;
-    uint8_t *key;        /* owns: the shape, see shape_key() */
-    size_t key_len;
-    uint8_t *bytes;      /* owns; NULL until made, or when this shape cannot be a template */
-    size_t len;
+    uint8_t *bytes;      /* owns */
+    size_t len;          /* at most TPL_MAX */
     uint32_t at[AT_N];
-    bool tried;          /* making the template was attempted (bytes says how it went) */
+    bool has_parent;
+    bool cached;         /* a cache slot holds it */
+    unsigned refs;       /* bodies that hold it */
+    uint64_t last_batch; /* the last batch that took a reference */
+};
+
+/* A template's slot, found by the shape's bytes (see shape_key). */
+struct key_tpl {
+    uint64_t hash;
+    uint8_t *key;        /* owns */
+    size_t key_len;
+    struct span_tpl *t;  /* NULL until made, or when this shape cannot be a template */
+    bool tried;          /* making the template was attempted (t says how it went) */
 };
 
 /* The template of spans that refer to a shape (telemetry.h): found by the
@@ -149,7 +163,7 @@ struct span_tpl {
 struct shape_tpl {
     const struct span_shape *shape; /* refers */
     bool has_parent;
-    struct span_tpl t;              /* its key is unused */
+    struct span_tpl *t;             /* NULL: the shape cannot be a template */
 };
 
 struct otlp_span_cache {
@@ -157,10 +171,26 @@ struct otlp_span_cache {
     struct shape_tpl st[SHAPE_TPL_SLOTS];
     uint8_t **graveyard; /* packed buffers evicted while packing one span */
     size_t ngrave, cgrave;
-    struct span_tpl t[TPL_SLOTS];
+    struct key_tpl t[TPL_SLOTS];
     struct cbuf packed;  /* a span packed whole, before framing; kept to reuse its memory */
+    uint64_t batches;    /* batch ids given out */
     uint64_t templated, packed_whole; /* spans emitted each way, for tests */
 };
+
+/* Frees t once neither the cache nor a body holds it. */
+static void tpl_release(struct span_tpl *t, bool from_cache)
+{
+    if (!t)
+        return;
+    if (from_cache)
+        t->cached = false;
+    else
+        t->refs--;
+    if (!t->cached && !t->refs) {
+        free(t->bytes);
+        free(t);
+    }
+}
 
 struct otlp_span_cache *otlp_span_cache_new(void) { return xcalloc(1, sizeof(struct otlp_span_cache)); }
 
@@ -172,10 +202,10 @@ void otlp_span_cache_free(struct otlp_span_cache *c)
         free(c->e[i].packed);
     for (size_t i = 0; i < TPL_SLOTS; i++) {
         free(c->t[i].key);
-        free(c->t[i].bytes);
+        tpl_release(c->t[i].t, true);
     }
     for (size_t i = 0; i < SHAPE_TPL_SLOTS; i++)
-        free(c->st[i].t.bytes);
+        tpl_release(c->st[i].t, true);
     free(c->graveyard);
     cbuf_free(&c->packed);
     free(c);
@@ -438,10 +468,10 @@ static uint64_t hash_bytes(const uint8_t *p, size_t n)
 
 /* Finds where protobuf-c put each sentinel; false unless each is there
  * exactly once. */
-static bool find_sentinels(struct span_tpl *t, bool has_parent)
+static bool find_sentinels(struct span_tpl *t)
 {
     for (int f = 0; f < AT_N; f++) {
-        if (f == AT_PARENT && !has_parent)
+        if (f == AT_PARENT && !t->has_parent)
             continue;
         const uint8_t *p = memmem(t->bytes, t->len, SENTINEL[f], SENTINEL_LEN[f]);
         if (!p)
@@ -454,9 +484,10 @@ static bool find_sentinels(struct span_tpl *t, bool has_parent)
     return true;
 }
 
-/* Packs s with sentinel ids and times into t; false when the sentinels
- * cannot be found again (then t has no bytes). */
-static bool build_template(struct otlp_span_cache *c, const struct span *s, struct span_tpl *t)
+/* Packs s with sentinel ids and times into a new template, held by the
+ * cache; NULL when it is too large or the sentinels cannot be found
+ * again. */
+static struct span_tpl *build_template(struct otlp_span_cache *c, const struct span *s)
 {
     struct span_vars v = {SENTINEL[AT_TRACE], SENTINEL[AT_SPAN], s->has_parent ? SENTINEL[AT_PARENT] : NULL,
                           le64(SENTINEL[AT_START]), le64(SENTINEL[AT_END]),
@@ -465,14 +496,16 @@ static bool build_template(struct otlp_span_cache *c, const struct span *s, stru
     struct cbuf b;
     cbuf_init(&b);
     pack_span(c, s, &v, &b);
+    struct span_tpl *t = xcalloc(1, sizeof(*t));
     t->bytes = b.data;
     t->len = b.len;
-    if (!find_sentinels(t, s->has_parent)) {
-        free(t->bytes);
-        t->bytes = NULL;
-        return false;
+    t->has_parent = s->has_parent;
+    t->cached = true;
+    if (t->len > TPL_MAX || !find_sentinels(t)) {
+        tpl_release(t, true);
+        return NULL;
     }
-    return true;
+    return t;
 }
 
 /* A trace state varies in length, and zero-valued fields would be left
@@ -484,37 +517,37 @@ static bool templatable(const struct span *s)
 
 /* The template for s's shape, made on first sight; NULL when s must be
  * packed whole. */
-static const struct span_tpl *template_for(struct otlp_span_cache *c, const struct span *s)
+static struct span_tpl *template_for(struct otlp_span_cache *c, const struct span *s)
 {
     if (!templatable(s))
         return NULL;
     uint8_t key[SHAPE_KEY_MAX];
     size_t kl = shape_key(s, key);
     uint64_t h = hash_bytes(key, kl);
-    struct span_tpl *t = &c->t[h % TPL_SLOTS];
-    if (t->key && t->hash == h && t->key_len == kl && !memcmp(t->key, key, kl)) {
-        if (!t->tried) { /* seen before: now it is worth a template */
-            t->tried = true;
-            build_template(c, s, t);
+    struct key_tpl *k = &c->t[h % TPL_SLOTS];
+    if (k->key && k->hash == h && k->key_len == kl && !memcmp(k->key, key, kl)) {
+        if (!k->tried) { /* seen before: now it is worth a template */
+            k->tried = true;
+            k->t = build_template(c, s);
         }
-        return t->bytes ? t : NULL;
+        return k->t;
     }
     /* A template costs a whole pack, and some spans never repeat (an
      * AMQP delivery's tag differs every time): the first sighting only
      * notes the key, and the span is packed whole. */
-    free(t->key);
-    free(t->bytes);
-    t->bytes = NULL;
-    t->tried = false;
-    t->hash = h;
-    t->key = memcpy(xmalloc(kl), key, kl);
-    t->key_len = kl;
+    free(k->key);
+    tpl_release(k->t, true);
+    k->t = NULL;
+    k->tried = false;
+    k->hash = h;
+    k->key = memcpy(xmalloc(kl), key, kl);
+    k->key_len = kl;
     return NULL;
 }
 
 /* The same for a span that refers to a shape: found by the shape's
  * address. Materializes s when it is packed whole or makes the template. */
-static const struct span_tpl *shape_template(struct otlp_span_cache *c, struct span *s)
+static struct span_tpl *shape_template(struct otlp_span_cache *c, struct span *s)
 {
     const struct span_shape *sh = s->shape;
     if (!templatable(s)) {
@@ -524,15 +557,16 @@ static const struct span_tpl *shape_template(struct otlp_span_cache *c, struct s
     uint64_t h = ((uint64_t)(uintptr_t)sh * 0x9e3779b97f4a7c15ull) >> 20 ^ s->has_parent;
     struct shape_tpl *st = &c->st[h % SHAPE_TPL_SLOTS];
     if (st->shape == sh && st->has_parent == s->has_parent) {
-        if (!st->t.bytes)
+        if (!st->t)
             span_materialize(s);
-        return st->t.bytes ? &st->t : NULL;
+        return st->t;
     }
-    free(st->t.bytes);
+    tpl_release(st->t, true);
     st->shape = sh;
     st->has_parent = s->has_parent;
     span_materialize(s);
-    return build_template(c, s, &st->t) ? &st->t : NULL;
+    st->t = build_template(c, s);
+    return st->t;
 }
 
 /* The instrumentation scope (ferryd) and the resource every export carries. */
@@ -548,46 +582,178 @@ static void scope_and_resource(Opentelemetry__Proto__Common__V1__Instrumentation
     res->attributes = resource_attrs(a, r);
 }
 
-/* Writes s's ids, times and flags over a template's sentinels in p (a
- * copy of the template). */
-static void patch(uint8_t *p, const uint32_t *at, const struct span *s)
-{
-    memcpy(p + at[AT_TRACE], s->ctx.trace_id, 16);
-    memcpy(p + at[AT_SPAN], s->ctx.span_id, 8);
-    if (s->has_parent)
-        memcpy(p + at[AT_PARENT], s->parent_id, 8);
-    put_le64(p + at[AT_START], s->start_ns);
-    put_le64(p + at[AT_END], s->end_ns);
-    put_le32(p + at[AT_FLAGS], s->ctx.flags);
-}
-
 /* ---- batches ----
  *
- * A batch is encoded as its spans end: each span is appended to the
- * batch's buffer, framed (tag and length) as one element of
- * ScopeSpans.spans, either a copy of its template with its own values
- * written in or packed whole; the span's record is free again at once.
- * When the batch is sent, protobuf-c packs the envelope around those
- * bytes: they go in as one unknown field of ScopeSpans (protobuf-c packs
- * an unknown field's tag and then its bytes verbatim), whose tag is the
- * first span's own, so the envelope's lengths count them without a copy.
- * The envelope is then written into the room left before them. Encoding
- * a span while it is in cache, into the tail of one buffer, replaced a
- * pass over thousands of cold records and a copy of the whole body at
- * export (perf: a third of what tracing cost the loop). */
+ * A batch is recorded as its spans end, and written out only as the HTTP
+ * client reads the body. A span that has a template is kept as an entry:
+ * the template and the values written over its sentinels (64 bytes where
+ * the span is about 270). Other spans are packed whole at once into the
+ * body's `whole` buffer, and their entry points there; the span's record
+ * is free again either way. Reading the body copies each template into
+ * the reader's buffer with its values written in: one copy of each span
+ * from a template in cache into a buffer in cache, where building the
+ * body up front took one copy into a megabyte of cold memory and another
+ * out of it into libcurl's buffer (perf: about a quarter of what tracing
+ * cost the loop).
+ *
+ * The envelope (resource, scope, and the lengths that count the spans) is
+ * packed by protobuf-c when the batch is finished: the spans go in as one
+ * unknown field of ScopeSpans of the right length, whose bytes the sink
+ * skips (protobuf-c packs an unknown field's tag and then its bytes
+ * verbatim). The field's tag is the first span's own, so the envelope's
+ * last byte is dropped, and the spans follow it. */
 
-/* Appends what protobuf-c packs, except the spans' bytes, which are in
- * place already. */
+struct otlp_entry {
+    struct span_tpl *t;      /* refers (the body holds a reference); NULL: packed whole */
+    union {
+        struct {             /* t: written over its sentinels, in the order of enum AT_ */
+            uint8_t trace_id[16], span_id[8], parent_id[8];
+            uint64_t start, end;
+            uint32_t flags;
+        } v;
+        struct {             /* !t: its bytes in the body's whole buffer */
+            size_t off, len;
+        } w;
+    };
+};
+
+static void put_entry_values(uint8_t *p, const struct span_tpl *t, const struct otlp_entry *e)
+{
+    memcpy(p + t->at[AT_TRACE], e->v.trace_id, 16);
+    memcpy(p + t->at[AT_SPAN], e->v.span_id, 8);
+    if (t->has_parent)
+        memcpy(p + t->at[AT_PARENT], e->v.parent_id, 8);
+    put_le64(p + t->at[AT_START], e->v.start);
+    put_le64(p + t->at[AT_END], e->v.end);
+    put_le32(p + t->at[AT_FLAGS], e->v.flags);
+}
+
+static size_t entry_len(const struct otlp_entry *e) { return e->t ? e->t->len : e->w.len; }
+
+void otlp_body_init(struct otlp_body *b) { memset(b, 0, sizeof(*b)); }
+
+void otlp_body_from(struct otlp_body *b, struct cbuf *bytes)
+{
+    otlp_body_init(b);
+    b->head = *bytes;
+    b->len = bytes->len;
+    cbuf_init(bytes);
+}
+
+size_t otlp_body_read(const struct otlp_body *b, struct otlp_cursor *c, uint8_t *dst, size_t cap)
+{
+    size_t n = 0;
+    if (c->pos < b->head.len) {
+        n = b->head.len - c->pos < cap ? b->head.len - c->pos : cap;
+        memcpy(dst, b->head.data + c->pos, n);
+        c->pos += n;
+    }
+    while (n < cap && c->i < b->ne) {
+        const struct otlp_entry *e = &b->e[c->i];
+        size_t len = entry_len(e), take = len - c->in < cap - n ? len - c->in : cap - n;
+        if (!e->t) {
+            memcpy(dst + n, b->whole.data + e->w.off + c->in, take);
+        } else if (take == len) {
+            memcpy(dst + n, e->t->bytes, len);
+            put_entry_values(dst + n, e->t, e);
+        } else { /* split across two reads: written out whole here, then cut */
+            uint8_t one[TPL_MAX];
+            memcpy(one, e->t->bytes, len);
+            put_entry_values(one, e->t, e);
+            memcpy(dst + n, one + c->in, take);
+        }
+        n += take;
+        c->pos += take;
+        c->in += take;
+        if (c->in == len) {
+            c->i++;
+            c->in = 0;
+        }
+    }
+    return n;
+}
+
+bool otlp_body_seek(const struct otlp_body *b, struct otlp_cursor *c, size_t off)
+{
+    memset(c, 0, sizeof(*c));
+    if (off > b->len)
+        return false;
+    c->pos = off;
+    if (off <= b->head.len)
+        return true;
+    off -= b->head.len;
+    while (c->i < b->ne && off >= entry_len(&b->e[c->i]))
+        off -= entry_len(&b->e[c->i++]);
+    c->in = off;
+    return true;
+}
+
+void otlp_body_flatten(struct otlp_body *b)
+{
+    if (!b->ne)
+        return;
+    struct cbuf flat;
+    cbuf_init(&flat);
+    cbuf_reserve(&flat, b->len);
+    struct otlp_cursor c = {0};
+    flat.len = otlp_body_read(b, &c, flat.data, b->len);
+    size_t len = b->len;
+    otlp_body_free(b);
+    otlp_body_from(b, &flat);
+    if (b->len != len)
+        abort(); /* the entries' lengths do not add up: a bug */
+}
+
+int otlp_body_gzip(struct otlp_body *b)
+{
+    otlp_body_flatten(b);
+    if (otlp_gzip(&b->head) != 0)
+        return -1;
+    b->len = b->head.len;
+    b->gzip = true;
+    return 0;
+}
+
+void otlp_body_clear(struct otlp_body *b)
+{
+    for (size_t i = 0; i < b->ntpls; i++)
+        tpl_release(b->tpls[i], false);
+    b->ntpls = 0;
+    b->ne = 0;
+    b->len = 0;
+    b->gzip = false;
+    b->head.len = 0;
+    b->whole.len = 0;
+    /* Keep the memory a batch of ordinary spans needs, not that of one
+     * that carried unusually large ones. */
+    if (b->whole.cap > ((size_t)1 << 20))
+        cbuf_reset(&b->whole, 0);
+}
+
+void otlp_body_free(struct otlp_body *b)
+{
+    otlp_body_clear(b);
+    cbuf_free(&b->head);
+    cbuf_free(&b->whole);
+    free(b->e);
+    free(b->tpls);
+    otlp_body_init(b);
+}
+
+/* Stands for the spans among the envelope's bytes: never dereferenced. */
+static const uint8_t SPANS_MARK;
+
+/* Appends what protobuf-c packs, except the spans' bytes, which the
+ * reader of the body writes out. */
 struct envelope_sink {
     struct cbuf_sink base;
-    const uint8_t *spans; /* where the unknown field's bytes are; not copied */
     bool seen;
 };
 
 static void envelope_append(ProtobufCBuffer *b, size_t len, const uint8_t *data)
 {
     struct envelope_sink *k = (struct envelope_sink *)b;
-    if (k->spans && data == k->spans) {
+    if (data == &SPANS_MARK) {
         k->seen = true;
         return;
     }
@@ -596,17 +762,17 @@ static void envelope_append(ProtobufCBuffer *b, size_t len, const uint8_t *data)
     sink_append(b, len, data);
 }
 
-/* Packs the envelope (b's resource and scope, and len bytes at spans as
- * an unknown field) into out; spans may be NULL (no spans). */
-static void pack_envelope(const struct otlp_span_batch *b, const uint8_t *spans, size_t len, struct cbuf *out)
+/* Packs the envelope (b's resource and scope, and spans_len bytes of
+ * spans as an unknown field, when there are any) into out. */
+static void pack_envelope(const struct otlp_span_batch *b, size_t spans_len, struct cbuf *out)
 {
     ProtobufCMessageUnknownField uf = {.tag = 2, .wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED,
-                                       .len = len, .data = (uint8_t *)spans};
+                                       .len = spans_len, .data = (uint8_t *)&SPANS_MARK};
     Ferry__Otlp__ScopeSpansPacked ss;
     ferry__otlp__scope_spans_packed__init(&ss);
     ss.scope.data = b->env.data + b->resource_len;
     ss.scope.len = b->env.len - b->resource_len;
-    if (spans) {
+    if (spans_len) {
         ss.base.n_unknown_fields = 1;
         ss.base.unknown_fields = &uf;
     }
@@ -622,13 +788,13 @@ static void pack_envelope(const struct otlp_span_batch *b, const uint8_t *spans,
     ferry__otlp__export_trace_service_request_packed__init(&req);
     req.n_resource_spans = 1;
     req.resource_spans = &rsp;
-    struct envelope_sink sink = {.base = {.base = {.append = envelope_append}, .out = out}, .spans = spans};
+    struct envelope_sink sink = {.base = {.base = {.append = envelope_append}, .out = out}};
     protobuf_c_message_pack_to_buffer(&req.base, &sink.base.base);
-    if (spans && !sink.seen)
+    if (spans_len && !sink.seen)
         abort();
 }
 
-void otlp_batch_begin(const struct otlp_resource *r, struct otlp_span_batch *b, struct cbuf *mem)
+void otlp_batch_begin(const struct otlp_resource *r, struct otlp_span_batch *b, struct otlp_body *mem)
 {
     /* The resource and the scope, packed once for the batch. */
     struct kv_arena a;
@@ -642,38 +808,64 @@ void otlp_batch_begin(const struct otlp_resource *r, struct otlp_span_batch *b, 
     pack(&scope.base, &b->env);
     arena_free(&a);
 
-    b->buf = *mem;
-    cbuf_init(mem);
-    /* Room for the envelope in front of the spans: its tags and three
-     * lengths (at most 5 bytes each while a batch stays under 4 GiB),
-     * the resource and the scope. */
-    b->gap = b->env.len + 32;
-    b->buf.len = 0;
-    cbuf_reserve(&b->buf, b->gap + b->expect);
-    b->buf.len = b->gap;
+    b->body = *mem;
+    otlp_body_init(mem);
+    otlp_body_clear(&b->body);
+    b->spans_len = 0;
     b->n = 0;
+    b->id = 0;
+}
+
+static struct otlp_entry *new_entry(struct otlp_body *body)
+{
+    if (body->ne == body->cap) {
+        body->cap = body->cap ? body->cap * 2 : 1024;
+        body->e = xrealloc(body->e, body->cap * sizeof(*body->e));
+    }
+    /* The entries were last written a batch ago, or never: ask for a
+     * later one now, so that writing it then does not wait on memory
+     * (that wait was a quarter of this function, measured with perf). */
+    if (body->ne + 4 < body->cap)
+        __builtin_prefetch(&body->e[body->ne + 4], 1);
+    return &body->e[body->ne++];
 }
 
 void otlp_batch_add(struct otlp_span_cache *c, struct otlp_span_batch *b, struct span *s)
 {
-    const struct span_tpl *t = s->shape ? shape_template(c, s) : template_for(c, s);
+    struct otlp_body *body = &b->body;
+    struct span_tpl *t = s->shape ? shape_template(c, s) : template_for(c, s);
+    struct otlp_entry *e = new_entry(body);
+    e->t = t;
     if (t) {
-        size_t at = b->buf.len;
-        cbuf_put(&b->buf, t->bytes, t->len);
-        patch(b->buf.data + at, t->at, s);
-        /* The batch's next lines are cold (the buffer was last written a
-         * batch ago): ask for them now, for the next span's copy. */
-        const char *next = (const char *)b->buf.data + b->buf.len;
-        size_t ahead = b->buf.cap - b->buf.len < t->len ? b->buf.cap - b->buf.len : t->len;
-        for (size_t k = 0; k < ahead; k += 64)
-            __builtin_prefetch(next + k, 1);
+        /* The body holds the template until it is sent (once per batch). */
+        if (!b->id)
+            b->id = ++c->batches;
+        if (t->last_batch != b->id) {
+            t->last_batch = b->id;
+            t->refs++;
+            if (body->ntpls == body->ctpls) {
+                body->ctpls = body->ctpls ? body->ctpls * 2 : 16;
+                body->tpls = xrealloc(body->tpls, body->ctpls * sizeof(*body->tpls));
+            }
+            body->tpls[body->ntpls++] = t;
+        }
+        memcpy(e->v.trace_id, s->ctx.trace_id, 16);
+        memcpy(e->v.span_id, s->ctx.span_id, 8);
+        if (s->has_parent)
+            memcpy(e->v.parent_id, s->parent_id, 8);
+        e->v.start = s->start_ns;
+        e->v.end = s->end_ns;
+        e->v.flags = s->ctx.flags;
         c->templated++;
     } else {
         struct span_vars v;
         vars_of(s, &v);
-        pack_span(c, s, &v, &b->buf);
+        e->w.off = body->whole.len;
+        pack_span(c, s, &v, &body->whole);
+        e->w.len = body->whole.len - e->w.off;
         c->packed_whole++;
     }
+    b->spans_len += entry_len(e);
     b->n++;
     /* Keep the scratch buffer for the next span, unless one unusually
      * large span grew it. */
@@ -681,32 +873,29 @@ void otlp_batch_add(struct otlp_span_cache *c, struct otlp_span_batch *b, struct
         cbuf_reset(&c->packed, (size_t)1 << 16);
 }
 
-size_t otlp_batch_finish(struct otlp_span_batch *b, struct cbuf *body)
+void otlp_batch_finish(struct otlp_span_batch *b, struct otlp_body *body)
 {
-    size_t off = 0;
-    b->expect = b->buf.len - b->gap; /* the next batch is likely as large: sized once */
+    *body = b->body;
+    otlp_body_init(&b->body);
+    body->head.len = 0;
     if (b->n) {
-        /* The spans' first byte is their field's tag: the unknown field is
-         * the bytes after it, and protobuf-c writes that tag itself, as the
-         * envelope's last byte. */
-        const uint8_t *spans = b->buf.data + b->gap;
-        struct cbuf env;
-        cbuf_init(&env);
-        pack_envelope(b, spans + 1, b->buf.len - b->gap - 1, &env);
-        if (env.len > b->gap + 1 || env.data[env.len - 1] != spans[0])
-            abort(); /* the room reserved in otlp_batch_begin is too small: a bug */
-        off = b->gap + 1 - env.len;
-        memcpy(b->buf.data + off, env.data, env.len);
-        cbuf_free(&env);
+        /* The unknown field is the spans after the first one's tag, which
+         * protobuf-c writes itself, as the envelope's last byte. Every
+         * framed span starts with that tag. */
+        pack_envelope(b, b->spans_len - 1, &body->head);
+        const struct otlp_entry *first = &body->e[0];
+        uint8_t tag = first->t ? first->t->bytes[0] : body->whole.data[first->w.off];
+        if (body->head.data[body->head.len - 1] != tag)
+            abort(); /* the envelope does not end where the spans begin: a bug */
+        body->head.len--;
     } else {
-        b->buf.len = 0;
-        pack_envelope(b, NULL, 0, &b->buf);
+        pack_envelope(b, 0, &body->head);
     }
+    body->len = body->head.len + (b->n ? b->spans_len : 0);
     cbuf_free(&b->env);
-    *body = b->buf;
-    cbuf_init(&b->buf);
     b->n = 0;
-    return off;
+    b->spans_len = 0;
+    b->id = 0;
 }
 
 void otlp_encode_metrics(const struct otlp_resource *r, const struct otlp_metric *m, size_t n,

@@ -38,7 +38,9 @@ struct otlp_metric {
 };
 
 /* What span encoding keeps between batches: packed attributes and packed
- * span templates, since most spans repeat the shape of earlier ones. */
+ * span templates, since most spans repeat the shape of earlier ones. A
+ * template lives while the cache or a body refers to it, so the cache
+ * may be freed before bodies built with it. */
 struct otlp_span_cache;
 struct otlp_span_cache *otlp_span_cache_new(void);
 void otlp_span_cache_free(struct otlp_span_cache *c);
@@ -49,22 +51,61 @@ void otlp_span_cache_counts(const struct otlp_span_cache *c, uint64_t *templated
  * attribute holds them must still encode correctly). */
 const uint8_t *otlp_template_sentinel(size_t *len);
 
-/* An ExportTraceServiceRequest built as its spans end (see "batches" in
- * otlp_encode.c): begin takes mem's memory for it, add encodes one span
- * (the record is not needed afterwards), finish hands the request over
- * as body->data[offset, body->len), the offset returned. */
+/* A request body, ready to send. Flat (head alone: metrics, gzip), or a
+ * batch of spans: head holds the envelope, and the spans are written out
+ * as the body is read (otlp_body_read), each from its template and the
+ * few values that differ, straight into the HTTP client's buffer. See
+ * "batches" in otlp_encode.c. */
+struct otlp_entry;
+struct span_tpl;
+struct otlp_body {
+    struct cbuf head;        /* the body's first bytes */
+    struct cbuf whole;       /* spans packed whole (framed), which entries point into */
+    struct otlp_entry *e;    /* owns: the spans in order, e[0..ne) */
+    size_t ne, cap;
+    struct span_tpl **tpls;  /* owns the array and a reference on each template in it */
+    size_t ntpls, ctpls;
+    size_t len;              /* bytes of the whole body */
+    bool gzip;               /* head is the body gzip-compressed */
+};
+/* Where a reader of a body is. Zeroed: at the start. */
+struct otlp_cursor {
+    size_t pos;              /* bytes read */
+    size_t i;                /* the entry being read */
+    size_t in;               /* bytes of it read */
+};
+void otlp_body_init(struct otlp_body *b);
+/* A flat body of bytes (taken). */
+void otlp_body_from(struct otlp_body *b, struct cbuf *bytes);
+/* Writes up to cap of b's next bytes to dst; returns how many (0 at the
+ * end). */
+size_t otlp_body_read(const struct otlp_body *b, struct otlp_cursor *c, uint8_t *dst, size_t cap);
+/* Places c at byte off of b; false past the end. */
+bool otlp_body_seek(const struct otlp_body *b, struct otlp_cursor *c, size_t off);
+/* Makes b flat: every byte in head. */
+void otlp_body_flatten(struct otlp_body *b);
+/* Makes b flat and gzip-compressed. Returns 0, or -1 (b is then flat
+ * and uncompressed). */
+int otlp_body_gzip(struct otlp_body *b) __attribute__((warn_unused_result));
+/* Empties b, keeping its memory for another batch. */
+void otlp_body_clear(struct otlp_body *b);
+void otlp_body_free(struct otlp_body *b);
+
+/* An ExportTraceServiceRequest built as its spans end: begin takes mem's
+ * memory (an emptied body) for it, add records one span (the record is
+ * not needed afterwards), finish hands the request over as body. */
 struct otlp_span_batch {
-    struct cbuf buf;     /* room for the envelope (gap bytes), then the spans */
-    size_t gap;
-    size_t n;            /* spans added */
-    struct cbuf env;     /* the packed resource, then the packed scope */
+    struct otlp_body body;   /* the spans so far; head is packed by finish */
+    size_t spans_len;        /* bytes of the spans, framed */
+    size_t n;                /* spans added */
+    uint64_t id;             /* 0 until the first template is used */
+    struct cbuf env;         /* the packed resource, then the packed scope */
     size_t resource_len;
-    size_t expect;       /* bytes of spans to reserve room for: the last batch's */
 };
 /* b starts zeroed; it may be reused after finish. */
-void otlp_batch_begin(const struct otlp_resource *r, struct otlp_span_batch *b, struct cbuf *mem);
+void otlp_batch_begin(const struct otlp_resource *r, struct otlp_span_batch *b, struct otlp_body *mem);
 void otlp_batch_add(struct otlp_span_cache *c, struct otlp_span_batch *b, struct span *s);
-size_t otlp_batch_finish(struct otlp_span_batch *b, struct cbuf *body);
+void otlp_batch_finish(struct otlp_span_batch *b, struct otlp_body *body);
 /* An ExportMetricsServiceRequest, cumulative since start_ns. */
 void otlp_encode_metrics(const struct otlp_resource *r, const struct otlp_metric *m, size_t n,
                          const double *bounds, size_t nbounds, uint64_t start_ns, uint64_t now_ns,

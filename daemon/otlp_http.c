@@ -12,6 +12,7 @@
 #include "log.h"
 #include "opentelemetry/proto/collector/metrics/v1/metrics_service.pb-c.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
+#include "otlp_encode.h"
 #include "otlp_http.h"
 #include "telemetry.h"
 
@@ -24,8 +25,8 @@
 struct job {
     struct dlist node;        /* in h->jobs */
     const struct otlp_signal *sig; /* refers: the settings it is sent with */
-    struct cbuf body;         /* owns; the request is body.data[body_off, body.len) */
-    size_t body_off;
+    struct otlp_body body;    /* owns */
+    struct otlp_cursor cur;   /* how much of body curl has read */
     size_t items;
     bool traces;
     unsigned attempts;
@@ -60,7 +61,7 @@ struct otlp_http {
     void (*closed)(void *);
     void *closed_arg;
     bool closing;
-    struct cbuf spare;        /* owns: a sent body's memory, for the next one */
+    struct otlp_body spare;   /* owns: a sent body's memory, for the next one */
 };
 
 static void start_ready(struct otlp_http *h);
@@ -68,13 +69,14 @@ static void start_ready(struct otlp_http *h);
 static void job_free(struct otlp_http *h, struct job *j)
 {
     dlist_remove(&j->node);
-    /* Keep one body's memory: a batch of spans is a megabyte or more, and
-     * fresh pages for each were 4% of a traced request (page faults). */
-    if (!h->spare.data && !h->closing) {
+    /* Keep one body's memory: a batch's entries are a quarter of a
+     * megabyte or more, and fresh pages for each were 4% of a traced
+     * request (page faults). */
+    if (j->body.e && !h->spare.e && !h->closing) {
+        otlp_body_clear(&j->body);
         h->spare = j->body;
-        h->spare.len = 0;
     } else {
-        cbuf_free(&j->body);
+        otlp_body_free(&j->body);
     }
     cbuf_free(&j->response);
     free(j);
@@ -235,6 +237,24 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
     return k;
 }
 
+/* curl reads the body through these: a batch's spans are written out
+ * straight into curl's upload buffer (see "batches" in otlp_encode.c). */
+static size_t on_read(char *p, size_t size, size_t n, void *arg)
+{
+    struct job *j = arg;
+    return otlp_body_read(&j->body, &j->cur, (uint8_t *)p, size * n);
+}
+
+/* curl rewinds to send the body again on a new connection, when a kept
+ * alive one turns out to be closed. */
+static int on_seek(void *arg, curl_off_t off, int origin)
+{
+    struct job *j = arg;
+    if (origin != SEEK_SET || off < 0 || !otlp_body_seek(&j->body, &j->cur, (size_t)off))
+        return CURL_SEEKFUNC_CANTSEEK;
+    return CURL_SEEKFUNC_OK;
+}
+
 static size_t on_header(char *p, size_t size, size_t n, void *arg)
 {
     struct job *j = arg;
@@ -374,7 +394,7 @@ static void start(struct otlp_http *h, struct job *j)
     j->attempts++;
     j->retry_after_s = -1;
     j->hdrs = cu.slist_append(NULL, "Content-Type: application/x-protobuf");
-    if (j->sig->gzip)
+    if (j->body.gzip)
         j->hdrs = cu.slist_append(j->hdrs, "Content-Encoding: gzip");
     j->hdrs = cu.slist_append(j->hdrs, "Expect:");
     char line[1100];
@@ -390,8 +410,12 @@ static void start(struct otlp_http *h, struct job *j)
     }
     cu.easy_setopt(j->easy, CURLOPT_URL, j->sig->url);
     cu.easy_setopt(j->easy, CURLOPT_POST, 1L);
-    cu.easy_setopt(j->easy, CURLOPT_POSTFIELDS, (char *)j->body.data + j->body_off);
-    cu.easy_setopt(j->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(j->body.len - j->body_off));
+    memset(&j->cur, 0, sizeof(j->cur));
+    cu.easy_setopt(j->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)j->body.len);
+    cu.easy_setopt(j->easy, CURLOPT_READFUNCTION, on_read);
+    cu.easy_setopt(j->easy, CURLOPT_READDATA, j);
+    cu.easy_setopt(j->easy, CURLOPT_SEEKFUNCTION, on_seek);
+    cu.easy_setopt(j->easy, CURLOPT_SEEKDATA, j);
     cu.easy_setopt(j->easy, CURLOPT_HTTPHEADER, j->hdrs);
     cu.easy_setopt(j->easy, CURLOPT_TIMEOUT_MS, (long)j->sig->timeout_ms);
     cu.easy_setopt(j->easy, CURLOPT_NOSIGNAL, 1L);
@@ -466,11 +490,11 @@ struct otlp_http *otlp_http_new(uv_loop_t *loop, const struct telemetry_settings
     return h;
 }
 
-void otlp_http_post(struct otlp_http *h, const struct otlp_signal *sig, struct cbuf *body, size_t off,
-                    size_t items, bool traces, uint64_t deadline_ms)
+void otlp_http_post(struct otlp_http *h, const struct otlp_signal *sig, struct otlp_body *body, size_t items,
+                    bool traces, uint64_t deadline_ms)
 {
     if (h->closing) {
-        cbuf_free(body);
+        otlp_body_free(body);
         h->done(h->arg, false, items, traces);
         return;
     }
@@ -486,7 +510,7 @@ void otlp_http_post(struct otlp_http *h, const struct otlp_signal *sig, struct c
             }
         }
         if (h->njobs >= MAX_JOBS) {
-            cbuf_free(body);
+            otlp_body_free(body);
             h->done(h->arg, false, items, traces);
             return;
         }
@@ -494,8 +518,7 @@ void otlp_http_post(struct otlp_http *h, const struct otlp_signal *sig, struct c
     struct job *j = xcalloc(1, sizeof(*j));
     j->sig = sig;
     j->body = *body;
-    j->body_off = off;
-    cbuf_init(body);
+    otlp_body_init(body);
     cbuf_init(&j->response);
     j->items = items;
     j->traces = traces;
@@ -535,14 +558,14 @@ void otlp_http_close(struct otlp_http *h, void (*closed)(void *arg), void *arg)
     uv_close((uv_handle_t *)&h->retry_timer, handle_closed);
 }
 
-void otlp_http_buffer(struct otlp_http *h, struct cbuf *b)
+void otlp_http_buffer(struct otlp_http *h, struct otlp_body *b)
 {
     *b = h->spare;
-    cbuf_init(&h->spare);
+    otlp_body_init(&h->spare);
 }
 
 void otlp_http_free(struct otlp_http *h)
 {
-    cbuf_free(&h->spare);
+    otlp_body_free(&h->spare);
     free(h);
 }

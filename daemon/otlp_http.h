@@ -14,6 +14,7 @@
 
 #include "cbuf.h"
 
+struct otlp_body;
 struct otlp_http;
 struct otlp_signal;
 struct telemetry_settings;
@@ -24,17 +25,17 @@ typedef void (*otlp_http_done)(void *arg, bool ok, size_t items, bool traces);
 /* Returns NULL when libcurl cannot be loaded (the error is logged). */
 struct otlp_http *otlp_http_new(uv_loop_t *loop, const struct telemetry_settings *set, otlp_http_done done,
                                 void *arg);
-/* Queues body (taken; the request is its bytes from off) for sig's
- * endpoint, with its headers, compression, CA and timeout. items is what
- * it carries (spans or data points), reported back through done.
+/* Queues body (taken) for sig's endpoint, with its headers, CA and
+ * timeout (Content-Encoding: gzip when body->gzip). items is what it
+ * carries (spans or data points), reported back through done.
  * deadline_ms bounds retries. */
-void otlp_http_post(struct otlp_http *h, const struct otlp_signal *sig, struct cbuf *body, size_t off,
-                    size_t items, bool traces, uint64_t deadline_ms);
+void otlp_http_post(struct otlp_http *h, const struct otlp_signal *sig, struct otlp_body *body, size_t items,
+                    bool traces, uint64_t deadline_ms);
 /* POSTs queued or in flight. */
 size_t otlp_http_pending(const struct otlp_http *h);
-/* An empty buffer to build the next body in, with the memory of a body
+/* An empty body to build the next batch in, with the memory of a body
  * already sent when there is one. */
-void otlp_http_buffer(struct otlp_http *h, struct cbuf *b);
+void otlp_http_buffer(struct otlp_http *h, struct otlp_body *b);
 /* Gives up what is left and closes every handle; closed runs after, and
  * then otlp_http_free. */
 void otlp_http_close(struct otlp_http *h, void (*closed)(void *arg), void *arg);

@@ -49,8 +49,8 @@ struct telemetry {
     struct otlp_span_batch cur;         /* owns */
     bool cur_open;
     struct sealed_batch {
-        struct cbuf body;               /* owns: the request is body.data[off, body.len) */
-        size_t off, n;
+        struct otlp_body body;          /* owns */
+        size_t n;
     } *sealed;                          /* owns: bsp_queue / bsp_batch + 1 entries */
     size_t nsealed;
     size_t queued;                      /* ended spans not yet handed to the exporter, < bsp_queue */
@@ -725,7 +725,7 @@ void telemetry_span_end(struct telemetry *t, struct span *s, uint64_t mono_ns, c
     } else {
         if (!t->cur_open) {
             struct otlp_resource r = {t->resource, t->nresource};
-            struct cbuf mem;
+            struct otlp_body mem;
             otlp_http_buffer(t->http, &mem);
             if (!t->span_cache)
                 t->span_cache = otlp_span_cache_new();
@@ -794,7 +794,7 @@ static void seal(struct telemetry *t)
 {
     struct sealed_batch *sb = &t->sealed[t->nsealed++];
     sb->n = t->cur.n;
-    sb->off = otlp_batch_finish(&t->cur, &sb->body);
+    otlp_batch_finish(&t->cur, &sb->body);
     t->cur_open = false;
 }
 
@@ -808,18 +808,13 @@ static void export_spans(struct telemetry *t, bool partial)
         struct sealed_batch *sb = &t->sealed[i];
         t->queued -= sb->n;
         if (!t->http) { /* closed meanwhile */
-            cbuf_free(&sb->body);
+            otlp_body_free(&sb->body);
             t->spans_dropped += sb->n;
             continue;
         }
-        if (t->set.traces_otlp.gzip) {
-            memmove(sb->body.data, sb->body.data + sb->off, sb->body.len - sb->off);
-            sb->body.len -= sb->off;
-            sb->off = 0;
-            if (otlp_gzip(&sb->body) != 0)
-                log_warn("otlp: gzip failed; sending uncompressed");
-        }
-        otlp_http_post(t->http, &t->set.traces_otlp, &sb->body, sb->off, sb->n, true, t->set.bsp_export_timeout_ms);
+        if (t->set.traces_otlp.gzip && otlp_body_gzip(&sb->body) != 0)
+            log_warn("otlp: gzip failed; sending uncompressed");
+        otlp_http_post(t->http, &t->set.traces_otlp, &sb->body, sb->n, true, t->set.bsp_export_timeout_ms);
     }
     t->nsealed = 0;
 }
@@ -1027,12 +1022,14 @@ static void export_metrics(struct telemetry *t)
     if (!t->http)
         return;
     struct otlp_resource r = {t->resource, t->nresource};
-    struct cbuf body;
-    cbuf_init(&body);
-    otlp_encode_metrics(&r, k.m, k.n, t->bounds, t->nbounds, t->start_unix_ns, unix_ns(), &body);
-    if (t->set.metrics_otlp.gzip && otlp_gzip(&body) != 0)
+    struct cbuf bytes;
+    cbuf_init(&bytes);
+    otlp_encode_metrics(&r, k.m, k.n, t->bounds, t->nbounds, t->start_unix_ns, unix_ns(), &bytes);
+    struct otlp_body body;
+    otlp_body_from(&body, &bytes);
+    if (t->set.metrics_otlp.gzip && otlp_body_gzip(&body) != 0)
         log_warn("otlp: gzip failed; sending uncompressed");
-    otlp_http_post(t->http, &t->set.metrics_otlp, &body, 0, k.npts, false, t->set.metric_timeout_ms);
+    otlp_http_post(t->http, &t->set.metrics_otlp, &body, k.npts, false, t->set.metric_timeout_ms);
 }
 
 static void on_metric_timer(uv_timer_t *h) { export_metrics(h->data); }
@@ -1142,10 +1139,10 @@ void telemetry_free(struct telemetry *t)
     free(t->pool);
     free(t->pool_data);
     free(t->free_spans);
-    cbuf_free(&t->cur.buf);
+    otlp_body_free(&t->cur.body);
     cbuf_free(&t->cur.env);
     for (size_t i = 0; i < t->nsealed; i++)
-        cbuf_free(&t->sealed[i].body);
+        otlp_body_free(&t->sealed[i].body);
     free(t->sealed);
     free(t->bounds);
     free(t->resource_text);
