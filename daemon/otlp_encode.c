@@ -796,17 +796,20 @@ static void pack_envelope(const struct otlp_span_batch *b, size_t spans_len, str
 
 void otlp_batch_begin(const struct otlp_resource *r, struct otlp_span_batch *b, struct otlp_body *mem)
 {
-    /* The resource and the scope, packed once for the batch. */
-    struct kv_arena a;
-    arena_init(&a, r->n);
-    Opentelemetry__Proto__Common__V1__InstrumentationScope scope;
-    Opentelemetry__Proto__Resource__V1__Resource res;
-    scope_and_resource(&scope, &res, &a, r);
-    cbuf_init(&b->env);
-    pack(&res.base, &b->env);
-    b->resource_len = b->env.len;
-    pack(&scope.base, &b->env);
-    arena_free(&a);
+    /* The resource and the scope, packed for the first batch and kept:
+     * at the default batch of 512, busy ferryds start thousands a
+     * second. */
+    if (!b->env.len) {
+        struct kv_arena a;
+        arena_init(&a, r->n);
+        Opentelemetry__Proto__Common__V1__InstrumentationScope scope;
+        Opentelemetry__Proto__Resource__V1__Resource res;
+        scope_and_resource(&scope, &res, &a, r);
+        pack(&res.base, &b->env);
+        b->resource_len = b->env.len;
+        pack(&scope.base, &b->env);
+        arena_free(&a);
+    }
 
     b->body = *mem;
     otlp_body_init(mem);
@@ -873,6 +876,12 @@ void otlp_batch_add(struct otlp_span_cache *c, struct otlp_span_batch *b, struct
         cbuf_reset(&c->packed, (size_t)1 << 16);
 }
 
+void otlp_batch_free(struct otlp_span_batch *b)
+{
+    otlp_body_free(&b->body);
+    cbuf_free(&b->env);
+}
+
 void otlp_batch_finish(struct otlp_span_batch *b, struct otlp_body *body)
 {
     *body = b->body;
@@ -892,7 +901,6 @@ void otlp_batch_finish(struct otlp_span_batch *b, struct otlp_body *body)
         pack_envelope(b, 0, &body->head);
     }
     body->len = body->head.len + (b->n ? b->spans_len : 0);
-    cbuf_free(&b->env);
     b->n = 0;
     b->spans_len = 0;
     b->id = 0;

@@ -102,10 +102,12 @@ struct otlp_span_batch {
     struct cbuf env;         /* the packed resource, then the packed scope */
     size_t resource_len;
 };
-/* b starts zeroed; it may be reused after finish. */
+/* b starts zeroed; after finish it may begin again, with the same
+ * resource (packed once, kept in b). */
 void otlp_batch_begin(const struct otlp_resource *r, struct otlp_span_batch *b, struct otlp_body *mem);
 void otlp_batch_add(struct otlp_span_cache *c, struct otlp_span_batch *b, struct span *s);
 void otlp_batch_finish(struct otlp_span_batch *b, struct otlp_body *body);
+void otlp_batch_free(struct otlp_span_batch *b);
 /* An ExportMetricsServiceRequest, cumulative since start_ns. */
 void otlp_encode_metrics(const struct otlp_resource *r, const struct otlp_metric *m, size_t n,
                          const double *bounds, size_t nbounds, uint64_t start_ns, uint64_t now_ns,

@@ -1139,8 +1139,7 @@ void telemetry_free(struct telemetry *t)
     free(t->pool);
     free(t->pool_data);
     free(t->free_spans);
-    otlp_body_free(&t->cur.body);
-    cbuf_free(&t->cur.env);
+    otlp_batch_free(&t->cur);
     for (size_t i = 0; i < t->nsealed; i++)
         otlp_body_free(&t->sealed[i].body);
     free(t->sealed);

@@ -110,6 +110,7 @@ static void otlp_encode_spans(const struct otlp_resource *r, struct otlp_span_ca
     for (size_t i = 0; i < n; i++)
         otlp_batch_add(cache, &b, spans[i]);
     otlp_batch_finish(&b, &body);
+    otlp_batch_free(&b);
     otlp_body_flatten(&body);
     cbuf_put(out, body.head.data, body.head.len);
     otlp_body_free(&body);
@@ -432,7 +433,9 @@ static void test_batch_built_as_spans_end(void **st)
                                                                                             body.head.data);
     assert_non_null(req);
     assert_int_equal(req->resource_spans[0]->scope_spans[0]->n_spans, 0);
+    assert_int_equal(req->resource_spans[0]->resource->n_attributes, 40); /* packed once, kept */
     opentelemetry__proto__collector__trace__v1__export_trace_service_request__free_unpacked(req, NULL);
+    otlp_batch_free(&b);
     otlp_body_free(&body);
     otlp_span_cache_free(cache);
 }
@@ -468,6 +471,7 @@ static void test_body_read_in_pieces(void **st)
         otlp_batch_add(cache, &b, &s);
     }
     otlp_batch_finish(&b, &body);
+    otlp_batch_free(&b);
     uint64_t templated, whole;
     otlp_span_cache_counts(cache, &templated, &whole);
     assert_true(templated > SHAPES);
