@@ -9,6 +9,7 @@
 #ifndef FERRY_BACKEND_H
 #define FERRY_BACKEND_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "cbuf.h"
@@ -32,6 +33,10 @@ struct metric_emit {
 
 struct backend_ops {
     const char *name;
+    /* Spans of its requests may be left unrecorded until needed (see
+     * request_span): the backend gives a request's span a shape, or asks
+     * for the record. */
+    bool spans_on_demand;
     /* Starts connecting. Never blocks; returns 0 or a negative fe code. */
     int (*start)(struct backend *b);
     /* Takes req, or returns a negative fe code and leaves req to the caller. */

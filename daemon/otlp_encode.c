@@ -1,7 +1,7 @@
-/* otlp_encode.c: see otlp_encode.h. A span is encoded once, when it ends,
- * into its batch, mostly as a copy of its shape's template (see "span
- * templates" and "batches"); metrics are built on the stack and packed
- * once per export. */
+/* otlp_encode.c: see otlp_encode.h. A span is added to its batch when it
+ * ends, mostly as its shape's template and the values that differ, and
+ * written out as the body is read (see "span templates" and "batches");
+ * metrics are built on the stack and packed once per export. */
 #define _GNU_SOURCE /* memmem */
 #include <endian.h>
 #include <stdlib.h>
@@ -353,7 +353,7 @@ static void pack_span(struct otlp_span_cache *c, const struct span *s, const str
         abort(); /* the bound above is wrong: a bug to hear of at once */
     one->len = len;
     /* Framed as a ScopeSpans' spans field (tag and length, by protobuf-c):
-     * a batch is these framed spans end to end (see otlp_batch_add). */
+     * a body's spans are these framed spans end to end (see "batches"). */
     Ferry__Otlp__ScopeSpansPacked frame;
     ferry__otlp__scope_spans_packed__init(&frame);
     ProtobufCBinaryData blob = {one->len, one->data};
@@ -545,6 +545,12 @@ static struct span_tpl *template_for(struct otlp_span_cache *c, const struct spa
     return NULL;
 }
 
+static struct shape_tpl *shape_slot(struct otlp_span_cache *c, const struct span_shape *sh, bool has_parent)
+{
+    uint64_t h = ((uint64_t)(uintptr_t)sh * 0x9e3779b97f4a7c15ull) >> 20 ^ has_parent;
+    return &c->st[h % SHAPE_TPL_SLOTS];
+}
+
 /* The same for a span that refers to a shape: found by the shape's
  * address. Materializes s when it is packed whole or makes the template. */
 static struct span_tpl *shape_template(struct otlp_span_cache *c, struct span *s)
@@ -554,8 +560,7 @@ static struct span_tpl *shape_template(struct otlp_span_cache *c, struct span *s
         span_materialize(s);
         return NULL;
     }
-    uint64_t h = ((uint64_t)(uintptr_t)sh * 0x9e3779b97f4a7c15ull) >> 20 ^ s->has_parent;
-    struct shape_tpl *st = &c->st[h % SHAPE_TPL_SLOTS];
+    struct shape_tpl *st = shape_slot(c, sh, s->has_parent);
     if (st->shape == sh && st->has_parent == s->has_parent) {
         if (!st->t)
             span_materialize(s);
@@ -833,6 +838,45 @@ static struct otlp_entry *new_entry(struct otlp_body *body)
     return &body->e[body->ne++];
 }
 
+/* The body holds each template its entries use until it is sent, with
+ * one reference per batch. */
+static void hold(struct otlp_span_cache *c, struct otlp_span_batch *b, struct span_tpl *t)
+{
+    struct otlp_body *body = &b->body;
+    if (!b->id)
+        b->id = ++c->batches;
+    if (t->last_batch != b->id) {
+        t->last_batch = b->id;
+        t->refs++;
+        if (body->ntpls == body->ctpls) {
+            body->ctpls = body->ctpls ? body->ctpls * 2 : 16;
+            body->tpls = xrealloc(body->tpls, body->ctpls * sizeof(*body->tpls));
+        }
+        body->tpls[body->ntpls++] = t;
+    }
+}
+
+bool otlp_batch_add_shaped(struct otlp_span_cache *c, struct otlp_span_batch *b, const struct span_shape *shape,
+                           const uint8_t trace_id[16], const uint8_t span_id[8], uint64_t start, uint64_t end)
+{
+    const struct shape_tpl *st = shape_slot(c, shape, false);
+    struct span_tpl *t = st->shape == shape && !st->has_parent ? st->t : NULL;
+    if (!t || !start || !end)
+        return false;
+    hold(c, b, t);
+    struct otlp_entry *e = new_entry(&b->body);
+    e->t = t;
+    memcpy(e->v.trace_id, trace_id, 16);
+    memcpy(e->v.span_id, span_id, 8);
+    e->v.start = start;
+    e->v.end = end;
+    e->v.flags = 1;
+    c->templated++;
+    b->spans_len += t->len;
+    b->n++;
+    return true;
+}
+
 void otlp_batch_add(struct otlp_span_cache *c, struct otlp_span_batch *b, struct span *s)
 {
     struct otlp_body *body = &b->body;
@@ -840,18 +884,7 @@ void otlp_batch_add(struct otlp_span_cache *c, struct otlp_span_batch *b, struct
     struct otlp_entry *e = new_entry(body);
     e->t = t;
     if (t) {
-        /* The body holds the template until it is sent (once per batch). */
-        if (!b->id)
-            b->id = ++c->batches;
-        if (t->last_batch != b->id) {
-            t->last_batch = b->id;
-            t->refs++;
-            if (body->ntpls == body->ctpls) {
-                body->ctpls = body->ctpls ? body->ctpls * 2 : 16;
-                body->tpls = xrealloc(body->tpls, body->ctpls * sizeof(*body->tpls));
-            }
-            body->tpls[body->ntpls++] = t;
-        }
+        hold(c, b, t);
         memcpy(e->v.trace_id, s->ctx.trace_id, 16);
         memcpy(e->v.span_id, s->ctx.span_id, 8);
         if (s->has_parent)

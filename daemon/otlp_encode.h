@@ -106,6 +106,11 @@ struct otlp_span_batch {
  * resource (packed once, kept in b). */
 void otlp_batch_begin(const struct otlp_resource *r, struct otlp_span_batch *b, struct otlp_body *mem);
 void otlp_batch_add(struct otlp_span_cache *c, struct otlp_span_batch *b, struct span *s);
+/* Adds a root span of shape with these ids and times (Unix ns) from the
+ * shape's template; false, adding nothing, when the shape has none yet
+ * (then add a record that uses the shape). */
+bool otlp_batch_add_shaped(struct otlp_span_cache *c, struct otlp_span_batch *b, const struct span_shape *shape,
+                           const uint8_t trace_id[16], const uint8_t span_id[8], uint64_t start, uint64_t end);
 void otlp_batch_finish(struct otlp_span_batch *b, struct otlp_body *body);
 void otlp_batch_free(struct otlp_span_batch *b);
 /* An ExportMetricsServiceRequest, cumulative since start_ns. */

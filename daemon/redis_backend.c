@@ -125,9 +125,8 @@ static void annotate(struct redis_backend *rb, struct request *r, const struct r
         r->db_operation[i] = (char)toupper((unsigned char)argv[0][i]);
     r->db_operation[n] = '\0';
     r->db_system = "redis";
-    struct span *sp = r->span;
-    if (!sp)
-        return;
+    if (!r->span && !r->span_on_demand)
+        return; /* not traced */
     const char *mode = rb->base.server->cfg.redis_query_text;
     /* Scripts: the function (FCALL) or script digest (EVALSHA) run. */
     bool script = argc > 1 && (r->db_operation[0] == 'F' || r->db_operation[0] == 'E') &&
@@ -144,10 +143,16 @@ static void annotate(struct redis_backend *rb, struct request *r, const struct r
         slot = shape_slot(rb, h);
         if (slot->shape && slot->hash == h && slot->argc == argc && slot->conn == c && slot->mode == mode[0] &&
             (!c || slot->peer_gen == c->peer_gen) && !memcmp(slot->op, r->db_operation, n + 1)) {
-            span_use_shape(sp, slot->shape);
+            if (r->span)
+                span_use_shape(r->span, slot->shape);
+            else
+                r->span_shape = slot->shape; /* the span stays on demand */
             return;
         }
     }
+    struct span *sp = request_span(r);
+    if (!sp)
+        return;
     sp->kind = SK_CLIENT;
     span_copy_name(sp, r->db_operation, n);
     span_attr_str(sp, "db.system.name", "redis", 5);
@@ -347,6 +352,7 @@ static void rb_destroy(struct backend *b)
 
 static const struct backend_ops redis_ops = {
     .name = "redis",
+    .spans_on_demand = true,
     .start = rb_start,
     .submit = rb_submit,
     .cancel = rb_cancel,

@@ -162,8 +162,9 @@ static void handle_reply(struct redis_conn *c, redisReply *reply)
     if (reply->type == REDIS_REPLY_ERROR) {
         char msg[512];
         snprintf(msg, sizeof(msg), "%.*s", (int)reply->len, reply->str);
-        if (r->span) /* the error prefix: WRONGTYPE, ERR, NOSCRIPT ... */
-            span_attr_str(r->span, "db.response.status_code", msg, strcspn(msg, " "));
+        struct span *sp = request_span(r);
+        if (sp) /* the error prefix: WRONGTYPE, ERR, NOSCRIPT ... */
+            span_attr_str(sp, "db.response.status_code", msg, strcspn(msg, " "));
         request_fail(r, FE_BACKEND_ERROR, msg);
         return;
     }

@@ -43,6 +43,12 @@ static void request_end(struct request *r, int outcome, const char *message)
     telemetry_request_done(s->tel, r->op, took);
     if (r->db_system)
         telemetry_db_operation(s->tel, r->db_system, r->db_operation, took);
+    if (r->span_on_demand) {
+        if (r->span_shape && outcome == OUTCOME_OK)
+            telemetry_span_shaped(s->tel, r->span_shape, r->start_ns, now);
+        else
+            request_span(r); /* an error adds attributes to the span */
+    }
     if (r->span) {
         const char *etype = outcome == OUTCOME_OK ? NULL
                           : outcome == OUTCOME_ABANDONED ? "abandoned" : fe_name(-outcome - 1);
@@ -53,6 +59,17 @@ static void request_end(struct request *r, int outcome, const char *message)
     c->ninflight--;
     free(r);
     client_request_done(c);
+}
+
+struct span *request_span(struct request *r)
+{
+    if (r->span_on_demand) {
+        r->span_on_demand = false;
+        r->span = telemetry_span_start(r->client->srv->tel, NULL, 0, NULL, 0, SK_SERVER, r->op->name, r->start_ns);
+        if (r->span && r->span_shape)
+            span_use_shape(r->span, r->span_shape);
+    }
+    return r->span;
 }
 
 /* Answers a frame that never became a request. */
@@ -113,9 +130,15 @@ void request_handle(struct client *c, const uint8_t *body, size_t len)
     r->db_system = NULL;
     r->db_operation[0] = '\0';
     /* ferryd serves the application: a SERVER span, unless the backend
-     * makes it a CLIENT, PRODUCER ... span of its own kind. */
-    r->span = telemetry_span_start(s->tel, r->v.traceparent, r->v.traceparent_len, r->v.tracestate,
-                                   r->v.tracestate_len, SK_SERVER, op->name, r->start_ns);
+     * makes it a CLIENT, PRODUCER ... span of its own kind. A root span
+     * of a backend that names spans by shape is recorded only if needed. */
+    r->span_shape = NULL;
+    r->span_on_demand = !r->v.traceparent && op->backend && op->backend->ops->spans_on_demand &&
+                        telemetry_on_demand(s->tel);
+    r->span = r->span_on_demand ? NULL
+                                : telemetry_span_start(s->tel, r->v.traceparent, r->v.traceparent_len,
+                                                       r->v.tracestate, r->v.tracestate_len, SK_SERVER, op->name,
+                                                       r->start_ns);
     dlist_init(&r->deadline.node);
     dlist_push_tail(&c->inflight, &r->client_node);
     c->ninflight++;

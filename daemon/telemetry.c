@@ -43,7 +43,7 @@ struct telemetry {
      * queueing and releasing a span do not touch it again. */
     struct span **free_spans;           /* owns: records used and given back, a stack */
     size_t nfree;
-    /* Ended spans are encoded at once into the current batch (see
+    /* Ended spans are added at once to the current batch (see
      * "batches" in otlp_encode.c) and their records given back; a full
      * batch is sealed, and sent on the next loop iteration. */
     struct otlp_span_batch cur;         /* owns */
@@ -704,6 +704,32 @@ static void print_span(struct span *s);
 static void release(struct telemetry *t, struct span *s);
 static void seal(struct telemetry *t);
 
+/* Begins the current batch unless one is open. */
+static void open_batch(struct telemetry *t)
+{
+    if (t->cur_open)
+        return;
+    struct otlp_resource r = {t->resource, t->nresource};
+    struct otlp_body mem;
+    otlp_http_buffer(t->http, &mem);
+    if (!t->span_cache)
+        t->span_cache = otlp_span_cache_new();
+    otlp_batch_begin(&r, &t->cur, &mem);
+    t->cur_open = true;
+}
+
+/* Counts a span added to the current batch. A full batch goes out on the
+ * next loop iteration, not inside this request's completion. */
+static void added(struct telemetry *t)
+{
+    t->queued++;
+    if (t->cur.n == t->set.bsp_batch) {
+        seal(t);
+        if (t->started && !t->stopping && t->nsealed == 1)
+            uv_timer_start(&t->bsp_timer, on_bsp_timer, 0, 0);
+    }
+}
+
 void telemetry_span_end(struct telemetry *t, struct span *s, uint64_t mono_ns, const char *error_type,
                         const char *message)
 {
@@ -723,26 +749,42 @@ void telemetry_span_end(struct telemetry *t, struct span *s, uint64_t mono_ns, c
          * started before then end after. */
         t->spans_dropped++;
     } else {
-        if (!t->cur_open) {
-            struct otlp_resource r = {t->resource, t->nresource};
-            struct otlp_body mem;
-            otlp_http_buffer(t->http, &mem);
-            if (!t->span_cache)
-                t->span_cache = otlp_span_cache_new();
-            otlp_batch_begin(&r, &t->cur, &mem);
-            t->cur_open = true;
-        }
+        open_batch(t);
         otlp_batch_add(t->span_cache, &t->cur, s);
-        t->queued++;
-        /* A full batch goes out on the next loop iteration, not inside
-         * this request's completion. */
-        if (t->cur.n == t->set.bsp_batch) {
-            seal(t);
-            if (t->started && !t->stopping && t->nsealed == 1)
-                uv_timer_start(&t->bsp_timer, on_bsp_timer, 0, 0);
-        }
+        added(t);
     }
     release(t, s);
+}
+
+bool telemetry_on_demand(const struct telemetry *t)
+{
+    return t && !t->set.disabled && t->set.traces == EXP_OTLP && !t->stopping;
+}
+
+void telemetry_span_shaped(struct telemetry *t, const struct span_shape *shape, uint64_t start_mono,
+                           uint64_t end_mono)
+{
+    uint8_t trace_id[16], span_id[8];
+    trace_new_ids(trace_id, span_id);
+    if (!sample_root(t, trace_id))
+        return;
+    if (!t->http || t->queued >= t->set.bsp_queue) {
+        t->spans_dropped++;
+        return;
+    }
+    uint64_t start = start_mono + t->mono_to_unix, end = end_mono + t->mono_to_unix;
+    open_batch(t);
+    if (!otlp_batch_add_shaped(t->span_cache, &t->cur, shape, trace_id, span_id, start, end)) {
+        /* The shape has no template (yet): a record on the stack, as
+         * telemetry_span_start would have made. */
+        struct span_data d;
+        struct span s = {.d = &d, .name = "", .ctx.flags = 1, .start_ns = start, .end_ns = end};
+        memcpy(s.ctx.trace_id, trace_id, 16);
+        memcpy(s.ctx.span_id, span_id, 8);
+        span_use_shape(&s, shape);
+        otlp_batch_add(t->span_cache, &t->cur, &s);
+    }
+    added(t);
 }
 
 /* ---- exporting ---- */

@@ -2,10 +2,10 @@
  * OTLP/HTTP (otlp_encode.c, otlp_http.c) or printed (console).
  *
  * The request path writes into preallocated span records and bumps
- * counters; when a request ends its span is encoded into the current
- * batch (mostly a copy of a template) and the record is free again. HTTP
- * happens per batch, on the next loop iteration or a timer. When the
- * queue of encoded spans is full (the collector is slow or down), new
+ * counters; when a request ends its span is added to the current batch
+ * (mostly as its template and a few values) and the record is free
+ * again. HTTP happens per batch, on the next loop iteration or a timer.
+ * When the queue of ended spans is full (the collector is slow or down), new
  * spans are dropped and counted, so memory stays bounded. */
 #ifndef FERRY_TELEMETRY_H
 #define FERRY_TELEMETRY_H
@@ -125,6 +125,15 @@ struct span *telemetry_span_start(struct telemetry *t, const char *tp, size_t tp
  * error.type with an ERROR status carrying message. */
 void telemetry_span_end(struct telemetry *t, struct span *s, uint64_t mono_ns, const char *error_type,
                         const char *message);
+
+/* Whether a request's root span may be left unrecorded until needed
+ * (spans go to an OTLP exporter, which telemetry_span_shaped feeds). */
+bool telemetry_on_demand(const struct telemetry *t);
+/* A root span that was never recorded: shape's name, kind and
+ * attributes, from start to end (uv_hrtime() readings), sampled and
+ * added to the current batch now, with its ids. */
+void telemetry_span_shaped(struct telemetry *t, const struct span_shape *shape, uint64_t start_mono,
+                           uint64_t end_mono);
 
 void span_set_name(struct span *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Names s with the first n bytes of name (copied). */

@@ -111,6 +111,46 @@ def test_repeated_commands_keep_every_attribute(traced, collector):
     assert collector.errors == []
 
 
+def test_spans_of_requests_that_fail_late(traced, collector, redis):
+    """A root Redis span whose command has a shape is recorded only if it
+    is needed (the request fails): a timeout at the deadline, a request
+    abandoned by its client, and a denied command (which never reaches
+    Redis) each export a complete span with its error; a successful one
+    after them still carries every attribute."""
+    f = traced()
+    with f.client() as c:
+        for _ in range(3):
+            c.redis("GET", "late")                       # GET has a shape from here on
+        redis.freeze()
+        try:
+            with pytest.raises(ferry.FerryError) as e:
+                c.redis("GET", "late", deadline=200)
+            assert e.value.code == "timeout"
+            gone = f.client()
+            gone.send("redis", [b"GET", b"late"], deadline=60000)
+            time.sleep(0.2)
+            gone.close()                                 # vanishes with its GET in flight
+            time.sleep(0.3)
+        finally:
+            redis.thaw()
+        with pytest.raises(ferry.FerryError):
+            c.redis("FLUSHALL")
+        assert c.redis("GET", "late") is None
+    gets = spans_named(collector, "GET", n=6)
+    bad = {s["attributes"].get("error.type") for s in gets if s["status_code"] == 2}
+    assert bad == {"timeout", "abandoned"}
+    for s in gets:
+        a = s["attributes"]
+        assert s["kind"] == CLIENT and s["parent_span_id"] == "" and s["end"] >= s["start"] > 0
+        assert a["db.operation.name"] == "GET" and a["db.query.text"] == "GET ?"
+        assert a["server.address"].endswith("redis.sock") and a["db.system.name"] == "redis"
+    assert len([s for s in gets if s["status_code"] == 0]) == 4
+    denied = [s for s in collector.spans() if s["attributes"].get("error.type") == "denied"]
+    assert len(denied) == 1 and denied[0]["name"] == "redis" and denied[0]["kind"] == SERVER
+    assert "FLUSHALL" in denied[0]["status_message"]
+    assert len({s["span_id"] for s in gets}) == 6 and collector.errors == []
+
+
 def test_span_shapes_are_bounded(traced, collector):
     """Past 1,024 interned shapes (command names come from clients), spans
     carry their own attributes: the ones after the bound are as complete."""
