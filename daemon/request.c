@@ -65,7 +65,7 @@ struct span *request_span(struct request *r)
 {
     if (r->span_on_demand) {
         r->span_on_demand = false;
-        r->span = telemetry_span_start(r->client->srv->tel, NULL, 0, NULL, 0, SK_SERVER, r->op->name, r->start_ns);
+        r->span = telemetry_span_on_demand(r->client->srv->tel, r->op->name, r->start_ns);
         if (r->span && r->span_shape)
             span_use_shape(r->span, r->span_shape);
     }

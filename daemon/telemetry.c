@@ -466,10 +466,12 @@ static bool sample_root(const struct telemetry *t, const uint8_t *trace_id)
     return true;
 }
 
-struct span *telemetry_span_start(struct telemetry *t, const char *tp, size_t tp_len, const char *ts,
-                                  size_t ts_len, enum span_kind kind, const char *name, uint64_t mono_ns)
+/* late: the span of a request admitted to tracing before telemetry began
+ * stopping, recorded only now (telemetry_span_on_demand). */
+static struct span *span_begin(struct telemetry *t, const char *tp, size_t tp_len, const char *ts, size_t ts_len,
+                               enum span_kind kind, const char *name, uint64_t mono_ns, bool late)
 {
-    if (!t || t->set.disabled || t->set.traces == EXP_NONE || t->stopping)
+    if (!t || t->set.disabled || t->set.traces == EXP_NONE || (t->stopping && !late))
         return NULL;
     struct trace_ctx parent;
     bool has_parent = tp && trace_ctx_parse(tp, tp_len, &parent);
@@ -532,6 +534,17 @@ struct span *telemetry_span_start(struct telemetry *t, const char *tp, size_t tp
     s->name = name;
     s->start_ns = mono_ns + t->mono_to_unix;
     return s;
+}
+
+struct span *telemetry_span_start(struct telemetry *t, const char *tp, size_t tp_len, const char *ts,
+                                  size_t ts_len, enum span_kind kind, const char *name, uint64_t mono_ns)
+{
+    return span_begin(t, tp, tp_len, ts, ts_len, kind, name, mono_ns, false);
+}
+
+struct span *telemetry_span_on_demand(struct telemetry *t, const char *name, uint64_t mono_ns)
+{
+    return span_begin(t, NULL, 0, NULL, 0, SK_SERVER, name, mono_ns, true);
 }
 
 void span_set_name(struct span *s, const char *fmt, ...)

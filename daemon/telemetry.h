@@ -129,6 +129,10 @@ void telemetry_span_end(struct telemetry *t, struct span *s, uint64_t mono_ns, c
 /* Whether a request's root span may be left unrecorded until needed
  * (spans go to an OTLP exporter, which telemetry_span_shaped feeds). */
 bool telemetry_on_demand(const struct telemetry *t);
+/* The record of a root SERVER span left on demand, started at mono_ns:
+ * as telemetry_span_start without a parent, and also while telemetry is
+ * stopping, since its request was admitted to tracing before. */
+struct span *telemetry_span_on_demand(struct telemetry *t, const char *name, uint64_t mono_ns);
 /* A root span that was never recorded: shape's name, kind and
  * attributes, from start to end (uv_hrtime() readings), sampled and
  * added to the current batch now, with its ids. */
