@@ -159,7 +159,7 @@ def test_stats_counts_outcomes(ferryd):
     assert r["connections"][0]["connects"] == 1
 
 
-def test_pool_of_connections(make_ferryd):
+def test_pool_of_connections(make_ferryd, redis):
     f = make_ferryd(["--set", "redis_pool=3"])
     with f.client() as c:
         ids = [c.send("redis", [b"INCR", b"pooled"]) for _ in range(3000)]
@@ -168,6 +168,8 @@ def test_pool_of_connections(make_ferryd):
         conns = c.stats()["backends"]["redis"]["connections"]
     assert len(conns) == 3
     assert all(x["state"] == "ready" for x in conns)
+    # Every connection of the pool carried some of them.
+    assert redis.cli("CLIENT", "LIST").count("cmd=incr") == 3
 
 
 def test_tcp_url_with_password_and_db(tmp, make_ferryd):
