@@ -289,6 +289,39 @@ def test_metrics_match_requests(traced, collector):
     assert "ferry.telemetry.spans.dropped" in m and "ferry.telemetry.export.failures" in m
 
 
+def test_amqp_metrics_match_publishes(make_ferryd, collector, rabbit):
+    """ferry.amqp.confirms, .nacks and .returns count the broker's answers:
+    four publishes confirmed, one nacked by a full queue, one returned as
+    unroutable (its ack then counts as neither)."""
+    f = make_ferryd(["--amqp", rabbit.url], env=otel_env(collector), name="tmetrics.sock")
+    wait_until(lambda: f.stats()["backends"]["amqp"]["state"] == "up", timeout=30, what="amqp")
+    tag = uuid.uuid4().hex[:8]
+    with f.client() as c:
+        a = c.amqp
+        q = a.declare_queue("m.ok." + tag)["queue"]
+        for i in range(3):
+            assert a.publish("", q, b"%d" % i) == {"confirmed": True}
+        full = a.declare_queue("m.full." + tag, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})["queue"]
+        a.publish("", full, b"fits")
+        with pytest.raises(ferry.FerryError) as e:
+            a.publish("", full, b"rejected")
+        assert e.value.code == "nacked"
+        ex = "m.ex." + tag
+        a.declare_exchange(ex, "direct")
+        with pytest.raises(ferry.FerryError) as e:
+            a.publish(ex, "nowhere", b"x", mandatory=True)
+        assert e.value.code == "unroutable"
+
+    def counts():
+        m = collector.metrics()
+        return tuple({x["backend"]: v for x, v in m.get(name, {"points": []})["points"]}.get("amqp")
+                     for name in ("ferry.amqp.confirms", "ferry.amqp.nacks", "ferry.amqp.returns"))
+    wait_until(lambda: counts() == (4, 1, 1), timeout=15, what="the AMQP counters to match")
+    m = collector.metrics()
+    assert all(m[n]["kind"] == "sum" and m[n]["monotonic"] and m[n]["temporality"] == 2
+               for n in ("ferry.amqp.confirms", "ferry.amqp.nacks", "ferry.amqp.returns"))
+
+
 def test_retry_after_is_honoured(traced, collector):
     collector.fail_next(1, 503, retry_after=2)
     f = traced()
