@@ -49,8 +49,8 @@ struct sock {
  * its buffers: libcurl allocates a 64 KiB upload buffer per handle) and
  * its header list. A handle per signal, since their settings differ. At
  * the specification's default batch of 512 spans, exports are thousands a
- * second, and a handle made and freed for each was a sixth of what
- * exporting cost the loop (perf). */
+ * second; a handle made and freed for each cost malloc and free about 200
+ * samples per 3 million spans (perf, GET 50 x 16). */
 struct conn_kit {
     const struct otlp_signal *sig; /* refers; NULL: unused */
     bool gzip;
