@@ -774,6 +774,21 @@ bool telemetry_on_demand(const struct telemetry *t)
     return t && !t->set.disabled && t->set.traces == EXP_OTLP && !t->stopping;
 }
 
+/* The shape has no template (yet): a record on the stack, as
+ * telemetry_span_start would have made. Apart, so that the common case's
+ * frame holds no record. */
+static __attribute__((noinline)) void add_shaped_record(struct telemetry *t, const struct span_shape *shape,
+                                                        const uint8_t *trace_id, const uint8_t *span_id,
+                                                        uint64_t start, uint64_t end)
+{
+    struct span_data d;
+    struct span s = {.d = &d, .name = "", .ctx.flags = 1, .start_ns = start, .end_ns = end};
+    memcpy(s.ctx.trace_id, trace_id, 16);
+    memcpy(s.ctx.span_id, span_id, 8);
+    span_use_shape(&s, shape);
+    otlp_batch_add(t->span_cache, &t->cur, &s);
+}
+
 void telemetry_span_shaped(struct telemetry *t, const struct span_shape *shape, uint64_t start_mono,
                            uint64_t end_mono)
 {
@@ -787,16 +802,8 @@ void telemetry_span_shaped(struct telemetry *t, const struct span_shape *shape, 
     }
     uint64_t start = start_mono + t->mono_to_unix, end = end_mono + t->mono_to_unix;
     open_batch(t);
-    if (!otlp_batch_add_shaped(t->span_cache, &t->cur, shape, trace_id, span_id, start, end)) {
-        /* The shape has no template (yet): a record on the stack, as
-         * telemetry_span_start would have made. */
-        struct span_data d;
-        struct span s = {.d = &d, .name = "", .ctx.flags = 1, .start_ns = start, .end_ns = end};
-        memcpy(s.ctx.trace_id, trace_id, 16);
-        memcpy(s.ctx.span_id, span_id, 8);
-        span_use_shape(&s, shape);
-        otlp_batch_add(t->span_cache, &t->cur, &s);
-    }
+    if (!otlp_batch_add_shaped(t->span_cache, &t->cur, shape, trace_id, span_id, start, end))
+        add_shaped_record(t, shape, trace_id, span_id, start, end);
     added(t);
 }
 
