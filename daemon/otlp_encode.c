@@ -820,7 +820,6 @@ void otlp_batch_begin(const struct otlp_resource *r, struct otlp_span_batch *b, 
     otlp_body_init(mem);
     otlp_body_clear(&b->body);
     b->spans_len = 0;
-    b->n = 0;
     b->id = 0;
 }
 
@@ -856,6 +855,24 @@ static void hold(struct otlp_span_cache *c, struct otlp_span_batch *b, struct sp
     }
 }
 
+/* Adds a span of template t with v's values. */
+static void add_templated(struct otlp_span_cache *c, struct otlp_span_batch *b, struct span_tpl *t,
+                          const struct span_vars *v)
+{
+    hold(c, b, t);
+    struct otlp_entry *e = new_entry(&b->body);
+    e->t = t;
+    memcpy(e->v.trace_id, v->trace_id, 16);
+    memcpy(e->v.span_id, v->span_id, 8);
+    if (v->parent_id)
+        memcpy(e->v.parent_id, v->parent_id, 8);
+    e->v.start = v->start;
+    e->v.end = v->end;
+    e->v.flags = v->flags;
+    c->templated++;
+    b->spans_len += t->len;
+}
+
 bool otlp_batch_add_shaped(struct otlp_span_cache *c, struct otlp_span_batch *b, const struct span_shape *shape,
                            const uint8_t trace_id[16], const uint8_t span_id[8], uint64_t start, uint64_t end)
 {
@@ -863,17 +880,8 @@ bool otlp_batch_add_shaped(struct otlp_span_cache *c, struct otlp_span_batch *b,
     struct span_tpl *t = st->shape == shape && !st->has_parent ? st->t : NULL;
     if (!t || !start || !end)
         return false;
-    hold(c, b, t);
-    struct otlp_entry *e = new_entry(&b->body);
-    e->t = t;
-    memcpy(e->v.trace_id, trace_id, 16);
-    memcpy(e->v.span_id, span_id, 8);
-    e->v.start = start;
-    e->v.end = end;
-    e->v.flags = 1;
-    c->templated++;
-    b->spans_len += t->len;
-    b->n++;
+    struct span_vars v = {trace_id, span_id, NULL, start, end, 1};
+    add_templated(c, b, t, &v);
     return true;
 }
 
@@ -881,28 +889,19 @@ void otlp_batch_add(struct otlp_span_cache *c, struct otlp_span_batch *b, struct
 {
     struct otlp_body *body = &b->body;
     struct span_tpl *t = s->shape ? shape_template(c, s) : template_for(c, s);
-    struct otlp_entry *e = new_entry(body);
-    e->t = t;
+    struct span_vars v;
+    vars_of(s, &v);
     if (t) {
-        hold(c, b, t);
-        memcpy(e->v.trace_id, s->ctx.trace_id, 16);
-        memcpy(e->v.span_id, s->ctx.span_id, 8);
-        if (s->has_parent)
-            memcpy(e->v.parent_id, s->parent_id, 8);
-        e->v.start = s->start_ns;
-        e->v.end = s->end_ns;
-        e->v.flags = s->ctx.flags;
-        c->templated++;
+        add_templated(c, b, t, &v);
     } else {
-        struct span_vars v;
-        vars_of(s, &v);
+        struct otlp_entry *e = new_entry(body);
+        e->t = NULL;
         e->w.off = body->whole.len;
         pack_span(c, s, &v, &body->whole);
         e->w.len = body->whole.len - e->w.off;
         c->packed_whole++;
+        b->spans_len += e->w.len;
     }
-    b->spans_len += entry_len(e);
-    b->n++;
     /* Keep the scratch buffer for the next span, unless one unusually
      * large span grew it. */
     if (c->packed.cap > ((size_t)1 << 16))
@@ -920,7 +919,7 @@ void otlp_batch_finish(struct otlp_span_batch *b, struct otlp_body *body)
     *body = b->body;
     otlp_body_init(&b->body);
     body->head.len = 0;
-    if (b->n) {
+    if (body->ne) {
         /* The unknown field is the spans after the first one's tag, which
          * protobuf-c writes itself, as the envelope's last byte. Every
          * framed span starts with that tag. */
@@ -933,8 +932,7 @@ void otlp_batch_finish(struct otlp_span_batch *b, struct otlp_body *body)
     } else {
         pack_envelope(b, 0, &body->head);
     }
-    body->len = body->head.len + (b->n ? b->spans_len : 0);
-    b->n = 0;
+    body->len = body->head.len + b->spans_len;
     b->spans_len = 0;
     b->id = 0;
 }

@@ -96,8 +96,7 @@ void otlp_body_free(struct otlp_body *b);
  * not needed afterwards), finish hands the request over as body. */
 struct otlp_span_batch {
     struct otlp_body body;   /* the spans so far; head is packed by finish */
-    size_t spans_len;        /* bytes of the spans, framed */
-    size_t n;                /* spans added */
+    size_t spans_len;        /* bytes of the spans, framed (body.ne of them) */
     uint64_t id;             /* 0 until the first template is used */
     struct cbuf env;         /* the packed resource, then the packed scope */
     size_t resource_len;

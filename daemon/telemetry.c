@@ -736,7 +736,7 @@ static void open_batch(struct telemetry *t)
 static void added(struct telemetry *t)
 {
     t->queued++;
-    if (t->cur.n == t->set.bsp_batch) {
+    if (t->cur.body.ne == t->set.bsp_batch) {
         seal(t);
         if (t->started && !t->stopping && t->nsealed == 1)
             uv_timer_start(&t->bsp_timer, on_bsp_timer, 0, 0);
@@ -855,7 +855,7 @@ static void release(struct telemetry *t, struct span *s)
 static void seal(struct telemetry *t)
 {
     struct sealed_batch *sb = &t->sealed[t->nsealed++];
-    sb->n = t->cur.n;
+    sb->n = t->cur.body.ne;
     otlp_batch_finish(&t->cur, &sb->body);
     t->cur_open = false;
 }
@@ -864,7 +864,7 @@ static void seal(struct telemetry *t)
  * current one however small. */
 static void export_spans(struct telemetry *t, bool partial)
 {
-    if (partial && t->cur_open && t->cur.n)
+    if (partial && t->cur_open && t->cur.body.ne)
         seal(t);
     for (size_t i = 0; i < t->nsealed; i++) {
         struct sealed_batch *sb = &t->sealed[i];
