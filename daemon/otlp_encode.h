@@ -105,11 +105,12 @@ struct otlp_span_batch {
  * resource (packed once, kept in b). */
 void otlp_batch_begin(const struct otlp_resource *r, struct otlp_span_batch *b, struct otlp_body *mem);
 void otlp_batch_add(struct otlp_span_cache *c, struct otlp_span_batch *b, struct span *s);
-/* Adds a root span of shape with these ids and times (Unix ns) from the
- * shape's template; false, adding nothing, when the shape has none yet
- * (then add a record that uses the shape). */
+/* Adds a root span of shape with these times (Unix ns) from the shape's
+ * template: ids is its trace id and span id (16 + 8 bytes), or NULL to
+ * draw new ones (trace_new_ids). False, adding nothing, when the shape
+ * has no template yet (then add a record that uses the shape). */
 bool otlp_batch_add_shaped(struct otlp_span_cache *c, struct otlp_span_batch *b, const struct span_shape *shape,
-                           const uint8_t trace_id[16], const uint8_t span_id[8], uint64_t start, uint64_t end);
+                           const uint8_t *ids, uint64_t start, uint64_t end);
 void otlp_batch_finish(struct otlp_span_batch *b, struct otlp_body *body);
 void otlp_batch_free(struct otlp_span_batch *b);
 /* An ExportMetricsServiceRequest, cumulative since start_ns. */

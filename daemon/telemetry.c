@@ -778,13 +778,16 @@ bool telemetry_on_demand(const struct telemetry *t)
  * telemetry_span_start would have made. Apart, so that the common case's
  * frame holds no record. */
 static __attribute__((noinline)) void add_shaped_record(struct telemetry *t, const struct span_shape *shape,
-                                                        const uint8_t *trace_id, const uint8_t *span_id,
-                                                        uint64_t start, uint64_t end)
+                                                        const uint8_t *ids, uint64_t start, uint64_t end)
 {
     struct span_data d;
     struct span s = {.d = &d, .name = "", .ctx.flags = 1, .start_ns = start, .end_ns = end};
-    memcpy(s.ctx.trace_id, trace_id, 16);
-    memcpy(s.ctx.span_id, span_id, 8);
+    if (ids) {
+        memcpy(s.ctx.trace_id, ids, 16);
+        memcpy(s.ctx.span_id, ids + 16, 8);
+    } else {
+        trace_new_ids(s.ctx.trace_id, s.ctx.span_id);
+    }
     span_use_shape(&s, shape);
     otlp_batch_add(t->span_cache, &t->cur, &s);
 }
@@ -792,18 +795,23 @@ static __attribute__((noinline)) void add_shaped_record(struct telemetry *t, con
 void telemetry_span_shaped(struct telemetry *t, const struct span_shape *shape, uint64_t start_mono,
                            uint64_t end_mono)
 {
-    uint8_t trace_id[16], span_id[8];
-    trace_new_ids(trace_id, span_id);
-    if (!sample_root(t, trace_id))
-        return;
+    /* Only a ratio sampler needs the trace id to decide; otherwise the
+     * ids are drawn straight into the batch. */
+    uint8_t ids[24], *given = NULL;
+    if (t->set.sampler != SAMPLE_ON && t->set.sampler != SAMPLE_PB_ON) {
+        trace_new_ids(ids, ids + 16);
+        if (!sample_root(t, ids))
+            return;
+        given = ids;
+    }
     if (!t->http || t->queued >= t->set.bsp_queue) {
         t->spans_dropped++;
         return;
     }
     uint64_t start = start_mono + t->mono_to_unix, end = end_mono + t->mono_to_unix;
     open_batch(t);
-    if (!otlp_batch_add_shaped(t->span_cache, &t->cur, shape, trace_id, span_id, start, end))
-        add_shaped_record(t, shape, trace_id, span_id, start, end);
+    if (!otlp_batch_add_shaped(t->span_cache, &t->cur, shape, given, start, end))
+        add_shaped_record(t, shape, given, start, end);
     added(t);
 }
 

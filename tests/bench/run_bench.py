@@ -195,21 +195,43 @@ def bench_rps(build, sock, test, n, c, p):
     return parse(out.stdout)[test.upper()][0]
 
 
+def alternate(build, a_sock, b_sock, test, n, p, runs=7):
+    """Runs the load against a and b in turn, runs times; returns both
+    lists of rates, in order."""
+    u, t = [], []
+    for _ in range(runs):
+        u.append(bench_rps(build, a_sock, test, n, 50, p))
+        t.append(bench_rps(build, b_sock, test, n, 50, p))
+    return u, t
+
+
+def paired(u, t):
+    """The median of the ratios of each pair of neighbouring runs, and
+    their lowest and highest. On this shared machine the speed of every
+    process drifts by a third within seconds; a pair's two runs see
+    nearly the same drift, so the ratio of each pair cancels most of it,
+    where the ratio of the two medians does not (two identical ferryds
+    measured 0.89 that way; the median of pairs said 0.97)."""
+    pairs = sorted(b / a for a, b in zip(u, t))
+    return pairs[len(pairs) // 2], pairs[0], pairs[-1]
+
+
 def tracing_rows(build, tmp, rsock, untraced_sock, untraced_pid, args):
     """ferryd with every request traced (always_on) and exported to a local
     collector, against the untraced ferryd: each row alternates the two
-    seven times and compares medians, since this machine's noise is larger
-    than the difference being measured; pipelined rows run four times as
-    many requests, so that a run lasts about a second (0.2 s runs swung by
-    a third). The spread column gives the lowest and highest ratio of one
-    alternation, to show that noise. Two batch settings: the
-    specification's defaults, and larger batches for high span rates. The
-    collector is tests/bench/otlp_sink.py, which discards what it receives
-    (see there why not the decoding test collector). Dropped spans are
-    printed: a row that drops spans did not export everything it traced.
-    The cpu column is ferryd's CPU time per request traced over untraced,
-    summed over the seven runs: what tracing costs ferryd itself, which
-    this machine's noise moves much less than throughput."""
+    seven times; its ratio is the median of the seven pairs' ratios (see
+    paired()), and the spread column gives their lowest and highest, to
+    show the noise. Pipelined rows run four times as many requests, so
+    that a run lasts about a second (0.2 s runs swung by a third). A
+    control row first measures a second untraced ferryd against the
+    first in the same way: how far from 1.00 this machine puts two
+    identical daemons today. Two batch settings: the specification's
+    defaults, and larger batches for high span rates. The collector is
+    tests/bench/otlp_sink.py, which discards what it receives (see there
+    why not the decoding test collector). Dropped spans are printed: a
+    row that drops spans did not export everything it traced. The cpu
+    column is ferryd's CPU time per request traced over untraced, summed
+    over the seven runs: what tracing costs ferryd itself."""
     from harness import free_port
     port = free_port()
     sink = subprocess.Popen(["/usr/bin/python3", os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -221,6 +243,18 @@ def tracing_rows(build, tmp, rsock, untraced_sock, untraced_pid, args):
     daemons = []
     verdicts = []
     try:
+        csock = os.path.join(tmp, "ferry-control.sock")
+        ctl = subprocess.Popen([os.path.join(build, "ferryd"), "--socket", csock, "--redis", "unix://" + rsock,
+                                "--log-level", "error"],
+                               env=dict(os.environ, OTEL_TRACES_EXPORTER="none", OTEL_METRICS_EXPORTER="none"))
+        daemons.append(ctl)
+        wait_socket(csock, ctl, "ferryd (control)")
+        time.sleep(0.5)
+        u, t = alternate(build, untraced_sock, csock, "get", args.n * 4, 16)
+        ratio, lo, hi = paired(u, t)
+        print()
+        print("control: a second untraced ferryd against the first, GET 50x16: %.2fx (spread %.2f-%.2f)"
+              % (ratio, lo, hi))
         for k, (label, extra) in enumerate(settings):
             fsock = os.path.join(tmp, "ferry-traced-%d.sock" % k)
             env = dict(os.environ, OTEL_TRACES_SAMPLER="always_on",
@@ -246,28 +280,24 @@ def tracing_rows(build, tmp, rsock, untraced_sock, untraced_pid, args):
                 for p in (1, 16):
                     row = "%s 50x%d (%s)" % (test.upper(), p, label)
                     before = spans_dropped(build, fsock)
-                    n = args.n * (4 if p > 1 else 1)
-                    u, t = [], []
                     ucpu, tcpu = cpu_seconds(untraced_pid), cpu_seconds(fd.pid)
-                    for _ in range(7):
-                        u.append(bench_rps(build, untraced_sock, test, n, 50, p))
-                        t.append(bench_rps(build, fsock, test, n, 50, p))
+                    u, t = alternate(build, untraced_sock, fsock, test, args.n * (4 if p > 1 else 1), p)
                     time.sleep(1.2)  # the last batch goes at the schedule delay: its cost counts
                     ucpu, tcpu = cpu_seconds(untraced_pid) - ucpu, cpu_seconds(fd.pid) - tcpu
                     cpu = "%.2fx" % (tcpu / ucpu) if ucpu > 0 else "-"
-                    pairs = [b / a for a, b in zip(u, t)]
-                    spread = "%.2f-%.2f" % (min(pairs), max(pairs))
-                    u, t = sorted(u)[3], sorted(t)[3]
+                    ratio, lo, hi = paired(u, t)
+                    spread = "%.2f-%.2f" % (lo, hi)
+                    u, t = sorted(u)[len(u) // 2], sorted(t)[len(t) // 2]
                     dropped = spans_dropped(build, fsock) - before
-                    verdicts.append("  %s: %.2fx (target 0.9x) %s" % (row, t / u, "met" if t / u >= 0.9 else "MISSED"))
+                    verdicts.append("  %s: %.2fx (target 0.9x) %s" % (row, ratio, "met" if ratio >= 0.9 else "MISSED"))
                     if args.markdown:
-                        print("| %s | 50 | %d | %.0f | %.0f | %.2fx | %s | %s | %d |" % (test.upper(), p, u, t, t / u,
+                        print("| %s | 50 | %d | %.0f | %.0f | %.2fx | %s | %s | %d |" % (test.upper(), p, u, t, ratio,
                                                                                       spread, cpu, dropped))
                     else:
-                        print("%-10s %6d %9d %12.0f %12.0f %7.2fx %11s %6s %8d" % (test.upper(), 50, p, u, t, t / u,
+                        print("%-10s %6d %9d %12.0f %12.0f %7.2fx %11s %6s %8d" % (test.upper(), 50, p, u, t, ratio,
                                                                                   spread, cpu, dropped))
                     sys.stdout.flush()
-        print("target: traced >= 0.9x untraced (medians of 7 alternating runs)")
+        print("target: traced >= 0.9x untraced (median of the ratios of 7 alternating pairs; rps columns: medians)")
         print("\n".join(verdicts))
     finally:
         for fd in daemons:

@@ -111,6 +111,40 @@ def test_repeated_commands_keep_every_attribute(traced, collector):
     assert collector.errors == []
 
 
+def test_shapes_of_long_and_similar_command_names(traced, collector):
+    """A shape is found by the command name's first 16 bytes as words
+    (redis_backend.c): a 15-byte name is shaped, a 16-byte one never is,
+    and names that share a prefix or differ only in case keep their own
+    attributes."""
+    f = traced()
+    with f.client() as c:
+        for _ in range(3):
+            c.redis("ZREMRANGEBYRANK", "z", "0", "-1")       # 15 bytes
+            c.redis("ZREMRANGEBYLEX", "z", "-", "+")          # the same first 8 bytes and argc
+            with pytest.raises(ferry.FerryError):
+                c.redis("ZREMRANGEBYRANX", "z", "0", "-1")   # unknown: differs in the 15th byte only
+            c.redis("ZREVRANGEBYSCORE", "z", "+inf", "-inf")  # 16 bytes
+            c.redis("GET", "k")
+            c.redis("getdel", "k")                           # GET's prefix, lower case
+            c.redis("GETDEL", "k")
+    want = {"ZREMRANGEBYRANK": "ZREMRANGEBYRANK ? ? ?", "ZREMRANGEBYLEX": "ZREMRANGEBYLEX ? ? ?",
+            "ZREVRANGEBYSCORE": "ZREVRANGEBYSCORE ? ? ?",
+            "GET": "GET ?", "GETDEL": "GETDEL ?"}
+    for name, text in want.items():
+        spans = spans_named(collector, name, n=3 if name != "GETDEL" else 6)
+        assert len(spans) == (6 if name == "GETDEL" else 3)
+        for s in spans:
+            a = s["attributes"]
+            assert a["db.operation.name"] == name and a["db.query.text"] == text
+            assert a["server.address"].endswith("redis.sock") and a["db.system.name"] == "redis"
+            assert s["status_code"] == 0 and s["kind"] == CLIENT
+        assert len({s["span_id"] for s in spans}) == len(spans)
+    unknown = spans_named(collector, "ZREMRANGEBYRANX", n=3)
+    assert [s["attributes"]["db.operation.name"] for s in unknown] == ["ZREMRANGEBYRANX"] * 3
+    assert all(s["status_code"] == 2 for s in unknown)
+    assert collector.errors == []
+
+
 def test_spans_of_requests_that_fail_late(traced, collector, redis):
     """A root Redis span whose command has a shape is recorded only if it
     is needed (the request fails): a timeout at the deadline, a request
