@@ -55,6 +55,7 @@ struct telemetry {
     size_t nsealed;
     size_t queued;                      /* ended spans not yet handed to the exporter, < bsp_queue */
     uint64_t spans_dropped, export_failures, spans_exported;
+    uint64_t exporting; /* spans handed to the exporter, not yet answered */
 
     double *bounds;                     /* owns: duration buckets, seconds */
     size_t nbounds;
@@ -380,8 +381,13 @@ int telemetry_init(struct telemetry **out, struct server *s, char *err, size_t e
 }
 
 const struct telemetry_settings *telemetry_settings(const struct telemetry *t) { return &t->set; }
-uint64_t telemetry_spans_dropped(const struct telemetry *t) { return t->spans_dropped; }
-uint64_t telemetry_export_failures(const struct telemetry *t) { return t->export_failures; }
+void telemetry_counts(const struct telemetry *t, struct telemetry_counts *c)
+{
+    c->spans_queued = t->queued + t->exporting;
+    c->spans_exported = t->spans_exported;
+    c->spans_dropped = t->spans_dropped;
+    c->export_failures = t->export_failures;
+}
 
 /* ---- histograms ---- */
 
@@ -884,6 +890,7 @@ static void export_spans(struct telemetry *t, bool partial)
         }
         if (t->set.traces_otlp.gzip && otlp_body_gzip(&sb->body) != 0)
             log_warn("otlp: gzip failed; sending uncompressed");
+        t->exporting += sb->n; /* before: a refused post answers at once */
         otlp_http_post(t->http, &t->set.traces_otlp, &sb->body, sb->n, true, t->set.bsp_export_timeout_ms);
     }
     t->nsealed = 0;
@@ -903,6 +910,8 @@ static void on_bsp_timer(uv_timer_t *h)
 static void on_http_done(void *arg, bool ok, size_t items, bool traces)
 {
     struct telemetry *t = arg;
+    if (traces)
+        t->exporting -= items;
     if (ok) {
         if (traces)
             t->spans_exported += items;

@@ -171,8 +171,13 @@ void histogram_init(struct histogram *h, size_t nbounds);
 void histogram_free(struct histogram *h);
 void histogram_record(struct histogram *h, const double *bounds, size_t nbounds, double v);
 
-/* Counters for stats. */
-uint64_t telemetry_spans_dropped(const struct telemetry *t);
-uint64_t telemetry_export_failures(const struct telemetry *t);
+/* Counters for stats: spans waiting for export (ended, in the queue or
+ * in a POST not yet answered), spans the collector accepted, spans
+ * dropped (queue full, or their export failed for good), and failed
+ * exports. */
+struct telemetry_counts {
+    uint64_t spans_queued, spans_exported, spans_dropped, export_failures;
+};
+void telemetry_counts(const struct telemetry *t, struct telemetry_counts *c);
 
 #endif

@@ -411,7 +411,8 @@ def test_collector_down_under_load(traced, collector):
         with open("/proc/%d/status" % f.proc.pid) as st:
             rss += [int(l.split()[1]) for l in st if l.startswith("VmRSS:")]
         time.sleep(1)
-    dropped = f.stats()["telemetry"]["spans_dropped"]
+    tel = f.stats()["telemetry"]
+    dropped = tel["spans_dropped"]
     collector.up()
     time.sleep(1.0)
     before = collector.span_count()
@@ -421,6 +422,7 @@ def test_collector_down_under_load(traced, collector):
         t.join(30)
     assert errors == []
     assert dropped > 0                                   # the queue filled and spans were dropped
+    assert tel["spans_queued"] > 0                       # and spans wait for the collector
     assert max(rss) - rss[len(rss) // 3] < 32 * 1024, rss  # bounded: no growth after the queue filled
     wait_until(lambda: collector.span_count() > before, timeout=20, what="export to resume")
     assert f.ping()
@@ -445,6 +447,11 @@ def test_queue_bound_holds_for_requests_in_flight(traced, collector):
     wait_until(lambda: accounted() >= n, timeout=15 * SLOW, what="every span exported or dropped")
     assert accounted() == n
     assert f.stats()["telemetry"]["spans_dropped"] > 0
+
+    def settled():  # each stats request adds a span of its own
+        t = f.stats()["telemetry"]
+        return t["spans_exported"] == collector.span_count() and t["spans_queued"] <= 1
+    wait_until(settled, timeout=15 * SLOW, what="stats to count every exported span")
     assert f.ping()
 
 
