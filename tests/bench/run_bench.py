@@ -196,12 +196,17 @@ def bench_rps(build, sock, test, n, c, p):
 
 
 def alternate(build, a_sock, b_sock, test, n, p, runs=7):
-    """Runs the load against a and b in turn, runs times; returns both
-    lists of rates, in order."""
+    """Runs the load against a and b in turn, runs times, b first in
+    every other pair (so that neither is always the one that runs after
+    the other); returns both lists of rates, pair by pair."""
     u, t = [], []
-    for _ in range(runs):
-        u.append(bench_rps(build, a_sock, test, n, 50, p))
-        t.append(bench_rps(build, b_sock, test, n, 50, p))
+    for k in range(runs):
+        if k % 2:
+            t.append(bench_rps(build, b_sock, test, n, 50, p))
+            u.append(bench_rps(build, a_sock, test, n, 50, p))
+        else:
+            u.append(bench_rps(build, a_sock, test, n, 50, p))
+            t.append(bench_rps(build, b_sock, test, n, 50, p))
     return u, t
 
 
@@ -219,7 +224,7 @@ def paired(u, t):
 def tracing_rows(build, tmp, rsock, untraced_sock, untraced_pid, args):
     """ferryd with every request traced (always_on) and exported to a local
     collector, against the untraced ferryd: each row alternates the two
-    seven times; its ratio is the median of the seven pairs' ratios (see
+    seven times, in turn first (see alternate()); its ratio is the median of the seven pairs' ratios (see
     paired()), and the spread column gives their lowest and highest, to
     show the noise. Pipelined rows run four times as many requests, so
     that a run lasts about a second (0.2 s runs swung by a third). A
