@@ -75,6 +75,8 @@ class Collector:
         self.metric_requests = []
         self.errors = []         # bodies that failed to decode
         self._fail = []          # [(status, retry_after)] for the next requests
+        self.close_connections = False  # answer "Connection: close" and close
+        self.peers = set()       # (address, port) of each connection a request came on
         self.server = None
         self.thread = None
 
@@ -99,7 +101,10 @@ class Collector:
                 now = time.monotonic()
                 with collector.lock:
                     collector.requests.append((self.path, headers, now, body))
+                    collector.peers.add(self.client_address)
                     fail = collector._fail.pop(0) if collector._fail else None
+                if collector.close_connections:
+                    self.close_connection = True
                 if fail:
                     status, retry_after = fail
                     self.send_response(status)
@@ -139,6 +144,8 @@ class Collector:
                     return
                 out = resp.SerializeToString()
                 self.send_response(200)
+                if collector.close_connections:
+                    self.send_header("Connection", "close")
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", str(len(out)))
                 self.end_headers()

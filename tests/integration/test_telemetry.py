@@ -458,6 +458,23 @@ def test_queue_bound_holds_for_requests_in_flight(traced, collector):
     assert f.ping()
 
 
+def test_exports_over_new_connections(traced, collector):
+    """A collector that closes each connection after answering: every
+    export goes on a new socket, often under the last one's descriptor
+    number, where ferryd reuses the stopped poll handle it kept
+    (otlp_http.c). Every span arrives, and nothing fails."""
+    collector.close_connections = True
+    f = traced(OTEL_BSP_MAX_EXPORT_BATCH_SIZE="2", OTEL_BSP_SCHEDULE_DELAY="5000")
+    with f.client() as c:
+        for i in range(40):
+            c.redis("SET", "conn%d" % i, "v")
+    assert len(spans_named(collector, "SET", n=40)) == 40
+    assert len(collector.peers) >= 20                  # a connection per export, or nearly
+    assert f.stats()["telemetry"]["export_failures"] == 0
+    assert collector.errors == []
+    assert f.ping()
+
+
 def test_gzip(traced, collector):
     f = traced(OTEL_EXPORTER_OTLP_COMPRESSION="gzip")
     with f.client() as c:
