@@ -874,11 +874,11 @@ static inline __attribute__((always_inline)) void hold(struct otlp_span_cache *c
     }
 }
 
-/* Adds a span of template t with v's values. */
-/* v->trace_id NULL: a root span whose ids are drawn here, straight into
- * its entry (copying them in from the caller was a tenth of adding a
- * span, measured with callgrind). Inlined into both callers: the call
- * and the span_vars it reads were as much again. */
+/* Adds a span of template t with v's values. v->trace_id NULL: a root
+ * span whose ids are drawn here, straight into its entry (copying them
+ * in from the caller was a tenth of adding a span, measured with
+ * callgrind). Inlined into both callers: the call and the span_vars it
+ * reads were as much again. */
 static inline __attribute__((always_inline)) void add_templated(struct otlp_span_cache *c,
                                                                 struct otlp_span_batch *b, struct span_tpl *t,
                                                                 const struct span_vars *v)

@@ -103,9 +103,9 @@ static const char *parse_argv(const struct request *r, int *argc, const char ***
 /* The slot's key: the command name as two words (upper-cased, zero
  * padded), its length and argument count, the connection and the query
  * text setting. Comparing words instead of hashing and memcmp'ing the
- * name byte by byte halved what a traced request spent finding its shape
- * (callgrind, GET 50 x 16: 100 instructions). Names of 16 bytes or more
- * (no Redis command) are never shaped. */
+ * name byte by byte cut what a traced request spends finding its shape
+ * from about 110 instructions to 67 (callgrind, GET 50 x 16). Names of
+ * 16 bytes or more (few Redis commands) are never shaped. */
 struct rb_shape {
     uint64_t w[2];
     int argc;
