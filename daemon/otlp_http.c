@@ -42,8 +42,7 @@ struct sock {
     uv_poll_t poll;
     curl_socket_t fd;
     struct otlp_http *h;  /* refers */
-    bool idle;            /* curl removed it: stopped, kept for the fd's next use */
-    struct dlist node;    /* in h->socks */
+    struct dlist node;    /* in h->socks while curl uses it, else in h->idle_socks */
 };
 
 /* Stopped poll handles kept for their descriptor's next use. curl
@@ -80,6 +79,8 @@ struct otlp_http {
     uv_timer_t retry_timer;                 /* starts waiting jobs */
     struct dlist jobs;                      /* struct job, oldest first */
     struct dlist socks;                     /* struct sock */
+    struct dlist idle_socks;                /* struct sock, stopped; the oldest first */
+    size_t nidle_socks;
     size_t njobs, in_flight;
     otlp_http_done done;
     void *arg;
@@ -211,22 +212,14 @@ static void sock_close(struct sock *s)
     uv_close((uv_handle_t *)&s->poll, sock_closed);
 }
 
-static struct sock *idle_sock(struct otlp_http *h, curl_socket_t fd, size_t *nidle, struct sock **oldest)
+static struct sock *idle_sock(struct otlp_http *h, curl_socket_t fd)
 {
-    struct sock *found = NULL;
-    *nidle = 0;
-    *oldest = NULL;
-    for (struct dlist *n = h->socks.next; n != &h->socks; n = n->next) {
+    for (struct dlist *n = h->idle_socks.next; n != &h->idle_socks; n = n->next) {
         struct sock *s = container_of(n, struct sock, node);
-        if (!s->idle)
-            continue;
         if (s->fd == fd)
-            found = s;
-        if (!*oldest)
-            *oldest = s;
-        ++*nidle;
+            return s;
     }
-    return found;
+    return NULL;
 }
 
 static int on_socket(CURL *e, curl_socket_t fd, int action, void *userp, void *socketp)
@@ -234,26 +227,25 @@ static int on_socket(CURL *e, curl_socket_t fd, int action, void *userp, void *s
     (void)e;
     struct otlp_http *h = userp;
     struct sock *s = socketp;
-    size_t nidle;
-    struct sock *oldest;
     if (action == CURL_POLL_REMOVE) {
         if (s) {
             cu.multi_assign(h->multi, fd, NULL);
             uv_poll_stop(&s->poll);
-            s->idle = true;
-            /* to the tail: the head is the longest idle */
             dlist_remove(&s->node);
-            dlist_push_tail(&h->socks, &s->node);
-            idle_sock(h, -1, &nidle, &oldest);
-            if (nidle > IDLE_SOCKS)
-                sock_close(oldest);
+            dlist_push_tail(&h->idle_socks, &s->node);
+            if (++h->nidle_socks > IDLE_SOCKS) {
+                sock_close(container_of(h->idle_socks.next, struct sock, node));
+                h->nidle_socks--;
+            }
         }
         return 0;
     }
     if (!s) {
-        s = idle_sock(h, fd, &nidle, &oldest);
+        s = idle_sock(h, fd);
         if (s) {
-            s->idle = false;
+            dlist_remove(&s->node);
+            dlist_push_tail(&h->socks, &s->node);
+            h->nidle_socks--;
         } else {
             s = xcalloc(1, sizeof(*s));
             s->fd = fd;
@@ -585,6 +577,7 @@ struct otlp_http *otlp_http_new(uv_loop_t *loop, const struct telemetry_settings
     h->rng = (uint32_t)uv_hrtime() | 1;
     dlist_init(&h->jobs);
     dlist_init(&h->socks);
+    dlist_init(&h->idle_socks);
     h->multi = cu.multi_init();
     cu.multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
     cu.multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
@@ -660,9 +653,12 @@ void otlp_http_close(struct otlp_http *h, void (*closed)(void *arg), void *arg)
     }
     cu.multi_cleanup(h->multi);
     h->multi = NULL;
-    /* The idle handles, and any socket curl did not report removed. */
+    /* Any socket curl did not report removed, and the idle handles. */
     while (!dlist_empty(&h->socks))
         sock_close(container_of(h->socks.next, struct sock, node));
+    while (!dlist_empty(&h->idle_socks))
+        sock_close(container_of(h->idle_socks.next, struct sock, node));
+    h->nidle_socks = 0;
     uv_close((uv_handle_t *)&h->curl_timer, handle_closed);
     uv_close((uv_handle_t *)&h->retry_timer, handle_closed);
 }
