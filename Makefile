@@ -36,7 +36,7 @@ UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 .SECONDARY:
 .PHONY: units all deps check check-unit check-integration check-asan run bench clean install conf-check
 
-all: $(B)/ferryd $(B)/ferry $(B)/libferry.a $(B)/libferry.so $(B)/ferry-bench $(B)/libferry_check $(B)/amqp-bench
+all: $(B)/ferryd $(B)/ferry $(B)/libferry.a $(B)/libferry.so $(B)/ferry-bench $(B)/libferry_check $(B)/amqp-bench $(B)/otlp-sink
 
 $(B)/obj/%.o: %.c | $(GEN_C)
 	@mkdir -p $(dir $@)
@@ -69,6 +69,10 @@ $(B)/libferry_check: $(B)/obj/tests/integration/c/libferry_check.o $(B)/libferry
 # The direct rabbitmq-c baseline for make bench.
 $(B)/amqp-bench: $(B)/obj/tests/bench/amqp_bench.o
 	$(CC) $(XLDFLAGS) -o $@ $^ -lrabbitmq
+
+# The local collector of make bench's tracing rows.
+$(B)/otlp-sink: $(B)/obj/tests/bench/otlp_sink.o
+	$(CC) $(XLDFLAGS) -o $@ $^
 
 $(B)/ferry-bench: $(B)/obj/$(BENCH_SRC:.c=.o) $(B)/libferry.a
 	$(CC) $(XLDFLAGS) -o $@ $^ $(LDLIBS_C) -lm

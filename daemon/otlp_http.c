@@ -3,6 +3,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <dlfcn.h>
@@ -50,9 +51,11 @@ struct sock {
  * added again for the next; initialising a poll handle each time cost
  * four system calls of the POST's sixteen (libuv probes the descriptor
  * with an epoll add and delete, sets it non-blocking, and deletes it
- * again on close; strace). A stopped handle holds no kernel state and
- * names only a descriptor number, so it serves whatever socket curl
- * opens under that number next. */
+ * again on close; strace). A kept handle lives no longer than its
+ * socket: curl closes sockets through on_close_socket, which closes the
+ * handle first. Closing a poll handle deletes its descriptor number from
+ * epoll, so a handle that outlived its socket would, once a client got
+ * that number, take the client's descriptor out of the loop. */
 #define IDLE_SOCKS 4
 
 /* What a POST to one endpoint reuses from the last: its easy handle (with
@@ -220,6 +223,19 @@ static struct sock *idle_sock(struct otlp_http *h, curl_socket_t fd)
             return s;
     }
     return NULL;
+}
+
+/* curl closes every socket it opened through this (CURLOPT_CLOSESOCKETFUNCTION),
+ * after reporting it removed; see IDLE_SOCKS. */
+static int on_close_socket(void *arg, curl_socket_t fd)
+{
+    struct otlp_http *h = arg;
+    struct sock *s = idle_sock(h, fd);
+    if (s) {
+        sock_close(s);
+        h->nidle_socks--;
+    }
+    return close(fd);
 }
 
 static int on_socket(CURL *e, curl_socket_t fd, int action, void *userp, void *socketp)
@@ -523,6 +539,8 @@ static void start(struct otlp_http *h, struct job *j)
     cu.easy_setopt(j->easy, CURLOPT_HEADERFUNCTION, on_header);
     cu.easy_setopt(j->easy, CURLOPT_HEADERDATA, j);
     cu.easy_setopt(j->easy, CURLOPT_PRIVATE, j);
+    cu.easy_setopt(j->easy, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+    cu.easy_setopt(j->easy, CURLOPT_CLOSESOCKETDATA, h);
     cu.easy_setopt(j->easy, CURLOPT_USERAGENT, "ferryd/" FERRY_VERSION);
     /* HTTPS verifies the peer by default; a private CA comes from
      * OTEL_EXPORTER_OTLP_CERTIFICATE. */

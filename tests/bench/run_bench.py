@@ -232,16 +232,14 @@ def tracing_rows(build, tmp, rsock, untraced_sock, untraced_pid, args):
     first in the same way: how far from 1.00 this machine puts two
     identical daemons today. Two batch settings: the specification's
     defaults, and larger batches for high span rates. The collector is
-    tests/bench/otlp_sink.py, which discards what it receives (see there
-    why not the decoding test collector). Dropped spans are printed: a
+    build/otlp-sink (tests/bench/otlp_sink.c), which discards what it
+    receives (see there why not the decoding test collector). Dropped spans are printed: a
     row that drops spans did not export everything it traced. The cpu
     column is ferryd's CPU time per request traced over untraced, summed
     over the seven runs: what tracing costs ferryd itself."""
     from harness import free_port
     port = free_port()
-    sink = subprocess.Popen(["/usr/bin/python3", os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                              "otlp_sink.py"), str(port)],
-                            stdout=subprocess.PIPE, text=True)
+    sink = subprocess.Popen([os.path.join(build, "otlp-sink"), str(port)], stdout=subprocess.PIPE, text=True)
     settings = [("spec defaults (batch 512, queue 2048)", {}),
                 ("batch 4096, queue 16384", {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "4096",
                                             "OTEL_BSP_MAX_QUEUE_SIZE": "16384"})]

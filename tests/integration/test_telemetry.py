@@ -480,6 +480,33 @@ def test_exports_over_new_connections(traced, collector):
     assert f.ping()
 
 
+def test_kept_poll_handles_never_touch_a_reused_descriptor(traced, collector):
+    """ferryd keeps stopped poll handles of export sockets for their
+    descriptor's next use (otlp_http.c). When the collector closes each
+    connection, the descriptor number is free, and the next client that
+    connects to ferryd gets it. Dropping the kept handle then must not
+    take that client's descriptor out of the event loop: each client
+    below takes a number an export just freed, and every one of them
+    must still be answered afterwards."""
+    collector.close_connections = True
+    f = traced(OTEL_BSP_MAX_EXPORT_BATCH_SIZE="1", OTEL_BSP_SCHEDULE_DELAY="5000", OTEL_METRICS_EXPORTER="none")
+    held = []
+    try:
+        with f.client() as c:
+            for i in range(12):
+                c.redis("SET", "fd%d" % i, "v")
+                spans_named(collector, "SET", n=i + 1)
+                time.sleep(0.05)  # sequencing only: ferryd reads the answer and curl closes the socket
+                held.append(f.client(timeout=5 * SLOW))
+        for k, h in enumerate(held):
+            assert h.redis("GET", "fd%d" % k) == b"v", k
+    finally:
+        for h in held:
+            h.close()
+    assert len(collector.peers) >= 12
+    assert f.ping()
+
+
 def test_gzip(traced, collector):
     f = traced(OTEL_EXPORTER_OTLP_COMPRESSION="gzip")
     with f.client() as c:
