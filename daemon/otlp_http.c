@@ -21,6 +21,7 @@
  * waiting one, so a dead collector costs bounded memory. */
 #define MAX_JOBS 8
 #define MAX_IN_FLIGHT 2
+#define UPLOAD_BUFFER (256L * 1024)
 #define MAX_RESPONSE (64 * 1024)
 
 struct job {
@@ -529,6 +530,13 @@ static void start(struct otlp_http *h, struct job *j)
         j->easy = k->idle[--k->nidle];
     } else {
         j->easy = cu.easy_init();
+        /* A batch of 512 spans is 140 KiB or more; with libcurl's 64 KiB
+         * upload buffer it went out over three loop iterations, and at the
+         * specification's defaults two POSTs in flight fell behind a
+         * million spans a second (spans dropped). Set once per handle:
+         * setting it frees the buffer. */
+        if (j->easy)
+            cu.easy_setopt(j->easy, CURLOPT_UPLOAD_BUFFERSIZE, UPLOAD_BUFFER);
     }
     if (!j->easy) {
         finish(h, j, false);
