@@ -88,6 +88,26 @@ static void flush_one(struct outq *q)
     q->pending = t;
     q->pending.len = 0;
     uv_buf_t b = uv_buf_init((char *)q->writing.data, (unsigned)q->writing.len);
+    /* Written at once, the common case, it needs no write request: libuv
+     * 1.44 follows every completed uv_write with an epoll_ctl MOD of the
+     * descriptor (its drain re-queues the watcher even when the events
+     * did not change), a system call more per flush, and so per request
+     * when a client sends one at a time (strace). */
+    int n = uv_try_write(q->stream, &b, 1);
+    if (n == (int)b.len) {
+        cbuf_reset(&q->writing, KEEP_BYTES);
+        q->done(q, 0); /* pending was swapped out: the queue is empty */
+        return;
+    }
+    if (n < 0 && n != UV_EAGAIN) {
+        cbuf_reset(&q->writing, KEEP_BYTES);
+        q->done(q, n);
+        return;
+    }
+    if (n > 0) {
+        b.base += n;
+        b.len -= (size_t)n;
+    }
     int rc = uv_write(&q->wreq, q->stream, &b, 1, on_write);
     if (rc < 0) {
         cbuf_reset(&q->writing, KEEP_BYTES);
