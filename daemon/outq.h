@@ -2,11 +2,12 @@
  *
  * Producers append whole frames to `pending`. Once per loop iteration (in
  * the prepare and check phases) the flusher hands everything pending to the
- * kernel in one uv_write, so a burst of responses, or of Redis commands from
- * many clients, costs one syscall rather than one each. While that write is
- * in flight new bytes collect in `pending`; two buffers swap roles.
+ * kernel in one write, so a burst of responses, or of Redis commands from
+ * many clients, costs one syscall rather than one each. What the socket
+ * does not take at once goes in a uv_write; while that is in flight new
+ * bytes collect in `pending`; two buffers swap roles.
  *
- *   producer --append--> pending --swap at flush--> writing --uv_write--> fd
+ *   producer --append--> pending --swap at flush--> writing --uv_try_write, uv_write--> fd
  */
 #ifndef FERRY_OUTQ_H
 #define FERRY_OUTQ_H

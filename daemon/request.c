@@ -15,7 +15,7 @@
  *       |        (or: deadline expired --> cancel() --> "timeout")
  *       |        (or: client gone      --> cancel() --> no response)
  *   client.c     response appended to the client's outq
- *   outq.c       one coalesced uv_write per loop iteration
+ *   outq.c       one coalesced write per loop iteration
  *
  * Ownership: the request is malloc'd with a copy of its frame, so every
  * field of its view stays valid for its whole life whatever happens to the

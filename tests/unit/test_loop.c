@@ -137,11 +137,83 @@ static void test_outq_coalesces(void **st)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* A flush larger than the socket takes: the first part goes at once
+ * (uv_try_write), the rest through a write request, in order. */
+static struct {
+    uv_pipe_t pipe;
+    size_t len;
+    bool in_order;
+    char buf[1 << 16];
+} big;
+
+static void big_alloc(uv_handle_t *h, size_t s, uv_buf_t *b)
+{
+    (void)h;
+    (void)s;
+    b->base = big.buf;
+    b->len = sizeof(big.buf);
+}
+
+static void big_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
+{
+    for (ssize_t i = 0; i < n; i++)
+        if ((unsigned char)b->base[i] != (unsigned char)((big.len + (size_t)i) % 251))
+            big.in_order = false;
+    if (n > 0)
+        big.len += (size_t)n;
+    else if (n < 0)
+        uv_close((uv_handle_t *)st, NULL);
+}
+
+static void test_outq_writes_what_the_socket_does_not_take_at_once(void **st)
+{
+    (void)st;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    int small = 4096;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct flusher f;
+    flusher_init(&f, &loop);
+    done_calls = 0;
+    done_status = 1;
+    uv_pipe_init(&loop, &src, 0);
+    uv_pipe_open(&src, sv[0]);
+    big.len = 0;
+    big.in_order = true;
+    uv_pipe_init(&loop, &big.pipe, 0);
+    uv_pipe_open(&big.pipe, sv[1]);
+    uv_read_start((uv_stream_t *)&big.pipe, big_alloc, big_read);
+
+    struct outq q;
+    outq_init(&q, &f, on_done);
+    outq_enable(&q, (uv_stream_t *)&src);
+    size_t n = 3u << 20;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = (uint8_t)(i % 251);
+        cbuf_put(&q.pending, &c, 1);
+    }
+    outq_kick(&q);
+    flusher_run(&f);
+    assert_true(q.busy); /* the socket took part: a write request has the rest */
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(done_calls, 1);
+    assert_int_equal(done_status, 0);
+    assert_int_equal(big.len, n);
+    assert_true(big.in_order);
+    outq_free(&q);
+    flusher_close(&f);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deadlines_fire_in_order),
         cmocka_unit_test(test_outq_coalesces),
+        cmocka_unit_test(test_outq_writes_what_the_socket_does_not_take_at_once),
     };
     return cmocka_run_group_tests_name("loop", tests, NULL, NULL);
 }
