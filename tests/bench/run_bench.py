@@ -195,6 +195,12 @@ def bench_rps(build, sock, test, n, c, p):
     return parse(out.stdout)[test.upper()][0]
 
 
+# Pairs per tracing row. With 7, the control row (two identical ferryds)
+# still read 0.89-1.04 from run to run, as much as tracing costs; the
+# median of 15 moves less, and the rows take about two minutes more.
+PAIRS = 15
+
+
 def alternate(build, a_sock, b_sock, test, n, p, runs=PAIRS):
     """Runs the load against a and b in turn, runs times, b first in
     every other pair (so that neither is always the one that runs after
@@ -208,12 +214,6 @@ def alternate(build, a_sock, b_sock, test, n, p, runs=PAIRS):
             u.append(bench_rps(build, a_sock, test, n, 50, p))
             t.append(bench_rps(build, b_sock, test, n, 50, p))
     return u, t
-
-
-# Pairs per tracing row. With 7, the control row (two identical ferryds)
-# still read 0.89-1.04 from run to run, as much as tracing costs; the
-# median of 15 moves less, and the rows take about two minutes more.
-PAIRS = 15
 
 
 def paired(u, t):
