@@ -222,9 +222,9 @@ static void sock_close(struct sock *s)
     uv_close((uv_handle_t *)&s->poll, sock_closed);
 }
 
-static struct sock *idle_sock(struct otlp_http *h, curl_socket_t fd)
+static struct sock *find_sock(struct dlist *list, curl_socket_t fd)
 {
-    for (struct dlist *n = h->idle_socks.next; n != &h->idle_socks; n = n->next) {
+    for (struct dlist *n = list->next; n != list; n = n->next) {
         struct sock *s = container_of(n, struct sock, node);
         if (s->fd == fd)
             return s;
@@ -237,10 +237,16 @@ static struct sock *idle_sock(struct otlp_http *h, curl_socket_t fd)
 static int on_close_socket(void *arg, curl_socket_t fd)
 {
     struct otlp_http *h = arg;
-    struct sock *s = idle_sock(h, fd);
+    struct sock *s = find_sock(&h->idle_socks, fd);
     if (s) {
         sock_close(s);
         h->nidle_socks--;
+    } else if ((s = find_sock(&h->socks, fd))) {
+        /* curl reports a socket removed before it closes it; should it
+         * not, the handle still must not outlive the descriptor, nor
+         * curl refer to the handle. */
+        cu.multi_assign(h->multi, fd, NULL);
+        sock_close(s);
     }
     return close(fd);
 }
@@ -264,7 +270,7 @@ static int on_socket(CURL *e, curl_socket_t fd, int action, void *userp, void *s
         return 0;
     }
     if (!s) {
-        s = idle_sock(h, fd);
+        s = find_sock(&h->idle_socks, fd);
         if (s) {
             dlist_remove(&s->node);
             dlist_push_tail(&h->socks, &s->node);
