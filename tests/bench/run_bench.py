@@ -31,7 +31,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from harness import RabbitMQ  # noqa: E402
+from harness import RabbitMQ, free_port  # noqa: E402
 
 LINE = re.compile(r"^(\w+): ([\d.]+) requests per second(?:, p50=([\d.]+) msec)?(?:, p99=([\d.]+) msec)?")
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -121,7 +121,7 @@ def main():
                     "  distribution: ketama\n  auto_eject_hosts: false\n  timeout: 5000\n"
                     "  servers:\n   - %s:1\n" % (nsock, rsock))
         nc = subprocess.Popen(["nutcracker", "-c", os.path.join(tmp, "nc.yml"), "-o",
-                               os.path.join(tmp, "nc.log"), "-s", "22399",
+                               os.path.join(tmp, "nc.log"), "-s", str(free_port()),
                                "-a", "127.0.0.1"])
         procs.append(nc)
         wait_socket(nsock, nc, "nutcracker")
@@ -243,7 +243,6 @@ def tracing_rows(build, tmp, rsock, untraced_sock, untraced_pid, args):
     row that drops spans did not export everything it traced. The cpu
     column is ferryd's CPU time per request traced over untraced, summed
     over all the runs: what tracing costs ferryd itself."""
-    from harness import free_port
     port = free_port()
     sink = subprocess.Popen([os.path.join(build, "otlp-sink"), str(port)], stdout=subprocess.PIPE, text=True)
     settings = [("spec defaults (batch 512, queue 2048)", {}),
