@@ -290,18 +290,20 @@ static int on_socket(CURL *e, curl_socket_t fd, int action, void *userp, void *s
     return 0;
 }
 
-static void on_curl_timer(uv_timer_t *t)
+/* curl's timeout came: it runs whatever is due. */
+static void curl_timeout(struct otlp_http *h)
 {
-    struct otlp_http *h = t->data;
     int running;
     cu.multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     check_done(h);
 }
 
+static void on_curl_timer(uv_timer_t *t) { curl_timeout(t->data); }
+
 static void on_kick(uv_idle_t *k)
 {
     uv_idle_stop(k);
-    on_curl_timer(&((struct otlp_http *)k->data)->curl_timer);
+    curl_timeout(k->data);
 }
 
 static int on_timer_set(CURLM *m, long timeout_ms, void *userp)

@@ -62,21 +62,26 @@ void outq_kick(struct outq *q)
         dlist_push_tail(&q->flusher->dirty, &q->node);
 }
 
+/* The write of `writing` ended, at once or in a write request: the next
+ * flush may go, or the owner hears the queue is empty or failed. */
+static void write_ended(struct outq *q, int status)
+{
+    cbuf_reset(&q->writing, KEEP_BYTES);
+    if (status < 0)
+        q->done(q, status);
+    else if (q->pending.len > 0)
+        outq_kick(q);
+    else
+        q->done(q, 0);
+}
+
 static void on_write(uv_write_t *w, int status)
 {
     struct outq *q = container_of(w, struct outq, wreq);
     q->busy = false;
     if (status == UV_ECANCELED)
         return; /* the owner is closing; it no longer cares */
-    cbuf_reset(&q->writing, KEEP_BYTES);
-    if (status < 0) {
-        q->done(q, status);
-        return;
-    }
-    if (q->pending.len > 0)
-        outq_kick(q);
-    else
-        q->done(q, 0);
+    write_ended(q, status);
 }
 
 static void flush_one(struct outq *q)
@@ -94,14 +99,8 @@ static void flush_one(struct outq *q)
      * did not change), a system call more per flush, and so per request
      * when a client sends one at a time (strace). */
     int n = uv_try_write(q->stream, &b, 1);
-    if (n == (int)b.len) {
-        cbuf_reset(&q->writing, KEEP_BYTES);
-        q->done(q, 0); /* pending was swapped out: the queue is empty */
-        return;
-    }
-    if (n < 0 && n != UV_EAGAIN) {
-        cbuf_reset(&q->writing, KEEP_BYTES);
-        q->done(q, n);
+    if (n == (int)b.len || (n < 0 && n != UV_EAGAIN)) {
+        write_ended(q, n < 0 ? n : 0);
         return;
     }
     if (n > 0) {
@@ -110,8 +109,7 @@ static void flush_one(struct outq *q)
     }
     int rc = uv_write(&q->wreq, q->stream, &b, 1, on_write);
     if (rc < 0) {
-        cbuf_reset(&q->writing, KEEP_BYTES);
-        q->done(q, rc);
+        write_ended(q, rc);
         return;
     }
     q->busy = true;
