@@ -67,6 +67,7 @@ struct otlp_body {
     size_t ntpls, ctpls;
     size_t len;              /* bytes of the whole body */
     bool gzip;               /* head is the body gzip-compressed */
+    uint64_t id_seed[3];     /* random: the ids of entries that draw them (see "ids") */
 };
 /* Where a reader of a body is. Zeroed: at the start. */
 struct otlp_cursor {
@@ -98,6 +99,10 @@ struct otlp_span_batch {
     struct otlp_body body;   /* the spans so far; head is packed by finish */
     size_t spans_len;        /* bytes of the spans, framed (body.ne of them) */
     uint64_t id;             /* 0 until the first template is used */
+    /* refers: the shape of the last root span added and its template,
+     * which the body holds; NULL after begin */
+    const struct span_shape *last_shape;
+    struct span_tpl *last_t;
     struct cbuf env;         /* the packed resource, then the packed scope */
     size_t resource_len;
 };
@@ -106,8 +111,9 @@ struct otlp_span_batch {
 void otlp_batch_begin(const struct otlp_resource *r, struct otlp_span_batch *b, struct otlp_body *mem);
 void otlp_batch_add(struct otlp_span_cache *c, struct otlp_span_batch *b, struct span *s);
 /* Adds a root span of shape with these times (Unix ns) from the shape's
- * template: ids is its trace id and span id (16 + 8 bytes), or NULL to
- * draw new ones (trace_new_ids). False, adding nothing, when the shape
+ * template: ids is its trace id and span id (16 + 8 bytes), or NULL for
+ * new random ones, drawn as the body is written out (the same on every
+ * reading of it). False, adding nothing, when the shape
  * has no template yet (then add a record that uses the shape). */
 bool otlp_batch_add_shaped(struct otlp_span_cache *c, struct otlp_span_batch *b, const struct span_shape *shape,
                            const uint8_t *ids, uint64_t start, uint64_t end);

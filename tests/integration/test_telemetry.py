@@ -371,6 +371,27 @@ def test_retry_after_is_honoured(traced, collector):
     assert f.stats()["telemetry"]["export_failures"] == 0
 
 
+def test_root_span_ids_are_unique_and_sent_again_unchanged(traced, collector):
+    """A shaped root span's ids are drawn as its batch is written out
+    (otlp_encode.c, "ids"): each is unique and not zero, and a batch sent
+    again after a 503 carries the same bytes, ids included."""
+    f = traced(OTEL_METRICS_EXPORTER="none", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="64")
+    with f.client() as c:
+        c.redis("GET", "warm")                     # GET has a shape and a template from here on
+        spans_named(collector, "GET")
+        n0 = len(collector.requests)
+        collector.fail_next(1, 503, retry_after=1)
+        for i in range(300):
+            c.redis("GET", "k%d" % i)
+    gets = spans_named(collector, "GET", n=301, timeout=30)
+    assert len(gets) == 301
+    assert len({s["span_id"] for s in gets}) == 301 and len({s["trace_id"] for s in gets}) == 301
+    assert "0" * 16 not in {s["span_id"] for s in gets} and "0" * 32 not in {s["trace_id"] for s in gets}
+    bodies = [b for path, _, _, b in collector.requests[n0:] if path == "/v1/traces"]
+    assert bodies[0] in bodies[1:]                 # the refused batch, again byte for byte
+    assert f.stats()["telemetry"]["export_failures"] == 0 and collector.errors == []
+
+
 def test_final_errors_are_not_retried(traced, collector):
     collector.fail_next(1, 400)
     f = traced(OTEL_METRICS_EXPORTER="none")
