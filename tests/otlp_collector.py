@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 
 from harness import free_port
 
@@ -77,6 +78,7 @@ class Collector:
         self._fail = []          # [(status, retry_after)] for the next requests
         self.close_connections = False  # answer "Connection: close" and close
         self.peers = set()       # (address, port) of each connection a request came on
+        self.proxied = []        # absolute URLs of requests that came as to a proxy
         self.server = None
         self.thread = None
 
@@ -95,6 +97,10 @@ class Collector:
                 pass
 
             def do_POST(self):
+                if self.path.startswith("http://"):  # absolute form: sent to us as a proxy
+                    with collector.lock:
+                        collector.proxied.append(self.path)
+                    self.path = urllib.parse.urlsplit(self.path).path
                 n = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(n)
                 headers = {k.lower(): v for k, v in self.headers.items()}

@@ -555,6 +555,22 @@ def test_resource_and_headers_from_environment(traced, collector):
     assert len(r["service.instance.id"]) == 36
     headers = collector.requests[0][1]
     assert headers["x-api-key"] == "s3cret!" and headers["x-tenant"] == "acme"
+    assert headers["user-agent"].startswith("ferryd/")   # as the OTLP exporter spec asks
+    assert collector.proxied == []                        # no proxy variable: straight there
+
+
+def test_proxy_from_environment(traced, collector):
+    """libcurl's proxy variables are honoured (otlp_http.c tells curl not
+    to look only when none is set): with http_proxy pointing at the test
+    collector, an export to an unresolvable host arrives there as a proxy
+    request for that host."""
+    f = traced(OTEL_EXPORTER_OTLP_ENDPOINT="http://otlp.invalid:4318",
+               http_proxy="http://127.0.0.1:%d" % collector.port, OTEL_METRICS_EXPORTER="none")
+    with f.client() as c:
+        c.redis("SET", "via", "proxy")
+    spans_named(collector, "SET")
+    assert collector.proxied and all(u == "http://otlp.invalid:4318/v1/traces" for u in collector.proxied)
+    assert f.stats()["telemetry"]["export_failures"] == 0 and collector.errors == []
 
 
 def test_console_exporter(make_ferryd, collector):
