@@ -91,7 +91,6 @@ struct otlp_http {
     struct dlist jobs;                      /* struct job, oldest first */
     struct dlist socks;                     /* struct sock */
     struct dlist idle_socks;                /* struct sock, stopped; the oldest first */
-    size_t nidle_socks;
     size_t njobs, in_flight;
     otlp_http_done done;
     void *arg;
@@ -245,7 +244,6 @@ static int on_close_socket(void *arg, curl_socket_t fd)
     struct sock *s = find_sock(&h->idle_socks, fd);
     if (s) {
         sock_close(s);
-        h->nidle_socks--;
     } else if ((s = find_sock(&h->socks, fd))) {
         /* curl reports a socket removed before it closes it; should it
          * not, the handle still must not outlive the descriptor, nor
@@ -267,10 +265,12 @@ static int on_socket(CURL *e, curl_socket_t fd, int action, void *userp, void *s
             uv_poll_stop(&s->poll);
             dlist_remove(&s->node);
             dlist_push_tail(&h->idle_socks, &s->node);
-            if (++h->nidle_socks > IDLE_SOCKS) {
+            size_t n = 0;
+            struct dlist *pos;
+            dlist_foreach(pos, &h->idle_socks)
+                n++;
+            if (n > IDLE_SOCKS)
                 sock_close(container_of(h->idle_socks.next, struct sock, node));
-                h->nidle_socks--;
-            }
         }
         return 0;
     }
@@ -279,7 +279,6 @@ static int on_socket(CURL *e, curl_socket_t fd, int action, void *userp, void *s
         if (s) {
             dlist_remove(&s->node);
             dlist_push_tail(&h->socks, &s->node);
-            h->nidle_socks--;
         } else {
             s = xcalloc(1, sizeof(*s));
             s->fd = fd;
@@ -602,10 +601,11 @@ static void start(struct otlp_http *h, struct job *j)
         j->easy = k->idle[--k->nidle];
     } else {
         j->easy = cu.easy_init();
-        if (j->easy && !k)
-            j->own_hdrs = make_headers(j->sig, j->body.gzip);
-        if (j->easy)
+        if (j->easy) {
+            if (!k)
+                j->own_hdrs = make_headers(j->sig, j->body.gzip);
             set_fixed(h, j->easy, j->sig, k ? k->hdrs : j->own_hdrs, k ? k->url : NULL);
+        }
     }
     if (!j->easy) {
         finish(h, j, false);
@@ -760,7 +760,6 @@ void otlp_http_close(struct otlp_http *h, void (*closed)(void *arg), void *arg)
         sock_close(container_of(h->socks.next, struct sock, node));
     while (!dlist_empty(&h->idle_socks))
         sock_close(container_of(h->idle_socks.next, struct sock, node));
-    h->nidle_socks = 0;
     uv_close((uv_handle_t *)&h->curl_timer, handle_closed);
     uv_close((uv_handle_t *)&h->retry_timer, handle_closed);
     uv_close((uv_handle_t *)&h->kick, handle_closed);
