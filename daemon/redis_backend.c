@@ -18,6 +18,9 @@
 
 enum { OP_REDIS = 1 };
 
+/* request.bflags: what to kill when the request passes its deadline. */
+enum { RB_SCRIPT = 1, RB_FUNCTION = 2 };
+
 /* Commands of up to this many arguments are built on the stack. */
 #define SMALL_ARGC 16
 
@@ -250,6 +253,13 @@ static int rb_submit(struct backend *b, struct request *r)
         goto done;
     }
     rc = redis_conn_send(c, r, argc, argv, lens);
+    if (rc == 0 && (r->db_operation[0] == 'E' || r->db_operation[0] == 'F')) {
+        if (!strcmp(r->db_operation, "EVAL") || !strcmp(r->db_operation, "EVALSHA") ||
+            !strcmp(r->db_operation, "EVAL_RO") || !strcmp(r->db_operation, "EVALSHA_RO"))
+            r->bflags = RB_SCRIPT;
+        else if (!strcmp(r->db_operation, "FCALL") || !strcmp(r->db_operation, "FCALL_RO"))
+            r->bflags = RB_FUNCTION;
+    }
 done:
     if (argv && argv != small) {
         free(argv);
@@ -265,6 +275,27 @@ static void rb_cancel(struct backend *b, struct request *r)
         redis_conn_cancel(r->bdata, r);
 }
 
+/* A script or function that outlives its request's deadline is most
+ * likely busy (an endless loop): while it runs, every command behind it on
+ * its connection waits, and SCRIPT KILL sent there would wait too. So the
+ * kill goes out on the control connection, as redis-cli's users do by hand.
+ * Only when the request is the oldest on its connection: otherwise the
+ * script running is someone else's, or none. Redis acts on the kill once
+ * the script has run busy-reply-threshold (lua-time-limit) milliseconds. */
+static int rb_timeout_code(struct backend *b, struct request *r)
+{
+    struct redis_backend *rb = rb_of(b);
+    struct redis_conn *c = r->bdata;
+    if (r->bflags && c && redis_conn_is_head(c, r)) {
+        const char *what = r->bflags == RB_SCRIPT ? "SCRIPT" : "FUNCTION";
+        log_warn("redis: %s of request %llu is still running at its deadline; sending %s KILL",
+                 r->db_operation, (unsigned long long)r->id, what);
+        rb->scripts_killed++;
+        redis_conn_kill(rb->control, what);
+    }
+    return FE_TIMEOUT;
+}
+
 static int rb_start(struct backend *b)
 {
     struct redis_backend *rb = rb_of(b);
@@ -272,6 +303,7 @@ static int rb_start(struct backend *b)
              rb->nconns == 1 ? "" : "s");
     for (size_t i = 0; i < rb->nconns; i++)
         redis_conn_start(rb->conns[i]);
+    redis_conn_start(rb->control);
     return 0;
 }
 
@@ -283,7 +315,10 @@ static void rb_stats(struct backend *b, struct cbuf *o)
         ready += rb->conns[i]->state == RC_READY;
         usable += redis_conn_usable(rb->conns[i]);
     }
-    cbuf_map(o, 5);
+    uint64_t refused = 0;
+    for (size_t i = 0; i < rb->nconns; i++)
+        refused += rb->conns[i]->refused;
+    cbuf_map(o, 8);
     cbuf_str(o, "url");
     cbuf_str(o, rb->url_redacted);
     cbuf_str(o, "state");
@@ -292,6 +327,12 @@ static void rb_stats(struct backend *b, struct cbuf *o)
     cbuf_uint(o, rb->denied);
     cbuf_str(o, "unavailable");
     cbuf_uint(o, rb->rejected_unavailable);
+    cbuf_str(o, "replies_refused");
+    cbuf_uint(o, refused);
+    cbuf_str(o, "scripts_killed");
+    cbuf_uint(o, rb->scripts_killed);
+    cbuf_str(o, "control");
+    cbuf_str(o, redis_conn_state_name(rb->control->state));
     cbuf_str(o, "connections");
     cbuf_array(o, rb->nconns);
     for (size_t i = 0; i < rb->nconns; i++) {
@@ -348,6 +389,7 @@ static void rb_close(struct backend *b)
     struct redis_backend *rb = rb_of(b);
     for (size_t i = 0; i < rb->nconns; i++)
         redis_conn_stop(rb->conns[i]);
+    redis_conn_stop(rb->control);
 }
 
 static void rb_destroy(struct backend *b)
@@ -356,6 +398,8 @@ static void rb_destroy(struct backend *b)
     for (size_t i = 0; i < rb->nconns; i++)
         redis_conn_free(rb->conns[i]);
     free(rb->conns);
+    if (rb->control)
+        redis_conn_free(rb->control);
     redis_deny_free(&rb->deny);
     redis_addr_free(&rb->addr);
     free(rb->shapes);
@@ -368,6 +412,7 @@ static const struct backend_ops redis_ops = {
     .start = rb_start,
     .submit = rb_submit,
     .cancel = rb_cancel,
+    .timeout_code = rb_timeout_code,
     .stats = rb_stats,
     .metrics = rb_metrics,
     .reload = rb_reload,
@@ -399,6 +444,8 @@ struct backend *redis_backend_new(struct server *s, char *err, size_t errlen)
     rb->conns = xcalloc(rb->nconns, sizeof(*rb->conns));
     for (size_t i = 0; i < rb->nconns; i++)
         rb->conns[i] = redis_conn_new(rb, (unsigned)i);
+    rb->control = redis_conn_new(rb, (unsigned)rb->nconns);
+    rb->control->control = true;
     if (server_add_op(s, "redis", NULL, &rb->base, OP_REDIS) != 0) {
         snprintf(err, errlen, "cannot register the redis op");
         rb_destroy(&rb->base);

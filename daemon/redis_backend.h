@@ -18,6 +18,11 @@ struct redis_backend {
     struct redis_deny deny;      /* owns */
     struct redis_conn **conns;   /* owns: the pool */
     size_t nconns;
+    /* owns: a connection that carries no requests, kept open so that a
+     * busy script can be killed (SCRIPT KILL waits behind the script on
+     * the connection that ran it). */
+    struct redis_conn *control;
+    uint64_t scripts_killed;     /* SCRIPT/FUNCTION KILLs sent */
     size_t next;                 /* round-robin start among equals */
     uint64_t denied;             /* requests refused by the deny-list */
     uint64_t rejected_unavailable;

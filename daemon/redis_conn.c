@@ -29,6 +29,7 @@
 #include "redis_command.h"
 #include "redis_conn.h"
 #include "redis_reply.h"
+#include "resp_guard.h"
 #include "request.h"
 #include "server.h"
 #include "telemetry.h"
@@ -36,8 +37,11 @@
 #define READ_BUF (64 * 1024)
 #define FEED_SLICE (4 * 1024)
 
-static char handshake_marker;
+static char handshake_marker, kill_marker;
 #define HANDSHAKE_SLOT ((struct request *)&handshake_marker)
+/* A SCRIPT KILL or FUNCTION KILL sent on the control connection: its reply
+ * is logged. */
+#define KILL_SLOT ((struct request *)&kill_marker)
 
 static void begin_attempt(struct redis_conn *c);
 
@@ -58,7 +62,7 @@ static void fail_all(struct redis_conn *c, int code, const char *msg)
 {
     while (reqring_size(&c->ring)) {
         struct request *r = reqring_pop(&c->ring);
-        if (r && r != HANDSHAKE_SLOT) {
+        if (r && r != HANDSHAKE_SLOT && r != KILL_SLOT) {
             r->backend = NULL;
             request_fail(r, code, msg);
         }
@@ -113,7 +117,7 @@ static void conn_fail(struct redis_conn *c, const char *why)
     snprintf(c->last_error, sizeof(c->last_error), "%s", why);
     if (c->state == RC_READY) {
         c->drops++;
-        log_warn("redis connection %u to %s lost: %s", c->index, c->rb->url_redacted, why);
+        log_warn("redis %s %u to %s lost: %s", c->control ? "control connection" : "connection", c->index, c->rb->url_redacted, why);
     } else if (!c->down || c->failures % 20 == 0) {
         log_warn("redis connection %u to %s failed: %s", c->index, c->rb->url_redacted, why);
     } else {
@@ -152,8 +156,16 @@ static void handle_reply(struct redis_conn *c, redisReply *reply)
             c->connects++;
             c->last_error[0] = '\0';
             uv_timer_stop(&c->timer);
-            log_info("redis connection %u to %s ready", c->index, c->rb->url_redacted);
+            log_info("redis %s %u to %s ready", c->control ? "control connection" : "connection", c->index, c->rb->url_redacted);
         }
+        return;
+    }
+    if (r == KILL_SLOT) {
+        if (reply->type == REDIS_REPLY_ERROR)
+            log_warn("redis: the kill of a busy script was refused: %.*s", (int)(reply->len > 200 ? 200 : reply->len),
+                     reply->str);
+        else
+            log_info("redis: the busy script was killed");
         return;
     }
     if (!r)
@@ -182,6 +194,78 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = READ_BUF;
 }
 
+/* Feeds n bytes to the reader, in slices, and handles every reply that
+ * completes. Returns false when the connection failed. */
+static bool feed(struct redis_conn *c, const char *p, size_t len)
+{
+    /* hiredis 0.14's reader moves its whole unread buffer down each time
+     * it has consumed 1 KiB, so one large feed costs time quadratic in its
+     * size. Feeding small slices and draining replies between them keeps
+     * each move short. */
+    for (size_t off = 0; off < len;) {
+        size_t n = len - off < FEED_SLICE ? len - off : FEED_SLICE;
+        if (redisReaderFeed(c->reader, p + off, n) != REDIS_OK) {
+            conn_fail(c, "RESP reader failed");
+            return false;
+        }
+        off += n;
+        for (;;) {
+            if (c->state != RC_HANDSHAKE && c->state != RC_READY)
+                return false;
+            void *reply = NULL;
+            if (redisReaderGetReply(c->reader, &reply) != REDIS_OK) {
+                char why[160];
+                snprintf(why, sizeof(why), "protocol error: %s", c->reader->errstr);
+                conn_fail(c, why);
+                return false;
+            }
+            if (!reply)
+                break;
+            handle_reply(c, reply);
+            freeReplyObject(reply);
+        }
+    }
+    return true;
+}
+
+/* The guard refused the reply now arriving (resp_guard.h): the reader
+ * forgets the part it was fed, and only the request that asked for it
+ * fails. Every earlier reply has been handled, so it is the ring's head. */
+static void refuse_reply(struct redis_conn *c)
+{
+    redisReaderFree(c->reader);
+    c->reader = redisReaderCreate();
+    if (!c->reader)
+        abort();
+    c->refused++;
+    if (reqring_size(&c->ring) == 0) {
+        conn_fail(c, "redis sent a reply to no command");
+        return;
+    }
+    struct request *r = reqring_pop(&c->ring);
+    if (r == HANDSHAKE_SLOT) {
+        conn_fail(c, "the handshake's reply was refused");
+        return;
+    }
+    if (r == KILL_SLOT || !r)
+        return;
+    r->backend = NULL;
+    char msg[200];
+    if (c->guard.why == RESP_GUARD_TOO_DEEP) {
+        snprintf(msg, sizeof(msg),
+                 "the reply is nested deeper than %d levels, which ferryd's RESP reader (hiredis 0.14) "
+                 "cannot read; it was dropped",
+                 RESP_GUARD_MAX_NESTING);
+        request_fail(r, FE_BACKEND_ERROR, msg);
+    } else {
+        snprintf(msg, sizeof(msg),
+                 "the reply is larger than max_frame (%zu bytes) or has more than %zu elements; it was "
+                 "dropped unread",
+                 c->guard.max_bytes, c->guard.max_elements);
+        request_fail(r, FE_TOO_LARGE, msg);
+    }
+}
+
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     struct redis_conn *c = container_of((uv_tcp_t *)st, struct redis_conn, io.tcp);
@@ -191,31 +275,16 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         conn_fail(c, nread == UV_EOF ? "redis closed the connection" : uv_strerror((int)nread));
         return;
     }
-    /* hiredis 0.14's reader moves its whole unread buffer down each time
-     * it has consumed 1 KiB, so one large feed costs time quadratic in its
-     * size (callgrind: 13% of the daemon for 64 KiB reads). Feeding small
-     * slices and draining replies between them keeps each move short. */
     for (size_t off = 0; off < (size_t)nread;) {
-        size_t n = (size_t)nread - off < FEED_SLICE ? (size_t)nread - off : FEED_SLICE;
-        if (redisReaderFeed(c->reader, buf->base + off, n) != REDIS_OK) {
-            conn_fail(c, "RESP reader failed");
+        bool skipping = c->guard.skipping;
+        size_t k = resp_guard_scan(&c->guard, buf->base + off, (size_t)nread - off);
+        if (!skipping && k > 0 && !feed(c, buf->base + off, k))
             return;
-        }
-        off += n;
-        for (;;) {
+        off += k;
+        if (!skipping && c->guard.skipping) {
+            refuse_reply(c);
             if (c->state != RC_HANDSHAKE && c->state != RC_READY)
                 return;
-            void *reply = NULL;
-            if (redisReaderGetReply(c->reader, &reply) != REDIS_OK) {
-                char why[160];
-                snprintf(why, sizeof(why), "protocol error: %s", c->reader->errstr);
-                conn_fail(c, why);
-                return;
-            }
-            if (!reply)
-                break;
-            handle_reply(c, reply);
-            freeReplyObject(reply);
         }
     }
 }
@@ -313,6 +382,7 @@ static void begin_attempt(struct redis_conn *c)
     c->reader = redisReaderCreate();
     if (!c->reader)
         abort();
+    resp_guard_reset(&c->guard);
     c->ring.head = c->ring.tail = 0;
     c->handshake_left = 0;
     c->out.pending.len = 0;
@@ -362,6 +432,11 @@ struct redis_conn *redis_conn_new(struct redis_backend *rb, unsigned index)
     c->state = RC_WAITING;
     c->readbuf = xmalloc(READ_BUF);
     reqring_init(&c->ring);
+    /* Replies are bounded like frames: a reply is never bigger in CBOR
+     * than in RESP. hiredis holds each element as an object of about 60
+     * bytes, hence the bound on elements. */
+    size_t max = (size_t)rb->base.server->cfg.max_frame;
+    resp_guard_init(&c->guard, max, max / 16);
     outq_init(&c->out, &rb->base.server->flusher, on_out_done);
     return c;
 }
@@ -387,6 +462,25 @@ int redis_conn_send(struct redis_conn *c, struct request *r, int argc, const cha
 void redis_conn_cancel(struct redis_conn *c, struct request *r)
 {
     reqring_cancel(&c->ring, r->bseq, r);
+}
+
+bool redis_conn_is_head(const struct redis_conn *c, const struct request *r)
+{
+    return reqring_size(&c->ring) && r->bseq == c->ring.head;
+}
+
+void redis_conn_kill(struct redis_conn *c, const char *what)
+{
+    if (c->state != RC_READY || redis_conn_pending(c) >= (size_t)cfg(c)->redis_max_pending) {
+        log_warn("redis: cannot send %s KILL: the control connection is %s", what,
+                 redis_conn_state_name(c->state));
+        return;
+    }
+    const char *argv[2] = {what, "KILL"};
+    size_t lens[2] = {strlen(what), 4};
+    reqring_push(&c->ring, KILL_SLOT);
+    redis_command_format(&c->out.pending, 2, argv, lens);
+    outq_kick(&c->out);
 }
 
 void redis_conn_stop(struct redis_conn *c)

@@ -9,6 +9,7 @@
 
 #include "outq.h"
 #include "reqring.h"
+#include "resp_guard.h"
 
 struct redis_backend;
 struct request;
@@ -40,6 +41,7 @@ struct redis_conn {
     uv_timer_t timer;           /* connect timeout, or backoff wait */
     struct outq out;            /* owns: formatted commands not yet written */
     redisReader *reader;        /* owns */
+    struct resp_guard guard;    /* which replies the reader may see */
     char *readbuf;              /* owns: READ_BUF bytes for uv_read */
 
     /* Commands awaiting replies, oldest first. A slot holds the request,
@@ -50,7 +52,9 @@ struct redis_conn {
 
     bool down;                  /* failed since last ready: fail fast */
     unsigned failures;          /* consecutive failed attempts */
+    bool control;               /* the control connection: never carries requests */
     uint64_t connects, drops;   /* counters for stats */
+    uint64_t refused;           /* replies refused by the guard */
     char last_error[160];
     char peer[108];             /* the address connected to (IP, or socket path) */
     unsigned peer_gen;          /* bumped when peer is set: span shapes that name it go stale */
@@ -63,6 +67,12 @@ void redis_conn_start(struct redis_conn *c);
 int redis_conn_send(struct redis_conn *c, struct request *r, int argc, const char *const *argv,
                     const size_t *lens) __attribute__((warn_unused_result));
 void redis_conn_cancel(struct redis_conn *c, struct request *r);
+/* Sends "SCRIPT KILL" or "FUNCTION KILL" (what is "SCRIPT" or "FUNCTION")
+ * on the control connection c, and logs its reply. */
+void redis_conn_kill(struct redis_conn *c, const char *what);
+/* Whether r is the oldest command awaiting a reply on c: the one Redis is
+ * running, or will run next. */
+bool redis_conn_is_head(const struct redis_conn *c, const struct request *r);
 void redis_conn_stop(struct redis_conn *c);
 void redis_conn_free(struct redis_conn *c);
 static inline size_t redis_conn_pending(const struct redis_conn *c) { return reqring_size(&c->ring); }

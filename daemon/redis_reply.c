@@ -8,8 +8,14 @@ void redis_reply_encode(const redisReply *r, struct cbuf *out)
     case REDIS_REPLY_STRING:
         cbuf_bytes(out, r->str, r->len);
         break;
-    case REDIS_REPLY_STATUS:
     case REDIS_REPLY_ERROR:
+        /* Only inside an array (a script's error_reply, EXEC's results):
+         * a top-level error is the request's backend_error. A map tells it
+         * from a status line, which is bare text. */
+        cbuf_map(out, 1);
+        cbuf_str(out, "error");
+        /* fall through */
+    case REDIS_REPLY_STATUS:
         /* Status lines are ASCII by protocol; guard anyway, since text on
          * the wire must be UTF-8. */
         if (utf8_valid((const uint8_t *)r->str, r->len))

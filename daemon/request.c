@@ -127,6 +127,7 @@ void request_handle(struct client *c, const uint8_t *body, size_t len)
     r->backend = NULL;
     r->bseq = 0;
     r->bdata = NULL;
+    r->bflags = 0;
     r->db_system = NULL;
     r->db_operation[0] = '\0';
     /* ferryd serves the application: a SERVER span, unless the backend

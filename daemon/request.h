@@ -27,6 +27,7 @@ struct request {
     struct backend *backend;    /* refers; non-NULL while submitted */
     uint64_t bseq;              /* backend-private sequence number */
     void *bdata;                /* backend-private pointer */
+    unsigned bflags;            /* backend-private flags */
 
     struct span *span;          /* owns until it ends: NULL when not sampled, or on demand */
     /* A root span not recorded yet (the backend's spans_on_demand): most

@@ -1,0 +1,171 @@
+/* resp_guard.c: see resp_guard.h.
+ *
+ * A reply is a tree of items; `need` counts the items still to start before
+ * the reply is complete (one at first, plus each aggregate's count), which
+ * is all skipping needs, at any depth. While not skipping, `left` also keeps
+ * the children still to start of each open aggregate, so the guard knows
+ * the depth at which the next item opens. */
+#include <string.h>
+
+#include "resp_guard.h"
+
+/* Header numbers past this are saturated: no real count or length gets
+ * near it, and a reply announcing one is refused on its size anyway. */
+#define NUM_CAP ((uint64_t)1 << 50)
+
+void resp_guard_init(struct resp_guard *g, size_t max_bytes, size_t max_elements)
+{
+    memset(g, 0, sizeof(*g));
+    g->max_bytes = max_bytes;
+    g->max_elements = max_elements;
+    resp_guard_reset(g);
+}
+
+void resp_guard_reset(struct resp_guard *g)
+{
+    size_t mb = g->max_bytes, me = g->max_elements;
+    memset(g, 0, sizeof(*g));
+    g->max_bytes = mb;
+    g->max_elements = me;
+    g->phase = RG_TYPE;
+    g->why = RESP_GUARD_OK;
+}
+
+const char *resp_guard_reason(enum resp_guard_why why)
+{
+    switch (why) {
+    case RESP_GUARD_TOO_DEEP:
+        return "too deep";
+    case RESP_GUARD_TOO_LARGE:
+        return "too large";
+    case RESP_GUARD_PROTOCOL:
+        return "not RESP2";
+    default:
+        return "ok";
+    }
+}
+
+static size_t refuse(struct resp_guard *g, enum resp_guard_why why, size_t at)
+{
+    g->skipping = true;
+    g->why = why;
+    return at;
+}
+
+/* An item has ended. Returns true when it ended its reply. */
+static bool item_done(struct resp_guard *g)
+{
+    g->phase = RG_TYPE;
+    if (!g->skipping)
+        while (g->depth && g->left[g->depth - 1] == 0)
+            g->depth--;
+    if (g->need)
+        return false;
+    g->bytes = 0;
+    g->elements = 0;
+    g->depth = 0;
+    g->skipping = false;
+    g->why = RESP_GUARD_OK;
+    return true;
+}
+
+static size_t broken(struct resp_guard *g, size_t n)
+{
+    g->skipping = false;
+    g->why = RESP_GUARD_PROTOCOL;
+    return n;
+}
+
+size_t resp_guard_scan(struct resp_guard *g, const char *p, size_t n)
+{
+    if (g->why == RESP_GUARD_PROTOCOL)
+        return n;
+    const bool was_skipping = g->skipping;
+    size_t i = 0;
+    while (i < n) {
+        if (g->phase == RG_PAYLOAD) {
+            uint64_t k = g->payload_left < n - i ? g->payload_left : n - i;
+            i += (size_t)k;
+            g->bytes += k;
+            g->payload_left -= k;
+            if (g->payload_left == 0 && item_done(g) && was_skipping)
+                return i;
+            continue;
+        }
+        if (g->phase == RG_TYPE) {
+            char t = p[i];
+            if (t != '$' && t != '*' && t != ':' && t != '+' && t != '-')
+                return broken(g, n);
+            if (g->need == 0)
+                g->need = 1; /* a new reply */
+            if (!g->skipping) {
+                if (t == '*' && g->depth == RESP_GUARD_MAX_NESTING)
+                    return refuse(g, RESP_GUARD_TOO_DEEP, i);
+                if (g->bytes + 1 > g->max_bytes)
+                    return refuse(g, RESP_GUARD_TOO_LARGE, i);
+                if (g->depth)
+                    g->left[g->depth - 1]--;
+            }
+            g->need--;
+            g->type = t;
+            g->neg = g->digits = false;
+            g->num = 0;
+            g->phase = RG_LINE;
+            i++;
+            g->bytes++;
+            continue;
+        }
+        /* RG_LINE */
+        if (g->type == '+' || g->type == '-' || g->type == ':') {
+            const char *nl = memchr(p + i, '\n', n - i);
+            size_t k = nl ? (size_t)(nl - (p + i)) + 1 : n - i;
+            if (!g->skipping && g->bytes + k > g->max_bytes)
+                return refuse(g, RESP_GUARD_TOO_LARGE, i);
+            i += k;
+            g->bytes += k;
+            if (nl && item_done(g) && was_skipping)
+                return i;
+            continue;
+        }
+        char ch = p[i];
+        if (ch >= '0' && ch <= '9') {
+            g->num = g->num >= NUM_CAP ? NUM_CAP : g->num * 10 + (uint64_t)(ch - '0');
+            g->digits = true;
+        } else if (ch == '-' && !g->digits && !g->neg) {
+            g->neg = true;
+        } else if (ch == '\n') {
+            if (!g->digits)
+                return broken(g, n);
+            if (!g->skipping && !g->neg) {
+                /* Refused before the reader sees the line's end, so it
+                 * never allocates what the header announces. */
+                if (g->type == '$' && g->bytes + 1 + g->num + 2 > g->max_bytes)
+                    return refuse(g, RESP_GUARD_TOO_LARGE, i);
+                if (g->type == '*' && (g->elements + g->num > g->max_elements ||
+                                       g->bytes + 1 + 3 * g->num > g->max_bytes))
+                    return refuse(g, RESP_GUARD_TOO_LARGE, i);
+            }
+            i++;
+            g->bytes++;
+            if (g->neg || (g->type == '*' && g->num == 0)) {
+                if (item_done(g) && was_skipping)
+                    return i;
+            } else if (g->type == '$') {
+                g->payload_left = g->num + 2;
+                g->phase = RG_PAYLOAD;
+            } else {
+                g->need = g->need + g->num > NUM_CAP ? NUM_CAP : g->need + g->num;
+                g->elements += g->num;
+                if (!g->skipping)
+                    g->left[g->depth++] = (int64_t)g->num;
+                g->phase = RG_TYPE;
+            }
+            continue;
+        } else if (ch != '\r') {
+            return broken(g, n);
+        }
+        i++;
+        g->bytes++;
+    }
+    return i;
+}
