@@ -236,8 +236,7 @@ static int rb_submit(struct backend *b, struct request *r)
     const struct deny_rule *deny = redis_deny_match(&rb->deny, argc, argv, lens);
     if (deny) {
         rb->denied++;
-        snprintf(msg, sizeof(msg), "'%s%s%s' is denied by redis_deny", deny->cmd,
-                 deny->word[0] ? " " : "", deny->word);
+        snprintf(msg, sizeof(msg), "'%s' is denied by redis_deny", deny->text);
         r->backend = NULL;
         request_fail(r, FE_DENIED, msg);
         goto done;

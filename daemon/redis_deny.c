@@ -40,6 +40,58 @@ static void build_index(struct redis_deny *d)
     d->start[256] = (unsigned)d->n;
 }
 
+/* Parses one rule from [a, b). Returns 0 or -1. */
+static int parse_rule(const char *a, const char *b, struct deny_rule *r)
+{
+    memset(r, 0, sizeof(*r));
+    bool first = true, had_option = false;
+    size_t tl = 0;
+    while (a < b) {
+        while (a < b && isspace((unsigned char)*a))
+            a++;
+        const char *e = a;
+        while (e < b && !isspace((unsigned char)*e))
+            e++;
+        if (a == e)
+            break;
+        if (first) {
+            if (copy_word(r->cmd, sizeof(r->cmd), a, (size_t)(e - a)) != 0)
+                return -1;
+            r->cmd_len = strlen(r->cmd);
+            first = false;
+        } else {
+            /* After an option, one word may follow: the one that ends
+             * the options. */
+            if (r->nwords == DENY_MAX_WORDS || (had_option && r->words[r->nwords - 1].option == false))
+                return -1;
+            struct deny_word *w = &r->words[r->nwords];
+            const char *wa = a, *we = e;
+            if (*wa == '[') {
+                if (we - wa < 3 || we[-1] != ']' || had_option)
+                    return -1;
+                wa++;
+                we--;
+                w->option = had_option = true;
+            }
+            if (copy_word(w->w, sizeof(w->w), wa, (size_t)(we - wa)) != 0 || strchr(w->w, '[') ||
+                strchr(w->w, ']') || (w->option && strcmp(w->w, "*") == 0))
+                return -1;
+            w->len = strlen(w->w);
+            r->nwords++;
+        }
+        int n = snprintf(r->text + tl, sizeof(r->text) - tl, "%s%.*s", tl ? " " : "", (int)(e - a), a);
+        if (n < 0 || (size_t)n >= sizeof(r->text) - tl)
+            return -1;
+        tl += (size_t)n;
+        a = e;
+    }
+    if (first)
+        return -1;
+    for (char *t = r->text; *t; t++)
+        *t = (char)toupper((unsigned char)*t);
+    return 0;
+}
+
 int redis_deny_parse(const char *spec, struct redis_deny *out, char *err, size_t errlen)
 {
     out->rules = NULL;
@@ -58,19 +110,10 @@ int redis_deny_parse(const char *spec, struct redis_deny *out, char *err, size_t
             b--;
         if (a < b) {
             struct deny_rule r;
-            memset(&r, 0, sizeof(r));
-            const char *sp = a;
-            while (sp < b && !isspace((unsigned char)*sp))
-                sp++;
-            const char *w = sp;
-            while (w < b && isspace((unsigned char)*w))
-                w++;
-            const char *wend = w;
-            while (wend < b && !isspace((unsigned char)*wend))
-                wend++;
-            if (copy_word(r.cmd, sizeof(r.cmd), a, (size_t)(sp - a)) != 0 || wend != b ||
-                (w < b && copy_word(r.word, sizeof(r.word), w, (size_t)(wend - w)) != 0)) {
-                snprintf(err, errlen, "key 'redis_deny': bad entry '%.*s' (want CMD or CMD WORD)",
+            if (parse_rule(a, b, &r) != 0) {
+                snprintf(err, errlen,
+                         "key 'redis_deny': bad entry '%.*s' (want CMD, CMD SUBCOMMAND, or words, * and "
+                         "one [OPTION] followed by at most the word that ends the options)",
                          (int)(b - a), a);
                 redis_deny_free(out);
                 return -1;
@@ -79,8 +122,6 @@ int redis_deny_parse(const char *spec, struct redis_deny *out, char *err, size_t
                 cap = cap ? cap * 2 : 32;
                 out->rules = xrealloc(out->rules, cap * sizeof(*out->rules));
             }
-            r.cmd_len = strlen(r.cmd);
-            r.word_len = strlen(r.word);
             out->rules[out->n++] = r;
         }
         p = *end ? end + 1 : end;
@@ -103,6 +144,33 @@ static int eq_nocase(const char *rule, size_t rule_len, const char *arg, size_t 
     return rule_len == len && strncasecmp(rule, arg, len) == 0;
 }
 
+static bool word_eq(const struct deny_word *w, const char *arg, size_t len)
+{
+    return (w->len == 1 && w->w[0] == '*') || eq_nocase(w->w, w->len, arg, len);
+}
+
+static bool rule_matches(const struct deny_rule *r, int argc, const char *const *argv, const size_t *lens)
+{
+    int pos = 1;
+    for (unsigned k = 0; k < r->nwords; k++) {
+        const struct deny_word *w = &r->words[k];
+        if (w->option) {
+            const struct deny_word *stop = k + 1 < r->nwords ? &r->words[k + 1] : NULL;
+            for (int j = pos; j < argc; j++) {
+                if (eq_nocase(w->w, w->len, argv[j], lens[j]))
+                    return true;
+                if (stop && word_eq(stop, argv[j], lens[j]))
+                    return false;
+            }
+            return false;
+        }
+        if (pos >= argc || !word_eq(w, argv[pos], lens[pos]))
+            return false;
+        pos++;
+    }
+    return true;
+}
+
 const struct deny_rule *redis_deny_match(const struct redis_deny *d, int argc, const char *const *argv,
                                          const size_t *lens)
 {
@@ -111,13 +179,8 @@ const struct deny_rule *redis_deny_match(const struct redis_deny *d, int argc, c
     unsigned char b = (unsigned char)toupper((unsigned char)argv[0][0]);
     for (size_t i = d->start[b]; i < d->start[b + 1]; i++) {
         const struct deny_rule *r = &d->rules[i];
-        if (!eq_nocase(r->cmd, r->cmd_len, argv[0], lens[0]))
-            continue;
-        if (r->word[0] == '\0')
+        if (eq_nocase(r->cmd, r->cmd_len, argv[0], lens[0]) && rule_matches(r, argc, argv, lens))
             return r;
-        for (int j = 1; j < argc; j++)
-            if (eq_nocase(r->word, r->word_len, argv[j], lens[j]))
-                return r;
     }
     return NULL;
 }

@@ -1,13 +1,36 @@
-/* redis_deny.h: the 'redis' op's deny-list. Pure, for unit tests. */
+/* redis_deny.h: the 'redis' op's deny-list. Pure, for unit tests.
+ *
+ * A rule is a command and, optionally, what its arguments must look like
+ * for the rule to apply, word by word from the first argument:
+ *
+ *   FLUSHALL                               the command, whatever follows
+ *   CLIENT KILL                            a subcommand: the first argument is KILL
+ *   XREADGROUP GROUP * * [BLOCK] STREAMS   '*' is any one argument; [BLOCK] is an
+ *                                          option: BLOCK anywhere from there on,
+ *                                          before the word after it (STREAMS)
+ *
+ * So "CLIENT SETNAME KILL" and "XREAD STREAMS block 0" (a stream named
+ * block) are not caught by rules meant for CLIENT KILL and XREAD's BLOCK. */
 #ifndef FERRY_REDIS_DENY_H
 #define FERRY_REDIS_DENY_H
 
+#include <stdbool.h>
 #include <stddef.h>
+
+#define DENY_MAX_WORDS 6
+
+struct deny_word {
+    char w[32];  /* upper case; "*" matches any argument */
+    size_t len;
+    bool option; /* [W]: W anywhere before the next word */
+};
 
 struct deny_rule {
     char cmd[32];  /* upper-case command name */
-    char word[32]; /* upper-case argument that must also appear, or "" */
-    size_t cmd_len, word_len;
+    size_t cmd_len;
+    struct deny_word words[DENY_MAX_WORDS];
+    unsigned nwords;
+    char text[200]; /* the rule as written, upper case, for messages */
 };
 
 struct redis_deny {
@@ -19,14 +42,13 @@ struct redis_deny {
     unsigned start[257];
 };
 
-/* Parses "CMD, CMD WORD, ..." (case-insensitive). Returns 0, or -1 with a
+/* Parses "RULE, RULE, ..." (case-insensitive). Returns 0, or -1 with a
  * message naming the bad entry. */
 int redis_deny_parse(const char *spec, struct redis_deny *out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 void redis_deny_free(struct redis_deny *d);
 
-/* Returns the rule that denies the command, or NULL. A rule "CMD WORD"
- * matches when the command is CMD and any later argument is WORD. */
+/* Returns the rule that denies the command, or NULL. */
 const struct deny_rule *redis_deny_match(const struct redis_deny *d, int argc, const char *const *argv,
                                          const size_t *lens);
 

@@ -9,8 +9,8 @@
 /* Appends one CBOR item for reply: bulk string -> byte string, status ->
  * text, integer -> integer, nil -> null, array -> array (nested). An error
  * reply is not a result: the caller turns it into a backend_error, and this
- * writes it as text only when it sits inside an array (as EXEC can
- * return). */
+ * writes it as the map {"error": text} only when it sits inside an array
+ * (as EXEC and scripts can return). */
 void redis_reply_encode(const redisReply *reply, struct cbuf *out);
 
 #endif

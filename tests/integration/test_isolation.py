@@ -138,3 +138,54 @@ def test_busy_script_is_killed_at_its_deadline(ferryd, redis, kind):
     st = conn_stats(ferryd)
     assert st["scripts_killed"] == 1
     assert st["connections"][0]["drops"] == 0
+
+
+@pytest.mark.parametrize("argv", [
+    ["MIGRATE", "127.0.0.1", "1", "k", "0", "5000"],
+    ["XREAD", "COUNT", "1", "BLOCK", "0", "STREAMS", "s", "$"],
+    ["XREADGROUP", "GROUP", "g", "c", "BLOCK", "10", "STREAMS", "s", ">"],
+])
+def test_deny_rules(ferryd, argv):
+    with ferryd.client() as c:
+        with pytest.raises(ferry.FerryError) as e:
+            c.redis(*argv)
+        assert e.value.code == "denied"
+
+
+def test_deny_rules_match_in_place_only(ferryd):
+    # Words that denied commands use, where they are not the subcommand or
+    # option: a client name KILL, a stream, group and consumer named block.
+    with ferryd.client() as c:
+        assert c.redis("CLIENT", "SETNAME", "KILL") == "OK"
+        assert c.redis("XADD", "block", "*", "f", "v")
+        r = c.redis("XREAD", "STREAMS", "block", "0")
+        assert r[0][0] == b"block"
+        assert c.redis("XGROUP", "CREATE", "block", "block", "0") == "OK"
+        r = c.redis("XREADGROUP", "GROUP", "block", "block", "STREAMS", "block", ">")
+        assert r[0][0] == b"block"
+
+
+def test_acl_user_is_the_policy_that_holds_inside_scripts(make_ferryd, redis):
+    # The deny-list guards the shared connection against mistakes; scripts
+    # get past it. A Redis ACL user without @dangerous is refused inside
+    # scripts too (docs/protocol.md).
+    assert redis.cli("ACL", "SETUSER", "ferry", "on", ">s3cret", "~*", "&*", "+@all", "-@dangerous") == "OK"
+    redis.cli("SET", "keep", "1")
+    f = make_ferryd(redis_url="redis://ferry:s3cret@127.0.0.1:%d/0" % redis.port)
+    with f.client() as c:
+        for argv in (["EVAL", "return redis.call('FLUSHALL')", "0"],
+                     ["EVAL", "return redis.call('KEYS', '*')", "0"]):
+            with pytest.raises(ferry.FerryError) as e:
+                c.redis(*argv)
+            assert e.value.code == "backend_error" and "can't run this command" in e.value.message, e.value.message
+        lib = "#!lua name=evil\nredis.register_function('wipe', function() return redis.call('FLUSHALL') end)"
+        assert c.redis("FUNCTION", "LOAD", "REPLACE", lib) == "evil"
+        with pytest.raises(ferry.FerryError) as e:
+            c.redis("FCALL", "wipe", "0")
+        assert "can't run this command" in e.value.message
+        sha = c.redis("SCRIPT", "LOAD", "return redis.call('FLUSHALL')")
+        with pytest.raises(ferry.FerryError) as e:
+            c.redis("EVALSHA", sha, "0")
+        assert "can't run this command" in e.value.message
+        assert c.redis("GET", "keep") == b"1"
+    assert redis.cli("GET", "keep") == "1"

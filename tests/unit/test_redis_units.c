@@ -114,16 +114,21 @@ static void test_error_type_reported(void **st)
     (void)st;
     int t;
     cbor_item_t *it = map_resp("-ERR wrong\r\n", &t);
-    /* The backend turns this type into backend_error; the mapping itself
-     * keeps the text, as inside an EXEC reply. */
+    /* The backend turns this type into backend_error at the top; inside
+     * an array (EXEC's results, a script's error_reply) the mapping gives
+     * {"error": text}, which no other reply looks like. */
     assert_int_equal(t, REDIS_REPLY_ERROR);
-    assert_true(cbor_isa_string(it));
+    assert_true(cbor_isa_map(it));
+    assert_int_equal(cbor_map_size(it), 1);
+    struct cbor_pair *kv = cbor_map_handle(it);
+    assert_memory_equal(cbor_string_handle(kv[0].key), "error", 5);
+    assert_memory_equal(cbor_string_handle(kv[0].value), "ERR wrong", 9);
     cbor_decref(&it);
 }
 
 static int denied(const struct redis_deny *d, int argc, const char **argv)
 {
-    size_t lens[8];
+    size_t lens[16];
     for (int i = 0; i < argc; i++)
         lens[i] = strlen(argv[i]);
     return redis_deny_match(d, argc, argv, lens) != NULL;
@@ -133,18 +138,40 @@ static void test_deny(void **st)
 {
     (void)st;
     struct redis_deny d;
-    char err[128];
-    assert_int_equal(redis_deny_parse("FLUSHALL, client kill ,XREAD BLOCK,,", &d, err, sizeof(err)), 0);
-    assert_int_equal(d.n, 3);
+    char err[256];
+    assert_int_equal(redis_deny_parse("FLUSHALL, client kill ,XREAD [BLOCK] STREAMS,,"
+                                      "XREADGROUP GROUP * * [block] streams, MIGRATE",
+                                      &d, err, sizeof(err)),
+                     0);
+    assert_int_equal(d.n, 5);
     assert_true(denied(&d, 1, (const char *[]){"flushall"}));
     assert_true(denied(&d, 3, (const char *[]){"CLIENT", "KILL", "1.2.3.4:5"}));
     assert_false(denied(&d, 2, (const char *[]){"CLIENT", "LIST"}));
+    /* A subcommand is matched in its place only. */
+    assert_false(denied(&d, 3, (const char *[]){"CLIENT", "SETNAME", "KILL"}));
     assert_true(denied(&d, 6, (const char *[]){"XREAD", "COUNT", "1", "block", "0", "STREAMS"}));
+    assert_true(denied(&d, 6, (const char *[]){"XREAD", "BLOCK", "0", "STREAMS", "s", "$"}));
     assert_false(denied(&d, 4, (const char *[]){"XREAD", "STREAMS", "s", "0"}));
+    /* An option is matched where options stand: not a stream named block. */
+    assert_false(denied(&d, 4, (const char *[]){"XREAD", "STREAMS", "block", "0"}));
+    assert_false(denied(&d, 6, (const char *[]){"XREAD", "COUNT", "5", "STREAMS", "block", "0"}));
+    assert_true(denied(&d, 9, (const char *[]){"XREADGROUP", "GROUP", "g", "c", "COUNT", "1", "BLOCK", "0",
+                                               "STREAMS"}));
+    /* A group or consumer named block is not the option. */
+    assert_false(denied(&d, 7, (const char *[]){"XREADGROUP", "GROUP", "block", "block", "STREAMS", "s", ">"}));
     assert_false(denied(&d, 2, (const char *[]){"GET", "FLUSHALL"}));
+    assert_true(denied(&d, 6, (const char *[]){"MIGRATE", "h", "1", "k", "0", "5000"}));
+    const char *argv[] = {"client", "kill", "x"};
+    size_t lens[] = {6, 4, 1};
+    assert_string_equal(redis_deny_match(&d, 3, argv, lens)->text, "CLIENT KILL");
     redis_deny_free(&d);
-    assert_int_equal(redis_deny_parse("A B C", &d, err, sizeof(err)), -1);
-    assert_non_null(strstr(err, "redis_deny"));
+    assert_int_equal(redis_deny_parse("A B C", &d, err, sizeof(err)), 0);
+    redis_deny_free(&d);
+    const char *bad[] = {"A [B] C D", "A [B] [C]", "A [*]", "A []", "A [B", "A B]x"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(redis_deny_parse(bad[i], &d, err, sizeof(err)), -1);
+        assert_non_null(strstr(err, "redis_deny"));
+    }
     assert_int_equal(redis_deny_parse("", &d, err, sizeof(err)), 0);
     assert_int_equal(d.n, 0);
 }
