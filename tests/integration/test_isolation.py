@@ -179,7 +179,7 @@ def test_acl_user_is_the_policy_that_holds_inside_scripts(make_ferryd, redis):
                 c.redis(*argv)
             assert e.value.code == "backend_error" and "can't run this command" in e.value.message, e.value.message
         lib = "#!lua name=evil\nredis.register_function('wipe', function() return redis.call('FLUSHALL') end)"
-        assert c.redis("FUNCTION", "LOAD", "REPLACE", lib) == "evil"
+        assert c.redis("FUNCTION", "LOAD", "REPLACE", lib) == b"evil"
         with pytest.raises(ferry.FerryError) as e:
             c.redis("FCALL", "wipe", "0")
         assert "can't run this command" in e.value.message
