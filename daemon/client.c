@@ -9,7 +9,14 @@
  *
  * A client that shuts down its sending side (EOF) still gets the responses
  * to what it sent; it is closed once they are written. A client that closes
- * its socket is closed at once, and its requests are abandoned. */
+ * its socket is closed at once, and its requests are abandoned.
+ *
+ * Memory, across clients: the bytes buffered for every client together
+ * (input not yet handled, responses not yet written) are counted, and past
+ * max_buffered the client holding the most is cut off, so that forty
+ * clients that each half-send a large frame, or never read large responses,
+ * cannot take the daemon's memory between them. A frame started and not
+ * finished within frame_timeout_ms ends its client too. */
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +32,60 @@
 
 #define READ_CHUNK (64 * 1024)
 #define KEEP_IN (64 * 1024)
+
+/* Brings the daemon-wide counts up to date with c's buffers. */
+static void account(struct client *c)
+{
+    struct server *s = c->srv;
+    size_t in = c->closing ? 0 : c->in.len, out = c->closing ? 0 : outq_size(&c->out);
+    s->buffered_in = s->buffered_in - c->acct_in + in;
+    s->buffered_out = s->buffered_out - c->acct_out + out;
+    c->acct_in = in;
+    c->acct_out = out;
+}
+
+/* Past max_buffered, cuts off the client that holds the most. A client
+ * whose input is the larger part is sent 'overloaded' (its framing is lost
+ * with the input dropped); one whose unread output is the larger part is
+ * not reading, and is closed at once, which frees that output. */
+static void enforce_budget(struct server *s)
+{
+    static bool busy; /* closing a client may complete requests of others */
+    if (busy || s->buffered_in + s->buffered_out <= (uint64_t)s->cfg.max_buffered)
+        return;
+    busy = true;
+    struct client *worst = NULL;
+    struct dlist *pos;
+    dlist_foreach(pos, &s->clients) {
+        struct client *c = container_of(pos, struct client, node);
+        if (!c->closing && (!worst || c->acct_in + c->acct_out > worst->acct_in + worst->acct_out))
+            worst = c;
+    }
+    if (worst) {
+        char why[200];
+        snprintf(why, sizeof(why),
+                 "max_buffered (%ld bytes) reached: this client holds the most (%zu bytes of input, %zu of "
+                 "output)",
+                 s->cfg.max_buffered, worst->acct_in, worst->acct_out);
+        s->counters.clients_dropped_memory++;
+        log_warn("client %llu cut off: %s", (unsigned long long)worst->id, why);
+        if (worst->acct_in >= worst->acct_out && !worst->close_when_flushed) {
+            /* Only emptied, not freed: this may run inside worst's own
+             * process_input. The memory goes when it closes, once the
+             * error frame is written. */
+            uv_read_stop((uv_stream_t *)&worst->pipe);
+            worst->in.len = 0;
+            deadline_remove(&s->frame_deadlines, &worst->frame_deadline);
+            worst->close_when_flushed = true;
+            codec_error_frame(&worst->out.pending, false, 0, FE_OVERLOADED, why);
+            outq_kick(&worst->out);
+            account(worst);
+        } else {
+            client_close(worst, why);
+        }
+    }
+    busy = false;
+}
 
 static void on_close(uv_handle_t *h)
 {
@@ -54,8 +115,10 @@ void client_close(struct client *c, const char *reason)
             s->backends[i]->ops->client_closed(s->backends[i], c);
     dlist_remove(&c->node);
     dlist_remove(&c->resume_node);
+    deadline_remove(&s->frame_deadlines, &c->frame_deadline);
     s->nclients--;
     outq_reset(&c->out);
+    account(c);
     uv_close((uv_handle_t *)&c->pipe, on_close);
 }
 
@@ -78,6 +141,7 @@ void client_finish(struct client *c)
 static void on_out_done(struct outq *q, int status)
 {
     struct client *c = container_of(q, struct client, out);
+    account(c);
     if (status < 0) {
         char why[96];
         snprintf(why, sizeof(why), "write failed: %s", uv_strerror(status));
@@ -104,6 +168,8 @@ void client_sent(struct client *c)
         return;
     }
     outq_kick(&c->out);
+    account(c);
+    enforce_budget(c->srv);
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -120,7 +186,7 @@ static void process_input(struct client *c)
 {
     struct server *s = c->srv;
     size_t off = 0;
-    while (!c->closing && !c->paused) {
+    while (!c->closing && !c->paused && off < c->in.len) {
         size_t body;
         long n = frame_next(c->in.data + off, c->in.len - off, (size_t)s->cfg.max_frame, &body);
         if (n == 0)
@@ -135,6 +201,8 @@ static void process_input(struct client *c)
             c->close_when_flushed = true;
             uv_read_stop((uv_stream_t *)&c->pipe);
             c->in.len = 0;
+            deadline_remove(&s->frame_deadlines, &c->frame_deadline);
+            account(c);
             log_info("client %llu: %s; closing", (unsigned long long)c->id, why);
             maybe_finish(c);
             return;
@@ -151,6 +219,39 @@ static void process_input(struct client *c)
     cbuf_consume(&c->in, off);
     if (c->in.len == 0 && c->in.cap > KEEP_IN)
         cbuf_reset(&c->in, KEEP_IN);
+    /* The frame clock runs from a frame's first byte to its last; a
+     * client paused by backpressure has whole frames waiting, on us. */
+    if (c->in.len == 0 || c->paused || c->close_when_flushed)
+        deadline_remove(&s->frame_deadlines, &c->frame_deadline);
+    else if (off > 0 || !dlist_linked(&c->frame_deadline.node)) {
+        deadline_remove(&s->frame_deadlines, &c->frame_deadline);
+        deadline_add(&s->frame_deadlines, &c->frame_deadline,
+                     uv_now(s->loop) + (uint64_t)s->cfg.frame_timeout_ms);
+    }
+    account(c);
+    enforce_budget(s);
+}
+
+void client_frame_expired(struct deadlines *d, struct deadline *e)
+{
+    (void)d;
+    struct client *c = container_of(e, struct client, frame_deadline);
+    struct server *s = c->srv;
+    if (c->closing || c->close_when_flushed)
+        return;
+    char why[160];
+    snprintf(why, sizeof(why), "a frame was started and not finished within frame_timeout_ms (%ld ms; %zu bytes)",
+             s->cfg.frame_timeout_ms, c->in.len);
+    s->counters.clients_dropped_frame_timeout++;
+    log_info("client %llu: %s; closing", (unsigned long long)c->id, why);
+    /* Framing is lost: read no more, write the error, then close. */
+    uv_read_stop((uv_stream_t *)&c->pipe);
+    cbuf_reset(&c->in, 0);
+    account(c);
+    c->close_when_flushed = true;
+    codec_error_frame(&c->out.pending, false, 0, FE_TIMEOUT, why);
+    outq_kick(&c->out);
+    maybe_finish(c);
 }
 
 /* Tells a client that closed its socket from one that only shut down its
@@ -189,6 +290,8 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
             log_debug("client %llu: EOF inside a frame (%zu bytes dropped)",
                       (unsigned long long)c->id, c->in.len);
         c->in.len = 0;
+        deadline_remove(&c->srv->frame_deadlines, &c->frame_deadline);
+        account(c);
         maybe_finish(c);
         return;
     }
@@ -242,6 +345,7 @@ void client_accept(struct server *s)
     c->id = ++s->next_client_id;
     dlist_init(&c->inflight);
     dlist_init(&c->resume_node);
+    dlist_init(&c->frame_deadline.node);
     cbuf_init(&c->in);
     outq_init(&c->out, &s->flusher, on_out_done);
     uv_pipe_init(s->loop, &c->pipe, 0);
@@ -254,13 +358,26 @@ void client_accept(struct server *s)
         return;
     }
     outq_enable(&c->out, (uv_stream_t *)&c->pipe);
-    if (s->nclients > (size_t)s->cfg.max_clients || s->draining) {
+    /* Descriptors are numbered lowest first, so a client's number tells
+     * how many are open. */
+    uv_os_fd_t fd = -1;
+    uv_fileno((uv_handle_t *)&c->pipe, &fd);
+    bool fds_short = s->fd_limit > 0 && (long)fd + SERVER_FD_RESERVE + s->cfg.redis_pool >= s->fd_limit;
+    if (s->nclients > (size_t)s->cfg.max_clients || s->draining || fds_short) {
         int code = s->draining ? FE_SHUTTING_DOWN : FE_OVERLOADED;
-        char why[96];
-        snprintf(why, sizeof(why), "too many clients (max_clients %ld)", s->cfg.max_clients);
+        char why[160];
+        if (fds_short)
+            snprintf(why, sizeof(why), "out of file descriptors (limit %ld, %ld kept for backends and telemetry)",
+                     s->fd_limit, SERVER_FD_RESERVE + s->cfg.redis_pool);
+        else
+            snprintf(why, sizeof(why), "too many clients (max_clients %ld)", s->cfg.max_clients);
         if (!s->draining) {
+            static struct log_limit lim;
+            unsigned long held;
             s->counters.clients_rejected++;
-            log_warn("client %llu refused: %s", (unsigned long long)c->id, why);
+            if (log_limit_pass(&lim, uv_now(s->loop), &held))
+                log_warn("client %llu refused: %s (%lu more refused since the last report)",
+                         (unsigned long long)c->id, why, held);
         }
         codec_error_frame(&c->out.pending, false, 0, code, s->draining ? NULL : why);
         outq_kick(&c->out);

@@ -7,6 +7,7 @@
 #include <uv.h>
 
 #include "cbuf.h"
+#include "deadline.h"
 #include "list.h"
 #include "outq.h"
 
@@ -21,6 +22,8 @@ struct client {
     size_t ninflight;
     struct cbuf in;          /* owns: bytes read and not yet framed */
     struct outq out;         /* owns: responses not yet written */
+    struct deadline frame_deadline; /* in srv->frame_deadlines while a frame is part-sent */
+    size_t acct_in, acct_out;/* what srv->buffered_in/out count for this client */
     uint64_t id;             /* for logs */
     bool paused;             /* reading stopped: too many in flight */
     bool eof;                /* the client shut down its sending side */
@@ -40,6 +43,8 @@ void client_sent(struct client *c);
 void client_request_done(struct client *c);
 /* Resumes reading clients paused by backpressure (the idle callback). */
 void client_resume_all(struct server *s);
+/* The frame deadline queue's callback: a frame started too long ago. */
+void client_frame_expired(struct deadlines *d, struct deadline *e);
 /* Starts closing c once it has nothing in flight or queued. */
 void client_finish(struct client *c);
 

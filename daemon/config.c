@@ -46,6 +46,10 @@ const struct cfg_key cfg_keys[] = {
      "Requests in flight per client before ferryd stops reading from it (backpressure, not an error)."},
     {"client_max_output", CFG_INT, OFF(client_max_output), "67108864", 4096, 2147483647, true,
      "Bytes of responses queued for a client that is not reading; past this it is disconnected."},
+    {"max_buffered", CFG_INT, OFF(max_buffered), "268435456", 1048576, 1099511627776, true,
+     "Bytes buffered for all clients together (requests received and not yet handled, responses not yet written); past this the client holding the most is cut off."},
+    {"frame_timeout_ms", CFG_INT, OFF(frame_timeout_ms), "10000", 10, 3600000, true,
+     "How long a client may take to send the rest of a frame it has started; past this it gets 'timeout' and is closed."},
     {"default_deadline_ms", CFG_INT, OFF(default_deadline_ms), "5000", 1, 3600000, true,
      "Deadline of a request that names none."},
     {"max_deadline_ms", CFG_INT, OFF(max_deadline_ms), "300000", 1, 86400000, true,
@@ -287,6 +291,13 @@ int config_validate(const struct config *c, char *err, size_t errlen)
                  "key 'client_max_output': %ld must be at least max_frame + 4 (%ld), or one "
                  "response could disconnect its client",
                  c->client_max_output, c->max_frame + 4);
+        return -1;
+    }
+    if (c->max_buffered < 2 * (c->max_frame + 4)) {
+        snprintf(err, errlen,
+                 "key 'max_buffered': %ld must be at least twice max_frame + 4 (%ld), or one large request "
+                 "and its response could cut their own client off",
+                 c->max_buffered, 2 * (c->max_frame + 4));
         return -1;
     }
     return 0;

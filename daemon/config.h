@@ -27,6 +27,8 @@ struct config {
     long max_depth;
     long client_max_inflight;
     long client_max_output;
+    long max_buffered;
+    long frame_timeout_ms;
     long default_deadline_ms;
     long max_deadline_ms;
     long drain_timeout_ms;

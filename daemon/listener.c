@@ -4,6 +4,8 @@
 #include <libgen.h>
 #include <pwd.h>
 #include <string.h>
+#include <limits.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -83,11 +85,43 @@ static int set_owner(const char *path, const char *owner)
     return 0;
 }
 
+/* Raises the soft limit on open files to the hard one: each client is a
+ * descriptor, and a distribution's default soft limit (1024) is often
+ * below max_clients. Warns when max_clients still cannot fit. */
+static void raise_fd_limit(struct server *s)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        s->fd_limit = 1024;
+        return;
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t old = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+            log_info("open files limit raised from %llu to %llu", (unsigned long long)old,
+                     (unsigned long long)rl.rlim_max);
+        else
+            getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    s->fd_limit = rl.rlim_cur > (rlim_t)LONG_MAX ? LONG_MAX : (long)rl.rlim_cur;
+    if (s->cfg.max_clients + SERVER_FD_RESERVE + s->cfg.redis_pool > s->fd_limit)
+        log_warn("max_clients %ld cannot fit in the open files limit (%ld): clients past about %ld are "
+                 "refused with 'overloaded'; raise the limit (LimitNOFILE=, ulimit -n)",
+                 s->cfg.max_clients, s->fd_limit, s->fd_limit - SERVER_FD_RESERVE - s->cfg.redis_pool);
+}
+
 static void on_connection(uv_stream_t *st, int status)
 {
     struct server *s = container_of((uv_pipe_t *)st, struct server, listener);
     if (status < 0) {
-        log_warn("listener: %s", uv_strerror(status));
+        /* libuv closed the connection it could not accept (its reserved
+         * descriptor trick); it is counted, and that is all that is left. */
+        s->counters.clients_rejected++;
+        static struct log_limit lim;
+        unsigned long held;
+        if (log_limit_pass(&lim, uv_now(s->loop), &held))
+            log_warn("client refused: accept: %s (%lu more since the last report)", uv_strerror(status), held);
         return;
     }
     client_accept(s);
@@ -111,6 +145,7 @@ int listener_open(struct server *s)
     }
     if (clear_stale(path) != 0)
         return -1;
+    raise_fd_limit(s);
     uv_pipe_init(s->loop, &s->listener, 0);
     /* Bind under a strict umask so that no one can connect in the moment
      * before chmod() applies socket_mode. */

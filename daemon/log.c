@@ -56,3 +56,15 @@ void log_write(enum log_level level, const char *fmt, ...)
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;
 }
+
+bool log_limit_pass(struct log_limit *l, uint64_t now_ms, unsigned long *held)
+{
+    if (l->last_ms && now_ms - l->last_ms < 1000) {
+        l->held++;
+        return false;
+    }
+    *held = l->held;
+    l->held = 0;
+    l->last_ms = now_ms ? now_ms : 1;
+    return true;
+}

@@ -4,6 +4,9 @@
 #ifndef FERRY_LOG_H
 #define FERRY_LOG_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 enum log_level { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
 extern enum log_level log_threshold;
@@ -14,6 +17,15 @@ const char *log_level_name(enum log_level level);
 
 void log_write(enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* At most one line a second for an event that can repeat without end (a
+ * flood of refused clients): log_limit_pass says whether to write one
+ * now, and how many were held back since the last. */
+struct log_limit {
+    uint64_t last_ms;
+    unsigned long held;
+};
+bool log_limit_pass(struct log_limit *l, uint64_t now_ms, unsigned long *held);
 
 #define log_error(...) log_write(LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) log_write(LOG_WARN, __VA_ARGS__)

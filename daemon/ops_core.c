@@ -96,11 +96,19 @@ static int op_stats(struct server *s, struct request *r)
     cbuf_uint(o, uv_now(s->loop) - s->started_ms);
 
     cbuf_str(o, "clients");
-    cbuf_map(o, 2);
+    cbuf_map(o, 6);
     cbuf_str(o, "connected");
     cbuf_uint(o, s->nclients);
     cbuf_str(o, "max");
     cbuf_uint(o, (uint64_t)s->cfg.max_clients);
+    cbuf_str(o, "buffered_in");
+    cbuf_uint(o, s->buffered_in);
+    cbuf_str(o, "buffered_out");
+    cbuf_uint(o, s->buffered_out);
+    cbuf_str(o, "max_buffered");
+    cbuf_uint(o, (uint64_t)s->cfg.max_buffered);
+    cbuf_str(o, "fd_limit");
+    cbuf_uint(o, (uint64_t)s->fd_limit);
 
     cbuf_str(o, "counters");
     size_t n = 0;

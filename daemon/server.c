@@ -5,6 +5,7 @@
  * the last client is gone, or drain_timeout_ms passes and what is left is
  * answered "shutting_down", stop closes every handle, and uv_run returns
  * once libuv has called every close callback. */
+#include <malloc.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,7 @@ static void server_stop(struct server *s)
     uv_close((uv_handle_t *)&s->resume_idle, NULL);
     flusher_close(&s->flusher);
     deadlines_close(&s->deadlines);
+    deadlines_close(&s->frame_deadlines);
     /* Last: it exports what is queued, then closes its own handles. */
     telemetry_stop(s->tel);
 }
@@ -188,6 +190,12 @@ static void log_open_handle(uv_handle_t *h, void *arg)
 
 int server_run(struct server *s)
 {
+    /* glibc raises its mmap threshold to the size of each large block
+     * freed, after which blocks that size come from the heap and are
+     * seldom returned: one large value would leave the daemon holding its
+     * size for good. A fixed threshold keeps large buffers in their own
+     * mappings, which free() gives back. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     s->loop = uv_default_loop();
     dlist_init(&s->clients);
     dlist_init(&s->resume);
@@ -198,6 +206,7 @@ int server_run(struct server *s)
 
     flusher_init(&s->flusher, s->loop);
     deadlines_init(&s->deadlines, s->loop, request_expired);
+    deadlines_init(&s->frame_deadlines, s->loop, client_frame_expired);
     uv_timer_init(s->loop, &s->drain_timer);
     uv_idle_init(s->loop, &s->resume_idle);
     uv_signal_init(s->loop, &s->sigterm);

@@ -23,9 +23,11 @@ struct request;
  * from here. X(name, help) */
 #define SERVER_COUNTERS(X)                                                          \
     X(clients_accepted, "client connections accepted")                              \
-    X(clients_rejected, "connections refused because max_clients was reached")     \
+    X(clients_rejected, "connections refused: max_clients reached, or out of descriptors") \
     X(clients_dropped_slow, "clients disconnected for not reading their responses") \
     X(clients_dropped_framing, "clients disconnected because framing was lost")     \
+    X(clients_dropped_memory, "clients cut off because max_buffered was reached")   \
+    X(clients_dropped_frame_timeout, "clients that did not finish a frame in time") \
     X(frames_in, "request frames received")                                         \
     X(bytes_in, "bytes received from clients")
 
@@ -53,6 +55,12 @@ struct op {
     struct histogram duration;        /* owns: seconds, for ferry.request.duration */
 };
 
+/* Descriptors kept free of clients for ferryd's own use (backend
+ * connections beyond redis_pool, the OTLP exporter's sockets, the AMQP
+ * thread, the loop): a client past the limit is refused with 'overloaded'
+ * rather than leaving no descriptor for a reconnect. */
+#define SERVER_FD_RESERVE 32
+
 #define SERVER_MAX_OPS 64
 #define SERVER_MAX_BACKENDS 4
 
@@ -73,9 +81,13 @@ struct server {
     struct dlist resume;             /* clients waiting for resume_idle */
     struct flusher flusher;
     struct deadlines deadlines;
+    struct deadlines frame_deadlines; /* clients part-way through sending a frame */
 
     struct dlist clients;            /* every open client */
     size_t nclients;
+    uint64_t buffered_in;            /* bytes in clients' input buffers */
+    uint64_t buffered_out;           /* bytes of responses queued for clients */
+    long fd_limit;                   /* RLIMIT_NOFILE's soft limit in force */
     uint64_t next_client_id;
 
     struct op ops[SERVER_MAX_OPS];

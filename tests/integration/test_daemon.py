@@ -52,7 +52,7 @@ def test_bad_environment_and_flags(tmp):
     assert r.returncode == 2 and "FERRY_REDIS_POOL" in r.stderr
     r = run_ferryd("--redis", "http://nope")
     assert r.returncode == 2 and "redis_url" in r.stderr
-    r = run_ferryd("--set", "redis_deny=A B C")
+    r = run_ferryd("--set", "redis_deny=A [B] [C]")
     assert r.returncode == 2 and "redis_deny" in r.stderr
     r = run_ferryd("--log-level", "chatty")
     assert r.returncode == 2 and "log_level" in r.stderr
