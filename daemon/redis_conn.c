@@ -237,7 +237,8 @@ static void refuse_reply(struct redis_conn *c)
     c->reader = redisReaderCreate();
     if (!c->reader)
         abort();
-    c->refused++;
+    if (c->guard.why != RESP_GUARD_UNWANTED)
+        c->refused++;
     if (reqring_size(&c->ring) == 0) {
         conn_fail(c, "redis sent a reply to no command");
         return;
@@ -249,6 +250,10 @@ static void refuse_reply(struct redis_conn *c)
     }
     if (r == KILL_SLOT || !r)
         return;
+    if (c->guard.why == RESP_GUARD_UNWANTED) {
+        conn_fail(c, "a reply wanted by nobody was awaited");
+        return;
+    }
     r->backend = NULL;
     char msg[200];
     if (c->guard.why == RESP_GUARD_TOO_DEEP) {
@@ -264,6 +269,17 @@ static void refuse_reply(struct redis_conn *c)
                  c->guard.max_bytes, c->guard.max_elements);
         request_fail(r, FE_TOO_LARGE, msg);
     }
+}
+
+/* The guard asks, as the nth reply of this connection begins: replies
+ * match ring slots in order from 0, so a cancelled request's reply (a
+ * NULL slot) is dropped unread, however large. */
+static bool reply_wanted(void *ctx, uint64_t nth)
+{
+    const struct redis_conn *c = ctx;
+    if (nth < c->ring.head || nth >= c->ring.tail)
+        return true; /* not ours to judge: handle_reply will say */
+    return c->ring.slots[nth & (c->ring.cap - 1)] != NULL;
 }
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
@@ -437,6 +453,8 @@ struct redis_conn *redis_conn_new(struct redis_backend *rb, unsigned index)
      * bytes, hence the bound on elements. */
     size_t max = (size_t)rb->base.server->cfg.max_frame;
     resp_guard_init(&c->guard, max, max / 16);
+    c->guard.wanted = reply_wanted;
+    c->guard.ctx = c;
     outq_init(&c->out, &rb->base.server->flusher, on_out_done);
     return c;
 }

@@ -24,9 +24,13 @@ void resp_guard_init(struct resp_guard *g, size_t max_bytes, size_t max_elements
 void resp_guard_reset(struct resp_guard *g)
 {
     size_t mb = g->max_bytes, me = g->max_elements;
+    resp_guard_wanted_fn w = g->wanted;
+    void *ctx = g->ctx;
     memset(g, 0, sizeof(*g));
     g->max_bytes = mb;
     g->max_elements = me;
+    g->wanted = w;
+    g->ctx = ctx;
     g->phase = RG_TYPE;
     g->why = RESP_GUARD_OK;
 }
@@ -40,6 +44,8 @@ const char *resp_guard_reason(enum resp_guard_why why)
         return "too large";
     case RESP_GUARD_PROTOCOL:
         return "not RESP2";
+    case RESP_GUARD_UNWANTED:
+        return "unwanted";
     default:
         return "ok";
     }
@@ -96,8 +102,11 @@ size_t resp_guard_scan(struct resp_guard *g, const char *p, size_t n)
             char t = p[i];
             if (t != '$' && t != '*' && t != ':' && t != '+' && t != '-')
                 return broken(g, n);
-            if (g->need == 0)
-                g->need = 1; /* a new reply */
+            if (g->need == 0) { /* a new reply */
+                g->need = 1;
+                if (!g->skipping && g->wanted && !g->wanted(g->ctx, g->replies++))
+                    return refuse(g, RESP_GUARD_UNWANTED, i);
+            }
             if (!g->skipping) {
                 if (t == '*' && g->depth == RESP_GUARD_MAX_NESTING)
                     return refuse(g, RESP_GUARD_TOO_DEEP, i);

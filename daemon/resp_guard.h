@@ -12,6 +12,10 @@
  * caller feeds the reader everything before that point, drops everything
  * after it until the refused reply ends, and fails that reply's request.
  *
+ * A reply that nobody waits for any more (its request timed out, or its
+ * client left) is dropped the same way, unread, when the caller's `wanted`
+ * says so as it begins.
+ *
  * The guard never buffers: a reply of any size passes through in O(1)
  * memory. It knows RESP2 only, which is all ferryd speaks (RESP3's HELLO 3
  * is denied), and leaves any other type byte to the reader to report.
@@ -33,11 +37,19 @@ enum resp_guard_why {
     RESP_GUARD_TOO_DEEP,  /* nested deeper than the reader supports */
     RESP_GUARD_TOO_LARGE, /* over max_bytes or max_elements */
     RESP_GUARD_PROTOCOL,  /* not RESP2: the reader will say so */
+    RESP_GUARD_UNWANTED,  /* nobody waits for it */
 };
+
+/* Whether the nth reply since the last reset (counting from 0) is still
+ * awaited. */
+typedef bool (*resp_guard_wanted_fn)(void *ctx, uint64_t nth);
 
 struct resp_guard {
     size_t max_bytes;     /* a reply with more bytes than this is refused */
     size_t max_elements;  /* ... or with more elements (all levels) */
+    resp_guard_wanted_fn wanted; /* may be NULL: every reply is wanted */
+    void *ctx;
+    uint64_t replies;     /* replies begun since the last reset */
 
     /* The reply being scanned. */
     uint64_t bytes;       /* its bytes so far */

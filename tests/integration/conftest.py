@@ -101,6 +101,7 @@ class Ferryd:
         self.args = list(args)
         self.env = env
         self.proc = None
+        self.preexec = None  # runs in the child before exec (rlimits)
 
     def start(self, wait_redis=True):
         env = dict(os.environ)
@@ -114,7 +115,7 @@ class Ferryd:
         self.logf = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [FERRYD, "--socket", self.sock, "--redis", self.redis_url, "--log-level", "debug"]
-            + self.args, stdout=self.logf, stderr=self.logf, env=env)
+            + self.args, stdout=self.logf, stderr=self.logf, env=env, preexec_fn=self.preexec)
         wait_until(lambda: self.ping(), timeout=15 * SLOW, what="ferryd to answer ping")
         if wait_redis:
             wait_until(lambda: self.redis_state() == "up", timeout=15 * SLOW, what="redis up")

@@ -189,3 +189,175 @@ def test_acl_user_is_the_policy_that_holds_inside_scripts(make_ferryd, redis):
         assert "can't run this command" in e.value.message
         assert c.redis("GET", "keep") == b"1"
     assert redis.cli("GET", "keep") == "1"
+
+
+def push_all(socks, datas, limit_s):
+    """Sends each socket its data without blocking on any: a client the
+    daemon cut off stops taking bytes, and that is expected."""
+    import select
+    left = {s: memoryview(d) for s, d in zip(socks, datas)}
+    for s in socks:
+        s.setblocking(False)
+    end = time.time() + limit_s
+    while left and time.time() < end:
+        _, w, _ = select.select([], list(left), [], 0.2)
+        for s in w:
+            try:
+                n = s.send(left[s][:262144])
+            except (BrokenPipeError, ConnectionResetError, BlockingIOError):
+                del left[s]
+                continue
+            left[s] = left[s][n:]
+            if not len(left[s]):
+                del left[s]
+    return left
+
+
+def read_error_frame(sock, timeout=10):
+    """The next frame on sock, or None when the daemon closed it first."""
+    sock.setblocking(True)
+    sock.settimeout(timeout * SLOW)
+    buf = b""
+    try:
+        while True:
+            if len(buf) >= 4:
+                (n,) = struct.unpack(">I", buf[:4])
+                if len(buf) >= 4 + n:
+                    return cbor2.loads(buf[4:4 + n])
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            buf += chunk
+    except (ConnectionResetError, socket.timeout):
+        return None
+
+
+def test_half_sent_frames_are_bounded_across_clients(make_ferryd):
+    mib = 1024 * 1024
+    f = make_ferryd(["--set", "max_frame=%d" % (4 * mib), "--set", "max_buffered=%d" % (32 * mib),
+                     "--set", "frame_timeout_ms=600000"])
+    before = rss_kib(f.proc.pid)
+    socks = []
+    for _ in range(40):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(f.sock)
+        socks.append(s)
+    # Each: a 4 MiB frame's header and all but its last byte, then a wait.
+    data = struct.pack(">I", 4 * mib) + b"\x00" * (4 * mib - 1)
+    with f.client() as victim:
+        victim.redis("SET", "k", "v")
+        push_all(socks, [data] * len(socks), 30 * SLOW)
+        for _ in range(20):
+            assert victim.redis("GET", "k") == b"v"
+        st = f.stats()
+    assert st["counters"]["clients_dropped_memory"] >= 20
+    assert st["clients"]["buffered_in"] <= 32 * mib
+    peak = peak_rss_kib(f.proc.pid)
+    # Unbounded, the 40 clients held 160 MiB.
+    assert peak - before < 72 * 1024, (before, peak)
+    codes = []
+    for s in socks:
+        fr = read_error_frame(s, timeout=2)
+        if fr:
+            codes.append(fr["error"]["code"])
+        s.close()
+    assert codes.count("overloaded") >= 20, codes
+
+
+def test_unread_responses_are_bounded_across_clients(make_ferryd, redis):
+    mib = 1024 * 1024
+    f = make_ferryd(["--set", "max_frame=%d" % (4 * mib), "--set", "max_buffered=%d" % (32 * mib)])
+    redis.cli("SETRANGE", "v3", str(3 * mib - 1), "x")
+    before = rss_kib(f.proc.pid)
+    hostile = []
+    for _ in range(40):
+        c = f.client()
+        for _ in range(4):
+            c.send("redis", [b"GET", b"v3"])
+        hostile.append(c)
+    with f.client() as victim:
+        victim.redis("SET", "k", "v")
+        wait_until(lambda: f.stats()["counters"]["clients_dropped_memory"] >= 20, timeout=30 * SLOW,
+                   what="the budget to cut clients")
+        for _ in range(20):
+            assert victim.redis("GET", "k") == b"v"
+        st = f.stats()
+    assert st["clients"]["buffered_out"] <= 32 * mib
+    peak = peak_rss_kib(f.proc.pid)
+    # Unbounded, 40 x 4 x 3 MiB of responses were held.
+    assert peak - before < 100 * 1024, (before, peak)
+    for c in hostile:
+        c.close()
+
+
+def test_frame_not_finished_in_time_ends_its_client(make_ferryd):
+    f = make_ferryd(["--set", "frame_timeout_ms=300"])
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(f.sock)
+    s.sendall(struct.pack(">I", 100) + b"\xa1" * 10)
+    fr = read_error_frame(s)
+    assert fr and fr["error"]["code"] == "timeout" and "frame_timeout_ms" in fr["error"]["message"]
+    assert s.recv(10) == b""
+    s.close()
+    # A frame sent in pieces within the time is served.
+    with f.client() as c:
+        frame = ferry.encode_frame({"id": 7, "op": "ping"})
+        for i in range(len(frame)):
+            c.send_raw(frame[i:i + 1])
+            time.sleep(0.01)
+        assert c.wait(7) == "PONG"
+    assert f.stats()["counters"]["clients_dropped_frame_timeout"] == 1
+
+
+def test_out_of_descriptors_is_overloaded_and_counted(make_ferryd):
+    import resource
+
+    def low_nofile():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    f = make_ferryd(start=False)
+    f.preexec = low_nofile
+    f.start()
+    assert "cannot fit in the open files limit" in f.read_log()
+    socks, frames = [], []
+    for _ in range(60):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(f.sock)
+        socks.append(s)
+    for s in socks:
+        try:
+            s.sendall(ferry.encode_frame({"id": 1, "op": "ping"}))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused: its error frame is already waiting
+        frames.append(read_error_frame(s))
+    ok = [fr for fr in frames if fr and fr.get("result") == "PONG"]
+    refused = [fr for fr in frames if fr and "error" in fr]
+    assert ok and refused and len(ok) + len(refused) == 60, frames
+    assert all(fr["error"]["code"] == "overloaded" and "descriptors" in fr["error"]["message"]
+               for fr in refused)
+    for s in socks:
+        s.close()
+    st = f.stats()
+    assert st["counters"]["clients_rejected"] == len(refused)
+    assert st["clients"]["fd_limit"] == 64
+    # Descriptors came back: clients are served again, and Redis too.
+    with f.client() as c:
+        assert c.redis("PING") == "PONG"
+
+
+def test_paused_client_resumes_from_an_emptied_buffer(make_ferryd):
+    # client_max_inflight 1 pauses the client after every frame; each frame
+    # comes in two writes, so the input buffer grows past its kept size and
+    # is freed when used up exactly, then resumed from (UBSan caught a null
+    # pointer's arithmetic there).
+    f = make_ferryd(["--set", "client_max_inflight=1"])
+    with f.client() as c:
+        c.redis("SET", "k", "v")
+        ids = []
+        for i in range(40):
+            fr = ferry.encode_frame({"id": 100 + i, "op": "redis", "args": [b"GET", b"k"]})
+            c.send_raw(fr[:5])
+            time.sleep(0.005)
+            c.send_raw(fr[5:])
+            ids.append(100 + i)
+        assert [c.wait(i) for i in ids] == [b"v"] * 40

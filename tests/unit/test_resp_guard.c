@@ -37,12 +37,21 @@ static void drain(redisReader *r, struct outcome *o)
     }
 }
 
+static uint64_t unwanted = UINT64_MAX; /* the reply the next run drops */
+
+static bool wanted(void *ctx, uint64_t nth)
+{
+    (void)ctx;
+    return nth != unwanted;
+}
+
 /* Feeds input to the guard in reads of chunk bytes, as on_read does. */
 static struct outcome run(const char *in, size_t len, size_t chunk, size_t max_bytes, size_t max_elems)
 {
     struct outcome o = {.n = 0};
     struct resp_guard g;
     resp_guard_init(&g, max_bytes, max_elems);
+    g.wanted = wanted;
     redisReader *r = redisReaderCreate();
     for (size_t at = 0; at < len; at += chunk) {
         size_t end = at + chunk < len ? at + chunk : len;
@@ -156,6 +165,17 @@ static void test_long_status_line_refused(void **state)
     expect_all_cuts(in, n, 100, 10, "Ri");
 }
 
+static void test_unwanted_reply_is_dropped_unread(void **state)
+{
+    (void)state;
+    const char *in = ":1\r\n*2\r\n$3\r\nabc\r\n*1\r\n:5\r\n:2\r\n";
+    unwanted = 1;
+    expect_all_cuts(in, strlen(in), 1 << 20, 1 << 16, "iRi");
+    unwanted = 0;
+    expect_all_cuts(in, strlen(in), 1 << 20, 1 << 16, "Rai");
+    unwanted = UINT64_MAX;
+}
+
 static void test_not_resp2_is_left_to_the_reader(void **state)
 {
     (void)state;
@@ -176,6 +196,7 @@ int main(void)
         cmocka_unit_test(test_limits_exact),
         cmocka_unit_test(test_too_many_elements_refused_at_the_header),
         cmocka_unit_test(test_long_status_line_refused),
+        cmocka_unit_test(test_unwanted_reply_is_dropped_unread),
         cmocka_unit_test(test_not_resp2_is_left_to_the_reader),
     };
     return cmocka_run_group_tests_name("resp_guard", tests, NULL, NULL);
