@@ -5,12 +5,15 @@ It decodes what ferryd sends with python3-protobuf, using classes that
 protoc generates from ferry's own proto/ files at start-up (an independent
 implementation from the protoc-c code ferryd is built with). It records
 every request, and can be told to answer 503 with Retry-After, or to be
-down.
+down, or to misbehave: answer every request with an error, or with a
+body far larger than OTLP's (counting the bytes it got to write).
 
     c = Collector().start()
     ... OTEL_EXPORTER_OTLP_ENDPOINT=c.endpoint ...
     c.spans()            # every span received, flattened
     c.fail_next(1, 503, retry_after=2)
+    c.fail_always(429, retry_after=0)
+    c.flood = (100 << 20, False)   # a 100 MiB body; (n, True): chunked
     c.down(); c.up()
 """
 
@@ -76,6 +79,9 @@ class Collector:
         self.metric_requests = []
         self.errors = []         # bodies that failed to decode
         self._fail = []          # [(status, retry_after)] for the next requests
+        self.always = None       # (status, retry_after): the answer to every request
+        self.flood = None        # (bytes, chunked): answer 200 with this much body
+        self.floods = []         # (bytes written, whether the client went away first), per flood
         self.close_connections = False  # answer "Connection: close" and close
         self.peers = set()       # (address, port) of each connection a request came on
         self.proxied = []        # absolute URLs of requests that came as to a proxy
@@ -108,7 +114,8 @@ class Collector:
                 with collector.lock:
                     collector.requests.append((self.path, headers, now, body))
                     collector.peers.add(self.client_address)
-                    fail = collector._fail.pop(0) if collector._fail else None
+                    fail = collector._fail.pop(0) if collector._fail else collector.always
+                    flood = collector.flood
                 if collector.close_connections:
                     self.close_connection = True
                 if fail:
@@ -118,6 +125,9 @@ class Collector:
                         self.send_header("Retry-After", str(retry_after))
                     self.send_header("Content-Length", "0")
                     self.end_headers()
+                    return
+                if flood:
+                    self.send_flood(*flood)
                     return
                 try:
                     raw = gzip.decompress(body) if headers.get("content-encoding") == "gzip" else body
@@ -157,6 +167,35 @@ class Collector:
                 self.end_headers()
                 self.wfile.write(out)
 
+            def send_flood(self, total, chunked):
+                """Answers 200 with total bytes of body, as one body of that
+                Content-Length or in chunks, and records how much of it was
+                written before the client closed the connection."""
+                self.close_connection = True
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                if chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                else:
+                    self.send_header("Content-Length", str(total))
+                self.end_headers()
+                piece = b"\x0a" * 65536
+                sent, gone = 0, False
+                try:
+                    while sent < total:
+                        n = min(len(piece), total - sent)
+                        if chunked:
+                            self.wfile.write(b"%x\r\n" % n + piece[:n] + b"\r\n")
+                        else:
+                            self.wfile.write(piece[:n])
+                        sent += n
+                    if chunked:
+                        self.wfile.write(b"0\r\n\r\n")
+                except OSError:  # reset or broken pipe: the client went away
+                    gone = True
+                with collector.lock:
+                    collector.floods.append((sent, gone))
+
         class Server(http.server.ThreadingHTTPServer):
             allow_reuse_address = True
             daemon_threads = True
@@ -185,6 +224,15 @@ class Collector:
     def fail_next(self, n, status=503, retry_after=None):
         with self.lock:
             self._fail += [(status, retry_after)] * n
+
+    def fail_always(self, status=503, retry_after=None):
+        with self.lock:
+            self.always = (status, retry_after)
+
+    def trace_posts(self):
+        """(time, body) of each POST to /v1/traces, in order."""
+        with self.lock:
+            return [(t, b) for path, _, t, b in self.requests if path == "/v1/traces"]
 
     def spans(self):
         """Every span received: dicts with the resource's attributes too."""
