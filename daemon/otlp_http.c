@@ -37,8 +37,9 @@
  * export counts as failed, without a retry. */
 #define MAX_RESPONSE (64 * 1024)
 /* Retry-After values above this are taken as this: a value of 2^61
- * seconds, in milliseconds, wraps to 0. Longer than any export's budget
- * (OTEL_BSP_EXPORT_TIMEOUT), so such an export is given up at once. */
+ * seconds, in milliseconds, wraps to 0. Longer than an export's default
+ * budget (OTEL_BSP_EXPORT_TIMEOUT, 30 s), so such an export is then
+ * given up at once. */
 #define RETRY_AFTER_MAX_S (5 * 60)
 /* Retries and failures are each logged at most once in this long; a
  * collector that refuses every POST would otherwise write a line per
