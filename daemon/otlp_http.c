@@ -214,7 +214,7 @@ static struct {
 #undef CU_FN
 } cu;
 
-static int curl_load(void)
+static int libcurl_load(void)
 {
     if (cu.lib)
         return 0;
@@ -348,19 +348,19 @@ static int on_socket(CURL *e, curl_socket_t fd, int action, void *userp, void *s
 }
 
 /* curl's timeout came: it runs whatever is due. */
-static void curl_timeout(struct otlp_http *h)
+static void run_curl_timers(struct otlp_http *h)
 {
     int running;
     cu.multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     check_done(h);
 }
 
-static void on_curl_timer(uv_timer_t *t) { curl_timeout(t->data); }
+static void on_curl_timer(uv_timer_t *t) { run_curl_timers(t->data); }
 
 static void on_kick(uv_idle_t *k)
 {
     uv_idle_stop(k);
-    curl_timeout(k->data);
+    run_curl_timers(k->data);
 }
 
 static int on_timer_set(CURLM *m, long timeout_ms, void *userp)
@@ -743,7 +743,7 @@ static void start_ready(struct otlp_http *h)
 struct otlp_http *otlp_http_new(uv_loop_t *loop, const struct telemetry_settings *set, otlp_http_done done,
                                 void *arg)
 {
-    if (curl_load() != 0)
+    if (libcurl_load() != 0)
         return NULL;
     struct otlp_http *h = xcalloc(1, sizeof(*h));
     h->loop = loop;
