@@ -13,7 +13,7 @@ body far larger than OTLP's (counting the bytes it got to write).
     c.spans()            # every span received, flattened
     c.fail_next(1, 503, retry_after=2)
     c.fail_always(429, retry_after=0)
-    c.flood = (100 << 20, False)   # a 100 MiB body; (n, True): chunked
+    c.flood = (100 << 20, "length")  # a 100 MiB body; or "chunked", or "headers"
     c.down(); c.up()
 """
 
@@ -80,7 +80,7 @@ class Collector:
         self.errors = []         # bodies that failed to decode
         self._fail = []          # [(status, retry_after)] for the next requests
         self.always = None       # (status, retry_after): the answer to every request
-        self.flood = None        # (bytes, chunked): answer 200 with this much body
+        self.flood = None        # (bytes, how): answer 200 with this much body (or headers)
         self.floods = []         # (bytes written, whether the client went away first), per flood
         self.close_connections = False  # answer "Connection: close" and close
         self.peers = set()       # (address, port) of each connection a request came on
@@ -167,30 +167,35 @@ class Collector:
                 self.end_headers()
                 self.wfile.write(out)
 
-            def send_flood(self, total, chunked):
+            def send_flood(self, total, how):
                 """Answers 200 with total bytes of body, as one body of that
-                Content-Length or in chunks, and records how much of it was
-                written before the client closed the connection."""
+                Content-Length ("length") or in chunks ("chunked"), or
+                with total bytes of header lines ("headers"), and records
+                how much was written before the client closed the
+                connection."""
                 self.close_connection = True
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                if chunked:
-                    self.send_header("Transfer-Encoding", "chunked")
-                else:
-                    self.send_header("Content-Length", str(total))
-                self.end_headers()
-                piece = b"\x0a" * 65536
                 sent, gone = 0, False
                 try:
-                    while sent < total:
-                        n = min(len(piece), total - sent)
-                        if chunked:
-                            self.wfile.write(b"%x\r\n" % n + piece[:n] + b"\r\n")
-                        else:
-                            self.wfile.write(piece[:n])
-                        sent += n
-                    if chunked:
-                        self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\n")
+                    if how == "headers":
+                        line = b"X-Pad: " + b"a" * 1000 + b"\r\n"
+                        while sent < total:
+                            self.wfile.write(line * 64)
+                            sent += len(line) * 64
+                        self.wfile.write(b"Content-Length: 0\r\n\r\n")
+                    else:
+                        self.wfile.write(b"Transfer-Encoding: chunked\r\n\r\n" if how == "chunked"
+                                         else b"Content-Length: %d\r\n\r\n" % total)
+                        piece = b"\x0a" * 65536
+                        while sent < total:
+                            n = min(len(piece), total - sent)
+                            if how == "chunked":
+                                self.wfile.write(b"%x\r\n" % n + piece[:n] + b"\r\n")
+                            else:
+                                self.wfile.write(piece[:n])
+                            sent += n
+                        if how == "chunked":
+                            self.wfile.write(b"0\r\n\r\n")
                 except OSError:  # reset or broken pipe: the client went away
                     gone = True
                 with collector.lock:
