@@ -1,4 +1,6 @@
 /* otlp_http.c: see otlp_http.h. */
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -27,7 +29,22 @@
  * The OpenTelemetry Collector's own exporters send with ten. */
 #define MAX_IN_FLIGHT 4
 #define UPLOAD_BUFFER (256L * 1024)
+/* An OTLP response is an Export*ServiceResponse of a few bytes (with a
+ * partial_success, a message). A collector that sends more, or a body
+ * that never ends, would otherwise be read to the end or until the
+ * export timeout, costing the loop what it spends on requests; past this
+ * many bytes of headers or of body the transfer is cut off and the
+ * export counts as failed, without a retry. */
 #define MAX_RESPONSE (64 * 1024)
+/* Retry-After values above this are taken as this: a value of 2^61
+ * seconds, in milliseconds, wraps to 0. Longer than an export's default
+ * budget (OTEL_BSP_EXPORT_TIMEOUT, 30 s), so such an export is then
+ * given up at once. */
+#define RETRY_AFTER_MAX_S (5 * 60)
+/* Retries and failures are each logged at most once in this long; a
+ * collector that refuses every POST would otherwise write a line per
+ * POST. The next line written says how many were left out. */
+#define LOG_EVERY_MS 10000
 
 struct job {
     struct dlist node;        /* in h->jobs */
@@ -42,7 +59,9 @@ struct job {
     CURL *easy;               /* owns, while in flight */
     struct curl_slist *own_hdrs; /* owns: its headers, when it has no kit */
     struct cbuf response;     /* owns */
-    long retry_after_s;       /* from the response, or -1 */
+    size_t header_bytes;      /* of this attempt's response */
+    bool too_large;           /* the response passed MAX_RESPONSE: cut off */
+    long retry_after_s;       /* from the response (at most RETRY_AFTER_MAX_S), or -1 */
 };
 
 struct sock {
@@ -81,6 +100,12 @@ struct conn_kit {
 
 #define MAX_KITS 4
 
+/* One kind of log line, written at most once per LOG_EVERY_MS. */
+struct log_gate {
+    uint64_t next_ms;   /* uv_now(): lines before this are counted, not written */
+    unsigned skipped;   /* lines not written since the last one */
+};
+
 struct otlp_http {
     uv_loop_t *loop;                        /* refers */
     const struct telemetry_settings *set;   /* refers */
@@ -99,12 +124,40 @@ struct otlp_http {
     void (*closed)(void *);
     void *closed_arg;
     bool closing;
+    bool last_try;            /* shutting down: a failed POST is not retried */
+    struct log_gate retry_log, fail_log, partial_log;
     bool no_proxy_env;        /* no proxy variable is set: tell curl not to look */
     struct otlp_body spare;   /* owns: a sent body's memory, for the next one */
     struct conn_kit kits[MAX_KITS];
 };
 
 static void start_ready(struct otlp_http *h);
+
+/* Writes a line of g's kind unless one was written in the last
+ * LOG_EVERY_MS, saying how many were left out since. */
+static void __attribute__((format(printf, 4, 5)))
+gated_log(struct otlp_http *h, struct log_gate *g, enum log_level level, const char *fmt, ...)
+{
+    if (level > log_threshold)
+        return;
+    uint64_t now = uv_now(h->loop);
+    if (now < g->next_ms) {
+        g->skipped++;
+        return;
+    }
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (g->skipped)
+        log_write(level, "%s (and %u more like it not logged in the last %d s)", line, g->skipped,
+                  LOG_EVERY_MS / 1000);
+    else
+        log_write(level, "%s", line);
+    g->skipped = 0;
+    g->next_ms = now + LOG_EVERY_MS;
+}
 
 static void job_free(struct otlp_http *h, struct job *j)
 {
@@ -161,7 +214,7 @@ static struct {
 #undef CU_FN
 } cu;
 
-static int curl_load(void)
+static int libcurl_load(void)
 {
     if (cu.lib)
         return 0;
@@ -295,19 +348,19 @@ static int on_socket(CURL *e, curl_socket_t fd, int action, void *userp, void *s
 }
 
 /* curl's timeout came: it runs whatever is due. */
-static void curl_timeout(struct otlp_http *h)
+static void run_curl_timers(struct otlp_http *h)
 {
     int running;
     cu.multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     check_done(h);
 }
 
-static void on_curl_timer(uv_timer_t *t) { curl_timeout(t->data); }
+static void on_curl_timer(uv_timer_t *t) { run_curl_timers(t->data); }
 
 static void on_kick(uv_idle_t *k)
 {
     uv_idle_stop(k);
-    curl_timeout(k->data);
+    run_curl_timers(k->data);
 }
 
 static int on_timer_set(CURLM *m, long timeout_ms, void *userp)
@@ -336,12 +389,17 @@ static int on_timer_set(CURLM *m, long timeout_ms, void *userp)
 
 /* ---- responses ---- */
 
+/* A count short of k makes curl abort the transfer (CURLE_WRITE_ERROR)
+ * and close its connection. */
 static size_t on_body(char *p, size_t size, size_t n, void *arg)
 {
     struct job *j = arg;
     size_t k = size * n;
-    if (j->response.len + k <= MAX_RESPONSE)
-        cbuf_put(&j->response, p, k);
+    if (j->response.len + k > MAX_RESPONSE) {
+        j->too_large = true;
+        return 0;
+    }
+    cbuf_put(&j->response, p, k);
     return k;
 }
 
@@ -367,6 +425,11 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
 {
     struct job *j = arg;
     size_t k = size * n;
+    j->header_bytes += k;
+    if (j->header_bytes > MAX_RESPONSE) {
+        j->too_large = true;
+        return 0;
+    }
     if (k > 12 && strncasecmp(p, "Retry-After:", 12) == 0) {
         char v[128];
         size_t m = k - 12 < sizeof(v) - 1 ? k - 12 : sizeof(v) - 1;
@@ -377,19 +440,22 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
             s++;
         s[strcspn(s, "\r\n")] = '\0';
         char *end;
-        long secs = strtol(s, &end, 10);
+        long secs = strtol(s, &end, 10); /* LONG_MAX when it does not fit */
         if (end != s && *end == '\0') {
             j->retry_after_s = secs < 0 ? 0 : secs;
         } else {
             time_t when = cu.getdate(s, NULL); /* an HTTP date */
+            time_t now = time(NULL);
             if (when > 0)
-                j->retry_after_s = when > time(NULL) ? (long)(when - time(NULL)) : 0;
+                j->retry_after_s = when > now ? (long)(when - now) : 0;
         }
+        if (j->retry_after_s > RETRY_AFTER_MAX_S)
+            j->retry_after_s = RETRY_AFTER_MAX_S;
     }
     return k;
 }
 
-static void log_partial_success(struct job *j)
+static void log_partial_success(struct otlp_http *h, struct job *j)
 {
     if (j->traces) {
         Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceResponse *r =
@@ -398,8 +464,8 @@ static void log_partial_success(struct job *j)
         if (!r)
             return;
         if (r->partial_success && (r->partial_success->rejected_spans || r->partial_success->error_message[0]))
-            log_warn("otlp: the collector rejected %lld spans: %s", (long long)r->partial_success->rejected_spans,
-                     r->partial_success->error_message);
+            gated_log(h, &h->partial_log, LOG_WARN, "otlp: the collector rejected %lld spans: %s",
+                      (long long)r->partial_success->rejected_spans, r->partial_success->error_message);
         opentelemetry__proto__collector__trace__v1__export_trace_service_response__free_unpacked(r, NULL);
     } else {
         Opentelemetry__Proto__Collector__Metrics__V1__ExportMetricsServiceResponse *r =
@@ -409,12 +475,14 @@ static void log_partial_success(struct job *j)
             return;
         if (r->partial_success &&
             (r->partial_success->rejected_data_points || r->partial_success->error_message[0]))
-            log_warn("otlp: the collector rejected %lld data points: %s",
-                     (long long)r->partial_success->rejected_data_points, r->partial_success->error_message);
+            gated_log(h, &h->partial_log, LOG_WARN, "otlp: the collector rejected %lld data points: %s",
+                      (long long)r->partial_success->rejected_data_points, r->partial_success->error_message);
         opentelemetry__proto__collector__metrics__v1__export_metrics_service_response__free_unpacked(r, NULL);
     }
 }
 
+/* Exponential, from 1 s doubling to 30 s, with "equal jitter" (a random
+ * point in the upper half), so the first retry waits 0.5 to 1 s. */
 static uint64_t backoff_ms(struct otlp_http *h, unsigned attempts)
 {
     uint64_t d = 1000;
@@ -465,24 +533,39 @@ static void check_done(struct otlp_http *h)
         cu.multi_remove_handle(h->multi, j->easy);
         put_easy(h, j);
         h->in_flight--;
+        if (j->too_large) {
+            /* Not retried: the collector would only answer the same. */
+            gated_log(h, &h->fail_log, LOG_WARN,
+                      "otlp: export to %s failed: its response (HTTP %ld) passed %d KiB; cut off", j->sig->url,
+                      code, MAX_RESPONSE / 1024);
+            finish(h, j, false);
+            continue;
+        }
         if (res == CURLE_OK && code >= 200 && code < 300) {
-            log_partial_success(j);
+            log_partial_success(h, j);
             finish(h, j, true);
             continue;
         }
         bool retry = res == CURLE_OK ? (code == 429 || code == 502 || code == 503 || code == 504) : transient(res);
         uint64_t now = uv_now(h->loop);
-        uint64_t wait = j->retry_after_s >= 0 ? (uint64_t)j->retry_after_s * 1000 : backoff_ms(h, j->attempts);
-        if (!retry || h->closing || now + wait > j->deadline) {
+        /* A Retry-After is a minimum: one shorter than the backoff (a
+         * collector answering "Retry-After: 0" to every POST) waits the
+         * backoff, so it cannot make the exporter spin. */
+        uint64_t wait = backoff_ms(h, j->attempts);
+        if (j->retry_after_s >= 0 && (uint64_t)j->retry_after_s * 1000 > wait)
+            wait = (uint64_t)j->retry_after_s * 1000;
+        if (!retry || h->closing || h->last_try || now + wait > j->deadline) {
             if (res != CURLE_OK)
-                log_warn("otlp: export to %s failed: %s", j->sig->url, cu.easy_strerror(res));
+                gated_log(h, &h->fail_log, LOG_WARN, "otlp: export to %s failed: %s", j->sig->url,
+                          cu.easy_strerror(res));
             else
-                log_warn("otlp: export to %s failed: HTTP %ld%s", j->sig->url, code, retry ? " (out of time)" : "");
+                gated_log(h, &h->fail_log, LOG_WARN, "otlp: export to %s failed: HTTP %ld%s", j->sig->url, code,
+                          !retry ? "" : h->closing || h->last_try ? " (shutting down)" : " (out of time)");
             finish(h, j, false);
             continue;
         }
-        log_debug("otlp: export to %s: %s %ld; retrying in %llu ms", j->sig->url, res != CURLE_OK ? cu.easy_strerror(res) : "HTTP",
-                  code, (unsigned long long)wait);
+        gated_log(h, &h->retry_log, LOG_DEBUG, "otlp: export to %s: %s %ld; retrying in %llu ms", j->sig->url,
+                  res != CURLE_OK ? cu.easy_strerror(res) : "HTTP", code, (unsigned long long)wait);
         j->next_try = now + wait;
         j->response.len = 0;
     }
@@ -613,6 +696,8 @@ static void start(struct otlp_http *h, struct job *j)
     }
     j->attempts++;
     j->retry_after_s = -1;
+    j->header_bytes = 0;
+    j->too_large = false;
     cu.easy_setopt(j->easy, CURLOPT_POST, 1L);
     memset(&j->cur, 0, sizeof(j->cur));
     cu.easy_setopt(j->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)j->body.len);
@@ -658,7 +743,7 @@ static void start_ready(struct otlp_http *h)
 struct otlp_http *otlp_http_new(uv_loop_t *loop, const struct telemetry_settings *set, otlp_http_done done,
                                 void *arg)
 {
-    if (curl_load() != 0)
+    if (libcurl_load() != 0)
         return NULL;
     struct otlp_http *h = xcalloc(1, sizeof(*h));
     h->loop = loop;
@@ -730,6 +815,15 @@ void otlp_http_post(struct otlp_http *h, const struct otlp_signal *sig, struct o
 }
 
 size_t otlp_http_pending(const struct otlp_http *h) { return h->njobs; }
+
+void otlp_http_last_try(struct otlp_http *h)
+{
+    h->last_try = true;
+    struct dlist *pos;
+    dlist_foreach(pos, &h->jobs)
+        container_of(pos, struct job, node)->next_try = 0;
+    start_ready(h);
+}
 
 void otlp_http_close(struct otlp_http *h, void (*closed)(void *arg), void *arg)
 {

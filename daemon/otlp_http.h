@@ -2,8 +2,9 @@
  * by the libuv loop (uv_poll for curl's sockets, a uv_timer for curl's
  * timer), so nothing blocks the loop, DNS included (curl resolves on its
  * own thread). Retries 429, 502, 503, 504 and transport errors with
- * exponential backoff and jitter, honouring Retry-After; anything else is
- * final. */
+ * exponential backoff and jitter, honouring Retry-After as a minimum (at
+ * most 5 minutes); anything else is final, and so is a response of more
+ * than 64 KiB, which is cut off. */
 #ifndef FERRY_OTLP_HTTP_H
 #define FERRY_OTLP_HTTP_H
 
@@ -33,6 +34,10 @@ void otlp_http_post(struct otlp_http *h, const struct otlp_signal *sig, struct o
                     bool traces, uint64_t deadline_ms);
 /* POSTs queued or in flight. */
 size_t otlp_http_pending(const struct otlp_http *h);
+/* For the last exports at shutdown: POSTs waiting for a retry go now, and
+ * from here on a POST that fails is given up rather than retried, so
+ * nobody waits out a backoff (or a collector that is not there). */
+void otlp_http_last_try(struct otlp_http *h);
 /* An empty body to build the next batch in, with the memory of a body
  * already sent when there is one. */
 void otlp_http_buffer(struct otlp_http *h, struct otlp_body *b);

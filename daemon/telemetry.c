@@ -21,6 +21,11 @@
 #define MAX_DB_OPS 64
 #define MAX_SHAPES 1024
 #define SHAPE_BUCKETS 256
+/* How long the last exports are waited for at shutdown. They are tried
+ * once (otlp_http_last_try): a collector that is not there refuses at
+ * once, and this bounds one that takes the POST and never answers, so
+ * that ferryd exits within drain_timeout_ms and this after a SIGTERM. */
+#define STOP_FLUSH_MS 3000
 
 struct db_hist {
     char system[16];
@@ -719,7 +724,7 @@ void span_materialize(struct span *s)
 void span_traceparent(const struct span *s, char out[TRACEPARENT_LEN + 1]) { trace_ctx_format(&s->ctx, out); }
 
 static void on_bsp_timer(uv_timer_t *h);
-static void print_span(struct span *s);
+static bool print_span(struct span *s);
 static void release(struct telemetry *t, struct span *s);
 static void seal(struct telemetry *t);
 
@@ -761,7 +766,13 @@ void telemetry_span_end(struct telemetry *t, struct span *s, uint64_t mono_ns, c
         span_attr_cstr(s, "error.type", error_type);
     }
     if (t->set.traces == EXP_CONSOLE) {
-        print_span(s);
+        /* Counted as the OTLP exporter counts, so stats tells the same. */
+        if (print_span(s)) {
+            t->spans_exported++;
+        } else {
+            t->export_failures++;
+            t->spans_dropped++;
+        }
     } else if (!t->http || t->queued >= t->set.bsp_queue) {
         /* No exporter (yet, or any more), or the queue filled while this
          * request ran: telemetry_span_start checks it too, but requests
@@ -829,8 +840,9 @@ static const char *kind_name(uint8_t k)
     return k < 6 ? names[k] : "?";
 }
 
-/* One readable line per span on stderr (OTEL_TRACES_EXPORTER=console). */
-static void print_span(struct span *s)
+/* One readable line per span on stderr (OTEL_TRACES_EXPORTER=console).
+ * Returns whether the line was written. */
+static bool print_span(struct span *s)
 {
     span_materialize(s);
     char line[2048], tid[33], sid[17], pid[17] = "-";
@@ -855,8 +867,7 @@ static void print_span(struct span *s)
     if (n < 0 || (size_t)n >= sizeof(line) - 1)
         n = (int)sizeof(line) - 2;
     line[n++] = '\n';
-    ssize_t w = write(STDERR_FILENO, line, (size_t)n);
-    (void)w;
+    return write(STDERR_FILENO, line, (size_t)n) == (ssize_t)n;
 }
 
 static void release(struct telemetry *t, struct span *s)
@@ -1182,8 +1193,13 @@ static void on_stop_poll(uv_timer_t *h)
     struct telemetry *t = h->data;
     if (t->queued && t->http) /* spans of requests that finished while draining */
         export_spans(t, true);
-    if (!t->http || otlp_http_pending(t->http) == 0 || uv_now(t->srv->loop) >= t->stop_deadline)
+    if (!t->http || otlp_http_pending(t->http) == 0) {
         close_all(t);
+    } else if (uv_now(t->srv->loop) >= t->stop_deadline) {
+        log_warn("telemetry: gave up waiting for %zu exports after %d ms", otlp_http_pending(t->http),
+                 STOP_FLUSH_MS);
+        close_all(t);
+    }
 }
 
 void telemetry_stop(struct telemetry *t)
@@ -1193,12 +1209,13 @@ void telemetry_stop(struct telemetry *t)
     t->stopping = true;
     uv_timer_stop(&t->bsp_timer);
     uv_timer_stop(&t->metric_timer);
+    if (t->http)
+        otlp_http_last_try(t->http);
     if (!t->set.disabled) {
         export_spans(t, true);
         export_metrics(t);
     }
-    /* Wait for the last exports, bounded by the export timeout. */
-    t->stop_deadline = uv_now(t->srv->loop) + t->set.traces_otlp.timeout_ms;
+    t->stop_deadline = uv_now(t->srv->loop) + STOP_FLUSH_MS;
     uv_timer_start(&t->stop_timer, on_stop_poll, 0, 20);
 }
 

@@ -106,8 +106,8 @@ int telemetry_init(struct telemetry **t, struct server *s, char *err, size_t err
     __attribute__((warn_unused_result));
 /* Starts the timers. */
 void telemetry_start(struct telemetry *t);
-/* Flushes what is queued (bounded by the export timeout), then closes
- * every handle. */
+/* Sends what is queued and the last metrics, each tried once, waits for
+ * them at most STOP_FLUSH_MS (telemetry.c), then closes every handle. */
 void telemetry_stop(struct telemetry *t);
 void telemetry_free(struct telemetry *t);
 const struct telemetry_settings *telemetry_settings(const struct telemetry *t);
@@ -172,9 +172,9 @@ void histogram_free(struct histogram *h);
 void histogram_record(struct histogram *h, const double *bounds, size_t nbounds, double v);
 
 /* Counters for stats: spans waiting for export (ended, in the queue or
- * in a POST not yet answered), spans the collector accepted, spans
- * dropped (queue full, or their export failed for good), and failed
- * exports. */
+ * in a POST not yet answered), spans exported (the collector accepted
+ * them, or the console exporter printed them), spans dropped (queue
+ * full, or their export failed for good), and failed exports. */
 struct telemetry_counts {
     uint64_t spans_queued, spans_exported, spans_dropped, export_failures;
 };

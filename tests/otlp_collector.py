@@ -5,12 +5,15 @@ It decodes what ferryd sends with python3-protobuf, using classes that
 protoc generates from ferry's own proto/ files at start-up (an independent
 implementation from the protoc-c code ferryd is built with). It records
 every request, and can be told to answer 503 with Retry-After, or to be
-down.
+down, or to misbehave: answer every request with an error, or with a
+body far larger than OTLP's (counting the bytes it got to write).
 
     c = Collector().start()
     ... OTEL_EXPORTER_OTLP_ENDPOINT=c.endpoint ...
     c.spans()            # every span received, flattened
     c.fail_next(1, 503, retry_after=2)
+    c.fail_always(429, retry_after=0)
+    c.flood = (100 << 20, "length")  # a 100 MiB body; or "chunked", or "headers"
     c.down(); c.up()
 """
 
@@ -76,6 +79,9 @@ class Collector:
         self.metric_requests = []
         self.errors = []         # bodies that failed to decode
         self._fail = []          # [(status, retry_after)] for the next requests
+        self.always = None       # (status, retry_after): the answer to every request
+        self.flood = None        # (bytes, how): answer 200 with this much body (or headers)
+        self.floods = []         # (bytes written, whether the client went away first), per flood
         self.close_connections = False  # answer "Connection: close" and close
         self.peers = set()       # (address, port) of each connection a request came on
         self.proxied = []        # absolute URLs of requests that came as to a proxy
@@ -108,7 +114,8 @@ class Collector:
                 with collector.lock:
                     collector.requests.append((self.path, headers, now, body))
                     collector.peers.add(self.client_address)
-                    fail = collector._fail.pop(0) if collector._fail else None
+                    fail = collector._fail.pop(0) if collector._fail else collector.always
+                    flood = collector.flood
                 if collector.close_connections:
                     self.close_connection = True
                 if fail:
@@ -118,6 +125,9 @@ class Collector:
                         self.send_header("Retry-After", str(retry_after))
                     self.send_header("Content-Length", "0")
                     self.end_headers()
+                    return
+                if flood:
+                    self.send_flood(*flood)
                     return
                 try:
                     raw = gzip.decompress(body) if headers.get("content-encoding") == "gzip" else body
@@ -157,6 +167,40 @@ class Collector:
                 self.end_headers()
                 self.wfile.write(out)
 
+            def send_flood(self, total, how):
+                """Answers 200 with total bytes of body, as one body of that
+                Content-Length ("length") or in chunks ("chunked"), or
+                with total bytes of header lines ("headers"), and records
+                how much was written before the client closed the
+                connection."""
+                self.close_connection = True
+                sent, gone = 0, False
+                try:
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\n")
+                    if how == "headers":
+                        line = b"X-Pad: " + b"a" * 1000 + b"\r\n"
+                        while sent < total:
+                            self.wfile.write(line * 64)
+                            sent += len(line) * 64
+                        self.wfile.write(b"Content-Length: 0\r\n\r\n")
+                    else:
+                        self.wfile.write(b"Transfer-Encoding: chunked\r\n\r\n" if how == "chunked"
+                                         else b"Content-Length: %d\r\n\r\n" % total)
+                        piece = b"\x0a" * 65536
+                        while sent < total:
+                            n = min(len(piece), total - sent)
+                            if how == "chunked":
+                                self.wfile.write(b"%x\r\n" % n + piece[:n] + b"\r\n")
+                            else:
+                                self.wfile.write(piece[:n])
+                            sent += n
+                        if how == "chunked":
+                            self.wfile.write(b"0\r\n\r\n")
+                except OSError:  # reset or broken pipe: the client went away
+                    gone = True
+                with collector.lock:
+                    collector.floods.append((sent, gone))
+
         class Server(http.server.ThreadingHTTPServer):
             allow_reuse_address = True
             daemon_threads = True
@@ -185,6 +229,15 @@ class Collector:
     def fail_next(self, n, status=503, retry_after=None):
         with self.lock:
             self._fail += [(status, retry_after)] * n
+
+    def fail_always(self, status=503, retry_after=None):
+        with self.lock:
+            self.always = (status, retry_after)
+
+    def trace_posts(self):
+        """(time, body) of each POST to /v1/traces, in order."""
+        with self.lock:
+            return [(t, b) for path, _, t, b in self.requests if path == "/v1/traces"]
 
     def spans(self):
         """Every span received: dicts with the resource's attributes too."""

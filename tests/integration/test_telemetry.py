@@ -1,8 +1,10 @@
 """OpenTelemetry: spans and metrics over OTLP/HTTP, checked by a test
 collector that decodes them with python3-protobuf (tests/otlp_collector.py)."""
 
+import collections
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -11,7 +13,7 @@ import uuid
 import pytest
 
 import ferry
-from conftest import SLOW, cli, wait_until
+from conftest import SLOW, cli, free_port, wait_until
 from otlp_collector import Collector
 
 CLIENT, SERVER, PRODUCER, CONSUMER = 3, 2, 4, 5
@@ -392,6 +394,82 @@ def test_root_span_ids_are_unique_and_sent_again_unchanged(traced, collector):
     assert f.stats()["telemetry"]["export_failures"] == 0 and collector.errors == []
 
 
+def posts_per_body(collector):
+    """How many times each distinct trace body was POSTed: a retry sends
+    the same bytes again (see the test above)."""
+    return collections.Counter(b for _, b in collector.trace_posts())
+
+
+def export_log_lines(f, what):
+    return [l for l in f.read_log().splitlines() if "otlp: export to" in l and what in l]
+
+
+def test_retry_after_zero_still_waits_the_backoff(traced, collector):
+    """A collector answering every POST with 503 and "Retry-After: 0" made
+    ferryd POST again at once, about a thousand times a second, each retry
+    logged. A Retry-After is a minimum: the retry still waits the backoff
+    (0.5 to 1 s, then doubling), and retries are logged at most once in
+    10 s."""
+    collector.fail_always(503, retry_after=0)
+    f = traced(OTEL_METRICS_EXPORTER="none")
+    with f.client() as c:
+        c.redis("SET", "again", "1")
+    wait_until(lambda: collector.trace_posts(), what="a first POST")
+    time.sleep(3)                      # a window to count POSTs in
+    per_body = posts_per_body(collector)
+    # Retries 0.5-1, 1-2 and 2-4 s apart: three or four POSTs of a batch
+    # in the window; a batch sent without a wait would be POSTed thousands
+    # of times.
+    assert 2 <= max(per_body.values()) <= 6, sorted(per_body.values())
+    assert 1 <= len(export_log_lines(f, "retrying")) <= 2
+    assert f.ping()
+
+
+def test_huge_retry_after_is_clamped(traced, collector):
+    """A Retry-After of 2^61 seconds wrapped to 0 ms when multiplied, and
+    ferryd POSTed in a tight loop. It is taken as 5 minutes, longer than an
+    export's budget (OTEL_BSP_EXPORT_TIMEOUT), so each batch is POSTed once
+    and given up, and the failures are logged at most once in 10 s."""
+    collector.fail_always(429, retry_after=2305843009213693952)
+    f = traced(OTEL_METRICS_EXPORTER="none")
+    with f.client() as c:
+        for i in range(40):
+            c.redis("SET", "k%d" % i, "v")
+            time.sleep(0.05)           # spread over many batches (schedule delay 100 ms)
+    wait_until(lambda: f.stats()["telemetry"]["export_failures"] >= 10, timeout=15 * SLOW,
+               what="ten batches given up")
+    per_body = posts_per_body(collector)
+    assert len(per_body) >= 10 and max(per_body.values()) <= 2, sorted(per_body.values())
+    failures = f.stats()["telemetry"]["export_failures"]
+    assert 1 <= len(export_log_lines(f, "failed")) <= 2 < failures
+    assert not export_log_lines(f, "retrying")
+
+
+@pytest.mark.parametrize("how, mib", [("length", 100), ("chunked", 256), ("headers", 64)],
+                         ids=["100MiB", "chunked-endless", "endless-headers"])
+def test_oversized_response_is_cut_off(traced, collector, how, mib):
+    """A collector answering with a 100 MiB body, or a chunked one that
+    goes on (256 MiB here), was read to its end or to the export timeout,
+    at the cost of the requests ferryd serves. ferryd stops reading past
+    64 KiB of body or of headers and hangs up, so the collector gets to
+    write only that and what the sockets' buffers hold; the export counts
+    as failed, and ferryd goes on serving."""
+    collector.flood = (mib << 20, how)
+    f = traced(OTEL_METRICS_EXPORTER="none")
+    with f.client() as c:
+        c.redis("SET", "flood", "1")
+        wait_until(lambda: collector.floods, timeout=30 * SLOW, what="a flooded answer to end")
+        assert c.redis("GET", "flood") == b"1" and c.ping() == "PONG"
+    for sent, gone in list(collector.floods):
+        assert gone and sent < 16 << 20, (sent, gone)
+    wait_until(lambda: f.stats()["telemetry"]["export_failures"] >= 1, what="a failed export")
+    assert export_log_lines(f, "passed 64 KiB; cut off")
+    # Final: not POSTed again (curl's own limit on headers, a receive
+    # error, was retried, drawing megabytes each time).
+    assert max(posts_per_body(collector).values()) == 1
+    assert f.stats()["telemetry"]["spans_exported"] == 0
+
+
 def test_final_errors_are_not_retried(traced, collector):
     collector.fail_next(1, 400)
     f = traced(OTEL_METRICS_EXPORTER="none")
@@ -583,6 +661,21 @@ def test_console_exporter(make_ferryd, collector):
     assert collector.requests == []
 
 
+def test_console_exporter_counts_spans(make_ferryd, collector):
+    """stats counted no span under the console exporter (make run) while it
+    printed them: it counts them as the OTLP exporter does."""
+    f = make_ferryd(env={"OTEL_TRACES_EXPORTER": "console", "OTEL_BSP_SCHEDULE_DELAY": "100"}, name="conc.sock")
+    with f.client() as c:
+        for i in range(5):
+            c.redis("SET", "c%d" % i, "v")
+        tel = c.stats()["telemetry"]
+    printed = [l for l in f.read_log().splitlines() if l.startswith("span ")]
+    assert len([l for l in printed if l.startswith("span SET ")]) == 5
+    assert 5 <= tel["spans_exported"] <= len(printed)
+    assert tel["spans_dropped"] == 0 and tel["export_failures"] == 0 and tel["spans_queued"] == 0
+    assert collector.requests == []
+
+
 def test_sdk_disabled(traced, collector):
     f = traced(OTEL_SDK_DISABLED="true")
     with f.client() as c:
@@ -601,6 +694,60 @@ def test_sigterm_flushes_queued_spans(traced, collector):
     assert f.wait() == 0
     assert [s for s in collector.spans() if s["name"] == "SET"]
     assert any(p == "/v1/metrics" for p, *_ in collector.requests)
+
+
+def test_sigterm_without_a_collector_exits_at_once(make_ferryd):
+    """Nothing listens at the endpoint: the last exports at SIGTERM (the
+    start-up requests' spans, the final metrics) are refused and, at
+    shutdown, not retried. ferryd used to wait out the export timeout
+    (10 s) retrying them."""
+    endpoint = "http://127.0.0.1:%d" % free_port()     # nothing listens there
+    f = make_ferryd(env={"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_TRACES_EXPORTER": "otlp",
+                         "OTEL_METRICS_EXPORTER": "otlp"}, name="noc.sock")
+    t0 = time.monotonic()
+    f.signal(signal.SIGTERM)
+    assert f.wait() == 0
+    took = time.monotonic() - t0
+    assert took < 5, took              # at once; the margin is for a loaded machine
+    assert "gave up waiting" not in f.read_log()
+
+
+def test_sigterm_with_a_collector_that_never_answers(make_ferryd):
+    """A collector that takes the POSTs and never answers: at SIGTERM
+    ferryd waits for its last exports at most 3 s (README.md, "Signals"),
+    not the export timeout (10 s)."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    silent.settimeout(0.2)
+    held, done = [], threading.Event()
+
+    def accept():
+        while not done.is_set():
+            try:
+                held.append(silent.accept()[0])   # kept open, never answered
+            except OSError:
+                pass
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        endpoint = "http://127.0.0.1:%d" % silent.getsockname()[1]
+        f = make_ferryd(env={"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_TRACES_EXPORTER": "otlp",
+                             "OTEL_METRICS_EXPORTER": "otlp", "OTEL_BSP_SCHEDULE_DELAY": "100"},
+                        name="sil.sock")
+        wait_until(lambda: held, what="a POST to the silent collector")
+        t0 = time.monotonic()
+        f.signal(signal.SIGTERM)
+        assert f.wait() == 0
+        took = time.monotonic() - t0
+        assert took < 3 + 4, took      # the bound, and a margin for a loaded machine
+        assert "telemetry: gave up waiting for" in f.read_log()
+    finally:
+        done.set()
+        t.join()
+        silent.close()
+        for c in held:
+            c.close()
 
 
 def test_cli_traceparent(traced, collector):
