@@ -219,7 +219,7 @@ static const char *parse_messages(struct amqp_cmd *c, const cbor_item_t *list)
     c->nmsgs = n;
     for (size_t i = 0; i < n; i++) {
         const char *bad = amqp_msg_from_cbor(cbor_array_handle((cbor_item_t *)list)[i], &c->msgs[i], &c->pool,
-                                             MAX_BODY);
+                                             MAX_BODY, "publish.batch message");
         if (bad)
             return bad;
     }
@@ -338,7 +338,7 @@ static struct amqp_cmd *build(struct amqp_backend *ab, struct request *r, const 
     case OP_RPC:
         c->msgs = amqp_pool_alloc(&c->pool, sizeof(struct amqp_out_msg));
         c->nmsgs = 1;
-        a.bad = amqp_msg_from_cbor(map, &c->msgs[0], &c->pool, MAX_BODY);
+        a.bad = amqp_msg_from_cbor(map, &c->msgs[0], &c->pool, MAX_BODY, r->op->name);
         break;
     case OP_PUBLISH_DELAYED: {
         /* The same args as publish, plus delay_ms, which is not a message
@@ -356,7 +356,7 @@ static struct amqp_cmd *build(struct amqp_backend *ab, struct request *r, const 
                 cbor_map_add(copy, p[i]);
         c->msgs = amqp_pool_alloc(&c->pool, sizeof(struct amqp_out_msg));
         c->nmsgs = 1;
-        a.bad = amqp_msg_from_cbor(copy, &c->msgs[0], &c->pool, MAX_BODY);
+        a.bad = amqp_msg_from_cbor(copy, &c->msgs[0], &c->pool, MAX_BODY, r->op->name);
         cbor_decref(&copy);
         if (!a.bad && c->msgs[0].mandatory)
             a.bad = "a delayed message cannot be mandatory";

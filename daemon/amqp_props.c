@@ -191,7 +191,7 @@ const char *mq_unknown_key(const cbor_item_t *key, const char *where, amqp_pool_
 }
 
 const char *amqp_msg_from_cbor(const cbor_item_t *args, struct amqp_out_msg *m, amqp_pool_t *pool,
-                               size_t max_body)
+                               size_t max_body, const char *where)
 {
     memset(m, 0, sizeof(*m));
     m->exchange = amqp_empty_bytes;
@@ -259,7 +259,7 @@ const char *amqp_msg_from_cbor(const cbor_item_t *args, struct amqp_out_msg *m, 
                 if (key_eq(k, text_props[t].name))
                     break;
             if (t == NTEXT)
-                return mq_unknown_key(k, "publish", pool);
+                return mq_unknown_key(k, where, pool);
             amqp_bytes_t *field = (amqp_bytes_t *)((char *)&m->props + text_props[t].off);
             int64_t ms;
             /* expiration is a string of milliseconds in AMQP; accept a number too. */

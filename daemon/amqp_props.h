@@ -46,9 +46,10 @@ const char *mq_unknown_key(const cbor_item_t *key, const char *where, amqp_pool_
  * persistent and the basic properties (content_type, content_encoding,
  * headers, delivery_mode, priority, correlation_id, reply_to, expiration,
  * message_id, timestamp, type, app_id, user_id). Unknown keys are errors
- * naming the key (mq_unknown_key), to catch typos. Returns NULL, or what is wrong. */
+ * naming the key and where (the op) it was (mq_unknown_key), to catch
+ * typos. Returns NULL, or what is wrong. */
 const char *amqp_msg_from_cbor(const cbor_item_t *args, struct amqp_out_msg *msg, amqp_pool_t *pool,
-                               size_t max_body);
+                               size_t max_body, const char *where);
 
 /* Appends CBOR for a message the broker delivered or returned:
  * {"exchange", "routing_key", "body", "properties": {...}} plus the

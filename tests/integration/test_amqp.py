@@ -478,20 +478,25 @@ def test_cli_rpc(amqp_ferryd):
     ("publish.delayed", {"exchange": "", "routing_key": "{q}", "body": b"x", "delay_ms": 10, "priorty": 1}),
     ("rpc", {"exchange": "", "routing_key": "{q}", "body": b"x", "replyto": "me"}),
     ("hello", {"protocol": 1, "protocl": 1}),
+    # In a message of a batch, too.
+    ("publish.batch", {"messages": [{"exchange": "", "routing_key": "{q}", "body": b"x", "colour": "red"}]}),
 ])
 def test_unknown_keys_are_refused(amqp_ferryd, op, args):
-    """Every op with a map of args refuses a key it does not know, naming it,
-    and does nothing: a typo must not silently change what happens."""
+    """Every op with a map of args refuses a key it does not know, naming it
+    and the op, and does nothing: a typo must not silently change what
+    happens."""
     q = uid("typo")
     args = {k: (v.replace("{q}", q) if isinstance(v, str) else v) for k, v in args.items()}
+    for m in args.get("messages", []):
+        m["routing_key"] = q
     known = {"queue", "name", "type", "exchange", "routing_key", "body", "sub", "delivery_tag",
              "messages", "delay_ms", "protocol"}
-    typo = next(k for k in args if k not in known)
+    typo = next((k for k in args if k not in known), "colour")
     with amqp_ferryd.client() as c:
         with pytest.raises(ferry.FerryError) as e:
             c.call(op, args)
         assert e.value.code == "bad_request", e.value.message
-        assert "unknown key '%s'" % typo in e.value.message
+        assert "unknown key '%s' in %s" % (typo, op) in e.value.message
         # Nothing was declared or published under that name.
         with pytest.raises(ferry.FerryError) as e:
             c.call("queue.declare", {"name": q, "passive": True})
@@ -647,3 +652,19 @@ def test_cli_serve_answers_rpc(amqp_ferryd):
     # With nothing serving (and no queue), the CLI's rpc fails at once.
     r = cli(f, "rpc", "", uid("pricing-service"), "quote 42", timeout=600000)
     assert r.returncode == 1 and r.stderr.startswith(b"(error) unroutable: 312 NO_ROUTE")
+
+
+@pytest.mark.parametrize("op", ["queue.declare", "hello", "publish"])
+def test_long_unknown_key_is_cut_at_a_character(amqp_ferryd, op):
+    """The key is quoted at most 64 bytes long, cut between characters: the
+    message is CBOR text, and must stay valid UTF-8 (cbor2 refuses it
+    otherwise)."""
+    key = "\u20ac" * 30                        # 90 bytes, 3 per character
+    args = {"hello": {"protocol": 1}, "queue.declare": {"name": uid("long")},
+            "publish": {"exchange": "", "routing_key": "k", "body": b"x"}}[op]
+    args[key] = True
+    with amqp_ferryd.client() as c:
+        with pytest.raises(ferry.FerryError) as e:
+            c.call(op, args)
+        assert e.value.code == "bad_request"
+        assert "unknown key '%s' in %s args" % ("\u20ac" * 21, op) in e.value.message
