@@ -515,9 +515,14 @@ static void do_ack(struct amqp_worker *wk, struct amqp_cmd *cmd)
         return;
     case TAGSET_SETTLED:
         amqp_worker_reply_err(wk, cmd->seq, FE_BAD_REQUEST,
-                              multiple ? "delivery tag %llu: every delivery up to it was already acked, nacked "
-                                         "or rejected"
+                              multiple ? "every delivery up to tag %llu was already acked, nacked or rejected"
                                        : "delivery tag %llu was already acked, nacked or rejected",
+                              shown);
+        return;
+    case TAGSET_STRANDED:
+        amqp_worker_reply_err(wk, cmd->seq, FE_BAD_REQUEST,
+                              "delivery tag %llu was already acked, nacked or rejected, and no later delivery is "
+                              "unsettled: to settle the earlier ones, name the last of them",
                               shown);
         return;
     }

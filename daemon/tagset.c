@@ -63,7 +63,7 @@ enum tagset_state tagset_check(const struct tagset *s, uint64_t tag, bool multip
         return i < s->n && s->tags[s->off + i] == tag ? TAGSET_OPEN : TAGSET_SETTLED;
     bool up_to = i > 0 || (i < s->n && s->tags[s->off + i] == tag); /* something to settle */
     bool at_or_above = i < s->n;                                    /* the broker knows where to stop */
-    return up_to && at_or_above ? TAGSET_OPEN : TAGSET_SETTLED;
+    return !up_to ? TAGSET_SETTLED : at_or_above ? TAGSET_OPEN : TAGSET_STRANDED;
 }
 
 size_t tagset_settle(struct tagset *s, uint64_t tag, bool multiple)

@@ -28,6 +28,8 @@ enum tagset_state {
     TAGSET_OPEN,      /* settling it is what the broker expects */
     TAGSET_SETTLED,   /* delivered, but already settled */
     TAGSET_UNKNOWN,   /* never delivered (0, or above the highest) */
+    TAGSET_STRANDED,  /* multiple: settled, and above every open tag, which the
+                       * broker refuses although open tags lie below it */
 };
 
 /* Forgets every tag (a new channel numbers from 1 again); keeps the memory. */
@@ -39,7 +41,8 @@ void tagset_free(struct tagset *s);
 bool tagset_add(struct tagset *s, uint64_t tag, size_t limit);
 /* What settling tag would do. With multiple, the broker settles every open
  * tag up to tag, and accepts a tag it no longer holds only while a higher
- * one is open; one that would settle nothing counts as settled too. */
+ * one is open (else STRANDED); one that would settle nothing counts as
+ * SETTLED. */
 enum tagset_state tagset_check(const struct tagset *s, uint64_t tag, bool multiple);
 /* Settles tag (with multiple, every open tag up to it). Returns how many
  * were open. */

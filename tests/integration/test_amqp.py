@@ -537,7 +537,16 @@ def test_settled_or_unknown_delivery_tags_are_refused(c):
     # multiple up to a settled tag, with nothing open at or below it: refused.
     with pytest.raises(ferry.FerryError) as e:
         a.ack(sub, t2, multiple=True)
-    assert e.value.code == "bad_request" and "already" in e.value.message
+    assert e.value.code == "bad_request"
+    assert "every delivery up to tag %d was already acked, nacked or rejected" % t2 in e.value.message
+    a.publish("", q, b"four")
+    four = c.next_push(10)
+    assert a.ack(sub, four["data"]["delivery_tag"]) == {}
+    # multiple up to a settled tag above every open one ("three"): the
+    # broker would not know where to stop; refused.
+    with pytest.raises(ferry.FerryError) as e:
+        a.ack(sub, four["data"]["delivery_tag"], multiple=True)
+    assert e.value.code == "bad_request" and "name the last of them" in e.value.message
     assert a.ack(sub, three["data"]["delivery_tag"], multiple=True) == {}
     assert c.pushes == []
     assert a.declare_queue(q) == {"queue": q, "message_count": 0, "consumer_count": 1}

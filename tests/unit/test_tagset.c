@@ -44,6 +44,7 @@ static void test_multiple(void **st)
     assert_int_equal(tagset_check(&s, 3, true), TAGSET_OPEN);
     assert_int_equal(tagset_settle(&s, 3, true), 2);
     /* Up to 3 again would settle nothing. */
+    assert_int_equal(tagset_check(&s, 2, true), TAGSET_SETTLED);
     assert_int_equal(tagset_check(&s, 3, true), TAGSET_SETTLED);
     assert_int_equal(tagset_check(&s, 5, true), TAGSET_OPEN);
     assert_int_equal(tagset_settle(&s, 5, true), 2);
@@ -53,7 +54,9 @@ static void test_multiple(void **st)
     tagset_settle(&s, 9, false);
     /* 8 never reached this consumer's open set, and nothing open is at or
      * above it: the broker would refuse it (unknown delivery tag). */
-    assert_int_equal(tagset_check(&s, 8, true), TAGSET_SETTLED);
+    assert_int_equal(tagset_check(&s, 8, true), TAGSET_STRANDED);
+    assert_int_equal(tagset_check(&s, 9, true), TAGSET_STRANDED);
+    assert_int_equal(tagset_check(&s, 7, true), TAGSET_OPEN);
     assert_int_equal(tagset_check(&s, 10, true), TAGSET_UNKNOWN);
     tagset_free(&s);
 }
