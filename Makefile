@@ -19,7 +19,7 @@ MAKEFLAGS += --no-print-directory
 DAEMON_SRC = $(wildcard daemon/*.c)
 DAEMON_LIB_SRC = $(filter-out daemon/main.c,$(DAEMON_SRC))
 LIBFERRY_SRC = client-stub/c/ferry.c
-CLI_SRC = client-stub/c/ferry_cli.c
+CLI_SRC = client-stub/c/ferry_cli.c client-stub/c/cli_run.c
 BENCH_SRC = tests/bench/ferry_bench.c
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
 
@@ -59,7 +59,7 @@ $(B)/libferry.a: $(LIBFERRY_OBJ)
 $(B)/libferry.so: $(LIBFERRY_OBJ)
 	$(CC) $(XLDFLAGS) -shared -Wl,-soname,libferry.so.1 -o $@ $^ $(LDLIBS_C)
 
-$(B)/ferry: $(B)/obj/$(CLI_SRC:.c=.o) $(B)/libferry.a
+$(B)/ferry: $(CLI_SRC:%.c=$(B)/obj/%.o) $(B)/libferry.a
 	$(CC) $(XLDFLAGS) -o $@ $^ $(LDLIBS_C)
 
 # A test driver for libferry against a live ferryd (tests/integration).

@@ -129,18 +129,6 @@ static amqp_bytes_t arg_text(struct args *a, const char *key, bool required, con
     return out;
 }
 
-static uint64_t arg_uint(struct args *a, const char *key, uint64_t def, uint64_t max)
-{
-    const cbor_item_t *v = arg(a, key);
-    if (!v)
-        return def;
-    if (!cbor_isa_uint(v) || cbor_get_int(v) > max) {
-        a->bad = a->bad ? a->bad : "a number is out of range";
-        return def;
-    }
-    return cbor_get_int(v);
-}
-
 /* Checks the queue arguments whose types RabbitMQ insists on, so a wrong
  * type is a clear 'bad_request' rather than a broker channel error. */
 static const char *check_queue_args(const cbor_item_t *m)
@@ -231,17 +219,59 @@ static const char *parse_messages(struct amqp_cmd *c, const cbor_item_t *list)
     c->nmsgs = n;
     for (size_t i = 0; i < n; i++) {
         const char *bad = amqp_msg_from_cbor(cbor_array_handle((cbor_item_t *)list)[i], &c->msgs[i], &c->pool,
-                                             MAX_BODY);
+                                             MAX_BODY, "publish.batch message");
         if (bad)
             return bad;
     }
     return NULL;
 }
 
+/* The keys each op's args map may hold (publish, rpc and publish.delayed:
+ * the message keys, which amqp_msg_from_cbor checks). Any other key is
+ * 'bad_request' naming it: a typo such as "durabel" would otherwise
+ * declare a transient queue without a word. */
+static const char *const op_keys[][8] = {
+    [OP_EXCHANGE_DECLARE] = {"name", "type", "durable", "auto_delete", "internal", "passive", "arguments"},
+    [OP_EXCHANGE_DELETE] = {"name", "if_unused"},
+    [OP_QUEUE_DECLARE] = {"name", "durable", "exclusive", "auto_delete", "passive", "arguments"},
+    [OP_QUEUE_BIND] = {"queue", "exchange", "routing_key", "arguments"},
+    [OP_QUEUE_UNBIND] = {"queue", "exchange", "routing_key", "arguments"},
+    [OP_QUEUE_PURGE] = {"queue"},
+    [OP_QUEUE_DELETE] = {"queue", "if_unused", "if_empty"},
+    [OP_PUBLISH_BATCH] = {"messages", "transactional"},
+    [OP_CONSUME] = {"queue", "prefetch", "no_ack", "exclusive"},
+    [OP_ACK] = {"sub", "delivery_tag", "multiple"},
+    [OP_NACK] = {"sub", "delivery_tag", "multiple", "requeue"},
+    [OP_REJECT] = {"sub", "delivery_tag", "requeue"},
+    [OP_CANCEL] = {"sub"},
+    [OP_GET] = {"queue"},
+};
+
+/* Returns NULL when every key of map is one op takes, or what is wrong
+ * (in pool). */
+static const char *check_keys(enum op_kind op, const char *op_name, const cbor_item_t *map, amqp_pool_t *pool)
+{
+    if (op == OP_PUBLISH || op == OP_RPC || op == OP_PUBLISH_DELAYED)
+        return NULL;
+    const struct cbor_pair *p = cbor_map_handle(map);
+    for (size_t i = 0; i < cbor_map_size(map); i++) {
+        if (!cbor_isa_string(p[i].key) || !cbor_string_is_definite(p[i].key))
+            return "args keys must be text";
+        size_t n = cbor_string_length(p[i].key), k;
+        for (k = 0; k < 8 && op_keys[op][k]; k++)
+            if (strlen(op_keys[op][k]) == n && memcmp(op_keys[op][k], cbor_string_handle(p[i].key), n) == 0)
+                break;
+        if (k == 8 || !op_keys[op][k])
+            return mq_unknown_key(p[i].key, op_name, pool);
+    }
+    return NULL;
+}
+
 /* Builds the worker command for r from its args. Returns NULL and sets
- * *code and *why when the request is bad. */
+ * *code and *why (copied into msg, since the command that may hold the
+ * text is freed) when the request is bad. */
 static struct amqp_cmd *build(struct amqp_backend *ab, struct request *r, const cbor_item_t *map, int *code,
-                              const char **why)
+                              const char **why, char *msg, size_t msglen)
 {
     static const enum amqp_cmd_kind kinds[] = {
         [OP_EXCHANGE_DECLARE] = AC_EXCHANGE_DECLARE, [OP_EXCHANGE_DELETE] = AC_EXCHANGE_DELETE,
@@ -259,6 +289,9 @@ static struct amqp_cmd *build(struct amqp_backend *ab, struct request *r, const 
     struct amqp_cmd *c = amqp_cmd_new(kinds[op], 0, deadline);
     struct args a = {.map = map, .bad = NULL, .pool = &c->pool};
     *code = FE_BAD_REQUEST;
+    a.bad = check_keys(op, r->op->name, map, &c->pool);
+    if (a.bad)
+        goto done;
 
     switch (op) {
     case OP_EXCHANGE_DECLARE:
@@ -305,7 +338,7 @@ static struct amqp_cmd *build(struct amqp_backend *ab, struct request *r, const 
     case OP_RPC:
         c->msgs = amqp_pool_alloc(&c->pool, sizeof(struct amqp_out_msg));
         c->nmsgs = 1;
-        a.bad = amqp_msg_from_cbor(map, &c->msgs[0], &c->pool, MAX_BODY);
+        a.bad = amqp_msg_from_cbor(map, &c->msgs[0], &c->pool, MAX_BODY, r->op->name);
         break;
     case OP_PUBLISH_DELAYED: {
         /* The same args as publish, plus delay_ms, which is not a message
@@ -323,7 +356,7 @@ static struct amqp_cmd *build(struct amqp_backend *ab, struct request *r, const 
                 cbor_map_add(copy, p[i]);
         c->msgs = amqp_pool_alloc(&c->pool, sizeof(struct amqp_out_msg));
         c->nmsgs = 1;
-        a.bad = amqp_msg_from_cbor(copy, &c->msgs[0], &c->pool, MAX_BODY);
+        a.bad = amqp_msg_from_cbor(copy, &c->msgs[0], &c->pool, MAX_BODY, r->op->name);
         cbor_decref(&copy);
         if (!a.bad && c->msgs[0].mandatory)
             a.bad = "a delayed message cannot be mandatory";
@@ -336,15 +369,22 @@ static struct amqp_cmd *build(struct amqp_backend *ab, struct request *r, const 
             a.bad = parse_messages(c, arg(&a, "messages"));
         for (size_t i = 0; !a.bad && c->tx && i < c->nmsgs; i++)
             if (c->msgs[i].mandatory)
-                a.bad = "mandatory messages cannot be published in a transaction";
+                a.bad = "mandatory messages cannot be published in a transaction: the broker commits a "
+                        "transaction whose messages reached no queue, so all-or-nothing could not hold";
         break;
-    case OP_CONSUME:
+    case OP_CONSUME: {
         c->name = arg_text(&a, "queue", true, NULL);
-        c->prefetch = (uint16_t)arg_uint(&a, "prefetch", (uint64_t)ab->base.server->cfg.amqp_prefetch, 65535);
+        /* 0 would mean "no limit" to the broker: a consumer that does not
+         * read would then take the whole queue into its output buffer. */
+        const cbor_item_t *pf = arg(&a, "prefetch");
+        if (pf && (!cbor_isa_uint(pf) || cbor_get_int(pf) < 1 || cbor_get_int(pf) > 65535))
+            a.bad = a.bad ? a.bad : "prefetch must be 1..65535";
+        c->prefetch = pf && !a.bad ? (uint16_t)cbor_get_int(pf) : (uint16_t)ab->base.server->cfg.amqp_prefetch;
         c->no_ack = arg_bool(&a, "no_ack", false);
         c->exclusive = arg_bool(&a, "exclusive", false);
         c->client_id = r->client->id;
         break;
+    }
     case OP_ACK:
     case OP_NACK:
     case OP_REJECT:
@@ -376,8 +416,10 @@ static struct amqp_cmd *build(struct amqp_backend *ab, struct request *r, const 
         c->name = arg_text(&a, "queue", true, NULL);
         break;
     }
+done:
     if (a.bad) {
-        *why = a.bad;
+        snprintf(msg, msglen, "%s", a.bad);
+        *why = msg;
         *code = strstr(a.bad, "broker's limit") ? FE_TOO_LARGE : FE_BAD_REQUEST;
         amqp_cmd_free(c);
         return NULL;
@@ -566,7 +608,8 @@ static int ab_submit(struct backend *b, struct request *r)
     }
     int code = 0;
     const char *why = NULL;
-    struct amqp_cmd *c = build(ab, r, map, &code, &why);
+    char msg[256];
+    struct amqp_cmd *c = build(ab, r, map, &code, &why, msg, sizeof(msg));
     cbor_decref(&map);
     if (!c) {
         r->backend = NULL;

@@ -1,5 +1,6 @@
 /* amqp_props.c: see amqp_props.h. */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "amqp_props.h"
@@ -167,8 +168,30 @@ static bool key_eq(const cbor_item_t *k, const char *s)
     return cbor_string_length(k) == n && memcmp(cbor_string_handle(k), s, n) == 0;
 }
 
+const char *mq_unknown_key(const cbor_item_t *key, const char *where, amqp_pool_t *pool)
+{
+    /* At most 64 bytes of the key, cut at a character boundary: the
+     * message goes out as CBOR text, which must stay valid UTF-8. */
+    size_t n = cbor_string_length(key);
+    const unsigned char *p = cbor_string_handle(key);
+    if (n > 64) {
+        n = 64;
+        while (n > 0 && (p[n] & 0xc0) == 0x80)
+            n--;
+    }
+    char buf[160];
+    int len = snprintf(buf, sizeof(buf), "unknown key '%.*s' in %s args", (int)n, (const char *)p, where);
+    if (len < 0 || (size_t)len >= sizeof(buf))
+        return "unknown key in args";
+    char *out = amqp_pool_alloc(pool, (size_t)len + 1);
+    if (!out)
+        return "unknown key in args";
+    memcpy(out, buf, (size_t)len + 1);
+    return out;
+}
+
 const char *amqp_msg_from_cbor(const cbor_item_t *args, struct amqp_out_msg *m, amqp_pool_t *pool,
-                               size_t max_body)
+                               size_t max_body, const char *where)
 {
     memset(m, 0, sizeof(*m));
     m->exchange = amqp_empty_bytes;
@@ -236,7 +259,7 @@ const char *amqp_msg_from_cbor(const cbor_item_t *args, struct amqp_out_msg *m, 
                 if (key_eq(k, text_props[t].name))
                     break;
             if (t == NTEXT)
-                return "unknown key in publish args";
+                return mq_unknown_key(k, where, pool);
             amqp_bytes_t *field = (amqp_bytes_t *)((char *)&m->props + text_props[t].off);
             int64_t ms;
             /* expiration is a string of milliseconds in AMQP; accept a number too. */

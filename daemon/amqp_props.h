@@ -37,13 +37,19 @@ cbor_item_t *cbor_map_find(const cbor_item_t *map, const char *key);
  * Returns NULL, or what is wrong. */
 const char *amqp_table_from_cbor(const cbor_item_t *map, amqp_table_t *out, amqp_pool_t *pool);
 
+/* "unknown key 'KEY' in WHERE args", in pool: every op with a map of args
+ * refuses keys it does not know, naming the key, so a typo ("durabel") is
+ * an error instead of a silently ignored flag. key must be a text item. */
+const char *mq_unknown_key(const cbor_item_t *key, const char *where, amqp_pool_t *pool);
+
 /* Fills msg from publish arguments: exchange, routing_key, body, mandatory,
  * persistent and the basic properties (content_type, content_encoding,
  * headers, delivery_mode, priority, correlation_id, reply_to, expiration,
- * message_id, timestamp, type, app_id, user_id). Unknown keys are errors,
- * to catch typos. Returns NULL, or what is wrong. */
+ * message_id, timestamp, type, app_id, user_id). Unknown keys are errors
+ * naming the key and where (the op) it was (mq_unknown_key), to catch
+ * typos. Returns NULL, or what is wrong. */
 const char *amqp_msg_from_cbor(const cbor_item_t *args, struct amqp_out_msg *msg, amqp_pool_t *pool,
-                               size_t max_body);
+                               size_t max_body, const char *where);
 
 /* Appends CBOR for a message the broker delivered or returned:
  * {"exchange", "routing_key", "body", "properties": {...}} plus the

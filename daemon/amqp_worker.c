@@ -409,6 +409,7 @@ static int subscribe(struct amqp_worker *wk, struct consumer *c, char *err, size
         return FE_OVERLOADED;
     }
     c->gen++;
+    tagset_reset(&c->open); /* the new channel numbers its deliveries from 1 */
     amqp_channel_open(st->conn, c->ch);
     int rc = amqp_worker_check_rpc(wk, c->ch, err, errlen);
     if (rc)
@@ -434,6 +435,7 @@ static void consumer_free(struct consumer *c)
 {
     dlist_remove(&c->node);
     amqp_bytes_free(c->queue);
+    tagset_free(&c->open);
     free(c);
 }
 
@@ -489,9 +491,39 @@ static void do_ack(struct amqp_worker *wk, struct amqp_cmd *cmd)
         return;
     }
     uint64_t gen = cmd->delivery_tag >> AMQP_TAG_BITS, tag = cmd->delivery_tag & AMQP_TAG_MASK;
+    unsigned long long shown = (unsigned long long)cmd->delivery_tag;
+    if (gen == 0 || gen > c->gen) {
+        amqp_worker_reply_err(wk, cmd->seq, FE_BAD_REQUEST,
+                              "delivery tag %llu was never delivered on this subscription", shown);
+        return;
+    }
     if (gen != c->gen || !c->active) {
         amqp_worker_reply_err(wk, cmd->seq, FE_BACKEND_ERROR,
                   "stale delivery tag: the channel was reopened since, and the message was requeued");
+        return;
+    }
+    /* Settling a tag twice, or one never delivered, would make the broker
+     * close this consumer's channel (406) and redeliver everything else
+     * unacknowledged on it: refuse it here instead. */
+    bool multiple = cmd->kind != AC_REJECT && cmd->multiple;
+    switch (tagset_check(&c->open, tag, multiple)) {
+    case TAGSET_OPEN:
+        break;
+    case TAGSET_UNKNOWN:
+        amqp_worker_reply_err(wk, cmd->seq, FE_BAD_REQUEST,
+                              "delivery tag %llu was never delivered on this subscription", shown);
+        return;
+    case TAGSET_SETTLED:
+        amqp_worker_reply_err(wk, cmd->seq, FE_BAD_REQUEST,
+                              multiple ? "every delivery up to tag %llu was already acked, nacked or rejected"
+                                       : "delivery tag %llu was already acked, nacked or rejected",
+                              shown);
+        return;
+    case TAGSET_STRANDED:
+        amqp_worker_reply_err(wk, cmd->seq, FE_BAD_REQUEST,
+                              "delivery tag %llu was already acked, nacked or rejected, and no later delivery is "
+                              "unsettled: to settle the earlier ones, name the last of them",
+                              shown);
         return;
     }
     int s;
@@ -506,6 +538,7 @@ static void do_ack(struct amqp_worker *wk, struct amqp_cmd *cmd)
         amqp_worker_reply_err(wk, cmd->seq, FE_UNAVAILABLE, "connection lost");
         return;
     }
+    tagset_settle(&c->open, tag, multiple);
     reply_simple_ok(wk, cmd->seq);
 }
 
@@ -577,7 +610,10 @@ static void do_rpc(struct amqp_worker *wk, struct amqp_cmd *cmd)
         free(w);
         return;
     }
-    int s = amqp_basic_publish(st->conn, CH_RPC, m->exchange, m->routing_key, 0, 0, &m->props, m->body);
+    /* Mandatory: a request that reaches no queue (nobody declared it, so
+     * no responder can be there) comes back as a basic.return, answered
+     * 'unroutable' at once instead of a 'timeout' at the deadline. */
+    int s = amqp_basic_publish(st->conn, CH_RPC, m->exchange, m->routing_key, 1, 0, &m->props, m->body);
     if (s != AMQP_STATUS_OK) {
         amqp_worker_conn_lost(wk, amqp_error_string2(s));
         amqp_worker_reply_err(wk, cmd->seq, FE_UNAVAILABLE, "connection lost");
@@ -585,6 +621,32 @@ static void do_rpc(struct amqp_worker *wk, struct amqp_cmd *cmd)
         return;
     }
     dlist_push_tail(&st->rpcs, &w->node);
+}
+
+/* A request of ours the broker returned (mandatory, no queue): its
+ * correlation id names the waiting RPC. */
+static void rpc_on_return(struct amqp_worker *wk, const amqp_basic_return_t *ret, const amqp_message_t *m)
+{
+    struct amqp_wstate *st = wk->w;
+    const amqp_bytes_t *corr = &m->properties.correlation_id;
+    if (!(m->properties._flags & AMQP_BASIC_CORRELATION_ID_FLAG))
+        return;
+    atomic_fetch_add(&wk->counters.returns, 1);
+    struct dlist *pos;
+    dlist_foreach(pos, &st->rpcs) {
+        struct rpc_wait *w = container_of(pos, struct rpc_wait, node);
+        if (corr->len == strlen(w->corr) && memcmp(corr->bytes, w->corr, corr->len) == 0) {
+            amqp_worker_reply_err(wk, w->seq, FE_UNROUTABLE,
+                                  "%u %.*s (exchange '%.*s', routing key '%.*s'): no queue took the request, "
+                                  "so no responder can answer it",
+                                  ret->reply_code, (int)ret->reply_text.len, (char *)ret->reply_text.bytes,
+                                  (int)ret->exchange.len, (char *)ret->exchange.bytes, (int)ret->routing_key.len,
+                                  (char *)ret->routing_key.bytes);
+            dlist_remove(pos);
+            free(w);
+            return;
+        }
+    }
 }
 
 /* ---- incoming frames ---- */
@@ -640,6 +702,12 @@ static void on_delivery(struct amqp_worker *wk, amqp_channel_t ch, const amqp_ba
     if (!c)
         return;
     atomic_fetch_add(&wk->counters.deliveries, 1);
+    if (!c->no_ack && !tagset_add(&c->open, d->delivery_tag & AMQP_TAG_MASK, c->prefetch) &&
+        !c->over_prefetch_logged) {
+        c->over_prefetch_logged = true;
+        log_warn("amqp: consumer %s holds more unacknowledged deliveries than its prefetch (%u)", c->tag,
+                 c->prefetch);
+    }
     struct amqp_event *e = event_new(AE_PUSH);
     e->consumer = c->id;
     snprintf(e->message, sizeof(e->message), "delivery");
@@ -746,7 +814,10 @@ static void pump(struct amqp_worker *wk)
             amqp_message_t m;
             amqp_rpc_reply_t r = amqp_read_message(st->conn, ch, &m, 0);
             if (r.reply_type == AMQP_RESPONSE_NORMAL) {
-                amqp_publish_on_return(wk, &ret, &m);
+                if (ch == CH_RPC)
+                    rpc_on_return(wk, &ret, &m);
+                else
+                    amqp_publish_on_return(wk, &ret, &m);
                 amqp_destroy_message(&m);
             }
             amqp_bytes_free(ret.reply_text);

@@ -10,6 +10,7 @@
 #include <amqp.h>
 
 #include "amqp_worker.h"
+#include "tagset.h"
 
 enum { CH_PUB = 1, CH_TOPO = 2, CH_TX = 3, CH_RPC = 4, CH_FIRST_CONSUMER = 10 };
 
@@ -46,6 +47,11 @@ struct consumer {
     char tag[48];
     uint16_t prefetch;
     bool no_ack, exclusive, active;
+    /* Tags of this generation delivered and not yet settled, so a second
+     * ack, or one of a tag never delivered, is refused before the broker
+     * closes the channel over it (and requeues every other delivery). */
+    struct tagset open;
+    bool over_prefetch_logged;
 };
 
 struct rpc_wait {

@@ -19,7 +19,9 @@ static int op_ping(struct server *s, struct request *r)
 
 /* Checks hello's args, {"protocol": N}: a client that needs a protocol
  * this server does not speak learns it here, before it sends anything
- * else. Returns NULL, or what is wrong. */
+ * else. Other keys are refused, naming the key, as every op with a map of
+ * args does (docs/protocol.md): a misspelt "protocl" would otherwise pass
+ * as a successful negotiation. Returns NULL, or what is wrong. */
 static const char *hello_check(const struct request *r, char *msg, size_t len)
 {
     struct cursor c = {.buf = r->v.args, .len = r->v.args_len, .pos = 0};
@@ -31,8 +33,15 @@ static const char *hello_check(const struct request *r, char *msg, size_t len)
         if (cursor_next(&c, &k) != 0 || cursor_skip_rest(&c, &k) != 0 ||
             cursor_next(&c, &v) != 0 || cursor_skip_rest(&c, &v) != 0)
             return "malformed hello args";
-        if (k.type != TOK_TEXT || k.n != 8 || memcmp(k.p, "protocol", 8) != 0)
-            continue; /* other keys are for later versions */
+        if (k.type != TOK_TEXT)
+            return "hello args keys must be text";
+        if (k.n != 8 || memcmp(k.p, "protocol", 8) != 0) {
+            size_t n = k.n > 64 ? 64 : k.n;
+            while (n < k.n && n > 0 && (k.p[n] & 0xc0) == 0x80)
+                n--; /* cut at a character boundary: the message is CBOR text */
+            snprintf(msg, len, "unknown key '%.*s' in hello args", (int)n, (const char *)k.p);
+            return msg;
+        }
         if (v.type != TOK_UINT)
             return "protocol must be an unsigned integer";
         if (v.u != FERRY_PROTOCOL_VERSION) {
@@ -46,7 +55,7 @@ static const char *hello_check(const struct request *r, char *msg, size_t len)
 
 static int op_hello(struct server *s, struct request *r)
 {
-    char msg[96];
+    char msg[128];
     const char *bad = r->v.args ? hello_check(r, msg, sizeof(msg)) : NULL;
     if (bad) {
         request_fail(r, FE_BAD_REQUEST, bad);

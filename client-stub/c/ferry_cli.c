@@ -5,15 +5,18 @@
  * Replies print as redis-cli prints them when its output is not a terminal
  * (raw): a bulk string as its bytes, an array one element per line, nil as
  * an empty line. An error prints "(error) CODE: message" on stderr and
- * exits 1; a connection failure exits 2; bad usage exits 64. */
+ * exits 1; a connection failure exits 2; consume waiting longer than
+ * --timeout for a delivery exits 3; bad usage exits 64. */
 #include <errno.h>
 #include <stdbool.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_run.h"
 #include "ferry.h"
 
 static void usage(FILE *f)
@@ -33,15 +36,28 @@ static void usage(FILE *f)
             "  bind QUEUE EXCHANGE KEY\n"
             "  publish EXCHANGE ROUTING_KEY BODY [--persistent] [--header k=v]... [--mandatory]\n"
             "                        returns after the broker's confirm\n"
-            "  consume QUEUE [--count N] [--no-ack]   one delivery per line, acked after printing\n"
-            "  get QUEUE             one message, or an empty line\n"
-            "  rpc EXCHANGE KEY BODY publish and print the reply (direct reply-to)\n"
+            "  consume QUEUE [--count N] [--no-ack] [--follow]\n"
+            "                        print each delivery's body and a newline, then ack it;\n"
+            "                        stop after N deliveries, or exit 3 when none comes\n"
+            "                        within --timeout (--follow: wait without limit)\n"
+            "  get QUEUE             one message's body, or an empty line\n"
+            "  rpc EXCHANGE KEY BODY publish and print the reply's body (direct reply-to);\n"
+            "                        'unroutable' at once when no queue takes the request\n"
+            "  serve QUEUE [--count N] -- COMMAND [ARG...]\n"
+            "                        answer rpc requests from QUEUE (declared if missing): run\n"
+            "                        COMMAND with each body on stdin, reply with its stdout\n"
+            "                        (header exit_status), ack; one at a time, until N served\n"
             "  (k=v values: integers and true/false are typed, the rest is text)\n"
             "\n"
             "options:\n"
             "  -s, --socket PATH     daemon socket (default $FERRY_SOCKET or %s)\n"
-            "  -t, --timeout MS      request deadline, and how long to wait (default 5000)\n"
-            "  -v, --verbose         with consume and get: print each message's properties\n"
+            "  -t, --timeout MS      each request's deadline and how long to wait for its answer;\n"
+            "                        consume: the longest wait for the next delivery (default 5000)\n"
+            "  -v, --verbose         consume, get and rpc: before each body, one 'name: value' line\n"
+            "                        per field: traceparent (consume), exchange, routing_key,\n"
+            "                        properties.NAME for each property set (headers as\n"
+            "                        properties.headers.KEY), delivery_tag, redelivered,\n"
+            "                        consumer_tag (consume), message_count (get)\n"
             "      --traceparent TP  send this W3C traceparent, so ferryd's spans join your trace\n"
             "  -h, --help\n",
             FERRY_DEFAULT_SOCKET);
@@ -191,10 +207,11 @@ static int check_result(ferry_msg_t *m, int rc)
 }
 
 struct amqp_opts {
-    int durable, persistent, mandatory, no_ack, verbose;
+    int durable, persistent, mandatory, no_ack, verbose, follow;
     long count;
     cbor_item_t *args;    /* --arg */
     cbor_item_t *headers; /* --header */
+    char **command;       /* serve: the words after "--" (refers into argv) */
 };
 
 /* Splits the command's own flags from its positional words. */
@@ -207,7 +224,12 @@ static int amqp_flags(int argc, char **argv, struct amqp_opts *o, char **pos, in
         else if (!strcmp(a, "--persistent")) o->persistent = 1;
         else if (!strcmp(a, "--mandatory")) o->mandatory = 1;
         else if (!strcmp(a, "--no-ack")) o->no_ack = 1;
+        else if (!strcmp(a, "--follow")) o->follow = 1;
         else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) o->verbose = 1;
+        else if (!strcmp(a, "--")) {
+            o->command = argv + i + 1; /* argv is NULL-terminated, as execvp wants */
+            break;
+        }
         else if ((!strcmp(a, "--arg") || !strcmp(a, "--header") || !strcmp(a, "--count")) && i + 1 < argc) {
             const char *v = argv[++i];
             if (!strcmp(a, "--count")) {
@@ -253,17 +275,32 @@ static cbor_item_t *message_args(char **pos, struct amqp_opts *o)
     return m;
 }
 
-/* Runs consume: prints each delivery and acks it after printing. */
-static int consume(ferry_t *f, const char *queue, struct amqp_opts *o, uint32_t deadline, int wait_ms)
+/* The value of key in a CBOR map, or NULL. */
+static const cbor_item_t *map_get(const cbor_item_t *m, const char *key)
+{
+    if (!m || !cbor_isa_map(m))
+        return NULL;
+    size_t n = strlen(key);
+    struct cbor_pair *p = cbor_map_handle((cbor_item_t *)m);
+    for (size_t i = 0; i < cbor_map_size(m); i++)
+        if (cbor_isa_string(p[i].key) && cbor_string_length(p[i].key) == n &&
+            !memcmp(cbor_string_handle(p[i].key), key, n))
+            return p[i].value;
+    return NULL;
+}
+
+/* Sends consume and waits for its answer. Returns 0 with *sub set, or an
+ * exit status. */
+static int subscribe(ferry_t *f, const char *queue, long prefetch, int no_ack, uint32_t deadline, int wait_ms,
+                     uint64_t *sub)
 {
     cbor_item_t *a = cbor_new_definite_map(3);
     map_put(a, "queue", cbor_build_string(queue));
-    map_put(a, "no_ack", cbor_build_bool(o->no_ack));
-    if (o->count && o->count < 65535)
-        map_put(a, "prefetch", cbor_build_uint16((uint16_t)o->count));
+    map_put(a, "no_ack", cbor_build_bool(no_ack));
+    if (prefetch > 0 && prefetch <= 65535)
+        map_put(a, "prefetch", cbor_build_uint16((uint16_t)prefetch));
     ferry_msg_t *m = NULL;
-    uint64_t sub;
-    int rc = ferry_send(f, "consume", a, deadline, &sub);
+    int rc = ferry_send(f, "consume", a, deadline, sub);
     cbor_decref(&a);
     if (rc == 0) {
         /* ferryd answers the consume before it pushes any delivery, so
@@ -278,10 +315,19 @@ static int consume(ferry_t *f, const char *queue, struct amqp_opts *o, uint32_t 
     }
     int status = check_result(m, rc);
     ferry_msg_free(m);
-    if (status)
-        return status;
-    for (long n = 0; !o->count || n < o->count;) {
-        rc = ferry_recv(f, &m, -1);
+    return status;
+}
+
+/* Waits up to wait_ms (-1: without limit) for the next push of sub, which
+ * goes to *out. Returns 0, 3 when the wait passed, or another exit status
+ * with the reason printed. */
+static int next_delivery(ferry_t *f, uint64_t sub, int wait_ms, ferry_msg_t **out)
+{
+    for (;;) {
+        ferry_msg_t *m;
+        int rc = ferry_recv(f, &m, wait_ms);
+        if (rc == FERRY_ETIMEDOUT)
+            return 3;
         if (rc) {
             fprintf(stderr, "ferry: %s\n", ferry_strerror(rc));
             return 2;
@@ -295,31 +341,138 @@ static int consume(ferry_t *f, const char *queue, struct amqp_opts *o, uint32_t 
             ferry_msg_free(m);
             return 1;
         }
+        *out = m;
+        return 0;
+    }
+}
+
+static int settle(ferry_t *f, uint64_t sub, const cbor_item_t *delivery, uint32_t deadline, int wait_ms)
+{
+    const cbor_item_t *tag = map_get(delivery, "delivery_tag");
+    cbor_item_t *ack = cbor_new_definite_map(2);
+    map_put(ack, "sub", cbor_build_uint64(sub));
+    map_put(ack, "delivery_tag", cbor_build_uint64(tag && cbor_isa_uint(tag) ? cbor_get_int(tag) : 0));
+    ferry_msg_t *r = NULL;
+    int rc = ferry_call(f, "ack", ack, deadline, &r, wait_ms);
+    cbor_decref(&ack);
+    int status = check_result(r, rc);
+    ferry_msg_free(r);
+    return status;
+}
+
+/* Runs consume: prints each delivery and acks it after printing. It stops
+ * after --count deliveries, or when --timeout passes with no delivery
+ * (exit 3, so a script can tell "the queue ran dry" from "got them all"). */
+static int consume(ferry_t *f, const char *queue, struct amqp_opts *o, uint32_t deadline, int wait_ms)
+{
+    uint64_t sub;
+    int status = subscribe(f, queue, o->count, o->no_ack, deadline, wait_ms, &sub);
+    if (status)
+        return status;
+    for (long n = 0; !o->count || n < o->count; n++) {
+        ferry_msg_t *m = NULL;
+        status = next_delivery(f, sub, o->follow ? -1 : (int)deadline, &m);
+        if (status == 3) {
+            if (o->count)
+                fprintf(stderr, "ferry: no delivery within %u ms (--timeout); %ld of %ld received\n", deadline, n,
+                        o->count);
+            else
+                fprintf(stderr, "ferry: no delivery within %u ms (--timeout); %ld received\n", deadline, n);
+        }
+        if (status)
+            return status;
         if (o->verbose && m->traceparent)
             printf("traceparent: %s\n", m->traceparent);
         print_message(m->data, o->verbose);
         fflush(stdout);
-        if (!o->no_ack) {
-            const cbor_item_t *tag = NULL;
-            struct cbor_pair *p = cbor_map_handle(m->data);
-            for (size_t i = 0; i < cbor_map_size(m->data); i++)
-                if (cbor_string_length(p[i].key) == 12 && !memcmp(cbor_string_handle(p[i].key), "delivery_tag", 12))
-                    tag = p[i].value;
-            cbor_item_t *ack = cbor_new_definite_map(2);
-            map_put(ack, "sub", cbor_build_uint64(sub));
-            map_put(ack, "delivery_tag", cbor_build_uint64(tag ? cbor_get_int(tag) : 0));
-            ferry_msg_t *r;
-            rc = ferry_call(f, "ack", ack, deadline, &r, wait_ms);
-            cbor_decref(&ack);
-            status = check_result(r, rc);
-            ferry_msg_free(r);
-            if (status) {
-                ferry_msg_free(m);
-                return status;
-            }
-        }
+        if (!o->no_ack)
+            status = settle(f, sub, m->data, deadline, wait_ms);
         ferry_msg_free(m);
-        n++;
+        if (status)
+            return status;
+    }
+    return 0;
+}
+
+/* Answers one request: runs the command on its body and publishes the
+ * command's stdout to the request's reply_to, with its correlation_id.
+ * Returns 0, or an exit status when ferryd failed us. */
+static int serve_one(ferry_t *f, const cbor_item_t *d, struct amqp_opts *o, uint32_t deadline, int wait_ms)
+{
+    const cbor_item_t *body = map_get(d, "body"), *props = map_get(d, "properties");
+    const cbor_item_t *reply_to = map_get(props, "reply_to"), *corr = map_get(props, "correlation_id");
+    const uint8_t *in = body && cbor_isa_bytestring(body) ? cbor_bytestring_handle(body) : NULL;
+    size_t inlen = in ? cbor_bytestring_length(body) : 0;
+    uint8_t *out;
+    size_t outlen;
+    int exit_status;
+    /* 8 MiB: the largest body ferryd publishes. */
+    if (cli_run_command(o->command, in, inlen, 8u << 20, &out, &outlen, &exit_status) != 0) {
+        fprintf(stderr, "ferry: cannot run %s: %s\n", o->command[0], strerror(errno));
+        return 1;
+    }
+    if (exit_status)
+        fprintf(stderr, "ferry: %s exited with status %d\n", o->command[0], exit_status);
+    int status = 0;
+    if (!reply_to || !cbor_isa_string(reply_to)) {
+        fprintf(stderr, "ferry: a request without reply_to: nobody to answer\n");
+    } else {
+        cbor_item_t *a = cbor_new_definite_map(5);
+        map_put(a, "exchange", cbor_build_string(""));
+        map_put(a, "routing_key", cbor_incref((cbor_item_t *)reply_to));
+        map_put(a, "body", cbor_build_bytestring(out ? out : (const uint8_t *)"", outlen));
+        if (corr && cbor_isa_string(corr))
+            map_put(a, "correlation_id", cbor_incref((cbor_item_t *)corr));
+        cbor_item_t *h = cbor_new_definite_map(1);
+        map_put(h, "exit_status", cbor_build_uint8((uint8_t)exit_status));
+        map_put(a, "headers", h);
+        ferry_msg_t *r = NULL;
+        int rc = ferry_call(f, "publish", a, deadline, &r, wait_ms);
+        cbor_decref(&a);
+        status = check_result(r, rc);
+        ferry_msg_free(r);
+        if (status == 1)
+            status = 0; /* the caller has gone (say): keep serving the others */
+    }
+    free(out);
+    return status;
+}
+
+/* Runs serve: an RPC responder made of a command. The queue is declared
+ * when missing, so callers' requests (published mandatory) are routable
+ * from the moment it says "serving". Prefetch 1: one request at a time. */
+static int serve(ferry_t *f, const char *queue, struct amqp_opts *o, uint32_t deadline, int wait_ms)
+{
+    signal(SIGPIPE, SIG_IGN); /* a command that does not read its stdin */
+    cbor_item_t *a = cbor_new_definite_map(2);
+    map_put(a, "name", cbor_build_string(queue));
+    map_put(a, "passive", cbor_build_bool(true));
+    ferry_msg_t *m = NULL;
+    int rc = ferry_call(f, "queue.declare", a, deadline, &m, wait_ms);
+    cbor_decref(&a);
+    if (rc == 0 && m->err_code && !strcmp(m->err_code, "backend_error") && strstr(m->err_message, "404")) {
+        ferry_msg_free(m);
+        m = NULL;
+        a = cbor_new_definite_map(1);
+        map_put(a, "name", cbor_build_string(queue));
+        rc = ferry_call(f, "queue.declare", a, deadline, &m, wait_ms);
+        cbor_decref(&a);
+    }
+    int status = check_result(m, rc);
+    ferry_msg_free(m);
+    uint64_t sub;
+    if (status || (status = subscribe(f, queue, 1, 0, deadline, wait_ms, &sub)) != 0)
+        return status;
+    fprintf(stderr, "ferry: serving requests from '%s'\n", queue);
+    for (long n = 0; !o->count || n < o->count; n++) {
+        if ((status = next_delivery(f, sub, -1, &m)) != 0)
+            return status;
+        status = serve_one(f, m->data, o, deadline, wait_ms);
+        if (!status)
+            status = settle(f, sub, m->data, deadline, wait_ms);
+        ferry_msg_free(m);
+        if (status)
+            return status;
     }
     return 0;
 }
@@ -374,14 +527,26 @@ static int amqp_command(ferry_t *f, const char *cmd, int argc, char **argv, uint
         a = cbor_new_definite_map(1);
         map_put(a, "queue", cbor_build_string(pos[0]));
     } else if (!strcmp(cmd, "consume")) {
-        if (need(npos, 1, "consume QUEUE [--count N] [--no-ack]"))
+        if (need(npos, 1, "consume QUEUE [--count N] [--no-ack] [--follow]"))
             goto out;
         status = consume(f, pos[0], &o, deadline, wait_ms);
+        goto out;
+    } else if (!strcmp(cmd, "serve")) {
+        if (need(npos, 1, "serve QUEUE [--count N] -- COMMAND [ARG...]"))
+            goto out;
+        if (!o.command || !o.command[0]) {
+            fprintf(stderr, "usage: ferry serve QUEUE [--count N] -- COMMAND [ARG...]\n");
+            goto out;
+        }
+        status = serve(f, pos[0], &o, deadline, wait_ms);
         goto out;
     }
     ferry_msg_t *m = NULL;
     int rc = ferry_call(f, op, a, deadline, &m, wait_ms);
     status = check_result(m, rc);
+    if (status == 1 && !strcmp(cmd, "rpc") && !strcmp(m->err_code, "timeout"))
+        fprintf(stderr, "ferry: the request reached a queue, but no reply came: is anything consuming '%s'? "
+                        "(e.g. ferry serve %s -- COMMAND)\n", pos[1], pos[1]);
     if (status == 0) {
         if (!strcmp(cmd, "get") || !strcmp(cmd, "rpc")) {
             if (cbor_isa_map(m->result))
@@ -408,7 +573,7 @@ out:
 static int is_amqp_command(const char *c)
 {
     static const char *const cmds[] = {"declare-exchange", "declare-queue", "bind", "publish",
-                                       "consume", "get", "rpc", NULL};
+                                       "consume", "get", "rpc", "serve", NULL};
     for (int i = 0; cmds[i]; i++)
         if (!strcmp(c, cmds[i]))
             return 1;

@@ -1,5 +1,6 @@
 """RabbitMQ through ferryd, against a real rabbitmq-server."""
 
+import re
 import signal
 import threading
 import time
@@ -286,10 +287,17 @@ def test_rpc_round_trip(amqp_ferryd):
             for i in range(3):
                 reply = c.amqp.rpc("", q, b"ping %d" % i, deadline=5000 * SLOW)
                 assert reply["body"] == b"re: ping %d" % i
-            # No responder for this one: the deadline answers.
+            # No queue: the request is returned at once (it is published
+            # mandatory), long before the deadline.
             with pytest.raises(ferry.FerryError) as e:
-                c.amqp.rpc("", uid("nobody"), b"hello?", deadline=300)
+                c.amqp.rpc("", uid("nobody"), b"hello?", deadline=600000)
+            assert e.value.code == "unroutable" and "NO_ROUTE" in e.value.message
+            # A queue with nobody consuming it: the deadline answers.
+            idle = c.amqp.declare_queue(uid("idle"))["queue"]
+            with pytest.raises(ferry.FerryError) as e:
+                c.amqp.rpc("", idle, b"hello?", deadline=300)
             assert e.value.code == "timeout"
+            c.amqp.delete_queue(idle)
     finally:
         stop.set()
         t.join(30)
@@ -343,6 +351,12 @@ def test_killed_consumer_deliveries_go_to_another(amqp_ferryd):
     ("publish", [1, 2], "bad_request", "map"),
     ("ack", {"sub": 999, "delivery_tag": 1}, "bad_request", "subscription"),
     ("consume", {"prefetch": 5}, "bad_request", "missing"),
+    # prefetch 0 would mean "no limit" to the broker.
+    ("consume", {"queue": "q", "prefetch": 0}, "bad_request", "prefetch must be 1..65535"),
+    ("consume", {"queue": "q", "prefetch": 65536}, "bad_request", "prefetch must be 1..65535"),
+    # All or nothing cannot hold: the broker commits an unroutable message.
+    ("publish.batch", {"messages": [{"exchange": "", "routing_key": "q", "body": b"x", "mandatory": True}],
+                       "transactional": True}, "bad_request", "transaction"),
     ("publish.delayed", {"exchange": "", "routing_key": "q", "body": b"x"}, "bad_request", "delay_ms"),
 ])
 def test_bad_input(amqp_ferryd, op, args, code, fragment):
@@ -442,3 +456,224 @@ def test_cli_rpc(amqp_ferryd):
         t.join(30)
     assert out.returncode == 0, out.stderr
     assert out.stdout == b"SHOUT\n"
+
+
+@pytest.mark.parametrize("op,args", [
+    ("queue.declare", {"name": "{q}", "durabel": True}),
+    ("exchange.declare", {"name": "{q}", "type": "fanout", "auto_delte": True}),
+    ("exchange.delete", {"name": "{q}", "if_unsued": True}),
+    ("queue.bind", {"queue": "{q}", "exchange": "amq.direct", "routingkey": "k"}),
+    ("queue.unbind", {"queue": "{q}", "exchange": "amq.direct", "key": "k"}),
+    ("queue.purge", {"queue": "{q}", "all": True}),
+    ("queue.delete", {"queue": "{q}", "if_emtpy": True}),
+    ("consume", {"queue": "{q}", "prefech": 5}),
+    ("get", {"queue": "{q}", "no_ack": True}),
+    ("ack", {"sub": 1, "delivery_tag": 1, "mutliple": True}),
+    ("nack", {"sub": 1, "delivery_tag": 1, "requeu": False}),
+    ("reject", {"sub": 1, "delivery_tag": 1, "multiple": True}),   # reject settles one tag only
+    ("cancel", {"sub": 1, "now": True}),
+    ("publish.batch", {"messages": [{"exchange": "", "routing_key": "{q}", "body": b"x"}],
+                       "transactonal": True}),
+    ("publish", {"exchange": "", "routing_key": "{q}", "body": b"x", "presistent": True}),
+    ("publish.delayed", {"exchange": "", "routing_key": "{q}", "body": b"x", "delay_ms": 10, "priorty": 1}),
+    ("rpc", {"exchange": "", "routing_key": "{q}", "body": b"x", "replyto": "me"}),
+    ("hello", {"protocol": 1, "protocl": 1}),
+    # In a message of a batch, too.
+    ("publish.batch", {"messages": [{"exchange": "", "routing_key": "{q}", "body": b"x", "colour": "red"}]}),
+])
+def test_unknown_keys_are_refused(amqp_ferryd, op, args):
+    """Every op with a map of args refuses a key it does not know, naming it
+    and the op, and does nothing: a typo must not silently change what
+    happens."""
+    q = uid("typo")
+    args = {k: (v.replace("{q}", q) if isinstance(v, str) else v) for k, v in args.items()}
+    for m in args.get("messages", []):
+        m["routing_key"] = q
+    known = {"queue", "name", "type", "exchange", "routing_key", "body", "sub", "delivery_tag",
+             "messages", "delay_ms", "protocol"}
+    typo = next((k for k in args if k not in known), "colour")
+    with amqp_ferryd.client() as c:
+        with pytest.raises(ferry.FerryError) as e:
+            c.call(op, args)
+        assert e.value.code == "bad_request", e.value.message
+        assert "unknown key '%s' in %s" % (typo, op) in e.value.message
+        # Nothing was declared or published under that name.
+        with pytest.raises(ferry.FerryError) as e:
+            c.call("queue.declare", {"name": q, "passive": True})
+        assert e.value.code == "backend_error" and "404" in e.value.message
+        with pytest.raises(ferry.FerryError) as e:
+            c.call("exchange.declare", {"name": q, "passive": True})
+        assert e.value.code == "backend_error" and "404" in e.value.message
+
+
+def test_settled_or_unknown_delivery_tags_are_refused(c):
+    """A second ack of a tag never reaches the broker (which would close the
+    consumer's channel and redeliver every other unacked message)."""
+    a = c.amqp
+    q = a.declare_queue(uid("twice"))["queue"]
+    sub = a.consume(q, prefetch=10)
+    a.publish("", q, b"one")
+    a.publish("", q, b"two")
+    one, two = drain_pushes(c, 2)
+    t1, t2 = one["data"]["delivery_tag"], two["data"]["delivery_tag"]
+    assert a.ack(sub, t1) == {}
+    for settle in (lambda: a.ack(sub, t1), lambda: a.nack(sub, t1), lambda: a.reject(sub, t1)):
+        with pytest.raises(ferry.FerryError) as e:
+            settle()
+        assert e.value.code == "bad_request"
+        assert "delivery tag %d was already acked, nacked or rejected" % t1 in e.value.message
+    # Tags that were never issued on this subscription get their own message.
+    for never in (t2 + 1000, 1, t2 + (1 << 40)):
+        with pytest.raises(ferry.FerryError) as e:
+            a.ack(sub, never)
+        assert e.value.code == "bad_request"
+        assert "delivery tag %d was never delivered on this subscription" % never in e.value.message
+    # The consumer's channel was not closed: the second delivery is still
+    # outstanding under its tag, and is not delivered again.
+    assert a.ack(sub, t2) == {}
+    a.publish("", q, b"three")
+    three = c.next_push(10)
+    assert three["data"]["body"] == b"three" and three["data"]["redelivered"] is False
+    # multiple up to a settled tag, with nothing open at or below it: refused.
+    with pytest.raises(ferry.FerryError) as e:
+        a.ack(sub, t2, multiple=True)
+    assert e.value.code == "bad_request"
+    assert "every delivery up to tag %d was already acked, nacked or rejected" % t2 in e.value.message
+    a.publish("", q, b"four")
+    four = c.next_push(10)
+    assert a.ack(sub, four["data"]["delivery_tag"]) == {}
+    # multiple up to a settled tag above every open one ("three"): the
+    # broker would not know where to stop; refused.
+    with pytest.raises(ferry.FerryError) as e:
+        a.ack(sub, four["data"]["delivery_tag"], multiple=True)
+    assert e.value.code == "bad_request" and "name the last of them" in e.value.message
+    assert a.ack(sub, three["data"]["delivery_tag"], multiple=True) == {}
+    assert c.pushes == []
+    assert a.declare_queue(q) == {"queue": q, "message_count": 0, "consumer_count": 1}
+    a.cancel(sub)
+    a.delete_queue(q)
+
+
+def test_subscriptions_belong_to_their_connection(amqp_ferryd):
+    q = uid("owned")
+    with amqp_ferryd.client() as owner, amqp_ferryd.client() as other:
+        owner.amqp.declare_queue(q)
+        sub = owner.amqp.consume(q)
+        owner.amqp.publish("", q, b"mine")
+        tag = owner.next_push(10)["data"]["delivery_tag"]
+        for op, args in (("ack", {"sub": sub, "delivery_tag": tag}),
+                         ("nack", {"sub": sub, "delivery_tag": tag}),
+                         ("reject", {"sub": sub, "delivery_tag": tag}),
+                         ("cancel", {"sub": sub})):
+            with pytest.raises(ferry.FerryError) as e:
+                other.call(op, args)
+            assert e.value.code == "bad_request" and "no such subscription on this connection" in e.value.message
+        # The other connection's own subscription with the same id is its
+        # own: the owner's tag was never delivered there.
+        other_q = other.amqp.declare_queue(uid("other"))["queue"]
+        other.wait(other.send("consume", {"queue": other_q}, id=sub))
+        with pytest.raises(ferry.FerryError) as e:
+            other.amqp.ack(sub, tag)
+        assert e.value.code == "bad_request" and "never delivered" in e.value.message
+        # Still the owner's to settle, and only settled once.
+        assert owner.amqp.ack(sub, tag) == {}
+        assert owner.amqp.declare_queue(q)["message_count"] == 0
+        other.amqp.cancel(sub)
+        other.amqp.delete_queue(other_q)
+        owner.amqp.cancel(sub)
+        owner.amqp.delete_queue(q)
+
+
+def test_half_close_with_a_consumer_closes_and_requeues(amqp_ferryd):
+    """A subscription does not keep a half-closed connection open: ferryd
+    closes it at once, and its unacked deliveries go back to the queue."""
+    import socket
+    q = uid("halfclose")
+    a = amqp_ferryd.client()
+    a.amqp.declare_queue(q)
+    a.amqp.consume(q)
+    a.amqp.publish("", q, b"unacked")
+    assert a.next_push(10)["data"]["body"] == b"unacked"
+    a.sock.shutdown(socket.SHUT_WR)
+    with pytest.raises(ferry.ConnectionClosed):
+        a.recv_frame()
+    a.close()
+    with amqp_ferryd.client() as b:
+        sub = b.amqp.consume(q)
+        again = b.next_push(10)["data"]
+        assert again["body"] == b"unacked" and again["redelivered"] is True
+        b.amqp.ack(sub, again["delivery_tag"])
+        b.amqp.cancel(sub)
+        b.amqp.delete_queue(q)
+
+
+def test_cli_consume_stops_when_the_wait_passes(amqp_ferryd):
+    """--timeout bounds the wait for the next delivery: with 2 of 10 queued,
+    consume prints both, then exits 3 saying so."""
+    f = amqp_ferryd
+    q = uid("drain")
+    with f.client() as c:
+        c.amqp.declare_queue(q)
+        c.amqp.publish("", q, b"first", message_id="m-1", correlation_id="c-1")
+        c.amqp.publish("", q, b"second")
+    r = cli(f, "consume", q, "--count", "10", timeout=1000)
+    assert r.returncode == 3, r.stderr
+    assert r.stdout == b"first\nsecond\n"
+    assert r.stderr == b"ferry: no delivery within 1000 ms (--timeout); 2 of 10 received\n"
+    with f.client() as c:
+        assert c.amqp.declare_queue(q)["message_count"] == 0      # both acked
+        c.amqp.publish("", q, b"third", message_id="m-3", headers={"k": "v"})
+    # -v: one "name: value" line per field, then the body.
+    r = cli(f, "consume", q, "--count", "1", "-v", timeout=1000)
+    assert r.returncode == 0, r.stderr
+    # (No traceparent line: this ferryd traces nothing.)
+    assert re.fullmatch(r"exchange: \nrouting_key: %s\nproperties\.message_id: m-3\nproperties\.headers\.k: v\n"
+                        r"delivery_tag: \d+\nredelivered: false\nconsumer_tag: ferry-\d+\nthird\n" % re.escape(q),
+                        r.stdout.decode()), r.stdout
+
+
+def test_cli_serve_answers_rpc(amqp_ferryd):
+    """ferry serve: a responder made of a command, end to end through rpc."""
+    import subprocess
+    from conftest import FERRY_CLI
+    f = amqp_ferryd
+    q = uid("serve")
+    p = subprocess.Popen([FERRY_CLI, "--socket", f.sock, "serve", q, "--count", "2", "--",
+                          "sh", "-c", "printf 'quote for '; tr a-z A-Z"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert p.stderr.readline() == b"ferry: serving requests from '%s'\n" % q.encode()
+        with f.client() as c:
+            r = c.amqp.rpc("", q, b"item 42", deadline=10000 * SLOW)
+            assert r["body"] == b"quote for ITEM 42"
+            assert r["properties"]["headers"]["exit_status"] == 0
+        out = cli(f, "rpc", "", q, "widget", timeout=10000 * SLOW)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == b"quote for WIDGET\n"
+        assert p.wait(60) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    with f.client() as c:
+        assert c.amqp.declare_queue(q)["message_count"] == 0       # both requests acked
+        c.amqp.delete_queue(q)
+    # With nothing serving (and no queue), the CLI's rpc fails at once.
+    r = cli(f, "rpc", "", uid("pricing-service"), "quote 42", timeout=600000)
+    assert r.returncode == 1 and r.stderr.startswith(b"(error) unroutable: 312 NO_ROUTE")
+
+
+@pytest.mark.parametrize("op", ["queue.declare", "hello", "publish"])
+def test_long_unknown_key_is_cut_at_a_character(amqp_ferryd, op):
+    """The key is quoted at most 64 bytes long, cut between characters: the
+    message is CBOR text, and must stay valid UTF-8 (cbor2 refuses it
+    otherwise)."""
+    key = "\u20ac" * 30                        # 90 bytes, 3 per character
+    args = {"hello": {"protocol": 1}, "queue.declare": {"name": uid("long")},
+            "publish": {"exchange": "", "routing_key": "k", "body": b"x"}}[op]
+    args[key] = True
+    with amqp_ferryd.client() as c:
+        with pytest.raises(ferry.FerryError) as e:
+            c.call(op, args)
+        assert e.value.code == "bad_request"
+        assert "unknown key '%s' in %s args" % ("\u20ac" * 21, op) in e.value.message
