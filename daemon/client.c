@@ -379,9 +379,18 @@ void client_accept(struct server *s)
                 log_warn("client %llu refused: %s (%lu more refused since the last report)",
                          (unsigned long long)c->id, why, held);
         }
-        codec_error_frame(&c->out.pending, false, 0, code, s->draining ? NULL : why);
-        outq_kick(&c->out);
-        c->close_when_flushed = true;
+        /* Written at once and closed at once: a burst of refused clients
+         * waiting for the next flush would each hold a descriptor, and
+         * past the limit libuv closes connections it cannot accept
+         * without a word. A new socket's buffer takes a small frame whole;
+         * if it somehow does not, the client sees the connection close. */
+        struct cbuf frame;
+        cbuf_init(&frame);
+        codec_error_frame(&frame, false, 0, code, s->draining ? NULL : why);
+        uv_buf_t b = uv_buf_init((char *)frame.data, (unsigned)frame.len);
+        (void)uv_try_write((uv_stream_t *)&c->pipe, &b, 1);
+        cbuf_free(&frame);
+        client_close(c, why);
         return;
     }
     s->counters.clients_accepted++;

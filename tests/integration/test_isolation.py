@@ -361,3 +361,20 @@ def test_paused_client_resumes_from_an_emptied_buffer(make_ferryd):
             c.send_raw(fr[5:])
             ids.append(100 + i)
         assert [c.wait(i) for i in ids] == [b"v"] * 40
+
+
+def test_memory_is_returned_after_large_replies(ferryd, redis):
+    mib = 1024 * 1024
+    redis.cli("SETRANGE", "v12", str(12 * mib - 1), "x")
+    with ferryd.client() as c:
+        c.redis("PING")
+        before = rss_kib(ferryd.proc.pid)
+        for _ in range(3):
+            assert len(c.redis("GET", "v12")) == 12 * mib
+        big = c.redis("SET", "w12", b"y" * (12 * mib))
+        assert big == "OK"
+        assert c.redis("STRLEN", "w12") == 12 * mib
+        # Each went through a reply of 12 MiB or more, in several buffers.
+        assert peak_rss_kib(ferryd.proc.pid) - before > 12 * 1024
+        wait_until(lambda: rss_kib(ferryd.proc.pid) - before < 8 * 1024, timeout=10 * SLOW,
+                   what="ferryd to give the memory back (rss %d KiB, was %d)" % (rss_kib(ferryd.proc.pid), before))
