@@ -48,10 +48,10 @@ static void account(struct client *c)
  * whose input is the larger part is sent 'overloaded' (its framing is lost
  * with the input dropped); one whose unread output is the larger part is
  * not reading, and is closed at once, which frees that output. */
-static void enforce_budget(struct server *s)
+static void cut_largest(struct server *s)
 {
     static bool busy; /* closing a client may complete requests of others */
-    if (busy || s->buffered_in + s->buffered_out <= (uint64_t)s->cfg.max_buffered)
+    if (busy)
         return;
     busy = true;
     struct client *worst = NULL;
@@ -85,6 +85,12 @@ static void enforce_budget(struct server *s)
         }
     }
     busy = false;
+}
+
+static inline void enforce_budget(struct server *s)
+{
+    if (s->buffered_in + s->buffered_out > (uint64_t)s->cfg.max_buffered)
+        cut_largest(s);
 }
 
 static void on_close(uv_handle_t *h)

@@ -82,6 +82,40 @@ static size_t broken(struct resp_guard *g, size_t n)
     return n;
 }
 
+/* The common case in one pass with no state kept: a whole reply that is
+ * not an array (GET's bulk string or nil, SET's +OK, INCR's integer) lies
+ * in the buffer. Returns its length, or 0 to take the general path, which
+ * also refuses what must be refused. */
+static size_t whole_simple_reply(struct resp_guard *g, const char *p, size_t n)
+{
+    size_t total;
+    if (p[0] == '$') {
+        size_t j = 1;
+        uint64_t len = 0;
+        bool nil = j < n && p[j] == '-';
+        j += nil;
+        size_t digits = j;
+        while (j < n && (unsigned)(unsigned char)p[j] - '0' <= 9 && len < NUM_CAP)
+            len = len * 10 + (uint64_t)((unsigned char)p[j++] - '0');
+        if (j == digits || j + 1 >= n || p[j] != '\r' || p[j + 1] != '\n')
+            return 0;
+        total = nil ? j + 2 : j + 2 + len + 2;
+        if (!nil && len > n)
+            return 0;
+    } else if (p[0] == '+' || p[0] == ':' || p[0] == '-') {
+        const char *nl = memchr(p, '\n', n);
+        if (!nl)
+            return 0;
+        total = (size_t)(nl - p) + 1;
+    } else {
+        return 0;
+    }
+    if (total > n || total > g->max_bytes || (g->wanted && !g->wanted(g->ctx, g->replies)))
+        return 0;
+    g->replies++;
+    return total;
+}
+
 size_t resp_guard_scan(struct resp_guard *g, const char *p, size_t n)
 {
     if (g->why == RESP_GUARD_PROTOCOL)
@@ -99,6 +133,13 @@ size_t resp_guard_scan(struct resp_guard *g, const char *p, size_t n)
             continue;
         }
         if (g->phase == RG_TYPE) {
+            if (g->need == 0 && !g->skipping) {
+                size_t k = whole_simple_reply(g, p + i, n - i);
+                if (k) {
+                    i += k;
+                    continue;
+                }
+            }
             char t = p[i];
             if (t != '$' && t != '*' && t != ':' && t != '+' && t != '-')
                 return broken(g, n);
@@ -136,45 +177,58 @@ size_t resp_guard_scan(struct resp_guard *g, const char *p, size_t n)
                 return i;
             continue;
         }
-        char ch = p[i];
-        if (ch >= '0' && ch <= '9') {
-            g->num = g->num >= NUM_CAP ? NUM_CAP : g->num * 10 + (uint64_t)(ch - '0');
+        /* A '$' or '*' header: its number, in a tight loop, since every
+         * reply has one. */
+        size_t from = i;
+        uint64_t num = g->num;
+        while (i < n) {
+            unsigned d = (unsigned)(unsigned char)p[i] - '0';
+            if (d > 9)
+                break;
+            num = num >= NUM_CAP ? NUM_CAP : num * 10 + d;
+            i++;
+        }
+        if (i > from)
             g->digits = true;
-        } else if (ch == '-' && !g->digits && !g->neg) {
-            g->neg = true;
-        } else if (ch == '\n') {
-            if (!g->digits)
-                return broken(g, n);
-            if (!g->skipping && !g->neg) {
-                /* Refused before the reader sees the line's end, so it
-                 * never allocates what the header announces. */
-                if (g->type == '$' && g->bytes + 1 + g->num + 2 > g->max_bytes)
-                    return refuse(g, RESP_GUARD_TOO_LARGE, i);
-                if (g->type == '*' && (g->elements + g->num > g->max_elements ||
-                                       g->bytes + 1 + 3 * g->num > g->max_bytes))
-                    return refuse(g, RESP_GUARD_TOO_LARGE, i);
-            }
+        g->num = num;
+        g->bytes += i - from;
+        if (i == n)
+            break;
+        char ch = p[i];
+        if (ch == '\r' || (ch == '-' && !g->digits && !g->neg)) {
+            g->neg |= ch == '-';
             i++;
             g->bytes++;
-            if (g->neg || (g->type == '*' && g->num == 0)) {
-                if (item_done(g) && was_skipping)
-                    return i;
-            } else if (g->type == '$') {
-                g->payload_left = g->num + 2;
-                g->phase = RG_PAYLOAD;
-            } else {
-                g->need = g->need + g->num > NUM_CAP ? NUM_CAP : g->need + g->num;
-                g->elements += g->num;
-                if (!g->skipping)
-                    g->left[g->depth++] = (int64_t)g->num;
-                g->phase = RG_TYPE;
-            }
             continue;
-        } else if (ch != '\r') {
+        }
+        if (ch != '\n')
             return broken(g, n);
+        if (!g->digits)
+            return broken(g, n);
+        if (!g->skipping && !g->neg) {
+            /* Refused before the reader sees the line's end, so it never
+             * allocates what the header announces. */
+            if (g->type == '$' && g->bytes + 1 + num + 2 > g->max_bytes)
+                return refuse(g, RESP_GUARD_TOO_LARGE, i);
+            if (g->type == '*' &&
+                (g->elements + num > g->max_elements || g->bytes + 1 + 3 * num > g->max_bytes))
+                return refuse(g, RESP_GUARD_TOO_LARGE, i);
         }
         i++;
         g->bytes++;
+        if (g->neg || (g->type == '*' && num == 0)) {
+            if (item_done(g) && was_skipping)
+                return i;
+        } else if (g->type == '$') {
+            g->payload_left = num + 2;
+            g->phase = RG_PAYLOAD;
+        } else {
+            g->need = g->need + num > NUM_CAP ? NUM_CAP : g->need + num;
+            g->elements += num;
+            if (!g->skipping)
+                g->left[g->depth++] = (int64_t)num;
+            g->phase = RG_TYPE;
+        }
     }
     return i;
 }
