@@ -116,7 +116,11 @@ def reader_env(work):
     build/ not on PATH, and python3 the system's (the one with
     python3-cbor2, running this test). In a sanitized build, libferry needs
     the sanitizer runtime, so `cc` is the same compiler with the same flags."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
+    # Nor the variables of a make that may be running these tests
+    # (`make B=build-asan check-integration`): `make install` in a session
+    # must see the reader's command line only.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("FERRY_") and k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
     env["HOME"] = work
     tools = os.path.join(work, ".tools")
     if not os.path.isdir(tools):
