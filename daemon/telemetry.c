@@ -337,7 +337,7 @@ int histogram_parse_bounds(const char *spec, double *out, size_t cap, size_t *n)
         double v = strtod(p, &end);
         while (isspace((unsigned char)*end))
             end++;
-        if (end == p || *end || v <= prev || *n == cap) {
+        if (end == p || *end || !(v > prev) || *n == cap) { /* !(v > prev) also refuses NaN */
             rc = -1;
             break;
         }
