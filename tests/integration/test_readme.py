@@ -116,11 +116,12 @@ def reader_env(work):
     build/ not on PATH, and python3 the system's (the one with
     python3-cbor2, running this test). In a sanitized build, libferry needs
     the sanitizer runtime, so `cc` is the same compiler with the same flags."""
-    # Nor the variables of a make that may be running these tests
-    # (`make B=build-asan check-integration`): `make install` in a session
-    # must see the reader's command line only.
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("FERRY_") and k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    # Nor the variables of a make that may be running these tests (`make
+    # B=build-asan check-integration` exports B): `make install` in a
+    # session must see the reader's command line only.
+    makevars = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "B", "CC", "OPT", "SAN", "CFLAGS",
+                "LDFLAGS", "CPPFLAGS", "DESTDIR", "PREFIX")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_") and k not in makevars}
     env["HOME"] = work
     tools = os.path.join(work, ".tools")
     if not os.path.isdir(tools):
