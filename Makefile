@@ -56,8 +56,14 @@ $(B)/libferry.a: $(LIBFERRY_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(B)/libferry.so: $(LIBFERRY_OBJ)
+# The shared library under its soname, which programs linked with
+# -lferry record and look for at run time, and the unversioned name that
+# -lferry finds when linking: the same pair `make install` puts in $(PREFIX)/lib.
+$(B)/libferry.so.1: $(LIBFERRY_OBJ)
 	$(CC) $(XLDFLAGS) -shared -Wl,-soname,libferry.so.1 -o $@ $^ $(LDLIBS_C)
+
+$(B)/libferry.so: $(B)/libferry.so.1
+	ln -sf libferry.so.1 $@
 
 $(B)/ferry: $(CLI_SRC:%.c=$(B)/obj/%.o) $(B)/libferry.a
 	$(CC) $(XLDFLAGS) -o $@ $^ $(LDLIBS_C)
@@ -134,22 +140,27 @@ run: deps all
 		trap 'kill $$(cat $(CURDIR)/run/redis.pid) 2>/dev/null' EXIT INT TERM; \
 	fi; \
 	echo "ferryd: Redis at $$FERRY_REDIS_URL; socket ./run/ferry.sock. Ctrl-C drains and stops."; \
-	echo "In another shell:  build/ferry -s run/ferry.sock ping"; \
-	echo "                   build/ferry -s run/ferry.sock redis SET greeting hello"; \
-	echo "                   build/ferry -s run/ferry.sock stats"; \
+	echo "In another shell:"; \
+	echo "  export PATH=$(abspath $(B)):\$$PATH FERRY_SOCKET=$(CURDIR)/run/ferry.sock"; \
+	echo "  ferry ping"; \
 	OTEL_TRACES_EXPORTER=$${OTEL_TRACES_EXPORTER:-console} OTEL_METRICS_EXPORTER=$${OTEL_METRICS_EXPORTER:-none} \
 		$(B)/ferryd --socket run/ferry.sock $(RUN_ARGS)
 
 bench: deps all
 	/usr/bin/python3 tests/bench/run_bench.py --build $(abspath $(B)) $(BENCH_ARGS)
 
+PREFIX ?= /usr/local
+# The library as ldconfig expects it: the file under its soname, and the
+# unversioned link for linking; ldconfig runs only for a real install.
 install: all
-	install -D -m 0755 $(B)/ferryd $(DESTDIR)/usr/local/sbin/ferryd
-	install -D -m 0755 $(B)/ferry $(DESTDIR)/usr/local/bin/ferry
-	install -D -m 0644 $(B)/libferry.a $(DESTDIR)/usr/local/lib/libferry.a
-	install -D -m 0755 $(B)/libferry.so $(DESTDIR)/usr/local/lib/libferry.so.1
-	install -D -m 0644 client-stub/c/ferry.h $(DESTDIR)/usr/local/include/ferry.h
+	install -D -m 0755 $(B)/ferryd $(DESTDIR)$(PREFIX)/sbin/ferryd
+	install -D -m 0755 $(B)/ferry $(DESTDIR)$(PREFIX)/bin/ferry
+	install -D -m 0644 $(B)/libferry.a $(DESTDIR)$(PREFIX)/lib/libferry.a
+	install -D -m 0755 $(B)/libferry.so.1 $(DESTDIR)$(PREFIX)/lib/libferry.so.1
+	ln -sf libferry.so.1 $(DESTDIR)$(PREFIX)/lib/libferry.so
+	install -D -m 0644 client-stub/c/ferry.h $(DESTDIR)$(PREFIX)/include/ferry.h
 	install -D -m 0644 conf/ferryd.conf $(DESTDIR)/etc/ferry/ferryd.conf
+	if [ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null; then ldconfig; fi
 
 clean:
 	rm -rf build build-asan run

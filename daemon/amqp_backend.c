@@ -947,7 +947,10 @@ struct backend *amqp_backend_new(struct server *s, char *err, size_t errlen)
     }
     free(copy);
     ab->enabled = ab->naddrs > 0;
-    for (size_t i = 0; i < sizeof(amqp_ops) / sizeof(amqp_ops[0]); i++)
+    /* Without a broker the ops are not served at all: hello lists only what
+     * can work, and a client that sends one anyway gets unknown_op, which
+     * no retry will change, rather than unavailable, which invites one. */
+    for (size_t i = 0; ab->enabled && i < sizeof(amqp_ops) / sizeof(amqp_ops[0]); i++)
         if (server_add_op(s, amqp_ops[i].name, NULL, &ab->base, amqp_ops[i].kind) != 0) {
             snprintf(err, errlen, "cannot register the AMQP ops");
             ab_destroy(&ab->base);

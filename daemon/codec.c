@@ -133,8 +133,12 @@ static int check_tok(struct walk *w, const struct tok *t, unsigned depth)
     }
     switch (t->type) {
     case TOK_INDEF:
-    case TOK_BREAK:
         w->why = "indefinite-length items are not accepted";
+        return FE_BAD_REQUEST;
+    case TOK_BREAK:
+        /* 0xff only ends an indefinite-length item, which requests never
+         * hold: as a first byte it is no item at all. */
+        w->why = "unexpected 0xff (a CBOR 'break' outside an indefinite-length item)";
         return FE_BAD_REQUEST;
     case TOK_TEXT:
         if (!utf8_valid(t->p, t->n)) {
@@ -292,7 +296,9 @@ int codec_decode_request(const uint8_t *buf, size_t len, const struct codec_limi
                 v->has_id = true;
                 v->id = val.u;
             } else {
-                type_fault = type_fault ? type_fault : "id must be an unsigned integer";
+                type_fault = type_fault ? type_fault
+                           : val.type == TOK_FLOAT ? "id must be an unsigned integer, not a float"
+                                                   : "id must be an unsigned integer";
             }
             break;
         case F_OP:
@@ -308,11 +314,13 @@ int codec_decode_request(const uint8_t *buf, size_t len, const struct codec_limi
             v->args_len = c.pos - vstart;
             break;
         case F_DEADLINE:
-            if (val.type == TOK_UINT && val.u > 0) {
+            /* The protocol's range (deadline-ms in the CDDL): a client
+             * that sends more has a units bug, better told than capped. */
+            if (val.type == TOK_UINT && val.u > 0 && val.u <= UINT32_MAX) {
                 v->has_deadline = true;
                 v->deadline_ms = val.u;
             } else {
-                type_fault = type_fault ? type_fault : "deadline must be a positive integer (ms)";
+                type_fault = type_fault ? type_fault : "deadline must be an integer in 1..4294967295 (ms)";
             }
             break;
         case F_TP:

@@ -1,13 +1,20 @@
 /* config.c: the settings table, and loading it from file, environment and
- * flags. Pure apart from reading the file: unit tests drive it directly. */
+ * flags. Pure apart from reading the file and the user database (for
+ * socket_owner): unit tests drive it directly. */
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 
 #include "cbuf.h"
 #include "config.h"
 #include "log.h"
+#include "redis_deny.h"
+#include "telemetry.h"
+#include "url.h"
 
 #define OFF(f) offsetof(struct config, f)
 
@@ -27,68 +34,179 @@
     "BLPOP, BRPOP, BRPOPLPUSH, BLMOVE, BLMPOP, BZPOPMIN, BZPOPMAX, BZMPOP, "         \
     "WAIT, WAITAOF, XREAD [BLOCK] STREAMS, XREADGROUP GROUP * * [BLOCK] STREAMS"
 
+/* ---- checks of single values, run wherever a value is set ---- */
+
+static int check_socket(const char *v, char *why, size_t len)
+{
+    if (v[0] == '\0') {
+        snprintf(why, len, "must not be empty");
+        return -1;
+    }
+    if (strlen(v) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+        snprintf(why, len, "path longer than %zu bytes",
+                 sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+        return -1;
+    }
+    return 0;
+}
+
+int config_owner_resolve(const char *owner, uid_t *uid, gid_t *gid, char *why, size_t len)
+{
+    char buf[256];
+    if (strlen(owner) >= sizeof(buf)) {
+        snprintf(why, len, "'%.40s...' is too long", owner);
+        return -1;
+    }
+    snprintf(buf, sizeof(buf), "%s", owner);
+    char *grp = strchr(buf, ':');
+    if (grp)
+        *grp++ = '\0';
+    *uid = (uid_t)-1;
+    *gid = (gid_t)-1;
+    if (buf[0]) {
+        struct passwd *pw = getpwnam(buf);
+        if (!pw) {
+            snprintf(why, len, "no user named '%s'", buf);
+            return -1;
+        }
+        *uid = pw->pw_uid;
+    }
+    if (grp && grp[0]) {
+        struct group *gr = getgrnam(grp);
+        if (!gr) {
+            snprintf(why, len, "no group named '%s'", grp);
+            return -1;
+        }
+        *gid = gr->gr_gid;
+    }
+    return 0;
+}
+
+static int check_owner(const char *v, char *why, size_t len)
+{
+    uid_t u;
+    gid_t g;
+    return config_owner_resolve(v, &u, &g, why, len);
+}
+
+static int check_redis_url(const char *v, char *why, size_t len)
+{
+    struct redis_addr a;
+    memset(&a, 0, sizeof(a));
+    int rc = url_parse_redis(v, &a, why, len);
+    redis_addr_free(&a);
+    return rc;
+}
+
+static int check_amqp_url(const char *v, char *why, size_t len)
+{
+    int rc = 0;
+    char *copy = xstrdup(v);
+    for (char *save = NULL, *u = strtok_r(copy, ",", &save); u && rc == 0; u = strtok_r(NULL, ",", &save)) {
+        while (*u == ' ')
+            u++;
+        if (!*u)
+            continue;
+        struct amqp_addr a;
+        memset(&a, 0, sizeof(a));
+        rc = url_parse_amqp(u, &a, why, len);
+        amqp_addr_free(&a);
+    }
+    free(copy);
+    return rc;
+}
+
+static int check_deny(const char *v, char *why, size_t len)
+{
+    struct redis_deny d;
+    if (redis_deny_parse(v, &d, why, len) != 0)
+        return -1;
+    redis_deny_free(&d);
+    return 0;
+}
+
+static int check_buckets(const char *v, char *why, size_t len)
+{
+    double b[HISTOGRAM_MAX_BOUNDS];
+    size_t n;
+    if (histogram_parse_bounds(v, b, HISTOGRAM_MAX_BOUNDS, &n) != 0) {
+        snprintf(why, len, "'%s' must be up to %d increasing numbers of seconds", v, HISTOGRAM_MAX_BOUNDS);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_query_text(const char *v, char *why, size_t len)
+{
+    if (strcmp(v, "sanitized") && strcmp(v, "full") && strcmp(v, "off")) {
+        snprintf(why, len, "'%s' is not sanitized, full or off", v);
+        return -1;
+    }
+    return 0;
+}
+
 const struct cfg_key cfg_keys[] = {
     {"socket", CFG_STR, OFF(socket), FERRY_DEFAULT_SOCKET, 0, 0, false,
-     "Path of the Unix socket that clients connect to."},
+     "Path of the Unix socket that clients connect to.", check_socket},
     {"socket_mode", CFG_MODE, OFF(socket_mode), "0660", 0, 07777, false,
-     "Permission bits of the socket file, in octal."},
+     "Permission bits of the socket file, in octal.", NULL},
     {"socket_owner", CFG_STR, OFF(socket_owner), "", 0, 0, false,
-     "Owner of the socket file as user[:group]; empty keeps the daemon's own."},
+     "Owner of the socket file as user[:group]; empty keeps the daemon's own.", check_owner},
     {"max_clients", CFG_INT, OFF(max_clients), "1024", 1, 1000000, true,
-     "Connected clients allowed at once; one more is told 'overloaded' and closed."},
+     "Connected clients allowed at once; one more is told 'overloaded' and closed.", NULL},
     {"max_frame", CFG_INT, OFF(max_frame), "16777216", 64, 1073741824, false,
-     "Largest frame body in bytes, in either direction; a larger request gets 'too_large' and the connection is closed."},
+     "Largest frame body in bytes, in either direction; a larger request gets 'too_large' and the connection is closed.", NULL},
     {"max_items", CFG_INT, OFF(max_items), "262144", 16, 100000000, true,
-     "Most CBOR data items in one request; more gets 'too_large'."},
+     "Most CBOR data items in one request; more gets 'too_large'.", NULL},
     {"max_depth", CFG_INT, OFF(max_depth), "32", 2, 64, true,
-     "Deepest CBOR nesting in a request (the request map is level 1); deeper gets 'bad_request'."},
+     "Deepest CBOR nesting in a request (the request map is level 1); deeper gets 'bad_request'.", NULL},
     {"client_max_inflight", CFG_INT, OFF(client_max_inflight), "4096", 1, 10000000, true,
-     "Requests in flight per client before ferryd stops reading from it (backpressure, not an error)."},
+     "Requests in flight per client before ferryd stops reading from it (backpressure, not an error).", NULL},
     {"client_max_output", CFG_INT, OFF(client_max_output), "67108864", 4096, 2147483647, true,
-     "Bytes of responses queued for a client that is not reading; past this it is disconnected."},
+     "Bytes of responses queued for a client that is not reading; past this it is disconnected.", NULL},
     {"max_buffered", CFG_INT, OFF(max_buffered), "268435456", 1048576, 1099511627776, true,
-     "Bytes buffered for all clients together (requests received and not yet handled, responses not yet written); past this the client holding the most is cut off."},
+     "Bytes buffered for all clients together (requests received and not yet handled, responses not yet written); past this the client holding the most is cut off.", NULL},
     {"frame_timeout_ms", CFG_INT, OFF(frame_timeout_ms), "10000", 10, 3600000, true,
-     "How long a client may take to send the rest of a frame it has started; past this it gets 'timeout' and is closed."},
+     "How long a client may take to send the rest of a frame it has started; past this it gets 'timeout' and is closed.", NULL},
     {"default_deadline_ms", CFG_INT, OFF(default_deadline_ms), "5000", 1, 3600000, true,
-     "Deadline of a request that names none."},
+     "Deadline of a request that names none.", NULL},
     {"max_deadline_ms", CFG_INT, OFF(max_deadline_ms), "300000", 1, 86400000, true,
-     "Longer deadlines asked for by clients are cut to this."},
+     "Longer deadlines asked for by clients are cut to this.", NULL},
     {"drain_timeout_ms", CFG_INT, OFF(drain_timeout_ms), "10000", 0, 3600000, true,
-     "On SIGTERM or SIGINT, how long in-flight requests may finish before the rest get 'shutting_down'."},
+     "On SIGTERM or SIGINT, how long in-flight requests may finish before the rest get 'shutting_down'.", NULL},
     {"log_level", CFG_LEVEL, OFF(log_level), "info", 0, 3, true,
-     "One of error, warn, info, debug."},
+     "One of error, warn, info, debug.", NULL},
     {"redis_url", CFG_STR, OFF(redis_url), "redis://127.0.0.1:6379/0", 0, 0, false,
-     "redis://[user:password@]host:port[/db] or unix:///path/redis.sock[?db=N]."},
+     "redis://[user:password@]host:port[/db] or unix:///path/redis.sock[?db=N].", check_redis_url},
     {"redis_pool", CFG_INT, OFF(redis_pool), "1", 1, 64, false,
-     "Connections to Redis; each carries many pipelined requests."},
+     "Connections to Redis; each carries many pipelined requests.", NULL},
     {"redis_connect_timeout_ms", CFG_INT, OFF(redis_connect_timeout_ms), "2000", 10, 600000, true,
-     "How long connecting (and the AUTH/SELECT/PING handshake) may take."},
+     "How long connecting (and the AUTH/SELECT/PING handshake) may take.", NULL},
     {"redis_backoff_min_ms", CFG_INT, OFF(redis_backoff_min_ms), "100", 1, 600000, true,
-     "First delay before reconnecting; it doubles on each failure, with jitter."},
+     "First delay before reconnecting; it doubles on each failure, with jitter.", NULL},
     {"redis_backoff_max_ms", CFG_INT, OFF(redis_backoff_max_ms), "5000", 1, 3600000, true,
-     "Longest delay between reconnect attempts."},
+     "Longest delay between reconnect attempts.", NULL},
     {"redis_max_pending", CFG_INT, OFF(redis_max_pending), "65536", 16, 10000000, true,
-     "Commands awaiting replies on one Redis connection; past this requests get 'overloaded'."},
+     "Commands awaiting replies on one Redis connection; past this requests get 'overloaded'.", NULL},
     {"redis_deny", CFG_STR, OFF(redis_deny), DEFAULT_DENY, 0, 0, true,
-     "Comma-separated commands the 'redis' op refuses with 'denied'. 'CMD SUB' denies a subcommand; '*' is any argument; '[OPT] END' an option before END (see docs/protocol.md)."},
+     "Comma-separated commands the 'redis' op refuses with 'denied'. 'CMD SUB' denies a subcommand; '*' is any argument; '[OPT] END' an option before END (see docs/protocol.md).", check_deny},
     {"amqp_url", CFG_STR, OFF(amqp_url), "", 0, 0, false,
-     "RabbitMQ: amqp://user:password@host:port/vhost[?heartbeat=S&connection_name=N]; several, comma-separated, are tried in order. Empty disables the AMQP ops."},
+     "RabbitMQ: amqp://user:password@host:port/vhost[?heartbeat=S&connection_name=N]; several, comma-separated, are tried in order. Empty disables the AMQP ops.", check_amqp_url},
     {"amqp_connect_timeout_ms", CFG_INT, OFF(amqp_connect_timeout_ms), "5000", 100, 600000, false,
-     "How long connecting to the broker, and each broker RPC, may take."},
+     "How long connecting to the broker, and each broker RPC, may take.", NULL},
     {"amqp_backoff_min_ms", CFG_INT, OFF(amqp_backoff_min_ms), "100", 1, 600000, false,
-     "First delay before reconnecting to the broker; it doubles on each failure, with jitter."},
+     "First delay before reconnecting to the broker; it doubles on each failure, with jitter.", NULL},
     {"amqp_backoff_max_ms", CFG_INT, OFF(amqp_backoff_max_ms), "5000", 1, 3600000, false,
-     "Longest delay between reconnect attempts to the broker."},
+     "Longest delay between reconnect attempts to the broker.", NULL},
     {"amqp_max_pending", CFG_INT, OFF(amqp_max_pending), "65536", 16, 10000000, true,
-     "AMQP requests queued for or awaiting the broker; past this requests get 'overloaded'."},
+     "AMQP requests queued for or awaiting the broker; past this requests get 'overloaded'.", NULL},
     {"amqp_prefetch", CFG_INT, OFF(amqp_prefetch), "100", 1, 65535, true,
-     "Default prefetch (unacknowledged deliveries) of a consumer that names none."},
+     "Default prefetch (unacknowledged deliveries) of a consumer that names none.", NULL},
     {"duration_buckets", CFG_STR, OFF(duration_buckets),
      "0.00005,0.0001,0.00025,0.0005,0.001,0.0025,0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10", 0, 0, false,
-     "Bucket bounds in seconds of the duration histograms (ferry.request.duration, db.client.operation.duration)."},
+     "Bucket bounds in seconds of the duration histograms (ferry.request.duration, db.client.operation.duration).", check_buckets},
     {"redis_query_text", CFG_STR, OFF(redis_query_text), "sanitized", 0, 0, true,
-     "db.query.text on Redis spans: sanitized (arguments as ?), full, or off."},
+     "db.query.text on Redis spans: sanitized (arguments as ?), full, or off.", check_query_text},
 };
 const size_t cfg_nkeys = sizeof(cfg_keys) / sizeof(cfg_keys[0]);
 
@@ -146,14 +264,20 @@ int config_set(struct config *c, const char *key, const char *value, const char 
         return -1;
     }
     switch (k->type) {
-    case CFG_STR:
-        if (strcmp(key, "socket") == 0 && value[0] == '\0') {
-            snprintf(err, errlen, "%s: key 'socket': must not be empty", where);
+    case CFG_STR: {
+        char why[384];
+        if (k->check && k->check(value, why, sizeof(why)) != 0) {
+            /* Some parsers name the key themselves. */
+            if (strncmp(why, "key '", 5) == 0)
+                snprintf(err, errlen, "%s: %s", where, why);
+            else
+                snprintf(err, errlen, "%s: key '%s': %s", where, key, why);
             return -1;
         }
         free(*str_field(c, k));
         *str_field(c, k) = xstrdup(value);
         return 0;
+    }
     case CFG_INT:
     case CFG_MODE: {
         char *end;
@@ -274,11 +398,6 @@ int config_validate(const struct config *c, char *err, size_t errlen)
     if (c->amqp_backoff_max_ms < c->amqp_backoff_min_ms) {
         snprintf(err, errlen, "key 'amqp_backoff_max_ms': %ld is below amqp_backoff_min_ms (%ld)",
                  c->amqp_backoff_max_ms, c->amqp_backoff_min_ms);
-        return -1;
-    }
-    if (strcmp(c->redis_query_text, "sanitized") && strcmp(c->redis_query_text, "full") &&
-        strcmp(c->redis_query_text, "off")) {
-        snprintf(err, errlen, "key 'redis_query_text': '%s' is not sanitized, full or off", c->redis_query_text);
         return -1;
     }
     if (c->default_deadline_ms > c->max_deadline_ms) {

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #define FERRY_VERSION "0.1.0"
 #define FERRY_DEFAULT_CONFIG "/etc/ferry/ferryd.conf"
@@ -58,6 +59,13 @@ struct cfg_key {
     long min, max;            /* bounds for integers */
     bool reloadable;
     const char *help;
+    /* Checks a value beyond its type, with the same code the start uses
+     * to read it (a URL parser, the histogram bounds, the user database),
+     * so that a value the start would refuse is refused where it is set,
+     * naming the file and line or the variable, and by --check-config.
+     * Returns 0, or -1 with why (which may name the key itself). May be
+     * NULL. */
+    int (*check)(const char *value, char *why, size_t whylen);
 };
 
 extern const struct cfg_key cfg_keys[];
@@ -75,6 +83,10 @@ int config_set(struct config *c, const char *key, const char *value, const char 
 int config_load_file(struct config *c, const char *path, bool must_exist, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 int config_load_env(struct config *c, char *err, size_t errlen) __attribute__((warn_unused_result));
+/* Resolves socket_owner's "user[:group]" ("" and missing parts: -1, keep
+ * as is). Returns 0, or -1 with why. The listener uses it to chown. */
+int config_owner_resolve(const char *owner, uid_t *uid, gid_t *gid, char *why, size_t whylen)
+    __attribute__((warn_unused_result));
 /* Checks relations between keys once everything is loaded. */
 int config_validate(const struct config *c, char *err, size_t errlen)
     __attribute__((warn_unused_result));

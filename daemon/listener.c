@@ -1,8 +1,6 @@
 /* listener.c: see listener.h. */
 #include <errno.h>
-#include <grp.h>
 #include <libgen.h>
-#include <pwd.h>
 #include <string.h>
 #include <limits.h>
 #include <sys/resource.h>
@@ -53,30 +51,16 @@ static int clear_stale(const char *path)
     return 0;
 }
 
+/* The owner was checked when the configuration was read (the same
+ * config_owner_resolve), but the user database may have changed since. */
 static int set_owner(const char *path, const char *owner)
 {
-    char buf[256];
-    snprintf(buf, sizeof(buf), "%s", owner);
-    char *grp = strchr(buf, ':');
-    if (grp)
-        *grp++ = '\0';
-    uid_t uid = (uid_t)-1;
-    gid_t gid = (gid_t)-1;
-    if (buf[0]) {
-        struct passwd *pw = getpwnam(buf);
-        if (!pw) {
-            log_error("key 'socket_owner': no user named '%s'", buf);
-            return -1;
-        }
-        uid = pw->pw_uid;
-    }
-    if (grp && grp[0]) {
-        struct group *gr = getgrnam(grp);
-        if (!gr) {
-            log_error("key 'socket_owner': no group named '%s'", grp);
-            return -1;
-        }
-        gid = gr->gr_gid;
+    uid_t uid;
+    gid_t gid;
+    char why[300];
+    if (config_owner_resolve(owner, &uid, &gid, why, sizeof(why)) != 0) {
+        log_error("key 'socket_owner': %s", why);
+        return -1;
     }
     if (chown(path, uid, gid) != 0) {
         log_error("socket %s: chown %s: %s", path, owner, strerror(errno));

@@ -120,11 +120,20 @@ int main(int argc, char **argv)
         redis->ops->destroy(redis);
         rc = -1;
     }
+    /* --check-config takes the start's own path up to listening: every
+     * value is checked as it is set (config_set), then the relations
+     * (config_validate), the backends and telemetry as they are made. */
+    if (rc == 0 && telemetry_init(&srv.tel, &srv, err, sizeof(err)) != 0) {
+        redis->ops->destroy(redis);
+        amqp->ops->destroy(amqp);
+        rc = -1;
+    }
     if (rc != 0) {
         fprintf(stderr, "ferryd: bad configuration: %s\n", err);
         status = 2;
     } else if (check_only) {
         printf("configuration ok\n");
+        telemetry_free(srv.tel);
         redis->ops->destroy(redis);
         amqp->ops->destroy(amqp);
     } else {
@@ -134,15 +143,8 @@ int main(int argc, char **argv)
         srv.noverrides = nover;
         srv.backends[srv.nbackends++] = redis;
         srv.backends[srv.nbackends++] = amqp;
-        if (telemetry_init(&srv.tel, &srv, err, sizeof(err)) != 0) {
-            fprintf(stderr, "ferryd: bad configuration: %s\n", err);
-            redis->ops->destroy(redis);
-            amqp->ops->destroy(amqp);
-            status = 2;
-        } else {
-            status = server_run(&srv);
-            telemetry_free(srv.tel);
-        }
+        status = server_run(&srv);
+        telemetry_free(srv.tel);
     }
     config_free(&srv.cfg);
 out:

@@ -331,25 +331,34 @@ static void build_resource(struct telemetry *t)
 #undef KEEP
 }
 
-static int parse_buckets(struct telemetry *t, const char *spec, char *err, size_t errlen)
+int histogram_parse_bounds(const char *spec, double *out, size_t cap, size_t *n)
 {
-    t->bounds = xmalloc(64 * sizeof(double));
-    t->nbounds = 0;
     char *copy = xstrdup(spec);
     double prev = -1;
+    int rc = 0;
+    *n = 0;
     for (char *save = NULL, *p = strtok_r(copy, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
         char *end;
         double v = strtod(p, &end);
         while (isspace((unsigned char)*end))
             end++;
-        if (*end || v <= prev || t->nbounds == 64) {
-            snprintf(err, errlen, "key 'duration_buckets': '%s' must be up to 64 increasing numbers of seconds", spec);
-            free(copy);
-            return -1;
+        if (end == p || *end || !(v > prev) || *n == cap) { /* !(v > prev) also refuses NaN */
+            rc = -1;
+            break;
         }
-        t->bounds[t->nbounds++] = prev = v;
+        out[(*n)++] = prev = v;
     }
     free(copy);
+    return rc;
+}
+
+static int parse_buckets(struct telemetry *t, const char *spec, char *err, size_t errlen)
+{
+    t->bounds = xmalloc(HISTOGRAM_MAX_BOUNDS * sizeof(double));
+    if (histogram_parse_bounds(spec, t->bounds, HISTOGRAM_MAX_BOUNDS, &t->nbounds) != 0) {
+        snprintf(err, errlen, "key 'duration_buckets': '%s' must be up to 64 increasing numbers of seconds", spec);
+        return -1;
+    }
     return 0;
 }
 

@@ -167,6 +167,12 @@ void span_traceparent(const struct span *s, char out[TRACEPARENT_LEN + 1]);
 void telemetry_request_done(struct telemetry *t, struct op *op, uint64_t duration_ns);
 void telemetry_db_operation(struct telemetry *t, const char *system, const char *operation, uint64_t duration_ns);
 
+/* Parses a duration_buckets value: up to cap increasing numbers,
+ * comma-separated. Returns 0 with *n set, or -1. Pure: config.c checks
+ * the key with it, and telemetry_init() reads the bounds with it. */
+#define HISTOGRAM_MAX_BOUNDS 64
+int histogram_parse_bounds(const char *spec, double *out, size_t cap, size_t *n)
+    __attribute__((warn_unused_result));
 void histogram_init(struct histogram *h, size_t nbounds);
 void histogram_free(struct histogram *h);
 void histogram_record(struct histogram *h, const double *bounds, size_t nbounds, double v);

@@ -13,13 +13,18 @@
  * Errors: functions return 0 or a negative FERRY_E* code; ferry_strerror()
  * names it. A connection is not thread-safe: use one per thread.
  *
- *     ferry_t *f = ferry_connect("/run/ferry/ferry.sock", NULL);
+ *     ferry_t *f = ferry_connect(NULL, NULL);   // $FERRY_SOCKET, else the default
  *     const char *argv[] = {"GET", "k"};
  *     ferry_msg_t *m;
- *     if (ferry_call_redis(f, 2, argv, NULL, 1000, &m) == 0 && !m->err_code)
- *         ... cbor_bytestring_handle(m->result) ...
- *     ferry_msg_free(m);
+ *     // 1000 ms deadline at the daemon, wait up to 2000 ms for the answer
+ *     if (f && ferry_call_redis(f, 2, argv, NULL, 1000, &m, 2000) == 0) {
+ *         if (!m->err_code)
+ *             ... cbor_bytestring_handle(m->result) ...
+ *         ferry_msg_free(m);
+ *     }
  *     ferry_close(f);
+ *
+ * A whole program, and how to build it, is in README.md ("From code").
  */
 #ifndef LIBFERRY_FERRY_H
 #define LIBFERRY_FERRY_H

@@ -2,6 +2,9 @@
  *
  *   ferry [--socket PATH] [--timeout MS] ping | hello | stats | redis CMD [ARG...]
  *
+ * The options may also follow any command but `redis`, whose words all
+ * belong to the Redis command ("ferry redis SET k -s" sets k to "-s").
+ *
  * Replies print as redis-cli prints them when its output is not a terminal
  * (raw): a bulk string as its bytes, an array one element per line, nil as
  * an empty line. An error prints "(error) CODE: message" on stderr and
@@ -9,7 +12,6 @@
  * --timeout for a delivery exits 3; bad usage exits 64. */
 #include <errno.h>
 #include <stdbool.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -22,7 +24,8 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: ferry [--socket PATH] [--timeout MS] COMMAND\n"
+            "usage: ferry [options] COMMAND [ARG...] [options]\n"
+            "       ferry [options] redis CMD [ARG...]   (options before 'redis' only)\n"
             "\n"
             "commands:\n"
             "  ping                  check that ferryd answers (prints PONG)\n"
@@ -580,44 +583,101 @@ static int is_amqp_command(const char *c)
     return 0;
 }
 
+/* The options that apply to every command. */
+struct global_opts {
+    const char *path;        /* refers: argv */
+    long timeout;
+    int verbose;
+    const char *traceparent; /* refers: argv */
+};
+
+/* The value of option a (short -x, long --name) at argv[*i]: attached
+ * ("-sPATH", "--socket=PATH") or the next word. NULL when a is not this
+ * option; *missing is set when it is but has no value. */
+static const char *opt_value(int argc, char **argv, int *i, char x, const char *name, int *missing)
+{
+    const char *a = argv[*i];
+    size_t n = strlen(name);
+    const char *v = NULL;
+    if (x && a[0] == '-' && a[1] == x)
+        v = a + 2;
+    else if (!strncmp(a, "--", 2) && !strncmp(a + 2, name, n) && (a[n + 2] == '\0' || a[n + 2] == '='))
+        v = a + n + 2 + (a[n + 2] == '=');
+    else
+        return NULL;
+    if (*v)
+        return v;
+    if (*i + 1 >= argc) {
+        *missing = 1;
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+/* Takes the global option at argv[*i], and its value, if it is one.
+ * Returns 1 when taken, 0 when argv[*i] is not a global option, 2 for
+ * --help, or -1 after a message when the option is malformed. */
+static int take_global(int argc, char **argv, int *i, struct global_opts *g)
+{
+    const char *a = argv[*i];
+    int missing = 0;
+    const char *v;
+    if (!strcmp(a, "-h") || !strcmp(a, "--help"))
+        return 2;
+    if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
+        g->verbose = 1;
+        return 1;
+    }
+    if ((v = opt_value(argc, argv, i, 's', "socket", &missing))) {
+        g->path = v;
+        return 1;
+    }
+    if (!missing && (v = opt_value(argc, argv, i, 't', "timeout", &missing))) {
+        char *end;
+        g->timeout = strtol(v, &end, 10);
+        if (*end || g->timeout <= 0 || g->timeout > 86400000) {
+            fprintf(stderr, "ferry: --timeout needs a positive number of milliseconds\n");
+            return -1;
+        }
+        return 1;
+    }
+    if (!missing && (v = opt_value(argc, argv, i, 0, "traceparent", &missing))) {
+        g->traceparent = v;
+        return 1;
+    }
+    if (missing) {
+        fprintf(stderr, "ferry: option '%s' needs a value\n", a);
+        return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"socket", required_argument, NULL, 's'},
-        {"timeout", required_argument, NULL, 't'},
-        {"verbose", no_argument, NULL, 'v'},
-        {"traceparent", required_argument, NULL, 'T'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *path = NULL;
-    long timeout = 5000;
-    int opt, verbose = 0;
-    const char *traceparent = NULL;
-    /* '+' stops at the first command word, so "ferry redis SET k -1" works. */
-    while ((opt = getopt_long(argc, argv, "+s:t:vh", longopts, NULL)) != -1) {
-        switch (opt) {
-        case 's': path = optarg; break;
-        case 't': {
-            char *end;
-            timeout = strtol(optarg, &end, 10);
-            if (*end || timeout <= 0 || timeout > 86400000) {
-                fprintf(stderr, "ferry: --timeout needs a positive number of milliseconds\n");
+    struct global_opts g = {.path = NULL, .timeout = 5000, .verbose = 0, .traceparent = NULL};
+    int i = 1;
+    for (; i < argc; i++) {
+        int r = take_global(argc, argv, &i, &g);
+        if (r == 2) {
+            usage(stdout);
+            return 0;
+        }
+        if (r < 0)
+            return 64;
+        if (r == 0) {
+            if (argv[i][0] == '-' && argv[i][1]) {
+                fprintf(stderr, "ferry: unknown option '%s'\n", argv[i]);
+                usage(stderr);
                 return 64;
             }
             break;
         }
-        case 'v': verbose = 1; break;
-        case 'T': traceparent = optarg; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 64;
-        }
     }
-    if (optind >= argc) {
+    if (i >= argc) {
         usage(stderr);
         return 64;
     }
-    const char *cmd = argv[optind];
+    const char *cmd = argv[i];
     int is_redis = strcmp(cmd, "redis") == 0;
     int is_amqp = is_amqp_command(cmd);
     if (!is_redis && !is_amqp && strcmp(cmd, "ping") && strcmp(cmd, "hello") && strcmp(cmd, "stats")) {
@@ -625,16 +685,50 @@ int main(int argc, char **argv)
         usage(stderr);
         return 64;
     }
-    if (is_redis && optind + 1 >= argc) {
+    /* The command's own words. Global options among them are taken too,
+     * except after redis, whose words are all the Redis command's. */
+    char **words = calloc((size_t)argc, sizeof(char *));
+    int nwords = 0;
+    bool only_words = is_redis; /* after "--", a word like "-top" is a word */
+    for (int j = i + 1; j < argc; j++) {
+        if (!only_words && !strcmp(argv[j], "--")) {
+            only_words = true;
+            continue;
+        }
+        int r = only_words ? 0 : take_global(argc, argv, &j, &g);
+        if (r == 2) {
+            usage(stdout);
+            free(words);
+            return 0;
+        }
+        if (r < 0) {
+            free(words);
+            return 64;
+        }
+        if (r == 0)
+            words[nwords++] = argv[j];
+    }
+    if (is_redis && nwords == 0) {
         fprintf(stderr, "ferry: redis needs a command, e.g. ferry redis GET key\n");
+        free(words);
         return 64;
     }
+    if (!is_redis && !is_amqp && nwords > 0) {
+        fprintf(stderr, "ferry: %s takes no arguments, got '%s'\n", cmd, words[0]);
+        free(words);
+        return 64;
+    }
+    const char *path = g.path;
+    long timeout = g.timeout;
+    int verbose = g.verbose;
+    const char *traceparent = g.traceparent;
     int err = 0;
     ferry_t *f = ferry_connect(path, &err);
     if (!f) {
         fprintf(stderr, "ferry: cannot connect to %s: %s\n",
                 path ? path : getenv("FERRY_SOCKET") ? getenv("FERRY_SOCKET") : FERRY_DEFAULT_SOCKET,
                 ferry_strerror(err));
+        free(words);
         return 2;
     }
     if (traceparent)
@@ -645,13 +739,13 @@ int main(int argc, char **argv)
     int wait_ms = (int)timeout + 1000;
     int rc;
     if (is_amqp) {
-        int st = amqp_command(f, cmd, argc - optind - 1, argv + optind + 1, (uint32_t)timeout, wait_ms, verbose);
+        int st = amqp_command(f, cmd, nwords, words, (uint32_t)timeout, wait_ms, verbose);
         ferry_close(f);
+        free(words);
         return st;
     }
     if (is_redis)
-        rc = ferry_call_redis(f, argc - optind - 1, (const char *const *)argv + optind + 1, NULL,
-                              (uint32_t)timeout, &m, wait_ms);
+        rc = ferry_call_redis(f, nwords, (const char *const *)words, NULL, (uint32_t)timeout, &m, wait_ms);
     else
         rc = ferry_call(f, cmd, NULL, (uint32_t)timeout, &m, wait_ms);
     int status = 0;
@@ -668,5 +762,6 @@ int main(int argc, char **argv)
     }
     ferry_msg_free(m);
     ferry_close(f);
+    free(words);
     return status;
 }

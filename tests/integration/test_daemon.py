@@ -84,7 +84,7 @@ def test_socket_mode_and_owner(make_ferryd):
 def test_bad_socket_owner(tmp, redis):
     r = run_ferryd("--socket", tmp + "/o.sock", "--redis", redis.url,
                    "--set", "socket_owner=no-such-user-xyz")
-    assert r.returncode == 1 and "no-such-user-xyz" in r.stderr
+    assert r.returncode == 2 and "no-such-user-xyz" in r.stderr   # refused as configuration
     assert not os.path.exists(tmp + "/o.sock")
 
 

@@ -245,7 +245,9 @@ def test_spec_names_every_op_and_error_code(ferryd):
         doc = f.read()
     with open(ROOT + "/daemon/errors.h") as f:
         codes = re.findall(r'X\(\w+,\s*"(\w+)"', f.read())
-    assert len(codes) >= 10 and len(ops) >= 20
+    # Without amqp_url hello lists only ping, hello, stats and redis;
+    # test_docs.py checks the whole list against a ferryd with AMQP.
+    assert len(codes) >= 10 and len(ops) >= 4
     for op in ops:
         assert '"%s"' % op in cddl, "op %s missing from ferry.cddl" % op
         assert "`%s`" % op in doc, "op %s missing from protocol.md" % op

@@ -102,6 +102,39 @@ static void test_bounds_and_types(void **st)
     config_free(&c);
 }
 
+/* Values the start would refuse are refused where they are set, naming
+ * where they came from, and leave the old value in place. */
+static void test_value_checks_name_where(void **st)
+{
+    (void)st;
+    struct config c;
+    char err[512];
+    config_defaults(&c);
+    assert_int_equal(config_set(&c, "redis_url", "http://x", "f.conf line 3", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "f.conf line 3: key 'redis_url': "));
+    assert_string_equal(c.redis_url, "redis://127.0.0.1:6379/0");
+    assert_int_equal(config_set(&c, "amqp_url", "amqp://a/, ftp://b", "environment FERRY_AMQP_URL", err,
+                                sizeof(err)), -1);
+    assert_non_null(strstr(err, "environment FERRY_AMQP_URL: key 'amqp_url': "));
+    assert_int_equal(config_set(&c, "duration_buckets", "a,b", "flag", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "key 'duration_buckets'"));
+    assert_int_equal(config_set(&c, "duration_buckets", "0.5,0.1", "flag", err, sizeof(err)), -1);
+    assert_int_equal(config_set(&c, "duration_buckets", "0.1, 0.5,2", "flag", err, sizeof(err)), 0);
+    assert_int_equal(config_set(&c, "socket_owner", "nosuchuser-xyz", "flag", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "no user named 'nosuchuser-xyz'"));
+    assert_int_equal(config_set(&c, "socket_owner", ":nosuchgroup-xyz", "flag", err, sizeof(err)), -1);
+    assert_int_equal(config_set(&c, "socket_owner", "root:root", "flag", err, sizeof(err)), 0);
+    char longpath[200];
+    memset(longpath, 'a', sizeof(longpath) - 1);
+    longpath[0] = '/';
+    longpath[sizeof(longpath) - 1] = '\0';
+    assert_int_equal(config_set(&c, "socket", longpath, "flag", err, sizeof(err)), -1);
+    assert_int_equal(config_set(&c, "redis_deny", "A B C", "flag", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "flag: key 'redis_deny': bad entry"));   /* the key named once */
+    assert_int_equal(config_set(&c, "redis_query_text", "all", "flag", err, sizeof(err)), -1);
+    config_free(&c);
+}
+
 static void test_env_overrides_file(void **st)
 {
     (void)st;
@@ -211,6 +244,7 @@ int main(void)
         cmocka_unit_test(test_file_values_and_comments),
         cmocka_unit_test(test_file_errors_name_key_and_line),
         cmocka_unit_test(test_bounds_and_types),
+        cmocka_unit_test(test_value_checks_name_where),
         cmocka_unit_test(test_env_overrides_file),
         cmocka_unit_test(test_example_file_parses_to_defaults),
         cmocka_unit_test(test_redis_urls),

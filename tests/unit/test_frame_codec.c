@@ -153,6 +153,38 @@ static void test_decode_rejects(void **st)
     assert_int_equal(decode("a362696401626f706470696e6764617267739a3b9aca00", &v), FE_BAD_REQUEST);
 }
 
+/* The request rules docs/protocol.md states: the deadline's range, an
+ * integer id, and a stray 0xff named as such. */
+static void test_decode_stated_rules(void **st)
+{
+    (void)st;
+    struct req_view v;
+    uint8_t b[64];
+    const char *why;
+    int n;
+    /* {"id":1,"op":"ping","deadline":4294967295} */
+    assert_int_equal(decode("a362696401626f706470696e6768646561646c696e651affffffff", &v), 0);
+    assert_true(v.has_deadline);
+    assert_true(v.deadline_ms == 4294967295u);
+    /* deadline 2^32 */
+    n = decode_hex("a362696401626f706470696e6768646561646c696e651b0000000100000000", b);
+    why = NULL;
+    assert_int_equal(codec_decode_request(b, (size_t)n, &LIM, &v, &why), FE_BAD_REQUEST);
+    assert_true(v.has_id);
+    assert_non_null(strstr(why, "4294967295"));
+    /* {"id":1.0,"op":"ping"}: no id can be read, and the message says why */
+    n = decode_hex("a2626964f93c00626f706470696e67", b);
+    why = NULL;
+    assert_int_equal(codec_decode_request(b, (size_t)n, &LIM, &v, &why), FE_BAD_REQUEST);
+    assert_false(v.has_id);
+    assert_non_null(strstr(why, "not a float"));
+    /* a lone break byte */
+    n = decode_hex("ff", b);
+    why = NULL;
+    assert_int_equal(codec_decode_request(b, (size_t)n, &LIM, &v, &why), FE_BAD_REQUEST);
+    assert_non_null(strstr(why, "0xff"));
+}
+
 static void test_decode_bad_utf8(void **st)
 {
     (void)st;
@@ -245,6 +277,7 @@ int main(void)
         cmocka_unit_test(test_frame_too_large),
         cmocka_unit_test(test_decode_full_request),
         cmocka_unit_test(test_decode_rejects),
+        cmocka_unit_test(test_decode_stated_rules),
         cmocka_unit_test(test_decode_bad_utf8),
         cmocka_unit_test(test_decode_depth_and_items),
         cmocka_unit_test(test_encode_frames),
