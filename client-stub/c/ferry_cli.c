@@ -693,6 +693,9 @@ int main(int argc, char **argv)
     for (int j = i + 1; j < argc; j++) {
         if (!only_words && !strcmp(argv[j], "--")) {
             only_words = true;
+            /* serve's own "--" separates its queue from the command it runs. */
+            if (!strcmp(cmd, "serve"))
+                words[nwords++] = argv[j];
             continue;
         }
         int r = only_words ? 0 : take_global(argc, argv, &j, &g);

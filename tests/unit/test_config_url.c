@@ -129,7 +129,7 @@ static void test_value_checks_name_where(void **st)
     longpath[0] = '/';
     longpath[sizeof(longpath) - 1] = '\0';
     assert_int_equal(config_set(&c, "socket", longpath, "flag", err, sizeof(err)), -1);
-    assert_int_equal(config_set(&c, "redis_deny", "A B C", "flag", err, sizeof(err)), -1);
+    assert_int_equal(config_set(&c, "redis_deny", "A [B] [C]", "flag", err, sizeof(err)), -1);
     assert_non_null(strstr(err, "flag: key 'redis_deny': bad entry"));   /* the key named once */
     assert_int_equal(config_set(&c, "redis_query_text", "all", "flag", err, sizeof(err)), -1);
     config_free(&c);
