@@ -791,15 +791,25 @@ static void on_async(uv_async_t *h)
         dlist_push_tail(&batch, n);
     }
     pthread_mutex_unlock(&ab->wk.mu);
+    struct dlist done;
+    dlist_init(&done);
+    bool stopped = false;
     while (!dlist_empty(&batch)) {
         struct amqp_event *e = container_of(batch.next, struct amqp_event, node);
         dlist_remove(&e->node);
-        bool stopped = e->kind == AE_STOPPED;
-        handle_event(ab, e);
-        amqp_event_free(e);
-        if (stopped)
+        stopped = e->kind == AE_STOPPED;
+        if (stopped) {
+            /* Whatever is done goes back before the worker is joined. */
+            amqp_worker_recycle(&ab->wk, &done);
+            handle_event(ab, e);
+            amqp_event_free(e);
             break; /* the worker is joined and its queues freed */
+        }
+        handle_event(ab, e);
+        dlist_push_tail(&done, &e->node);
     }
+    if (!stopped)
+        amqp_worker_recycle(&ab->wk, &done);
     while (!dlist_empty(&batch)) {
         struct amqp_event *e = container_of(batch.next, struct amqp_event, node);
         dlist_remove(&e->node);

@@ -73,18 +73,81 @@ static bool bytes_eq(amqp_bytes_t a, amqp_bytes_t b)
 
 static void post(struct amqp_worker *wk, struct amqp_event *e)
 {
+    if (wk->w->holding_events) {
+        dlist_push_tail(&wk->w->held, &e->node);
+        return;
+    }
     pthread_mutex_lock(&wk->mu);
     dlist_push_tail(&wk->events, &e->node);
     pthread_mutex_unlock(&wk->mu);
     uv_async_send(wk->async);
 }
 
-static struct amqp_event *event_new(enum amqp_event_kind kind)
+/* Posts what pump() held back, in order. */
+static void post_held(struct amqp_worker *wk)
 {
-    struct amqp_event *e = xcalloc(1, sizeof(*e));
+    struct amqp_wstate *st = wk->w;
+    st->holding_events = false;
+    if (dlist_empty(&st->held))
+        return;
+    pthread_mutex_lock(&wk->mu);
+    while (!dlist_empty(&st->held)) {
+        struct dlist *n = st->held.next;
+        dlist_remove(n);
+        dlist_push_tail(&wk->events, n);
+    }
+    pthread_mutex_unlock(&wk->mu);
+    uv_async_send(wk->async);
+}
+
+/* Events kept for reuse, and the largest data buffer one may keep. */
+#define EVENT_SPARE_MAX 1024
+#define EVENT_KEEP_DATA (64 * 1024)
+
+static struct amqp_event *event_new(struct amqp_worker *wk, enum amqp_event_kind kind)
+{
+    struct amqp_wstate *st = wk->w;
+    if (dlist_empty(&st->spare)) {
+        /* Take every spare event at once: one lock per batch. */
+        pthread_mutex_lock(&wk->mu);
+        while (!dlist_empty(&wk->spare)) {
+            struct dlist *n = wk->spare.next;
+            dlist_remove(n);
+            dlist_push_tail(&st->spare, n);
+        }
+        wk->nspare = 0;
+        pthread_mutex_unlock(&wk->mu);
+    }
+    struct amqp_event *e;
+    if (!dlist_empty(&st->spare)) {
+        e = container_of(st->spare.next, struct amqp_event, node);
+        dlist_remove(&e->node);
+        struct cbuf data = e->data;
+        memset(e, 0, sizeof(*e));
+        e->data = data;
+        e->data.len = 0;
+    } else {
+        e = xcalloc(1, sizeof(*e));
+        cbuf_init(&e->data);
+    }
     e->kind = kind;
-    cbuf_init(&e->data);
     return e;
+}
+
+void amqp_worker_recycle(struct amqp_worker *wk, struct dlist *done)
+{
+    pthread_mutex_lock(&wk->mu);
+    while (!dlist_empty(done)) {
+        struct amqp_event *e = container_of(done->next, struct amqp_event, node);
+        dlist_remove(&e->node);
+        if (wk->nspare < EVENT_SPARE_MAX && e->data.cap <= EVENT_KEEP_DATA && wk->w) {
+            dlist_push_tail(&wk->spare, &e->node);
+            wk->nspare++;
+        } else {
+            amqp_event_free(e);
+        }
+    }
+    pthread_mutex_unlock(&wk->mu);
 }
 
 void amqp_worker_reply_ok(struct amqp_worker *wk, uint64_t seq, struct cbuf *data)
@@ -93,7 +156,7 @@ void amqp_worker_reply_ok(struct amqp_worker *wk, uint64_t seq, struct cbuf *dat
         cbuf_free(data);
         return;
     }
-    struct amqp_event *e = event_new(AE_RESULT);
+    struct amqp_event *e = event_new(wk, AE_RESULT);
     e->seq = seq;
     e->data = *data;
     cbuf_init(data);
@@ -112,7 +175,7 @@ void amqp_worker_reply_err(struct amqp_worker *wk, uint64_t seq, int code, const
 {
     if (!seq)
         return;
-    struct amqp_event *e = event_new(AE_RESULT);
+    struct amqp_event *e = event_new(wk, AE_RESULT);
     e->seq = seq;
     e->code = code;
     va_list ap;
@@ -125,7 +188,7 @@ void amqp_worker_reply_err(struct amqp_worker *wk, uint64_t seq, int code, const
 /* Tells the loop a subscription ended, and why. */
 static void push_cancelled(struct amqp_worker *wk, uint64_t consumer, const char *reason)
 {
-    struct amqp_event *e = event_new(AE_PUSH);
+    struct amqp_event *e = event_new(wk, AE_PUSH);
     e->consumer = consumer;
     snprintf(e->message, sizeof(e->message), "cancelled");
     cbuf_map(&e->data, 1);
@@ -136,7 +199,7 @@ static void push_cancelled(struct amqp_worker *wk, uint64_t consumer, const char
 
 static void post_state(struct amqp_worker *wk)
 {
-    struct amqp_event *e = event_new(AE_STATE);
+    struct amqp_event *e = event_new(wk, AE_STATE);
     e->up = wk->w->conn != NULL;
     e->blocked = wk->w->blocked;
     snprintf(e->message, sizeof(e->message), "%s", wk->w->last_error);
@@ -670,6 +733,15 @@ static void trace_headers(const amqp_message_t *m, struct amqp_event *e)
     }
 }
 
+/* Copies b into dst as a C string, cut to fit. */
+static void copy_text(char *dst, size_t cap, amqp_bytes_t b)
+{
+    size_t n = b.len < cap - 1 ? b.len : cap - 1;
+    if (n)
+        memcpy(dst, b.bytes, n);
+    dst[n] = '\0';
+}
+
 static void on_delivery(struct amqp_worker *wk, amqp_channel_t ch, const amqp_basic_deliver_t *d,
                         const amqp_message_t *m)
 {
@@ -708,26 +780,28 @@ static void on_delivery(struct amqp_worker *wk, amqp_channel_t ch, const amqp_ba
         log_warn("amqp: consumer %s holds more unacknowledged deliveries than its prefetch (%u)", c->tag,
                  c->prefetch);
     }
-    struct amqp_event *e = event_new(AE_PUSH);
+    struct amqp_event *e = event_new(wk, AE_PUSH);
     e->consumer = c->id;
-    snprintf(e->message, sizeof(e->message), "delivery");
-    struct cbuf extra;
-    cbuf_init(&extra);
-    cbuf_str(&extra, "delivery_tag");
-    cbuf_uint(&extra, (c->gen << AMQP_TAG_BITS) | (d->delivery_tag & AMQP_TAG_MASK));
-    cbuf_str(&extra, "redelivered");
-    cbuf_bool(&extra, d->redelivered);
-    cbuf_str(&extra, "consumer_tag");
-    cbuf_str(&extra, c->tag);
-    amqp_message_to_cbor(&e->data, &d->exchange, &d->routing_key, m, 3, extra.data, extra.len);
-    cbuf_free(&extra);
+    memcpy(e->message, "delivery", sizeof("delivery"));
+    /* The fields after the message's own, built once per delivery in a
+     * buffer the worker keeps, so that a delivery costs no allocation
+     * beyond its event and its data. */
+    struct cbuf *extra = &wk->w->extra;
+    extra->len = 0;
+    cbuf_str(extra, "delivery_tag");
+    cbuf_uint(extra, (c->gen << AMQP_TAG_BITS) | (d->delivery_tag & AMQP_TAG_MASK));
+    cbuf_str(extra, "redelivered");
+    cbuf_bool(extra, d->redelivered);
+    cbuf_str(extra, "consumer_tag");
+    cbuf_str(extra, c->tag);
+    cbuf_reserve(&e->data, m->body.len + d->exchange.len + d->routing_key.len + extra->len + 256);
+    amqp_message_to_cbor(&e->data, &d->exchange, &d->routing_key, m, 3, extra->data, extra->len);
     trace_headers(m, e);
     e->delivery_tag = (c->gen << AMQP_TAG_BITS) | (d->delivery_tag & AMQP_TAG_MASK);
     e->body_size = m->body.len;
-    snprintf(e->routing_key, sizeof(e->routing_key), "%.*s", (int)d->routing_key.len, (char *)d->routing_key.bytes);
+    copy_text(e->routing_key, sizeof(e->routing_key), d->routing_key);
     if (m->properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG)
-        snprintf(e->message_id, sizeof(e->message_id), "%.*s", (int)m->properties.message_id.len,
-                 (char *)m->properties.message_id.bytes);
+        copy_text(e->message_id, sizeof(e->message_id), m->properties.message_id);
     post(wk, e);
 }
 
@@ -779,7 +853,16 @@ static void on_channel_close(struct amqp_worker *wk, amqp_channel_t ch, const am
 }
 
 /* Reads every frame that has arrived, without waiting. */
+static void pump_frames(struct amqp_worker *wk);
+
 static void pump(struct amqp_worker *wk)
+{
+    wk->w->holding_events = true;
+    pump_frames(wk);
+    post_held(wk);
+}
+
+static void pump_frames(struct amqp_worker *wk)
 {
     struct amqp_wstate *st = wk->w;
     for (int n = 0; st->conn && n < 10000; n++) {
@@ -830,9 +913,19 @@ static void pump(struct amqp_worker *wk)
             break;
         }
         case AMQP_BASIC_DELIVER_METHOD: {
+            /* The method's strings live in the frame pool, which reading
+             * the message may reuse; both are short strings (at most 255
+             * bytes), so they are copied to the stack, not the heap. */
             amqp_basic_deliver_t d = *(amqp_basic_deliver_t *)f.payload.method.decoded;
-            d.exchange = amqp_bytes_malloc_dup(d.exchange);
-            d.routing_key = amqp_bytes_malloc_dup(d.routing_key);
+            char exch[256], rkey[256];
+            if (d.exchange.len)
+                memcpy(exch, d.exchange.bytes, d.exchange.len & 255);
+            if (d.routing_key.len)
+                memcpy(rkey, d.routing_key.bytes, d.routing_key.len & 255);
+            d.exchange.bytes = exch;
+            d.exchange.len &= 255;
+            d.routing_key.bytes = rkey;
+            d.routing_key.len &= 255;
             d.consumer_tag = amqp_empty_bytes;
             amqp_message_t m;
             amqp_rpc_reply_t r = amqp_read_message(st->conn, ch, &m, 0);
@@ -840,8 +933,6 @@ static void pump(struct amqp_worker *wk)
                 on_delivery(wk, ch, &d, &m);
                 amqp_destroy_message(&m);
             }
-            amqp_bytes_free(d.exchange);
-            amqp_bytes_free(d.routing_key);
             if (r.reply_type != AMQP_RESPONSE_NORMAL) {
                 amqp_worker_conn_lost(wk, "reading a delivery failed");
                 return;
@@ -1229,7 +1320,7 @@ static void *worker_main(void *arg)
     }
     amqp_publish_forget_exchanges(st);
     amqp_publish_forget_holding(st);
-    post(wk, event_new(AE_STOPPED));
+    post(wk, event_new(wk, AE_STOPPED));
     return NULL;
 }
 
@@ -1238,6 +1329,8 @@ int amqp_worker_start(struct amqp_worker *wk)
     pthread_mutex_init(&wk->mu, NULL);
     dlist_init(&wk->cmds);
     dlist_init(&wk->events);
+    dlist_init(&wk->spare);
+    wk->nspare = 0;
     atomic_store(&wk->sockfd, -1);
     wk->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (wk->wake_fd < 0)
@@ -1247,6 +1340,9 @@ int amqp_worker_start(struct amqp_worker *wk)
     dlist_init(&st->consumers);
     dlist_init(&st->rpcs);
     dlist_init(&st->topology);
+    dlist_init(&st->held);
+    dlist_init(&st->spare);
+    cbuf_init(&st->extra);
     st->rng = (uint32_t)amqp_now_ms() ^ (uint32_t)getpid();
     wk->w = st;
     if (pthread_create(&wk->thread, NULL, worker_main, wk) != 0) {
@@ -1305,6 +1401,19 @@ void amqp_worker_join(struct amqp_worker *wk)
         struct amqp_event *e = container_of(wk->events.next, struct amqp_event, node);
         dlist_remove(&e->node);
         amqp_event_free(e);
+    }
+    while (!dlist_empty(&wk->spare)) {
+        struct amqp_event *e = container_of(wk->spare.next, struct amqp_event, node);
+        dlist_remove(&e->node);
+        amqp_event_free(e);
+    }
+    if (wk->w) {
+        cbuf_free(&wk->w->extra);
+        while (!dlist_empty(&wk->w->spare)) {
+            struct amqp_event *e = container_of(wk->w->spare.next, struct amqp_event, node);
+            dlist_remove(&e->node);
+            amqp_event_free(e);
+        }
     }
     free(wk->w);
     wk->w = NULL;

@@ -80,6 +80,14 @@ struct amqp_wstate {
     char **holding;                /* owns: delay queues declared */
     size_t nholding;
     amqp_channel_t next_ch;
+
+    /* Events made while pump() reads a run of frames, posted to the loop
+     * together when it ends: one lock and one wake-up for a burst of
+     * deliveries, not one each. */
+    struct dlist held;
+    bool holding_events;
+    struct cbuf extra;             /* owns: scratch for a delivery's own fields */
+    struct dlist spare;            /* owns: recycled events, taken from wk->spare */
 };
 
 /* amqp_worker.c */

@@ -64,7 +64,7 @@ void cbuf_reset(struct cbuf *b, size_t keep)
     }
 }
 
-void cbuf_reserve(struct cbuf *b, size_t n)
+void cbuf_grow(struct cbuf *b, size_t n)
 {
     if (b->cap - b->len >= n)
         return;
@@ -115,14 +115,18 @@ void cbuf_bytes(struct cbuf *b, const void *p, size_t n)
 {
     cbuf_reserve(b, HDR + n);
     b->len += cbor_encode_bytestring_start(n, b->data + b->len, HDR);
-    cbuf_put(b, p, n);
+    if (n)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
 }
 
 void cbuf_text(struct cbuf *b, const char *p, size_t n)
 {
     cbuf_reserve(b, HDR + n);
     b->len += cbor_encode_string_start(n, b->data + b->len, HDR);
-    cbuf_put(b, p, n);
+    if (n)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
 }
 
 void cbuf_str(struct cbuf *b, const char *s) { cbuf_text(b, s, strlen(s)); }

@@ -20,8 +20,15 @@ void cbuf_free(struct cbuf *b);
  * once carried a large value does not hold on to it. */
 void cbuf_reset(struct cbuf *b, size_t keep);
 /* Makes room for n more bytes; aborts on out-of-memory like the rest of
- * ferryd, since a daemon that cannot allocate a few bytes cannot recover. */
-void cbuf_reserve(struct cbuf *b, size_t n);
+ * ferryd, since a daemon that cannot allocate a few bytes cannot recover.
+ * Inline, since every item written checks for room and almost always has
+ * it; cbuf_grow is the rare rest. */
+void cbuf_grow(struct cbuf *b, size_t n);
+static inline void cbuf_reserve(struct cbuf *b, size_t n)
+{
+    if (b->cap - b->len < n)
+        cbuf_grow(b, n);
+}
 void cbuf_put(struct cbuf *b, const void *p, size_t n);
 /* Drops the first n bytes. */
 void cbuf_consume(struct cbuf *b, size_t n);
