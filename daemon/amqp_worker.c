@@ -122,10 +122,17 @@ static struct amqp_event *event_new(struct amqp_worker *wk, enum amqp_event_kind
     if (!dlist_empty(&st->spare)) {
         e = container_of(st->spare.next, struct amqp_event, node);
         dlist_remove(&e->node);
-        struct cbuf data = e->data;
-        memset(e, 0, sizeof(*e));
-        e->data = data;
+        /* Field by field: the text arrays are 1 KiB that a C string's
+         * first byte empties. */
+        e->seq = 0;
+        e->code = 0;
+        e->message[0] = '\0';
         e->data.len = 0;
+        e->consumer = 0;
+        e->up = e->blocked = false;
+        e->traceparent[0] = e->tracestate[0] = e->routing_key[0] = e->message_id[0] = '\0';
+        e->delivery_tag = 0;
+        e->body_size = 0;
     } else {
         e = xcalloc(1, sizeof(*e));
         cbuf_init(&e->data);

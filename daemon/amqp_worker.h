@@ -80,6 +80,8 @@ struct amqp_cmd {
 
 enum amqp_event_kind { AE_RESULT, AE_PUSH, AE_STATE, AE_STOPPED };
 
+/* Events are recycled (amqp_worker_recycle): event_new resets a reused
+ * one field by field, so a new field must be reset there too. */
 struct amqp_event {
     struct dlist node;
     enum amqp_event_kind kind;
