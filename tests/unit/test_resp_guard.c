@@ -176,6 +176,120 @@ static void test_unwanted_reply_is_dropped_unread(void **state)
     unwanted = UINT64_MAX;
 }
 
+/* Random replies: a generator writes RESP2 and says what the guard must do
+ * with each (pass 'a'/'s'/... or refuse 'R'), from its own count of depth,
+ * bytes and elements; the stream is fed in random cuts. Any disagreement
+ * between the guard, hiredis and this model fails. */
+struct gen {
+    char *buf;
+    size_t len, cap;
+    uint32_t rng;
+    size_t start;       /* where the reply being made began */
+    unsigned maxdepth;  /* deepest aggregate nesting in the reply */
+    size_t elements;
+};
+
+static uint32_t rnd(struct gen *g)
+{
+    g->rng ^= g->rng << 13;
+    g->rng ^= g->rng >> 17;
+    g->rng ^= g->rng << 5;
+    return g->rng;
+}
+
+static void put(struct gen *g, const char *p, size_t n)
+{
+    if (g->len + n > g->cap) {
+        g->cap = (g->len + n) * 2;
+        g->buf = realloc(g->buf, g->cap);
+    }
+    memcpy(g->buf + g->len, p, n);
+    g->len += n;
+}
+
+static void gen_item(struct gen *g, unsigned depth)
+{
+    char h[64];
+    /* Aggregates only while the reply is small, so that it stays finite. */
+    unsigned pick = rnd(g) % (depth < 11 && g->len - g->start < 6000 ? 8 : 5);
+    switch (pick) {
+    case 0: put(g, h, (size_t)sprintf(h, ":%d\r\n", (int)(rnd(g) % 100000) - 50000)); break;
+    case 1: put(g, "+OK\r\n", 5); break;
+    case 2: put(g, "$-1\r\n", 5); break;
+    case 3: {
+        size_t n = rnd(g) % 4 == 0 ? rnd(g) % 3000 : rnd(g) % 20;
+        put(g, h, (size_t)sprintf(h, "$%zu\r\n", n));
+        for (size_t i = 0; i < n; i++)
+            put(g, (const char[]){(char)('a' + i % 26)}, 1);
+        put(g, "\r\n", 2);
+        break;
+    }
+    case 4: put(g, "-ERR x\r\n", 8); break;
+    default: {
+        unsigned n = rnd(g) % 4;
+        if (rnd(g) % 8 == 0)
+            n = rnd(g) % 300;
+        if (depth + 1 > g->maxdepth)
+            g->maxdepth = depth + 1;
+        g->elements += n;
+        put(g, h, (size_t)sprintf(h, "*%u\r\n", n));
+        for (unsigned i = 0; i < n; i++)
+            gen_item(g, depth + 1);
+    }
+    }
+}
+
+static void test_random_replies_agree_with_the_reader(void **state)
+{
+    (void)state;
+    const size_t max_bytes = 4000, max_elems = 200;
+    size_t refused = 0, passed_arrays = 0, deep = 0;
+    for (uint32_t seed = 1; seed <= 300; seed++) {
+        struct gen g = {.rng = seed * 2654435761u};
+        char want[64];
+        size_t nw = 0;
+        for (int r = 0; r < 12; r++) {
+            size_t start = g.len;
+            g.start = start;
+            g.maxdepth = 0;
+            g.elements = 0;
+            int type = (int)(rnd(&g) % 8);
+            if (type < 4) {
+                gen_item(&g, 11); /* a scalar */
+            } else if (type == 7) {
+                /* A chain around the reader's depth limit, with a
+                 * random tree at its bottom. */
+                unsigned d = 5 + rnd(&g) % 7;
+                for (unsigned i = 0; i < d; i++)
+                    put(&g, "*1\r\n", 4);
+                g.elements = d;
+                g.maxdepth = d;
+                gen_item(&g, d); /* may nest deeper still */
+            } else {
+                gen_item(&g, 0);
+            }
+            size_t bytes = g.len - start;
+            char kind = g.buf[start] == '*' ? (g.buf[start + 1] == '-' ? 'n' : 'a')
+                        : g.buf[start] == ':' ? 'i' : g.buf[start] == '+' ? 'S'
+                        : g.buf[start] == '-' ? 'e' : g.buf[start + 1] == '-' ? 'n' : 's';
+            bool refuse = g.maxdepth > RESP_GUARD_MAX_NESTING || bytes > max_bytes || g.elements > max_elems;
+            want[nw++] = refuse ? 'R' : kind;
+            refused += refuse;
+            passed_arrays += !refuse && kind == 'a';
+            deep += g.maxdepth > RESP_GUARD_MAX_NESTING && bytes <= max_bytes && g.elements <= max_elems;
+        }
+        want[nw] = '\0';
+        size_t chunk = 1 + rnd(&g) % 700;
+        struct outcome o = run(g.buf, g.len, chunk, max_bytes, max_elems);
+        if (strcmp(o.seq, want) != 0 || o.skipping_at_end)
+            fail_msg("seed %u chunk %zu: got %s, want %s", seed, chunk, o.seq, want);
+        free(g.buf);
+    }
+    /* The model met every case: refusals, deep ones alone, arrays passed. */
+    print_message("refused %zu, deep %zu, arrays passed %zu\n", refused, deep, passed_arrays);
+    assert_true(refused > 50 && deep > 5 && passed_arrays > 50);
+}
+
 static void test_not_resp2_is_left_to_the_reader(void **state)
 {
     (void)state;
@@ -197,6 +311,7 @@ int main(void)
         cmocka_unit_test(test_too_many_elements_refused_at_the_header),
         cmocka_unit_test(test_long_status_line_refused),
         cmocka_unit_test(test_unwanted_reply_is_dropped_unread),
+        cmocka_unit_test(test_random_replies_agree_with_the_reader),
         cmocka_unit_test(test_not_resp2_is_left_to_the_reader),
     };
     return cmocka_run_group_tests_name("resp_guard", tests, NULL, NULL);
