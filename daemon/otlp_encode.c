@@ -370,8 +370,9 @@ static void pack_span(struct otlp_span_cache *c, const struct span *s, const str
 
 /* ---- span templates ----
  *
- * Even from cached attributes, protobuf-c spends about 3,000 instructions
- * packing a span (it walks every field descriptor of every message), and
+ * Even from cached attributes, protobuf-c spends thousands of instructions
+ * packing a span (it walks every field descriptor of every message;
+ * docs/performance.md has the figures), and
  * spans of the same shape (a Redis GET against the same server, say)
  * differ only in their ids, times and flags, all fixed-width fields. So
  * each shape is packed by protobuf-c once, with sentinel values in those
@@ -599,8 +600,8 @@ static void scope_and_resource(Opentelemetry__Proto__Common__V1__Instrumentation
  * the reader's buffer with its values written in: one copy of each span
  * from a template in cache into a buffer in cache, where building the
  * body up front took one copy into a megabyte of cold memory and another
- * out of it into libcurl's buffer (perf: about a quarter of what tracing
- * cost the loop).
+ * out of it into libcurl's buffer (the largest part of what tracing cost
+ * the loop, as measured in docs/performance.md).
  *
  * The envelope (resource, scope, and the lengths that count the spans) is
  * packed by protobuf-c when the batch is finished: the spans go in as one
@@ -632,8 +633,8 @@ struct otlp_entry {
  * retry), are unique within the body, and are never zero: each seed is
  * below 2^63 with its low bit set, so seed + i is not zero for any i, and
  * the mix (MurmurHash3's finalizer) maps only zero to zero. Drawing them
- * at add time and carrying them in the entry took about 60 instructions a
- * span (callgrind, GET 50 x 16). */
+ * at add time and carrying them in the entry cost more per span (see
+ * docs/performance.md, "root span ids drawn at write-out"). */
 static inline uint64_t mix64(uint64_t x)
 {
     x ^= x >> 33;
@@ -690,8 +691,7 @@ size_t otlp_body_read(const struct otlp_body *b, struct otlp_cursor *c, uint8_t 
     }
     while (n < cap && c->i < b->ne) {
         /* Whole templated spans that fit, the common case, without the
-         * bookkeeping of the cases below (callgrind: a sixth less per
-         * span written out). */
+         * bookkeeping of the cases below. */
         if (c->in == 0) {
             size_t i = c->i, from = n;
             for (; i < b->ne; i++) {
@@ -914,7 +914,7 @@ static inline __attribute__((always_inline)) void hold(struct otlp_span_cache *c
 /* Adds a span of template t, which b holds, with v's values.
  * v->trace_id NULL: a root span whose ids are drawn when it is written
  * out (see "ids"). Inlined into both callers: the call and the span_vars
- * it reads were a tenth of adding a span (callgrind). */
+ * it reads were a measurable part of adding a span. */
 static inline __attribute__((always_inline)) void add_templated(struct otlp_span_cache *c,
                                                                 struct otlp_span_batch *b, struct span_tpl *t,
                                                                 const struct span_vars *v)

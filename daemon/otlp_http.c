@@ -87,8 +87,7 @@ struct sock {
  * its buffers: libcurl allocates a 64 KiB upload buffer per handle) and
  * its header list. A handle per signal, since their settings differ. At
  * the specification's default batch of 512 spans, exports are thousands a
- * second; a handle made and freed for each cost malloc and free about 200
- * samples per 3 million spans (perf, GET 50 x 16). */
+ * second, and a handle made and freed for each showed in profiles. */
 struct conn_kit {
     const struct otlp_signal *sig; /* refers; NULL: unused */
     bool gzip;
@@ -163,8 +162,8 @@ static void job_free(struct otlp_http *h, struct job *j)
 {
     dlist_remove(&j->node);
     /* Keep one body's memory: a batch's entries are a quarter of a
-     * megabyte or more, and fresh pages for each were 4% of a traced
-     * request (page faults). */
+     * megabyte or more, and faulting in fresh pages for each showed in a
+     * traced request's cost. */
     if (j->body.e && !h->spare.e && !h->closing) {
         otlp_body_clear(&j->body);
         h->spare = j->body;
@@ -592,8 +591,8 @@ static struct conn_kit *kit_for(struct otlp_http *h, const struct job *j)
 
 /* The User-Agent the OTLP exporter specification asks for goes in the
  * list rather than through CURLOPT_USERAGENT, which libcurl formats anew
- * for every request with its own printf, and "Accept: * / *" is left out:
- * together 6,500 instructions of a POST's 73,000 (callgrind). */
+ * for every request with its own printf, and "Accept: * / *" is left out
+ * (libcurl's cost per POST is measured in docs/performance.md). */
 static struct curl_slist *make_headers(const struct otlp_signal *sig, bool gzip)
 {
     struct curl_slist *l = cu.slist_append(NULL, "Content-Type: application/x-protobuf");
@@ -630,7 +629,7 @@ static void put_easy(struct otlp_http *h, struct job *j)
 }
 
 /* The endpoint's URL, parsed once: libcurl parses CURLOPT_URL again at
- * every request, 11,000 of a POST's 73,000 instructions (callgrind). */
+ * every request, a large part of a POST's cost (docs/performance.md). */
 static CURLU *make_url(const char *url)
 {
     CURLU *u = cu.url();

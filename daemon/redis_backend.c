@@ -49,8 +49,8 @@ static struct redis_conn *pick(struct redis_backend *rb)
 {
     struct redis_conn *best = NULL;
     /* Round robin without `%`: the divisions, one per connection per
-     * request, were a fifth of rb_submit's samples (perf, GET 50 x 16),
-     * even with the default pool of one connection. */
+     * request, were a large part of rb_submit's profile, even with the
+     * default pool of one connection. */
     for (size_t k = 0, i = rb->next; k < rb->nconns; k++, i = i + 1 == rb->nconns ? 0 : i + 1) {
         struct redis_conn *c = rb->conns[i];
         if (!redis_conn_usable(c))
@@ -106,9 +106,9 @@ static const char *parse_argv(const struct request *r, int *argc, const char ***
 /* The slot's key: the command name as two words (upper-cased, zero
  * padded), its length and argument count, the connection and the query
  * text setting. Comparing words instead of hashing and memcmp'ing the
- * name byte by byte cut what a traced request spends finding its shape
- * from about 110 instructions to 67 (callgrind, GET 50 x 16). Names of
- * 16 bytes or more (few Redis commands) are never shaped. */
+ * name byte by byte makes finding its shape cheaper for every traced
+ * request. Names of 16 bytes or more (few Redis commands) are never
+ * shaped. */
 struct rb_shape {
     uint64_t w[2];
     int argc;

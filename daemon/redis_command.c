@@ -1,10 +1,10 @@
 /* redis_command.c: see redis_command.h.
  *
- * Why not hiredis's redisFormatCommandArgv: measured with callgrind on
- * 50 clients x 16 in flight, it was 29% of ferryd's instructions, nearly
- * all in sprintf() for the length headers, plus a malloc, a copy into our
- * buffer and a free per command. The RESP array of bulk strings is the
- * simplest part of the protocol; writing it in place costs a few percent. */
+ * Why not hiredis's redisFormatCommandArgv: measured, it was the largest
+ * single cost in ferryd (docs/performance.md), nearly all in sprintf() for
+ * the length headers, plus a malloc, a copy into our buffer and a free per
+ * command. The RESP array of bulk strings is the simplest part of the
+ * protocol; writing it in place costs little. */
 #include <string.h>
 
 #include "redis_command.h"

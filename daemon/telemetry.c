@@ -68,8 +68,8 @@ struct telemetry {
     size_t ndb;
     uint64_t start_unix_ns;
     /* Unix time minus uv_hrtime(): spans are timed with the monotonic
-     * readings requests take anyway (a clock_gettime per span end was
-     * 7% of a traced request, measured), anchored to the wall clock,
+     * readings requests take anyway (a clock_gettime per span end showed
+     * in a traced request's cost), anchored to the wall clock,
      * re-read with every export so the wall clock's adjustments reach
      * the spans. */
     uint64_t mono_to_unix;
