@@ -206,6 +206,28 @@ def test_ready_waits_for_redis(tmp, make_ferryd, manager):
         late.stop()
 
 
+def test_status_follows_the_backends_after_ready(tmp, make_ferryd, manager, redis):
+    f = make_ferryd(env={"NOTIFY_SOCKET": manager.address})
+    manager.wait_for(is_ready, "READY=1")
+    n = len(manager.messages)
+    redis.stop()
+    msg = manager.wait_for(lambda m: m.startswith("STATUS=ready; not connected: redis (") and
+                           manager.messages.index(m) >= n, "STATUS naming redis")
+    assert "READY" not in fields(msg)
+    # Each failed reconnect is not a datagram of its own: only changes are.
+    wait_until(lambda: f.stats()["backends"]["redis"]["connections"][0]["drops"] >= 1, what="the drop")
+    again = Redis(tmp)
+    again.sock, again.port = redis.sock, redis.port
+    again.start()
+    try:
+        manager.wait_for(lambda m: m == "STATUS=ready", "STATUS=ready once Redis is back")
+        statuses = [m for m in manager.messages[n:] if m.startswith("STATUS=")]
+        assert statuses[-1] == "STATUS=ready" and len(statuses) == 2, statuses
+        f.stop()
+    finally:
+        again.stop()
+
+
 def test_ready_anyway_after_ready_timeout(tmp, make_ferryd, manager):
     f = make_ferryd(redis_url="unix://" + os.path.join(tmp, "no-redis.sock"), wait_redis=False,
                     env={"NOTIFY_SOCKET": manager.address}, args=["--set", "ready_timeout_ms=200"])
