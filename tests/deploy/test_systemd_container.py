@@ -92,10 +92,12 @@ def stage_ferry(workdir):
         os.chmod(os.path.join(root, dst), mode)
     subprocess.run(["make", "-s", "-C", ROOT, "install-systemd", "DESTDIR=" + root,
                     "SYSTEMDUNITDIR=/usr/lib/systemd/system"], check=True, capture_output=True, timeout=120)
-    # A short drain, through the unit's EnvironmentFile=.
+    # A short drain, through the unit's EnvironmentFile=. Telemetry stays on
+    # (to a collector that is not there), so the exporter's libcurl, loaded
+    # at run time, runs under the unit's system call filter and W^X too.
     os.makedirs(os.path.join(root, "etc", "default"), exist_ok=True)
     with open(os.path.join(root, "etc", "default", "ferryd"), "w") as f:
-        f.write("FERRY_DRAIN_TIMEOUT_MS=3000\nOTEL_TRACES_EXPORTER=none\nOTEL_METRICS_EXPORTER=none\n")
+        f.write("FERRY_DRAIN_TIMEOUT_MS=3000\nOTEL_BSP_SCHEDULE_DELAY=200\n")
     with open(os.path.join(ctx, "Containerfile"), "w") as f:
         f.write("FROM %s\nCOPY root/ /\n" % SYSTEMD_IMAGE)
     return ctx
@@ -163,6 +165,11 @@ def test_ferryd_under_systemd(box):
     pid = box.show("ferryd.service", "MainPID")
     assert box.ok("ps -o user= -p %s" % pid).strip() == "ferry"
     assert "watchdog: pinging the service manager every 15000 ms" in journal
+    assert "telemetry: traces otlp http://localhost:4318" in journal
+    # libcurl, loaded at run time, made its sockets under the filter and W^X:
+    # what stopped the export is the missing collector.
+    wait_until(lambda: "otlp: export to http://localhost:4318/v1/traces failed: Couldn't connect to server"
+               in box.journal(), timeout=60, interval=0.5, what="an export attempt")
 
     # Apps reach the socket through the group ferry, and only so.
     box.ok("useradd -M -G ferry app && useradd -M other")
@@ -195,6 +202,7 @@ def test_ferryd_under_systemd(box):
     assert box.show("ferryd.service", "Result") == "success"
     assert box.show("ferryd.service", "ExecMainStatus") == "0"
     assert box.show("ferryd.service", "ActiveState") == "inactive"
+    assert "Operation not permitted" not in journal and "Bad system call" not in journal, journal
 
     # The socket stayed with systemd: the next connection starts ferryd again.
     assert box.show("ferryd.socket", "ActiveState") == "active"
