@@ -34,7 +34,7 @@ LIBFERRY_OBJ = $(LIBFERRY_SRC:%.c=$(B)/obj/%.o)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
 .SECONDARY:
-.PHONY: units all deps check check-unit check-integration check-asan run bench clean install conf-check
+.PHONY: units all deps check check-unit check-integration check-asan run bench clean install install-systemd conf-check
 
 all: $(B)/ferryd $(B)/ferry $(B)/libferry.a $(B)/libferry.so $(B)/ferry-bench $(B)/libferry_check $(B)/amqp-bench $(B)/otlp-sink
 
@@ -161,6 +161,22 @@ install: all
 	install -D -m 0644 client-stub/c/ferry.h $(DESTDIR)$(PREFIX)/include/ferry.h
 	install -D -m 0644 conf/ferryd.conf $(DESTDIR)/etc/ferry/ferryd.conf
 	if [ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null; then ldconfig; fi
+
+# The systemd units (systemd/), with ExecStart= at the installed ferryd, and
+# the ferry user and group they run as (sysusers.d).
+# `install` should depend on this target; it is kept apart so the two
+# can be merged without conflict.
+SYSTEMDUNITDIR ?= /lib/systemd/system
+SYSUSERSDIR ?= /usr/lib/sysusers.d
+install-systemd:
+	install -d $(DESTDIR)$(SYSTEMDUNITDIR)
+	install -D -m 0644 systemd/ferry.sysusers $(DESTDIR)$(SYSUSERSDIR)/ferry.conf
+	sed 's|/usr/local/sbin/ferryd|$(or $(SBINDIR),$(PREFIX)/sbin)/ferryd|' systemd/ferryd.service \
+		> $(DESTDIR)$(SYSTEMDUNITDIR)/ferryd.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/ferryd.service
+	install -m 0644 systemd/ferryd.socket $(DESTDIR)$(SYSTEMDUNITDIR)/ferryd.socket
+	if [ -z "$(DESTDIR)" ] && command -v systemd-sysusers >/dev/null; then systemd-sysusers ferry.conf; fi
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 clean:
 	rm -rf build build-asan run
