@@ -20,7 +20,7 @@
 struct backend;
 struct request;
 
-/* Daemon-wide counters, declared once: stats and (later) metrics read them
+/* Daemon-wide counters, declared once: stats and the metrics read them
  * from here. X(name, help) */
 #define SERVER_COUNTERS(X)                                                          \
     X(clients_accepted, "client connections accepted")                              \
