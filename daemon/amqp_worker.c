@@ -25,10 +25,10 @@
 #include <amqp_tcp_socket.h>
 
 #include "amqp_wstate.h"
+#include "backoff.h"
 #include "config.h"
 #include "errors.h"
 #include "log.h"
-#include "redis_backend.h" /* redis_backoff_ms: the same backoff policy */
 
 uint64_t amqp_now_ms(void)
 {
@@ -1006,7 +1006,7 @@ void amqp_worker_conn_lost(struct amqp_worker *wk, const char *why)
     st->blocked = false;
     atomic_fetch_add(&wk->counters.drops, 1);
     st->failures = 1;
-    st->retry_at = amqp_now_ms() + redis_backoff_ms(&st->rng, st->failures, wk->backoff_min_ms, wk->backoff_max_ms);
+    st->retry_at = amqp_now_ms() + backoff_ms(&st->rng, st->failures, wk->backoff_min_ms, wk->backoff_max_ms);
     /* Sent-but-unconfirmed messages go back to unsent, to be published
      * again after reconnecting while their deadline allows. */
     struct dlist *pos;
@@ -1151,7 +1151,7 @@ static void connect_now(struct amqp_worker *wk)
     st->failures++;
     if (st->failures == 1 || st->failures % 20 == 0)
         log_warn("amqp: cannot connect: %s", st->last_error);
-    st->retry_at = amqp_now_ms() + redis_backoff_ms(&st->rng, st->failures, wk->backoff_min_ms, wk->backoff_max_ms);
+    st->retry_at = amqp_now_ms() + backoff_ms(&st->rng, st->failures, wk->backoff_min_ms, wk->backoff_max_ms);
     post_state(wk);
 }
 

@@ -36,9 +36,5 @@ struct redis_backend {
  * returns the backend, or NULL with a message naming the key in err. */
 struct backend *redis_backend_new(struct server *s, char *err, size_t errlen);
 
-/* Backoff delay for the given number of consecutive failures: doubling
- * from min to max, then a random point in its upper half ("equal
- * jitter"), so a fleet of sidecars does not reconnect in lock-step. */
-uint64_t redis_backoff_ms(uint32_t *rng, unsigned failures, uint64_t min_ms, uint64_t max_ms);
 
 #endif

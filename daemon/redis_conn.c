@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backoff.h"
 #include "errors.h"
 #include "log.h"
 #include "redis_backend.h"
@@ -85,7 +86,7 @@ static void maybe_retry(struct redis_conn *c)
     if (c->state != RC_CLOSING || c->io_open || c->gai_busy)
         return;
     const struct config *k = cfg(c);
-    uint64_t delay = redis_backoff_ms(&c->rb->rng, c->failures, (uint64_t)k->redis_backoff_min_ms,
+    uint64_t delay = backoff_ms(&c->rb->rng, c->failures, (uint64_t)k->redis_backoff_min_ms,
                                       (uint64_t)k->redis_backoff_max_ms);
     c->state = RC_WAITING;
     log_debug("redis connection %u: retrying in %llu ms", c->index, (unsigned long long)delay);

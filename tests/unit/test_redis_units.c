@@ -1,5 +1,5 @@
 /* Unit tests: Redis reply -> CBOR mapping (redis_reply.c), the deny-list
- * (redis_deny.c) and the reconnect backoff. Replies are produced by
+ * (redis_deny.c). Replies are produced by
  * hiredis's own reader from RESP bytes, as in the daemon. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -176,30 +176,6 @@ static void test_deny(void **st)
     assert_int_equal(d.n, 0);
 }
 
-static void test_backoff(void **st)
-{
-    (void)st;
-    uint32_t rng = 12345;
-    uint64_t prev_max = 0;
-    for (unsigned f = 1; f < 20; f++) {
-        uint64_t lo = UINT64_MAX, hi = 0;
-        for (int i = 0; i < 200; i++) {
-            uint64_t d = redis_backoff_ms(&rng, f, 100, 5000);
-            lo = d < lo ? d : lo;
-            hi = d > hi ? d : hi;
-        }
-        uint64_t cap = 100;
-        for (unsigned k = 1; k < f && cap < 5000; k++)
-            cap *= 2;
-        if (cap > 5000)
-            cap = 5000;
-        assert_true(hi <= cap);
-        assert_true(lo >= cap / 2);
-        assert_true(hi > lo); /* jitter spreads the delays */
-        assert_true(hi >= prev_max / 2);
-        prev_max = hi;
-    }
-}
 
 int main(void)
 {
@@ -211,7 +187,6 @@ int main(void)
         cmocka_unit_test(test_nested_arrays),
         cmocka_unit_test(test_error_type_reported),
         cmocka_unit_test(test_deny),
-        cmocka_unit_test(test_backoff),
     };
     return cmocka_run_group_tests_name("redis_units", tests, NULL, NULL);
 }
