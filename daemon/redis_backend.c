@@ -157,11 +157,11 @@ static void annotate(struct redis_backend *rb, struct request *r, const struct r
     span_attr_str(sp, "db.system", "redis", 5);
     span_attr_str(sp, "db.operation.name", r->db_operation, n);
     span_attr_cstr(sp, "db.namespace", rb->db_text);
-    if (rb->addr.is_unix) {
-        span_attr_str(sp, "server.address", rb->addr.path, rb->path_len);
+    if (rb->t.addr.is_unix) {
+        span_attr_str(sp, "server.address", rb->t.addr.path, rb->path_len);
     } else {
-        span_attr_cstr(sp, "server.address", rb->addr.host);
-        span_attr_int(sp, "server.port", rb->addr.port);
+        span_attr_cstr(sp, "server.address", rb->t.addr.host);
+        span_attr_int(sp, "server.port", rb->t.addr.port);
     }
     if (script)
         span_attr_str(sp, "db.stored_procedure.name", argv[1], lens[1]);
@@ -279,10 +279,17 @@ static int rb_timeout_code(struct backend *b, struct request *r)
     return FE_TIMEOUT;
 }
 
+static void on_target_changed(struct redis_target *t)
+{
+    struct redis_backend *rb = container_of(t, struct redis_backend, t);
+    server_backend_changed(rb->base.server);
+}
+
 static int rb_start(struct backend *b)
 {
     struct redis_backend *rb = rb_of(b);
-    log_info("redis backend: %s, %zu connection%s", rb->url_redacted, rb->nconns,
+    rb->t.loop = b->server->loop; /* the loop exists from server_run on */
+    log_info("redis backend: %s, %zu connection%s", rb->t.url_redacted, rb->nconns,
              rb->nconns == 1 ? "" : "s");
     for (size_t i = 0; i < rb->nconns; i++)
         redis_conn_start(rb->conns[i]);
@@ -303,7 +310,7 @@ static void rb_stats(struct backend *b, struct cbuf *o)
         refused += rb->conns[i]->refused;
     cbuf_map(o, 8);
     cbuf_str(o, "url");
-    cbuf_str(o, rb->url_redacted);
+    cbuf_str(o, rb->t.url_redacted);
     cbuf_str(o, "state");
     cbuf_str(o, ready ? "up" : usable ? "connecting" : "down");
     cbuf_str(o, "denied");
@@ -400,7 +407,7 @@ static void rb_destroy(struct backend *b)
     if (rb->control)
         redis_conn_free(rb->control);
     redis_deny_free(&rb->deny);
-    redis_addr_free(&rb->addr);
+    redis_addr_free(&rb->t.addr);
     free(rb->shapes);
     free(rb);
 }
@@ -426,25 +433,28 @@ struct backend *redis_backend_new(struct server *s, char *err, size_t errlen)
     rb->base.ops = &redis_ops;
     rb->base.server = s;
     char why[256];
-    if (url_parse_redis(s->cfg.redis_url, &rb->addr, why, sizeof(why)) != 0) {
+    if (url_parse_redis(s->cfg.redis_url, &rb->t.addr, why, sizeof(why)) != 0) {
         snprintf(err, errlen, "key 'redis_url': %s", why);
         free(rb);
         return NULL;
     }
     if (redis_deny_parse(s->cfg.redis_deny, &rb->deny, err, errlen) != 0) {
-        redis_addr_free(&rb->addr);
+        redis_addr_free(&rb->t.addr);
         free(rb);
         return NULL;
     }
-    url_redact(s->cfg.redis_url, rb->url_redacted, sizeof(rb->url_redacted));
-    rb->rng = (uint32_t)time(NULL) ^ ((uint32_t)getpid() << 16);
-    snprintf(rb->db_text, sizeof(rb->db_text), "%d", rb->addr.db);
-    rb->path_len = strlen(rb->addr.path);
+    url_redact(s->cfg.redis_url, rb->t.url_redacted, sizeof(rb->t.url_redacted));
+    rb->t.rng = (uint32_t)time(NULL) ^ ((uint32_t)getpid() << 16);
+    rb->t.cfg = &s->cfg;
+    rb->t.flusher = &s->flusher;
+    rb->t.changed = on_target_changed;
+    snprintf(rb->db_text, sizeof(rb->db_text), "%d", rb->t.addr.db);
+    rb->path_len = strlen(rb->t.addr.path);
     rb->nconns = (size_t)s->cfg.redis_pool;
     rb->conns = xcalloc(rb->nconns, sizeof(*rb->conns));
     for (size_t i = 0; i < rb->nconns; i++)
-        rb->conns[i] = redis_conn_new(rb, (unsigned)i);
-    rb->control = redis_conn_new(rb, (unsigned)rb->nconns);
+        rb->conns[i] = redis_conn_new(&rb->t, (unsigned)i);
+    rb->control = redis_conn_new(&rb->t, (unsigned)rb->nconns);
     rb->control->control = true;
     if (server_add_op(s, "redis", NULL, &rb->base, OP_REDIS) != 0) {
         snprintf(err, errlen, "cannot register the redis op");

@@ -6,15 +6,14 @@
 #include <stdint.h>
 
 #include "backend.h"
+#include "redis_conn.h"
 #include "redis_deny.h"
 #include "url.h"
 
-struct redis_conn;
 
 struct redis_backend {
     struct backend base;
-    struct redis_addr addr;      /* owns */
-    char url_redacted[512];      /* for logs and stats */
+    struct redis_target t;       /* owns: what its connections share */
     struct redis_deny deny;      /* owns */
     struct redis_conn **conns;   /* owns: the pool */
     size_t nconns;
@@ -26,7 +25,6 @@ struct redis_backend {
     size_t next;                 /* round-robin start among equals */
     uint64_t denied;             /* requests refused by the deny-list */
     uint64_t rejected_unavailable;
-    uint32_t rng;                /* for backoff jitter */
     char db_text[8];             /* db index as text, for spans */
     size_t path_len;
     struct rb_shape *shapes;     /* owns: RB_SHAPES span shapes by command; NULL until traced */

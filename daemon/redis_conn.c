@@ -26,13 +26,12 @@
 #include "backoff.h"
 #include "errors.h"
 #include "log.h"
-#include "redis_backend.h"
 #include "redis_command.h"
 #include "redis_conn.h"
 #include "redis_reply.h"
 #include "resp_guard.h"
 #include "request.h"
-#include "server.h"
+#include "config.h"
 #include "telemetry.h"
 
 #define READ_BUF (64 * 1024)
@@ -46,8 +45,8 @@ static char handshake_marker, kill_marker;
 
 static void begin_attempt(struct redis_conn *c);
 
-static const struct config *cfg(const struct redis_conn *c) { return &c->rb->base.server->cfg; }
-static uv_loop_t *loop(const struct redis_conn *c) { return c->rb->base.server->loop; }
+static const struct config *cfg(const struct redis_conn *c) { return c->t->cfg; }
+static uv_loop_t *loop(const struct redis_conn *c) { return c->t->loop; }
 
 const char *redis_conn_state_name(enum rconn_state s)
 {
@@ -86,7 +85,7 @@ static void maybe_retry(struct redis_conn *c)
     if (c->state != RC_CLOSING || c->io_open || c->gai_busy)
         return;
     const struct config *k = cfg(c);
-    uint64_t delay = backoff_ms(&c->rb->rng, c->failures, (uint64_t)k->redis_backoff_min_ms,
+    uint64_t delay = backoff_ms(&c->t->rng, c->failures, (uint64_t)k->redis_backoff_min_ms,
                                       (uint64_t)k->redis_backoff_max_ms);
     c->state = RC_WAITING;
     log_debug("redis connection %u: retrying in %llu ms", c->index, (unsigned long long)delay);
@@ -118,11 +117,11 @@ static void conn_fail(struct redis_conn *c, const char *why)
     snprintf(c->last_error, sizeof(c->last_error), "%s", why);
     if (c->state == RC_READY) {
         c->drops++;
-        log_warn("redis %s %u to %s lost: %s", c->control ? "control connection" : "connection", c->index, c->rb->url_redacted, why);
+        log_warn("redis %s %u to %s lost: %s", c->control ? "control connection" : "connection", c->index, c->t->url_redacted, why);
     } else if (!c->down || c->failures % 20 == 0) {
-        log_warn("redis connection %u to %s failed: %s", c->index, c->rb->url_redacted, why);
+        log_warn("redis connection %u to %s failed: %s", c->index, c->t->url_redacted, why);
     } else {
-        log_debug("redis connection %u to %s failed: %s", c->index, c->rb->url_redacted, why);
+        log_debug("redis connection %u to %s failed: %s", c->index, c->t->url_redacted, why);
     }
     c->failures++;
     c->down = true;
@@ -132,7 +131,7 @@ static void conn_fail(struct redis_conn *c, const char *why)
     close_io(c);
     maybe_retry(c);
     if (!c->control)
-        server_backend_changed(c->rb->base.server);
+        c->t->changed(c->t);
 }
 
 /* ---- reading replies ---- */
@@ -159,9 +158,9 @@ static void handle_reply(struct redis_conn *c, redisReply *reply)
             c->connects++;
             c->last_error[0] = '\0';
             uv_timer_stop(&c->timer);
-            log_info("redis %s %u to %s ready", c->control ? "control connection" : "connection", c->index, c->rb->url_redacted);
+            log_info("redis %s %u to %s ready", c->control ? "control connection" : "connection", c->index, c->t->url_redacted);
             if (!c->control)
-                server_backend_changed(c->rb->base.server);
+                c->t->changed(c->t);
         }
         return;
     }
@@ -330,7 +329,7 @@ static void on_connect(uv_connect_t *req, int status)
         conn_fail(c, why);
         return;
     }
-    if (!c->rb->addr.is_unix) {
+    if (!c->t->addr.is_unix) {
         uv_tcp_nodelay(&c->io.tcp, 1);
         uv_tcp_keepalive(&c->io.tcp, 1, 60);
         struct sockaddr_storage sa;
@@ -338,7 +337,7 @@ static void on_connect(uv_connect_t *req, int status)
         if (uv_tcp_getpeername(&c->io.tcp, (struct sockaddr *)&sa, &len) == 0)
             uv_ip_name((struct sockaddr *)&sa, c->peer, sizeof(c->peer));
     } else {
-        snprintf(c->peer, sizeof(c->peer), "%s", c->rb->addr.path);
+        snprintf(c->peer, sizeof(c->peer), "%s", c->t->addr.path);
     }
     c->peer_gen++;
     c->state = RC_HANDSHAKE;
@@ -358,7 +357,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     }
     if (status < 0) {
         char why[160];
-        snprintf(why, sizeof(why), "resolving %.100s: %s", c->rb->addr.host, uv_strerror(status));
+        snprintf(why, sizeof(why), "resolving %.100s: %s", c->t->addr.host, uv_strerror(status));
         conn_fail(c, why);
         return;
     }
@@ -397,7 +396,7 @@ static void queue_handshake(struct redis_conn *c, int argc, const char **argv)
  * run authenticated, in the right database. */
 static void begin_attempt(struct redis_conn *c)
 {
-    const struct redis_addr *a = &c->rb->addr;
+    const struct redis_addr *a = &c->t->addr;
     if (c->reader)
         redisReaderFree(c->reader);
     c->reader = redisReaderCreate();
@@ -445,10 +444,10 @@ static void begin_attempt(struct redis_conn *c)
 
 /* ---- the interface used by redis_backend.c ---- */
 
-struct redis_conn *redis_conn_new(struct redis_backend *rb, unsigned index)
+struct redis_conn *redis_conn_new(struct redis_target *t, unsigned index)
 {
     struct redis_conn *c = xcalloc(1, sizeof(*c));
-    c->rb = rb;
+    c->t = t;
     c->index = index;
     c->state = RC_WAITING;
     c->readbuf = xmalloc(READ_BUF);
@@ -456,11 +455,11 @@ struct redis_conn *redis_conn_new(struct redis_backend *rb, unsigned index)
     /* Replies are bounded like frames: a reply is never bigger in CBOR
      * than in RESP. hiredis holds each element as an object of about 60
      * bytes, hence the bound on elements. */
-    size_t max = (size_t)rb->base.server->cfg.max_frame;
+    size_t max = (size_t)t->cfg->max_frame;
     resp_guard_init(&c->guard, max, max / 16);
     c->guard.wanted = reply_wanted;
     c->guard.ctx = c;
-    outq_init(&c->out, &rb->base.server->flusher, on_out_done);
+    outq_init(&c->out, t->flusher, on_out_done);
     return c;
 }
 

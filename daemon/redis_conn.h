@@ -8,11 +8,28 @@
 #include <hiredis/hiredis.h>
 
 #include "outq.h"
+#include "url.h"
 #include "reqring.h"
 #include "resp_guard.h"
 
-struct redis_backend;
+struct config;
+struct flusher;
 struct request;
+
+/* What the connections of one backend share: where they connect, and
+ * with which settings. The backend owns it; its connections refer to it,
+ * and need nothing else of the backend's. */
+struct redis_target {
+    struct redis_addr addr;       /* owns */
+    char url_redacted[512];       /* for logs and stats */
+    uint32_t rng;                 /* for backoff jitter */
+    const struct config *cfg;     /* refers: the configuration in force (reloads change it in place) */
+    uv_loop_t *loop;              /* refers */
+    struct flusher *flusher;      /* refers: the daemon's coalesced writes */
+    /* Called when a pooled connection becomes ready or fails: the
+     * backend's readiness may have changed. */
+    void (*changed)(struct redis_target *t);
+};
 
 enum rconn_state {
     RC_WAITING,    /* backing off before the next attempt */
@@ -25,7 +42,7 @@ enum rconn_state {
 };
 
 struct redis_conn {
-    struct redis_backend *rb;   /* refers: the owning backend */
+    struct redis_target *t;     /* refers: the backend's, shared by its connections */
     unsigned index;             /* position in the pool, for logs */
     enum rconn_state state;
     union {
@@ -60,7 +77,7 @@ struct redis_conn {
     unsigned peer_gen;          /* bumped when peer is set: span shapes that name it go stale */
 };
 
-struct redis_conn *redis_conn_new(struct redis_backend *rb, unsigned index);
+struct redis_conn *redis_conn_new(struct redis_target *t, unsigned index);
 void redis_conn_start(struct redis_conn *c);
 /* Queues the command argv for r. The arguments are copied at once, so
  * they need only live for the call. Returns 0 or a negative fe code. */
