@@ -34,7 +34,7 @@ LIBFERRY_OBJ = $(LIBFERRY_SRC:%.c=$(B)/obj/%.o)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
 .SECONDARY:
-.PHONY: units all deps check check-unit check-integration check-asan run bench clean install conf-check
+.PHONY: units all deps check check-unit check-integration check-asan check-deploy run bench clean install uninstall man conf-check
 
 all: $(B)/ferryd $(B)/ferry $(B)/libferry.a $(B)/libferry.so $(B)/ferry-bench $(B)/libferry_check $(B)/amqp-bench $(B)/otlp-sink
 
@@ -149,17 +149,85 @@ run: deps all
 bench: deps all
 	/usr/bin/python3 tests/bench/run_bench.py --build $(abspath $(B)) $(BENCH_ARGS)
 
-PREFIX ?= /usr/local
+# Where `make install` puts things. Each may be set on the command line;
+# DESTDIR stages the whole tree elsewhere (packaging, tests).
+PREFIX       ?= /usr/local
+BINDIR       ?= $(PREFIX)/bin
+SBINDIR      ?= $(PREFIX)/sbin
+LIBDIR       ?= $(PREFIX)/lib
+INCLUDEDIR   ?= $(PREFIX)/include
+SYSCONFDIR   ?= /etc
+DATADIR      ?= $(PREFIX)/share
+MANDIR       ?= $(DATADIR)/man
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+# Debian's python3 looks in /usr/lib/python3/dist-packages for packages of
+# the system, and in /usr/local/lib/python3.X/dist-packages for local ones
+# (there is no /usr/local/lib/python3/dist-packages on its sys.path).
+PYVER        := $(shell /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo 3)
+PYTHONDIR    ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/python3/dist-packages,$(PREFIX)/lib/python$(PYVER)/dist-packages)
+VERSION      := $(shell sed -n 's/^\#define FERRY_VERSION "\(.*\)"/\1/p' daemon/*.h | head -1)
+
+MAN_SRC = man/ferryd.8 man/ferry.1 man/ferry-protocol.7
+MAN_GEN = $(B)/man/ferryd.conf.5
+MAN_ALL = $(MAN_SRC) $(MAN_GEN)
+
+# ferryd.conf(5)'s list of keys comes from the daemon's own table, as
+# conf/ferryd.conf does, so the page cannot drift from the code.
+$(B)/man/ferryd.conf.5: man/ferryd.conf.5.in man/conf2man.awk $(B)/ferryd
+	@mkdir -p $(dir $@)
+	$(B)/ferryd --print-config | awk -f man/conf2man.awk > $@.keys
+	sed -e '/^@KEYS@$$/{r $@.keys' -e 'd}' man/ferryd.conf.5.in > $@
+	@rm -f $@.keys
+
+man: $(MAN_GEN)
+
+# The files install puts, relative to DESTDIR, for uninstall (the config
+# file is handled on its own: an edited one is kept).
+INSTALLED = $(SBINDIR)/ferryd $(BINDIR)/ferry $(LIBDIR)/libferry.a $(LIBDIR)/libferry.so.1 \
+	$(LIBDIR)/libferry.so $(INCLUDEDIR)/ferry.h $(PKGCONFIGDIR)/ferry.pc \
+	$(PYTHONDIR)/ferry.py $(MANDIR)/man8/ferryd.8 $(MANDIR)/man1/ferry.1 \
+	$(MANDIR)/man5/ferryd.conf.5 $(MANDIR)/man7/ferry-protocol.7 \
+	$(SYSCONFDIR)/ferry/ferryd.conf.default
+
 # The library as ldconfig expects it: the file under its soname, and the
 # unversioned link for linking; ldconfig runs only for a real install.
-install: all
-	install -D -m 0755 $(B)/ferryd $(DESTDIR)$(PREFIX)/sbin/ferryd
-	install -D -m 0755 $(B)/ferry $(DESTDIR)$(PREFIX)/bin/ferry
-	install -D -m 0644 $(B)/libferry.a $(DESTDIR)$(PREFIX)/lib/libferry.a
-	install -D -m 0755 $(B)/libferry.so.1 $(DESTDIR)$(PREFIX)/lib/libferry.so.1
-	ln -sf libferry.so.1 $(DESTDIR)$(PREFIX)/lib/libferry.so
-	install -D -m 0644 client-stub/c/ferry.h $(DESTDIR)$(PREFIX)/include/ferry.h
-	install -D -m 0644 conf/ferryd.conf $(DESTDIR)/etc/ferry/ferryd.conf
+# conf/ferryd.conf goes in as ferryd.conf only when there is none: an
+# existing one may have been edited. ferryd.conf.default is always this
+# version's, to compare against.
+install: all $(MAN_GEN)
+	install -D -m 0755 $(B)/ferryd $(DESTDIR)$(SBINDIR)/ferryd
+	install -D -m 0755 $(B)/ferry $(DESTDIR)$(BINDIR)/ferry
+	install -D -m 0644 $(B)/libferry.a $(DESTDIR)$(LIBDIR)/libferry.a
+	install -D -m 0755 $(B)/libferry.so.1 $(DESTDIR)$(LIBDIR)/libferry.so.1
+	ln -sf libferry.so.1 $(DESTDIR)$(LIBDIR)/libferry.so
+	install -D -m 0644 client-stub/c/ferry.h $(DESTDIR)$(INCLUDEDIR)/ferry.h
+	@mkdir -p $(DESTDIR)$(PKGCONFIGDIR)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+		-e 's|@VERSION@|$(VERSION)|' client-stub/c/ferry.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/ferry.pc
+	chmod 0644 $(DESTDIR)$(PKGCONFIGDIR)/ferry.pc
+	install -D -m 0644 client-stub/python/ferry.py $(DESTDIR)$(PYTHONDIR)/ferry.py
+	install -D -m 0644 man/ferryd.8 $(DESTDIR)$(MANDIR)/man8/ferryd.8
+	install -D -m 0644 man/ferry.1 $(DESTDIR)$(MANDIR)/man1/ferry.1
+	install -D -m 0644 $(B)/man/ferryd.conf.5 $(DESTDIR)$(MANDIR)/man5/ferryd.conf.5
+	install -D -m 0644 man/ferry-protocol.7 $(DESTDIR)$(MANDIR)/man7/ferry-protocol.7
+	install -D -m 0644 conf/ferryd.conf $(DESTDIR)$(SYSCONFDIR)/ferry/ferryd.conf.default
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/ferry/ferryd.conf ]; then \
+		echo "keeping $(DESTDIR)$(SYSCONFDIR)/ferry/ferryd.conf (this version's is ferryd.conf.default)"; \
+	else \
+		echo "install -m 0644 conf/ferryd.conf $(DESTDIR)$(SYSCONFDIR)/ferry/ferryd.conf"; \
+		install -m 0644 conf/ferryd.conf $(DESTDIR)$(SYSCONFDIR)/ferry/ferryd.conf; \
+	fi
+	if [ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null; then ldconfig; fi
+
+# Removes what install put. ferryd.conf goes only when it is still the one
+# install wrote (equal to ferryd.conf.default); an edited one stays.
+uninstall:
+	@conf=$(DESTDIR)$(SYSCONFDIR)/ferry/ferryd.conf; \
+	if [ -e $$conf ] && cmp -s $$conf $$conf.default; then \
+		echo "rm -f $$conf"; rm -f $$conf; \
+	elif [ -e $$conf ]; then echo "keeping $$conf: it was edited"; fi
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	-rmdir $(DESTDIR)$(SYSCONFDIR)/ferry $(DESTDIR)$(PKGCONFIGDIR) 2>/dev/null
 	if [ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null; then ldconfig; fi
 
 clean:
