@@ -769,6 +769,7 @@ static void handle_event(struct amqp_backend *ab, struct amqp_event *e)
         ab->state = e->up ? AS_UP : AS_DOWN;
         ab->blocked = e->blocked;
         snprintf(ab->last_error, sizeof(ab->last_error), "%s", e->message);
+        server_backend_changed(ab->base.server);
         break;
     case AE_STOPPED:
         amqp_worker_join(&ab->wk);
@@ -860,6 +861,15 @@ static void ab_stats(struct backend *b, struct cbuf *o)
     cbuf_uint(o, MAX_BODY);
 }
 
+static enum backend_health ab_health(struct backend *b, char *why, size_t len)
+{
+    struct amqp_backend *ab = ab_of(b);
+    if (!ab->enabled)
+        return BH_OFF;
+    snprintf(why, len, "%s", ab->state == AS_UP ? "" : ab->last_error);
+    return ab->state == AS_UP ? BH_UP : ab->state == AS_DOWN ? BH_DOWN : BH_CONNECTING;
+}
+
 static void ab_metrics(struct backend *b, const struct metric_emit *e)
 {
     struct amqp_backend *ab = ab_of(b);
@@ -914,6 +924,7 @@ static const struct backend_ops amqp_ops_vt = {
     .cancel = ab_cancel,
     .timeout_code = ab_timeout_code,
     .client_closed = ab_client_closed,
+    .health = ab_health,
     .stats = ab_stats,
     .metrics = ab_metrics,
     .reload = ab_reload,

@@ -10,6 +10,7 @@
 #define FERRY_BACKEND_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "cbuf.h"
@@ -31,6 +32,14 @@ struct metric_emit {
     void (*counter)(void *ctx, const char *backend, const char *name, uint64_t v);
 };
 
+/* A backend's readiness, for the health op and systemd's READY=1. */
+enum backend_health {
+    BH_OFF,        /* not configured (AMQP without amqp_url): not waited for, not listed */
+    BH_CONNECTING, /* no connection yet, one being made */
+    BH_UP,         /* requests can be served */
+    BH_DOWN,       /* the last attempt or connection failed; retrying */
+};
+
 struct backend_ops {
     const char *name;
     /* Spans of its requests may be left unrecorded until needed (see
@@ -50,6 +59,9 @@ struct backend_ops {
      * requests (subscriptions). Its requests are cancelled separately. May
      * be NULL. */
     void (*client_closed)(struct backend *b, struct client *c);
+    /* Its readiness; when not BH_UP, why holds the last error (or "").
+     * A backend calls server_backend_changed() when it may have changed. */
+    enum backend_health (*health)(struct backend *b, char *why, size_t len);
     /* Appends one CBOR map describing the backend's state to out. */
     void (*stats)(struct backend *b, struct cbuf *out);
     /* Reports connection states and counters. May be NULL. */

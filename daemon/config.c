@@ -174,6 +174,8 @@ const struct cfg_key cfg_keys[] = {
      "Longer deadlines asked for by clients are cut to this.", NULL},
     {"drain_timeout_ms", CFG_INT, OFF(drain_timeout_ms), "10000", 0, 3600000, true,
      "On SIGTERM or SIGINT, how long in-flight requests may finish before the rest get 'shutting_down'.", NULL},
+    {"ready_timeout_ms", CFG_INT, OFF(ready_timeout_ms), "10000", 0, 3600000, false,
+     "At start, how long to wait for every configured backend to connect before telling systemd READY=1 anyway (Type=notify); 0: at once.", NULL},
     {"log_level", CFG_LEVEL, OFF(log_level), "info", 0, 3, true,
      "One of error, warn, info, debug.", NULL},
     {"redis_url", CFG_STR, OFF(redis_url), "redis://127.0.0.1:6379/0", 0, 0, false,

@@ -33,6 +33,7 @@ struct config {
     long default_deadline_ms;
     long max_deadline_ms;
     long drain_timeout_ms;
+    long ready_timeout_ms;
     long log_level;
     char *redis_url;          /* owns; may hold a password, never logged raw */
     long redis_pool;

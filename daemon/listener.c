@@ -1,8 +1,10 @@
 /* listener.c: see listener.h. */
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <string.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -111,8 +113,83 @@ static void on_connection(uv_stream_t *st, int status)
     client_accept(s);
 }
 
+/* The first descriptor a service manager passes (SD_LISTEN_FDS_START). */
+#define LISTEN_FDS_START 3
+
+/* Socket activation (sd_listen_fds(3), done by hand for the reasons in
+ * notify.c): systemd, or systemd-socket-activate, made and bound the
+ * socket and passes it as descriptor 3, with LISTEN_PID naming us and
+ * LISTEN_FDS counting the descriptors. The variables are removed either
+ * way, so that nothing started later takes them for its own. Returns the
+ * descriptor, -1 when none was passed to us, or -2 after logging why the
+ * passed one cannot be used. */
+static int passed_socket(void)
+{
+    const char *pid_s = getenv("LISTEN_PID"), *fds_s = getenv("LISTEN_FDS");
+    long pid = pid_s ? strtol(pid_s, NULL, 10) : 0, nfds = fds_s ? strtol(fds_s, NULL, 10) : 0;
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    if (!pid_s || !fds_s || pid != (long)getpid() || nfds < 1)
+        return -1;
+    int fd = LISTEN_FDS_START;
+    /* Ours from now on: not inherited by anything we might run. */
+    for (int i = fd; i < fd + nfds; i++)
+        fcntl(i, F_SETFD, FD_CLOEXEC);
+    if (nfds > 1) {
+        log_warn("socket activation: %ld sockets passed; ferryd serves one, closing the others", nfds);
+        for (int i = fd + 1; i < fd + nfds; i++)
+            close(i);
+    }
+    int domain = 0, type = 0, accepting = 0;
+    socklen_t len = sizeof(int);
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0 || domain != AF_UNIX ||
+        getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &(socklen_t){sizeof(int)}) != 0 || type != SOCK_STREAM ||
+        getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &(socklen_t){sizeof(int)}) != 0 || !accepting) {
+        log_error("socket activation: descriptor %d is not a listening Unix stream socket "
+                  "(ListenStream= with a path, and Accept=no)", fd);
+        return -2;
+    }
+    return fd;
+}
+
+/* Serves the socket the service manager passed. It stays the manager's:
+ * ferryd neither chmods nor unlinks it (SocketMode= and the unit own
+ * those), so connections that arrive while ferryd restarts wait in its
+ * backlog for the next ferryd. */
+static int adopt(struct server *s, int fd)
+{
+    struct sockaddr_un sa;
+    socklen_t len = sizeof(sa);
+    char path[sizeof(sa.sun_path) + 1] = "?";
+    if (getsockname(fd, (struct sockaddr *)&sa, &len) == 0 && len > offsetof(struct sockaddr_un, sun_path))
+        snprintf(path, sizeof(path), "%s", sa.sun_path[0] ? sa.sun_path : "(abstract)");
+    raise_fd_limit(s);
+    uv_pipe_init(s->loop, &s->listener, 0);
+    int rc = uv_pipe_open(&s->listener, fd);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&s->listener, 511, on_connection);
+    if (rc < 0) {
+        log_error("socket activation: %s: %s", path, uv_strerror(rc));
+        uv_close((uv_handle_t *)&s->listener, NULL);
+        return -1;
+    }
+    s->listening = true;
+    if (strcmp(path, s->cfg.socket) != 0)
+        log_info("socket activation: serving %s, passed by the service manager (key 'socket', %s, is not used)",
+                 path, s->cfg.socket);
+    else
+        log_info("listening on %s (passed by the service manager)", path);
+    return 0;
+}
+
 int listener_open(struct server *s)
 {
+    int fd = passed_socket();
+    if (fd == -2)
+        return -1;
+    if (fd >= 0)
+        return adopt(s, fd);
     const char *path = s->cfg.socket;
     struct sockaddr_un sa;
     if (strlen(path) >= sizeof(sa.sun_path)) {

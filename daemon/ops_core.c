@@ -1,4 +1,5 @@
-/* ops_core.c: the ops that ferryd answers itself: ping, hello, stats. */
+/* ops_core.c: the ops that ferryd answers itself: ping, hello, stats,
+ * health. */
 #include <string.h>
 #include <unistd.h>
 
@@ -157,10 +158,60 @@ static int op_stats(struct server *s, struct request *r)
     return 0;
 }
 
+static const char *health_name(enum backend_health h)
+{
+    return h == BH_UP ? "up" : h == BH_CONNECTING ? "connecting" : "down";
+}
+
+/* Readiness for probes (ferry health, Kubernetes' readinessProbe): ready
+ * when every configured backend is up. Backends that are not configured
+ * are left out, so a probe does not wait for a broker nobody asked for.
+ * Liveness needs no op of its own: an answer to anything (ping) is it. */
+static int op_health(struct server *s, struct request *r)
+{
+    if (r->v.args) {
+        request_fail(r, FE_BAD_REQUEST, "health takes no args");
+        return 0;
+    }
+    enum backend_health h[SERVER_MAX_BACKENDS];
+    char why[SERVER_MAX_BACKENDS][160];
+    size_t listed = 0, failing = 0;
+    for (size_t i = 0; i < s->nbackends; i++) {
+        why[i][0] = '\0';
+        h[i] = s->backends[i]->ops->health(s->backends[i], why[i], sizeof(why[i]));
+        listed += h[i] != BH_OFF;
+        failing += h[i] != BH_OFF && h[i] != BH_UP;
+    }
+    size_t at;
+    struct cbuf *o = request_result_begin(r, &at);
+    cbuf_map(o, 3);
+    cbuf_str(o, "ready");
+    cbuf_bool(o, failing == 0);
+    cbuf_str(o, "backends");
+    cbuf_map(o, listed);
+    for (size_t i = 0; i < s->nbackends; i++) {
+        if (h[i] == BH_OFF)
+            continue;
+        cbuf_str(o, s->backends[i]->ops->name);
+        cbuf_str(o, health_name(h[i]));
+    }
+    /* Why each backend that is not up is not: its last error. */
+    cbuf_str(o, "errors");
+    cbuf_map(o, failing);
+    for (size_t i = 0; i < s->nbackends; i++) {
+        if (h[i] == BH_OFF || h[i] == BH_UP)
+            continue;
+        cbuf_str(o, s->backends[i]->ops->name);
+        cbuf_str(o, why[i]);
+    }
+    request_result_end(r, at);
+    return 0;
+}
+
 int ops_core_register(struct server *s)
 {
     if (server_add_op(s, "ping", op_ping, NULL, 0) || server_add_op(s, "hello", op_hello, NULL, 0) ||
-        server_add_op(s, "stats", op_stats, NULL, 0))
+        server_add_op(s, "stats", op_stats, NULL, 0) || server_add_op(s, "health", op_health, NULL, 0))
         return FE_INTERNAL;
     return 0;
 }

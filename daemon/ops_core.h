@@ -1,4 +1,4 @@
-/* ops_core.h: registers ping, hello and stats. */
+/* ops_core.h: registers ping, hello, stats and health. */
 #ifndef FERRY_OPS_CORE_H
 #define FERRY_OPS_CORE_H
 

@@ -350,6 +350,22 @@ static void rb_stats(struct backend *b, struct cbuf *o)
     }
 }
 
+/* Up while any pooled connection is ready, as stats says: one is enough
+ * to serve requests. The control connection carries none, so it does not
+ * count. */
+static enum backend_health rb_health(struct backend *b, char *why, size_t len)
+{
+    struct redis_backend *rb = rb_of(b);
+    bool usable = false;
+    for (size_t i = 0; i < rb->nconns; i++) {
+        if (rb->conns[i]->state == RC_READY)
+            return BH_UP;
+        usable |= redis_conn_usable(rb->conns[i]);
+    }
+    snprintf(why, len, "%s", rb->conns[0]->last_error);
+    return usable ? BH_CONNECTING : BH_DOWN;
+}
+
 static void rb_metrics(struct backend *b, const struct metric_emit *e)
 {
     struct redis_backend *rb = rb_of(b);
@@ -412,6 +428,7 @@ static const struct backend_ops redis_ops = {
     .submit = rb_submit,
     .cancel = rb_cancel,
     .timeout_code = rb_timeout_code,
+    .health = rb_health,
     .stats = rb_stats,
     .metrics = rb_metrics,
     .reload = rb_reload,

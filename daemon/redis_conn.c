@@ -130,6 +130,8 @@ static void conn_fail(struct redis_conn *c, const char *why)
     fail_all(c, FE_UNAVAILABLE, "the connection to redis was lost; the command may or may not have run");
     close_io(c);
     maybe_retry(c);
+    if (!c->control)
+        server_backend_changed(c->rb->base.server);
 }
 
 /* ---- reading replies ---- */
@@ -157,6 +159,8 @@ static void handle_reply(struct redis_conn *c, redisReply *reply)
             c->last_error[0] = '\0';
             uv_timer_stop(&c->timer);
             log_info("redis %s %u to %s ready", c->control ? "control connection" : "connection", c->index, c->rb->url_redacted);
+            if (!c->control)
+                server_backend_changed(c->rb->base.server);
         }
         return;
     }

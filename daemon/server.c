@@ -60,6 +60,8 @@ static void server_stop(struct server *s)
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sighup, NULL);
     uv_close((uv_handle_t *)&s->drain_timer, NULL);
+    uv_close((uv_handle_t *)&s->ready_timer, NULL);
+    notify_close(&s->notify);
     uv_close((uv_handle_t *)&s->resume_idle, NULL);
     flusher_close(&s->flusher);
     deadlines_close(&s->deadlines);
@@ -110,6 +112,8 @@ void server_drain(struct server *s, const char *why)
         return;
     }
     s->draining = true;
+    uv_timer_stop(&s->ready_timer);
+    notify_send(&s->notify, "STOPPING=1\nSTATUS=draining (%s)", why);
     size_t inflight = 0;
     struct dlist *pos, *tmp;
     dlist_foreach(pos, &s->clients)
@@ -173,11 +177,70 @@ static void server_reload(struct server *s)
     log_info("reloaded configuration (%d keys changed)", changed);
 }
 
+bool server_backends_up(struct server *s)
+{
+    char why[8];
+    for (size_t i = 0; i < s->nbackends; i++) {
+        enum backend_health h = s->backends[i]->ops->health(s->backends[i], why, sizeof(why));
+        if (h != BH_OFF && h != BH_UP)
+            return false;
+    }
+    return true;
+}
+
+/* Tells the manager the daemon is up. late: the backends that are not up
+ * when ready_timeout_ms passed first, for STATUS=, or NULL. */
+static void server_ready(struct server *s, const char *late)
+{
+    s->ready_sent = true;
+    uv_timer_stop(&s->ready_timer);
+    if (late) {
+        log_warn("ready, without %s: ready_timeout_ms (%ld) passed first", late, s->cfg.ready_timeout_ms);
+        notify_send(&s->notify, "READY=1\nSTATUS=ready; not connected: %s", late);
+    } else {
+        notify_send(&s->notify, "READY=1\nSTATUS=ready");
+    }
+}
+
+void server_backend_changed(struct server *s)
+{
+    if (!s->ready_sent && s->listening && !s->draining && server_backends_up(s))
+        server_ready(s, NULL);
+}
+
+/* The wait for backends is bounded: a Redis that is down must not hold
+ * the service in "activating" until systemd's start timeout kills it;
+ * requests fail fast with 'unavailable' meanwhile, and the health op
+ * says what is missing. */
+static void on_ready_timeout(uv_timer_t *t)
+{
+    struct server *s = container_of(t, struct server, ready_timer);
+    char late[512] = "", why[160];
+    size_t n = 0;
+    for (size_t i = 0; i < s->nbackends && n < sizeof(late); i++) {
+        struct backend *b = s->backends[i];
+        why[0] = '\0';
+        enum backend_health h = b->ops->health(b, why, sizeof(why));
+        if (h == BH_OFF || h == BH_UP)
+            continue;
+        n += (size_t)snprintf(late + n, sizeof(late) - n, "%s%s (%s)", n ? ", " : "", b->ops->name,
+                              why[0] ? why : h == BH_CONNECTING ? "connecting" : "down");
+    }
+    server_ready(s, late[0] ? late : NULL);
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     struct server *s = h->data;
-    if (signum == SIGHUP)
+    if (signum == SIGHUP) {
+        /* Before READY=1 the manager is still waiting for the start; a
+         * reload then is just a reload. */
+        if (s->ready_sent)
+            notify_reloading(&s->notify);
         server_reload(s);
+        if (s->ready_sent)
+            notify_send(&s->notify, "READY=1\nSTATUS=ready (reloaded)");
+    }
     else
         server_drain(s, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
@@ -208,6 +271,8 @@ int server_run(struct server *s)
     deadlines_init(&s->deadlines, s->loop, request_expired);
     deadlines_init(&s->frame_deadlines, s->loop, client_frame_expired);
     uv_timer_init(s->loop, &s->drain_timer);
+    uv_timer_init(s->loop, &s->ready_timer);
+    notify_open(&s->notify, s->loop);
     uv_idle_init(s->loop, &s->resume_idle);
     uv_signal_init(s->loop, &s->sigterm);
     uv_signal_init(s->loop, &s->sigint);
@@ -236,6 +301,12 @@ int server_run(struct server *s)
             telemetry_start(s->tel);
             log_info("ferryd %s ready (protocol %d, pid %d)", FERRY_VERSION, FERRY_PROTOCOL_VERSION,
                      (int)getpid());
+            if (server_backends_up(s) || s->cfg.ready_timeout_ms == 0) {
+                on_ready_timeout(&s->ready_timer);
+            } else {
+                notify_send(&s->notify, "STATUS=waiting for the backends to connect");
+                uv_timer_start(&s->ready_timer, on_ready_timeout, (uint64_t)s->cfg.ready_timeout_ms, 0);
+            }
         }
     }
 

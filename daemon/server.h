@@ -13,6 +13,7 @@
 #include "deadline.h"
 #include "errors.h"
 #include "list.h"
+#include "notify.h"
 #include "outq.h"
 #include "telemetry.h"
 
@@ -77,6 +78,9 @@ struct server {
     bool socket_bound;               /* we created the socket file and must unlink it */
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t drain_timer;
+    struct notify notify;            /* the service manager (systemd), when it asked */
+    uv_timer_t ready_timer;          /* bounds the wait for backends before READY=1 */
+    bool ready_sent;                 /* READY=1 has been sent since the start */
     uv_idle_t resume_idle;           /* resumes clients paused by backpressure */
     struct dlist resume;             /* clients waiting for resume_idle */
     struct flusher flusher;
@@ -112,5 +116,10 @@ struct op *server_find_op(struct server *s, const char *name, size_t len);
 void server_drain(struct server *s, const char *why);
 /* Called whenever a client or request goes away, to finish a drain. */
 void server_check_drained(struct server *s);
+/* Called by a backend whose health may have changed: at start, READY=1
+ * goes out once every configured backend is up. */
+void server_backend_changed(struct server *s);
+/* Whether every configured backend is up. */
+bool server_backends_up(struct server *s);
 
 #endif

@@ -1,6 +1,6 @@
 /* ferry_cli.c: the `ferry` command, in the style of redis-cli, on libferry.
  *
- *   ferry [--socket PATH] [--timeout MS] ping | hello | stats | redis CMD [ARG...]
+ *   ferry [--socket PATH] [--timeout MS] ping | hello | stats | health [--live] | redis CMD [ARG...]
  *
  * The options may also follow any command but `redis`, whose words all
  * belong to the Redis command ("ferry redis SET k -s" sets k to "-s").
@@ -9,7 +9,9 @@
  * (raw): a bulk string as its bytes, an array one element per line, nil as
  * an empty line. An error prints "(error) CODE: message" on stderr and
  * exits 1; a connection failure exits 2; consume waiting longer than
- * --timeout for a delivery exits 3; bad usage exits 64. */
+ * --timeout for a delivery exits 3; bad usage exits 64. health, a probe,
+ * exits 0 or 1 only (with 64 for bad usage): 1 for "not ready" and for
+ * "no answer" alike, as probes expect. */
 #include <errno.h>
 #include <stdbool.h>
 #include <inttypes.h>
@@ -31,6 +33,9 @@ static void usage(FILE *f)
             "  ping                  check that ferryd answers (prints PONG)\n"
             "  hello                 protocol version and the ops the daemon serves\n"
             "  stats                 the daemon's counters, one 'name: value' per line\n"
+            "  health [--live]       exit 0 when every configured backend is up, else print\n"
+            "                        what is not ('redis: down (why)') and exit 1; --live:\n"
+            "                        exit 0 when ferryd answers at all (probes; --timeout bounds both)\n"
             "  redis CMD [ARG...]    run a Redis command through ferryd\n"
             "\n"
             "RabbitMQ:\n"
@@ -583,6 +588,52 @@ static int is_amqp_command(const char *c)
     return 0;
 }
 
+/* Runs health: a probe for systemd units, scripts and Kubernetes. It
+ * exits 0 or 1 and nothing else, within --timeout: the deadline sent and
+ * the wait for the answer are both the timeout. --live asks only that
+ * ferryd answer (ping; any answer, even an error, is a live daemon). */
+static int health(ferry_t *f, bool live, uint32_t timeout)
+{
+    ferry_msg_t *m = NULL;
+    int rc = ferry_call(f, live ? "ping" : "health", NULL, timeout, &m, (int)timeout);
+    if (rc != 0) {
+        fprintf(stderr, "ferry: no answer: %s\n", ferry_strerror(rc));
+        return 1;
+    }
+    int status = 1;
+    if (live) {
+        puts("live");
+        status = 0;
+    } else if (m->err_code) {
+        fprintf(stderr, "(error) %s: %s\n", m->err_code, m->err_message);
+    } else {
+        const cbor_item_t *ready = map_get(m->result, "ready");
+        const cbor_item_t *backends = map_get(m->result, "backends");
+        const cbor_item_t *errors = map_get(m->result, "errors");
+        /* The width first: libcbor 0.8's cbor_is_bool() asserts on floats. */
+        status = ready && cbor_isa_float_ctrl(ready) && cbor_float_get_width(ready) == CBOR_FLOAT_0 &&
+                 cbor_is_bool(ready) && cbor_get_bool(ready) ? 0 : 1;
+        puts(status ? "not ready" : "ready");
+        struct cbor_pair *p = backends && cbor_isa_map(backends) ? cbor_map_handle(backends) : NULL;
+        for (size_t i = 0; p && i < cbor_map_size(backends); i++) {
+            if (!cbor_isa_string(p[i].key) || !cbor_isa_string(p[i].value))
+                continue;
+            int kn = (int)cbor_string_length(p[i].key);
+            const char *k = (const char *)cbor_string_handle(p[i].key);
+            printf("%.*s: %.*s", kn, k, (int)cbor_string_length(p[i].value),
+                   (const char *)cbor_string_handle(p[i].value));
+            char key[64];
+            snprintf(key, sizeof(key), "%.*s", kn, k);
+            const cbor_item_t *why = map_get(errors, key);
+            if (why && cbor_isa_string(why) && cbor_string_length(why))
+                printf(" (%.*s)", (int)cbor_string_length(why), (const char *)cbor_string_handle(why));
+            putchar('\n');
+        }
+    }
+    ferry_msg_free(m);
+    return status;
+}
+
 /* The options that apply to every command. */
 struct global_opts {
     const char *path;        /* refers: argv */
@@ -680,7 +731,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[i];
     int is_redis = strcmp(cmd, "redis") == 0;
     int is_amqp = is_amqp_command(cmd);
-    if (!is_redis && !is_amqp && strcmp(cmd, "ping") && strcmp(cmd, "hello") && strcmp(cmd, "stats")) {
+    int is_health = strcmp(cmd, "health") == 0;
+    if (!is_redis && !is_amqp && !is_health && strcmp(cmd, "ping") && strcmp(cmd, "hello") && strcmp(cmd, "stats")) {
         fprintf(stderr, "ferry: unknown command '%s'\n", cmd);
         usage(stderr);
         return 64;
@@ -716,6 +768,11 @@ int main(int argc, char **argv)
         free(words);
         return 64;
     }
+    bool live = false;
+    if (is_health && nwords == 1 && !strcmp(words[0], "--live")) {
+        live = true;
+        nwords = 0;
+    }
     if (!is_redis && !is_amqp && nwords > 0) {
         fprintf(stderr, "ferry: %s takes no arguments, got '%s'\n", cmd, words[0]);
         free(words);
@@ -732,7 +789,13 @@ int main(int argc, char **argv)
                 path ? path : getenv("FERRY_SOCKET") ? getenv("FERRY_SOCKET") : FERRY_DEFAULT_SOCKET,
                 ferry_strerror(err));
         free(words);
-        return 2;
+        return is_health ? 1 : 2;
+    }
+    if (is_health) {
+        int st = health(f, live, (uint32_t)timeout);
+        ferry_close(f);
+        free(words);
+        return st;
     }
     if (traceparent)
         ferry_set_trace(f, traceparent, NULL);

@@ -153,6 +153,12 @@ class Client:
     def stats(self):
         return self.call("stats")
 
+    def health(self, deadline=None):
+        """{"ready": bool, "backends": {name: "up" | "connecting" | "down"},
+        "errors": {name: last error}}: ready when every configured backend
+        is up (docs/protocol.md#health)."""
+        return self.call("health", None, deadline)
+
     def redis(self, *argv, deadline=None):
         return self.call("redis", [to_bytes(a) for a in argv], deadline)
 
