@@ -83,13 +83,17 @@ for (const file of process.argv.slice(2)) {
     const name = `${file}: ${obj.kind}/${obj.metadata && obj.metadata.name}`;
     try {
       const Model = await modelFor(obj.apiVersion, obj.kind);
-      new Model(obj).validate();
-      const unknown = [];
+      const problems = [];
+      try {
+        new Model(obj).validate();
+      } catch (e) {
+        problems.push(e.message);
+      }
       const full = "IIoK8s" + (obj.apiVersion.includes("/") ? "Api" : "ApiCore") +
         obj.apiVersion.split("/").map((s) => s.split(".")[0]).map((s) => s[0].toUpperCase() + s.slice(1)).join("") + obj.kind;
       if (!interfaces.has(full)) throw new Error(`no schema for ${full}`);
-      unknownFields(obj, full, "", unknown);
-      if (unknown.length) throw new Error(unknown.join("; "));
+      unknownFields(obj, full, "", problems);
+      if (problems.length) throw new Error(problems.join("; "));
       console.log(`ok   ${name}`);
       passed++;
     } catch (e) {
