@@ -34,7 +34,7 @@ LIBFERRY_OBJ = $(LIBFERRY_SRC:%.c=$(B)/obj/%.o)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
 .SECONDARY:
-.PHONY: units all deps check check-unit check-integration check-asan check-deploy run bench clean install uninstall man conf-check
+.PHONY: units all deps check check-unit check-integration check-asan check-deploy k8s-validate-deps run bench clean install uninstall man conf-check
 
 all: $(B)/ferryd $(B)/ferry $(B)/libferry.a $(B)/libferry.so $(B)/ferry-bench $(B)/libferry_check $(B)/amqp-bench $(B)/otlp-sink
 
@@ -96,7 +96,8 @@ DEB_PKGS = build-essential pkg-config libuv1-dev libhiredis-dev libcbor-dev libr
 	python3-protobuf protobuf-compiler openssl \
 	rabbitmq-server amqp-tools \
 	redis-server redis-tools nutcracker python3-pytest python3-cbor2 \
-	libcmocka-dev valgrind clang libclang-rt-14-dev
+	libcmocka-dev valgrind clang libclang-rt-14-dev \
+	groff-base mandoc python3-yaml podman runc catatonit debootstrap
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
@@ -118,6 +119,19 @@ check-unit: $(UNIT_BIN)
 
 check-integration: all
 	cd tests/integration && FERRY_BUILD=$(abspath $(B)) /usr/bin/python3 -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The Kubernetes schema validator of tests/deploy: npm packages pinned in
+# deploy/k8s/validate/package-lock.json, installed in that directory only.
+K8S_VALIDATE = deploy/k8s/validate
+$(K8S_VALIDATE)/node_modules/.package-lock.json: $(K8S_VALIDATE)/package.json $(K8S_VALIDATE)/package-lock.json
+	@command -v npm >/dev/null || { echo "make: npm (node 20) is needed to validate deploy/k8s" >&2; exit 1; }
+	cd $(K8S_VALIDATE) && npm ci --no-audit --no-fund --loglevel=error
+k8s-validate-deps: $(K8S_VALIDATE)/node_modules/.package-lock.json
+
+# The deployment: the image from deploy/Containerfile, deploy/k8s checked
+# and its pod run under podman (tests/deploy). Builds images the first time.
+check-deploy: deps all k8s-validate-deps
+	cd tests/deploy && /usr/bin/python3 -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 ASAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 # The same suites under AddressSanitizer and UndefinedBehaviorSanitizer.

@@ -1,5 +1,6 @@
 // Validates Kubernetes manifests against the API schema of the npm package
-// kubernetes-models (generated from Kubernetes' published OpenAPI), as the
+// kubernetes-models 4.5 (generated from Kubernetes' published OpenAPI, a
+// 1.29+ API: containers' restartPolicy, the sleep action), as the
 // API server would on `kubectl apply`: types, enums, formats, required
 // fields (the package's validate()), and no unknown fields (strict field
 // validation, kubectl's default since 1.27; the package's validate() lets
@@ -40,7 +41,7 @@ function indexFile(text) {
     }
     local.set(m[1], props);
   }
-  const alias = /^export type \{ (\w+) as (\w+)/m.exec(text);
+  const alias = /^export (?:type )?\{ (\w+) as (\w+)/m.exec(text);
   if (alias && local.has(alias[1])) interfaces.set(alias[2], local.get(alias[1]));
 }
 indexDts(path.join(modules, "kubernetes-models"));
@@ -65,7 +66,8 @@ function unknownFields(obj, type, at, out) {
 
 async function modelFor(apiVersion, kind) {
   // "v1" is the core group; "apps/v1" is kubernetes-models/apps/v1.
-  const mod = await import(path.join(modules, "kubernetes-models", apiVersion, kind + ".js"));
+  const mod = await import("kubernetes-models/" + apiVersion);
+  if (!mod[kind]) throw new Error(`no model for ${apiVersion} ${kind}`);
   return mod[kind];
 }
 
