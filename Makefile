@@ -34,7 +34,7 @@ LIBFERRY_OBJ = $(LIBFERRY_SRC:%.c=$(B)/obj/%.o)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
 .SECONDARY:
-.PHONY: units all deps check check-unit check-integration check-asan check-deploy k8s-validate-deps run bench clean install uninstall man conf-check
+.PHONY: units all deps check check-unit check-integration check-asan check-deploy k8s-validate-deps run bench clean install install-systemd uninstall man conf-check
 
 all: $(B)/ferryd $(B)/ferry $(B)/libferry.a $(B)/libferry.so $(B)/ferry-bench $(B)/libferry_check $(B)/amqp-bench $(B)/otlp-sink
 
@@ -201,14 +201,15 @@ INSTALLED = $(SBINDIR)/ferryd $(BINDIR)/ferry $(LIBDIR)/libferry.a $(LIBDIR)/lib
 	$(LIBDIR)/libferry.so $(INCLUDEDIR)/ferry.h $(PKGCONFIGDIR)/ferry.pc \
 	$(PYTHONDIR)/ferry.py $(MANDIR)/man8/ferryd.8 $(MANDIR)/man1/ferry.1 \
 	$(MANDIR)/man5/ferryd.conf.5 $(MANDIR)/man7/ferry-protocol.7 \
-	$(SYSCONFDIR)/ferry/ferryd.conf.default
+	$(SYSCONFDIR)/ferry/ferryd.conf.default \
+	$(SYSTEMDUNITDIR)/ferryd.service $(SYSTEMDUNITDIR)/ferryd.socket $(SYSUSERSDIR)/ferry.conf
 
 # The library as ldconfig expects it: the file under its soname, and the
 # unversioned link for linking; ldconfig runs only for a real install.
 # conf/ferryd.conf goes in as ferryd.conf only when there is none: an
 # existing one may have been edited. ferryd.conf.default is always this
 # version's, to compare against.
-install: all $(MAN_GEN)
+install: all $(MAN_GEN) install-systemd
 	install -D -m 0755 $(B)/ferryd $(DESTDIR)$(SBINDIR)/ferryd
 	install -D -m 0755 $(B)/ferry $(DESTDIR)$(BINDIR)/ferry
 	install -D -m 0644 $(B)/libferry.a $(DESTDIR)$(LIBDIR)/libferry.a
@@ -240,9 +241,26 @@ uninstall:
 	if [ -e $$conf ] && cmp -s $$conf $$conf.default; then \
 		echo "rm -f $$conf"; rm -f $$conf; \
 	elif [ -e $$conf ]; then echo "keeping $$conf: it was edited"; fi
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+		systemctl disable --now ferryd.socket ferryd.service 2>/dev/null || true; fi
 	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
 	-rmdir $(DESTDIR)$(SYSCONFDIR)/ferry $(DESTDIR)$(PKGCONFIGDIR) 2>/dev/null
 	if [ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null; then ldconfig; fi
+
+# The systemd units (systemd/), with ExecStart= at the installed ferryd, and
+# the ferry user and group they run as (sysusers.d).
+# `install` depends on it; alone, it installs only these.
+SYSTEMDUNITDIR ?= /lib/systemd/system
+SYSUSERSDIR ?= /usr/lib/sysusers.d
+install-systemd:
+	install -d $(DESTDIR)$(SYSTEMDUNITDIR)
+	install -D -m 0644 systemd/ferry.sysusers $(DESTDIR)$(SYSUSERSDIR)/ferry.conf
+	sed 's|/usr/local/sbin/ferryd|$(or $(SBINDIR),$(PREFIX)/sbin)/ferryd|' systemd/ferryd.service \
+		> $(DESTDIR)$(SYSTEMDUNITDIR)/ferryd.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/ferryd.service
+	install -m 0644 systemd/ferryd.socket $(DESTDIR)$(SYSTEMDUNITDIR)/ferryd.socket
+	if [ -z "$(DESTDIR)" ] && command -v systemd-sysusers >/dev/null; then systemd-sysusers ferry.conf; fi
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 clean:
 	rm -rf build build-asan run

@@ -162,8 +162,11 @@ static int adopt(struct server *s, int fd)
     struct sockaddr_un sa;
     socklen_t len = sizeof(sa);
     char path[sizeof(sa.sun_path) + 1] = "?";
-    if (getsockname(fd, (struct sockaddr *)&sa, &len) == 0 && len > offsetof(struct sockaddr_un, sun_path))
-        snprintf(path, sizeof(path), "%s", sa.sun_path[0] ? sa.sun_path : "(abstract)");
+    /* A name that fills sun_path has no terminating NUL: bounded by len. */
+    if (getsockname(fd, (struct sockaddr *)&sa, &len) == 0 && len > offsetof(struct sockaddr_un, sun_path) &&
+        len <= sizeof(sa))
+        snprintf(path, sizeof(path), "%.*s", (int)(len - offsetof(struct sockaddr_un, sun_path)),
+                 sa.sun_path[0] ? sa.sun_path : "(abstract)");
     raise_fd_limit(s);
     uv_pipe_init(s->loop, &s->listener, 0);
     int rc = uv_pipe_open(&s->listener, fd);

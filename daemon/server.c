@@ -188,13 +188,32 @@ bool server_backends_up(struct server *s)
     return true;
 }
 
-/* Tells the manager the daemon is up. late: the backends that are not up
- * when ready_timeout_ms passed first, for STATUS=, or NULL. */
+/* Writes "redis (connect: connection refused), amqp (connecting)" for
+ * the configured backends that are not up, or "" when all are. */
+static void describe_not_up(struct server *s, char *out, size_t len)
+{
+    char why[160];
+    size_t n = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < s->nbackends && n < len; i++) {
+        struct backend *b = s->backends[i];
+        why[0] = '\0';
+        enum backend_health h = b->ops->health(b, why, sizeof(why));
+        if (h == BH_OFF || h == BH_UP)
+            continue;
+        n += (size_t)snprintf(out + n, len - n, "%s%s (%s)", n ? ", " : "", b->ops->name,
+                              why[0] ? why : h == BH_CONNECTING ? "connecting" : "down");
+    }
+}
+
+/* Tells the manager the daemon is up: every backend connected, or the
+ * wait for them is over (late names those that are not, for STATUS=). */
 static void server_ready(struct server *s, const char *late)
 {
     s->ready_sent = true;
+    s->status_up = !late[0];
     uv_timer_stop(&s->ready_timer);
-    if (late) {
+    if (late[0]) {
         log_warn("ready, without %s: ready_timeout_ms (%ld) passed first", late, s->cfg.ready_timeout_ms);
         notify_send(&s->notify, "READY=1\nSTATUS=ready; not connected: %s", late);
     } else {
@@ -202,10 +221,29 @@ static void server_ready(struct server *s, const char *late)
     }
 }
 
+/* Before READY=1, the first moment every backend is up sends it. After,
+ * STATUS= follows the backends (what `systemctl status` shows), on each
+ * change between all up and not: a Redis that stays down retries every
+ * few seconds, and each attempt need not be a datagram. */
 void server_backend_changed(struct server *s)
 {
-    if (!s->ready_sent && s->listening && !s->draining && server_backends_up(s))
-        server_ready(s, NULL);
+    if (!s->listening || s->draining)
+        return;
+    bool up = server_backends_up(s);
+    if (!s->ready_sent) {
+        if (up)
+            server_ready(s, "");
+        return;
+    }
+    if (up == s->status_up)
+        return;
+    s->status_up = up;
+    char late[512];
+    describe_not_up(s, late, sizeof(late));
+    if (up)
+        notify_send(&s->notify, "STATUS=ready");
+    else
+        notify_send(&s->notify, "STATUS=ready; not connected: %s", late);
 }
 
 /* The wait for backends is bounded: a Redis that is down must not hold
@@ -215,18 +253,9 @@ void server_backend_changed(struct server *s)
 static void on_ready_timeout(uv_timer_t *t)
 {
     struct server *s = container_of(t, struct server, ready_timer);
-    char late[512] = "", why[160];
-    size_t n = 0;
-    for (size_t i = 0; i < s->nbackends && n < sizeof(late); i++) {
-        struct backend *b = s->backends[i];
-        why[0] = '\0';
-        enum backend_health h = b->ops->health(b, why, sizeof(why));
-        if (h == BH_OFF || h == BH_UP)
-            continue;
-        n += (size_t)snprintf(late + n, sizeof(late) - n, "%s%s (%s)", n ? ", " : "", b->ops->name,
-                              why[0] ? why : h == BH_CONNECTING ? "connecting" : "down");
-    }
-    server_ready(s, late[0] ? late : NULL);
+    char late[512];
+    describe_not_up(s, late, sizeof(late));
+    server_ready(s, late);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -238,8 +267,12 @@ static void on_signal(uv_signal_t *h, int signum)
         if (s->ready_sent)
             notify_reloading(&s->notify);
         server_reload(s);
-        if (s->ready_sent)
-            notify_send(&s->notify, "READY=1\nSTATUS=ready (reloaded)");
+        if (s->ready_sent) {
+            char late[512];
+            describe_not_up(s, late, sizeof(late));
+            notify_send(&s->notify, "READY=1\nSTATUS=ready (reloaded)%s%s", late[0] ? "; not connected: " : "",
+                        late);
+        }
     }
     else
         server_drain(s, signum == SIGTERM ? "SIGTERM" : "SIGINT");

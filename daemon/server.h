@@ -81,6 +81,7 @@ struct server {
     struct notify notify;            /* the service manager (systemd), when it asked */
     uv_timer_t ready_timer;          /* bounds the wait for backends before READY=1 */
     bool ready_sent;                 /* READY=1 has been sent since the start */
+    bool status_up;                  /* the last STATUS= said every backend was up */
     uv_idle_t resume_idle;           /* resumes clients paused by backpressure */
     struct dlist resume;             /* clients waiting for resume_idle */
     struct flusher flusher;

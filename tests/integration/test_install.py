@@ -53,6 +53,8 @@ EXPECTED = {
     "usr/local/share/man/man8/ferryd.8", "usr/local/share/man/man1/ferry.1",
     "usr/local/share/man/man5/ferryd.conf.5", "usr/local/share/man/man7/ferry-protocol.7",
     "etc/ferry/ferryd.conf", "etc/ferry/ferryd.conf.default",
+    # make install-systemd's, which install runs too.
+    "lib/systemd/system/ferryd.service", "lib/systemd/system/ferryd.socket", "usr/lib/sysusers.d/ferry.conf",
 }
 
 
@@ -161,7 +163,11 @@ def test_uninstall_keeps_an_edited_config_and_honours_every_directory(tmp):
         "opt/ferry/lib64/libferry.so", "opt/ferry/lib64/libferry.a", "opt/inc/ferry.h",
         "opt/pc/ferry.pc", "opt/py/ferry.py", "opt/man/man8/ferryd.8", "opt/man/man1/ferry.1",
         "opt/man/man5/ferryd.conf.5", "opt/man/man7/ferry-protocol.7",
-        "opt/etc/ferry/ferryd.conf", "opt/etc/ferry/ferryd.conf.default"}
+        "opt/etc/ferry/ferryd.conf", "opt/etc/ferry/ferryd.conf.default",
+        "lib/systemd/system/ferryd.service", "lib/systemd/system/ferryd.socket", "usr/lib/sysusers.d/ferry.conf"}
+    # The unit starts the ferryd of this install.
+    unit = open(os.path.join(dest, "lib/systemd/system/ferryd.service")).read()
+    assert re.search(r"^ExecStart=/opt/sbin/ferryd\b", unit, re.M), unit
     pc = open(os.path.join(dest, "opt/pc/ferry.pc")).read()
     assert "libdir=/opt/ferry/lib64\n" in pc and "includedir=/opt/inc\n" in pc
 
