@@ -143,22 +143,38 @@ check-asan: deps
 		$(MAKE) B=build-asan check-integration
 
 # Runs ferryd in the foreground on ./run/ferry.sock, with a throwaway
-# redis-server in ./run/ unless FERRY_REDIS_URL names another Redis.
+# redis-server in ./run/ unless FERRY_REDIS_URL names another Redis, and a
+# throwaway RabbitMQ node in ./run/rabbitmq unless FERRY_AMQP_URL names a
+# broker. Whatever it started, it stops on the way out: Ctrl-C reaches
+# ferryd, which drains; the shell waits for it (trap :), then cleans up.
 run: deps all
-	@mkdir -p run; rm -f run/ferry.sock; \
+	@mkdir -p run; rm -f run/ferry.sock; started=""; \
+	cleanup() { \
+		case "$$started" in *redis*) kill $$(cat $(CURDIR)/run/redis.pid) 2>/dev/null;; esac; \
+		case "$$started" in *rabbitmq*) echo "make run: stopping RabbitMQ"; \
+			tests/throwaway-rabbitmq.sh stop $(CURDIR)/run/rabbitmq;; esac; \
+	}; \
+	trap cleanup EXIT; trap : INT TERM; \
 	if [ -z "$$FERRY_REDIS_URL" ]; then \
 		redis-server --port 0 --unixsocket $(CURDIR)/run/redis.sock --save '' --appendonly no \
 			--dir $(CURDIR)/run --logfile $(CURDIR)/run/redis.log \
 			--daemonize yes --pidfile $(CURDIR)/run/redis.pid || exit 1; \
+		started="$$started redis"; \
 		FERRY_REDIS_URL=unix://$(CURDIR)/run/redis.sock; export FERRY_REDIS_URL; \
-		trap 'kill $$(cat $(CURDIR)/run/redis.pid) 2>/dev/null' EXIT INT TERM; \
 	fi; \
-	echo "ferryd: Redis at $$FERRY_REDIS_URL; socket ./run/ferry.sock. Ctrl-C drains and stops."; \
+	if [ -z "$$FERRY_AMQP_URL" ]; then \
+		echo "make run: starting a throwaway RabbitMQ in ./run/rabbitmq (takes a few seconds;" \
+			"set FERRY_AMQP_URL to use your own broker)"; \
+		started="$$started rabbitmq"; \
+		FERRY_AMQP_URL=$$(tests/throwaway-rabbitmq.sh start $(CURDIR)/run/rabbitmq) || exit 1; \
+	fi; \
+	echo "ferryd: Redis at $$FERRY_REDIS_URL, RabbitMQ at $$FERRY_AMQP_URL; socket ./run/ferry.sock." \
+		"Ctrl-C drains and stops."; \
 	echo "In another shell:"; \
 	echo "  export PATH=$(abspath $(B)):\$$PATH FERRY_SOCKET=$(CURDIR)/run/ferry.sock"; \
 	echo "  ferry ping"; \
 	OTEL_TRACES_EXPORTER=$${OTEL_TRACES_EXPORTER:-console} OTEL_METRICS_EXPORTER=$${OTEL_METRICS_EXPORTER:-none} \
-		$(B)/ferryd --socket run/ferry.sock $(RUN_ARGS)
+		$(B)/ferryd --socket run/ferry.sock --amqp "$$FERRY_AMQP_URL" $(RUN_ARGS)
 
 bench: deps all
 	/usr/bin/python3 tests/bench/run_bench.py --build $(abspath $(B)) $(BENCH_ARGS)
