@@ -308,6 +308,14 @@ def test_the_sidecar_pod_runs_under_podman(images, tmp_path):
         assert "FERRY_REDIS_URL=redis://127.0.0.1:6379/0\n" in env
         assert "K8S_POD_NAME=%s\n" % name in env
 
+        # ferryd's resident memory in the pod, telemetry on (libcurl loaded),
+        # after the round trip, fits the container's memory request.
+        res = ferryd_container(deployment())["resources"]
+        rss = podman("exec", name + "-ferryd", "sh", "-c", "grep VmRSS /proc/1/status").stdout
+        kib = int(re.search(r"VmRSS:\s+(\d+) kB", rss).group(1))
+        print("ferryd in the pod: VmRSS %d KiB" % kib)
+        assert kib * 1024 <= int(res["requests"]["memory"][:-2]) << 20, rss
+
         # Every probe of the manifest, run where the kubelet would run it.
         f = ferryd_container(deployment())
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
