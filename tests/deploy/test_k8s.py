@@ -244,30 +244,54 @@ def podman_pod(images, name):
       downward API: literals;
     - the collector is a local port with nothing behind it, so the last
       export fails at once instead of waiting on DNS."""
-    d = deployment()
-    spec = copy.deepcopy(d["spec"]["template"]["spec"])
+    pod = as_pod(deployment(), name, images, [redis_container(images)])
+    spec = pod["spec"]
     sidecars = [c for c in spec.pop("initContainers") if c.pop("restartPolicy", None) == "Always"]
     spec["containers"] = sidecars + spec["containers"]
-    spec["restartPolicy"] = "Never"
     for c in spec["containers"]:
-        if c["name"] == "ferryd":
-            c["image"] = images["ferryd"]
-            for e in c["env"]:
-                field = e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
-                if field in UNSUPPORTED_FIELDS:
-                    del e["valueFrom"]
-                    e["value"] = UNSUPPORTED_FIELDS[field]
-                if e["name"] == "OTEL_EXPORTER_OTLP_ENDPOINT":
-                    e["value"] = "http://127.0.0.1:4318"
-        elif c["name"] == "app":
+        if c["name"] == "app":
             c["image"] = images["ferryd"]
             c["command"] = ["/bin/sh", "-c", APP_SCRIPT]
-    spec["containers"].append({
-        "name": "redis", "image": images["redis"],
-        "securityContext": {"runAsUser": 10003, "runAsGroup": 10003, "readOnlyRootFilesystem": True,
-                            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}})
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": d["spec"]["template"]["metadata"]["labels"]},
-            "spec": spec}
+    return pod
+
+
+def as_pod(workload, name, images, extra_containers=()):
+    """A workload's pod template as a Pod that podman can play: images of
+    this run, the downward API fields podman lacks as literals, the
+    collector a local port with nothing behind it (see podman_pod)."""
+    spec = copy.deepcopy(workload["spec"]["template"]["spec"])
+    spec["restartPolicy"] = "Never"
+    for c in spec.get("initContainers", []) + spec["containers"]:
+        if c["image"] == "ferryd":
+            c["image"] = images["ferryd"]
+        for e in c.get("env", []):
+            field = e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+            if field in UNSUPPORTED_FIELDS:
+                del e["valueFrom"]
+                e["value"] = UNSUPPORTED_FIELDS[field]
+            if e["name"] == "OTEL_EXPORTER_OTLP_ENDPOINT":
+                e["value"] = "http://127.0.0.1:4318"
+    spec["containers"] += list(extra_containers)
+    return {"apiVersion": "v1", "kind": "Pod", "spec": spec,
+            "metadata": {"name": name, "labels": workload["spec"]["template"]["metadata"]["labels"]}}
+
+
+def redis_container(images):
+    return {"name": "redis", "image": images["redis"],
+            "securityContext": {"runAsUser": 10003, "runAsGroup": 10003, "readOnlyRootFilesystem": True,
+                                "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}
+
+
+def create_secret(tmp_path):
+    """The Secret as podman keeps it (a JSON map of base64 values), with the
+    pod's own redis-server in place of the example's URL; the AMQP URL is
+    left out, as the manifests allow (optional: true)."""
+    name = obj("Secret", "base/secret.yaml")["metadata"]["name"]
+    data = {"FERRY_REDIS_URL": base64.b64encode(b"redis://127.0.0.1:6379/0").decode()}
+    (tmp_path / "secret.json").write_text(json.dumps(data))
+    podman("secret", "rm", name, check=False)
+    podman("secret", "create", name, str(tmp_path / "secret.json"))
+    return name
 
 
 def wait_exited(container, tries=600):
@@ -285,15 +309,7 @@ def test_the_sidecar_pod_runs_under_podman(images, tmp_path):
     name = "ferry-k8s-%d" % os.getpid()
     # JSON is YAML, and podman's parser takes it where PyYAML's block scalars trip it.
     (tmp_path / "pod.yaml").write_text(json.dumps(podman_pod(images, name)))
-    # The Secret as podman keeps it (a JSON map of base64 values), with the
-    # pod's own redis-server in place of the example's URL; the AMQP URL is
-    # left out, as the manifest allows (optional: true).
-    secret = obj("Secret", "base/secret.yaml")
-    data = {"FERRY_REDIS_URL": base64.b64encode(b"redis://127.0.0.1:6379/0").decode()}
-    (tmp_path / "secret.json").write_text(json.dumps(data))
-    secret_name = secret["metadata"]["name"]
-    podman("secret", "rm", secret_name, check=False)
-    podman("secret", "create", secret_name, str(tmp_path / "secret.json"))
+    secret_name = create_secret(tmp_path)
     try:
         podman("kube", "play", "--configmap", os.path.join(K8S, "base", "configmap.yaml"),
                str(tmp_path / "pod.yaml"))
@@ -341,4 +357,46 @@ def test_the_sidecar_pod_runs_under_podman(images, tmp_path):
         assert podman("inspect", name + "-ferryd", "--format", "{{.State.ExitCode}}").stdout.strip() == "0"
     finally:
         podman("kube", "down", str(tmp_path / "pod.yaml"), check=False)
+        podman("secret", "rm", secret_name, check=False)
+
+
+def test_the_daemonset_pod_serves_another_pod_through_the_host_socket(images, tmp_path):
+    """The DaemonSet's pod and an app pod of daemonset/app.yaml, two pods
+    with two network namespaces: only the hostPath directory joins them.
+    The root init container gives the directory to ferryd's user; the app
+    mounts it read-only and reaches the socket through group 10001."""
+    name = "ferry-ds-%d" % os.getpid()
+    host_dir = tmp_path / "node-run-ferry"     # the node's /run/ferry
+    ds = as_pod(daemonset(), name, images, [redis_container(images)])
+    app = as_pod(obj("Deployment", "daemonset/app.yaml"), name + "-app", images)
+    for pod in (ds, app):
+        for v in pod["spec"]["volumes"]:
+            if "hostPath" in v:
+                v["hostPath"]["path"] = str(host_dir)
+    # The app: the ferryd image running the script with the ferry CLI.
+    app["spec"]["containers"][0].update(image=images["ferryd"], command=["/bin/sh", "-c", APP_SCRIPT])
+    (tmp_path / "ds.yaml").write_text(json.dumps(ds))
+    (tmp_path / "app.yaml").write_text(json.dumps(app))
+    secret_name = create_secret(tmp_path)
+    try:
+        podman("kube", "play", "--configmap", os.path.join(K8S, "base", "configmap.yaml"),
+               str(tmp_path / "ds.yaml"))
+        st = os.stat(host_dir)
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (10001, 10001, 0o750)
+        podman("kube", "play", str(tmp_path / "app.yaml"))
+        wait_exited(name + "-app-app")
+        out = podman("logs", name + "-app-app")
+        assert out.stdout == "OK\nset by the app container\nready\nredis: up\napp: done\n", out.stdout + out.stderr
+        # The app's mount is read-only: it reaches the socket, and nothing more.
+        r = podman("run", "--rm", "--user", "10002:10002", "--group-add", "10001", "-v",
+                   "%s:/run/ferry:ro" % host_dir, "--entrypoint", "/bin/sh", images["ferryd"], "-c",
+                   "ferry ping; touch /run/ferry/x", check=False)
+        assert r.stdout == "PONG\n" and "Read-only file system" in r.stderr, r.stdout + r.stderr
+        podman("pod", "stop", "-t", "15", name)
+        log = podman("logs", name + "-ferryd").stderr
+        assert "info: SIGTERM: draining" in log and log.rstrip().endswith("info: exited"), log
+        assert not os.path.exists(host_dir / "ferry.sock")     # removed by the drain
+    finally:
+        podman("kube", "down", str(tmp_path / "app.yaml"), check=False)
+        podman("kube", "down", str(tmp_path / "ds.yaml"), check=False)
         podman("secret", "rm", secret_name, check=False)
