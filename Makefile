@@ -210,6 +210,7 @@ $(B)/man/ferryd.conf.5: man/ferryd.conf.5.in man/conf2man.awk $(B)/ferryd
 	@rm -f $@.keys
 
 man: $(MAN_GEN)
+all: $(MAN_GEN)
 
 # The files install puts, relative to DESTDIR, for uninstall (the config
 # file is handled on its own: an edited one is kept).
