@@ -7,8 +7,8 @@ and an uninstall that leaves nothing but an edited configuration."""
 import os
 import re
 import subprocess
+import sys
 
-import pytest
 
 import conftest
 from conftest import BUILD, ROOT, SANITIZED
@@ -44,7 +44,7 @@ int main(int argc, char **argv)
 
 # Relative to DESTDIR, for PREFIX=/usr/local and the other directories at
 # their defaults.
-PYVER = "%d.%d" % __import__("sys").version_info[:2]
+PYVER = "%d.%d" % sys.version_info[:2]
 EXPECTED = {
     "usr/local/sbin/ferryd", "usr/local/bin/ferry",
     "usr/local/lib/libferry.so.1", "usr/local/lib/libferry.so", "usr/local/lib/libferry.a",
