@@ -10,8 +10,9 @@ See /work/shared/containers.md for why runc, lowered ulimits and --privileged.
 
 One container, one scenario in order: socket activation on the first
 connection, the hardened unit running as its user, group access to the
-socket, reload, a drain with a request in flight, and activation again
-from the socket systemd kept."""
+socket, reload, a drain with a request in flight while a new client
+connects (served by the next ferryd, from the socket systemd kept), a
+clean stop, and activation again."""
 
 import os
 import shutil
@@ -138,6 +139,10 @@ class Box:
         assert r.returncode == 0, "%s: exit %d\n%s%s\n%s" % (cmd, r.returncode, r.stdout, r.stderr, self.journal())
         return r.stdout
 
+    def popen(self, cmd):
+        return subprocess.Popen(["podman", "exec", self.name, "sh", "-c", cmd], env=self.p.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
     def show(self, unit, prop):
         return self.ok("systemctl show -p %s --value %s" % (prop, unit)).strip()
 
@@ -184,34 +189,45 @@ def test_ferryd_under_systemd(box):
     assert box.show("ferryd.service", "MainPID") == pid
 
     # A request in flight when the stop comes: Redis frozen, a GET waiting.
+    # And a client that connects during the drain: it waits in the socket's
+    # backlog, which systemd holds, and the next ferryd (started by that
+    # very connection) answers it. This is the upgrade path.
     box.ok("ferry redis SET k v")
     box.ok("systemctl kill -s SIGSTOP redis-server")
     try:
-        getter = subprocess.Popen(["podman", "exec", box.name, "ferry", "--timeout", "60000", "redis", "GET", "k"],
-                                  env=box.p.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        getter = box.popen("ferry --timeout 60000 redis GET k")
         wait_until(lambda: "backends.redis.connections.0.pending: 1" in box.ok("ferry stats"),
                    timeout=60, what="the GET in flight")
-        box.ok("systemctl stop ferryd.service", timeout=60)
+        stopper = box.popen("systemctl stop ferryd.service")
+        wait_until(lambda: "SIGTERM: draining" in box.journal(), timeout=60, what="the drain")
+        late = box.sh("ferry --timeout 60000 ping", timeout=120)
         out, err = getter.communicate(timeout=60)
+        stopper.communicate(timeout=60)
     finally:
         box.sh("systemctl kill -s SIGCONT redis-server")
     # Drained: answered before the process exited, not cut off.
     assert getter.returncode == 1 and err.startswith("(error) shutting_down"), (getter.returncode, out, err)
+    assert stopper.returncode == 0
     journal = box.journal()
     assert "SIGTERM: draining (1 clients, 1 requests in flight" in journal, journal
+    assert "ferryd.service: Deactivated successfully" in journal, journal
+    assert "Operation not permitted" not in journal and "Bad system call" not in journal, journal
+    assert (late.returncode, late.stdout) == (0, "PONG\n"), (late, journal)
+    assert box.show("ferryd.service", "ActiveState") == "active"
+    assert box.show("ferryd.service", "MainPID") != pid
+
+    # Stopped with nothing in flight, the unit ends cleanly, and the socket
+    # stays with systemd: the next connection starts ferryd again.
+    box.ok("systemctl stop ferryd.service")
     assert box.show("ferryd.service", "Result") == "success"
     assert box.show("ferryd.service", "ExecMainStatus") == "0"
     assert box.show("ferryd.service", "ActiveState") == "inactive"
-    assert "Operation not permitted" not in journal and "Bad system call" not in journal, journal
-
-    # The socket stayed with systemd: the next connection starts ferryd again.
     assert box.show("ferryd.socket", "ActiveState") == "active"
     box.ok("test -S /run/ferry/ferry.sock")
     assert box.ok("ferry --timeout 30000 redis GET k") == "v\n"
     assert box.show("ferryd.service", "ActiveState") == "active"
-    assert box.show("ferryd.service", "MainPID") != pid
 
-    # A restart keeps the socket too; clients wait in its backlog meanwhile.
+    # A restart keeps the socket too.
     box.ok("systemctl restart ferryd.service")
     assert box.ok("ferry ping") == "PONG\n"
     box.ok("systemctl stop ferryd.service ferryd.socket")
