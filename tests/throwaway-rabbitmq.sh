@@ -7,7 +7,6 @@
 set -eu
 cmd=$1 dir=$(realpath -m "$2")
 bin=/usr/lib/rabbitmq/bin
-node=ferryrun@localhost
 
 free_port() {
 	/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -19,10 +18,13 @@ if [ "$cmd" = start ]; then
 	echo '[].' > "$dir/enabled_plugins"
 	printf ferryruncookie > "$dir/.erlang.cookie"
 	chmod 400 "$dir/.erlang.cookie"
-	echo "$(free_port) $(free_port)" > "$dir/ports"
+	# A node name of its own, so that two trees' `make run` can run at once.
+	echo "$(free_port) $(free_port) ferryrun$$@localhost" > "$dir/node"
 fi
-read -r port dist < "$dir/ports"
-export HOME="$dir" RABBITMQ_NODENAME=$node RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
+read -r port dist node < "$dir/node"
+# ERL_CRASH_DUMP: a node that fails to start leaves its dump here, not in
+# the caller's directory.
+export ERL_CRASH_DUMP="$dir/erl_crash.dump" HOME="$dir" RABBITMQ_NODENAME=$node RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
 	RABBITMQ_NODE_PORT="$port" RABBITMQ_DIST_PORT="$dist" RABBITMQ_MNESIA_BASE="$dir/mnesia" \
 	RABBITMQ_LOG_BASE="$dir/log" RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" \
 	RABBITMQ_CONFIG_FILE="$dir/rabbitmq" RABBITMQ_PID_FILE="$dir/rabbit.pid"
