@@ -90,6 +90,10 @@ $(B)/tests/%: $(B)/obj/tests/unit/%.o $(DAEMON_LIB_OBJ) $(B)/libferry.a
 	$(CC) $(XLDFLAGS) -o $@ $^ $(LDLIBS_D) -lcmocka
 
 # Every Debian package that the build, the tests and the benchmarks need.
+# For tests/deploy: podman with runc (crun fails here), catatonit for the
+# pause image of `podman kube play`, CNI plugins for its pod network (one
+# of podman's alternatives, named so that apt does not pick), debootstrap
+# for the base images.
 # Idempotent: it installs only what is missing, and nothing when all is there.
 DEB_PKGS = build-essential pkg-config libuv1-dev libhiredis-dev libcbor-dev librabbitmq-dev \
 	libprotobuf-c-dev protobuf-c-compiler libcurl4-openssl-dev libssl-dev zlib1g-dev \
@@ -97,7 +101,8 @@ DEB_PKGS = build-essential pkg-config libuv1-dev libhiredis-dev libcbor-dev libr
 	rabbitmq-server amqp-tools \
 	redis-server redis-tools nutcracker python3-pytest python3-cbor2 \
 	libcmocka-dev valgrind clang libclang-rt-14-dev \
-	groff-base mandoc python3-yaml podman runc catatonit debootstrap
+	groff-base mandoc python3-yaml \
+	podman runc catatonit containernetworking-plugins iptables debootstrap
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
