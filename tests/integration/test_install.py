@@ -193,7 +193,7 @@ def test_config_page_lists_every_key_of_the_daemon(tmp):
                                      capture_output=True, text=True, check=True).stdout, re.M)
     assert len(keys) > 20
     page = open(os.path.join(BUILD, "man", "ferryd.conf.5")).read()
-    text = subprocess.run(["groff", "-man", "-Tutf8", "-P-cbou", "-rLL=200n", os.path.join(BUILD, "man", "ferryd.conf.5")],
+    text = subprocess.run(["groff", "-man", "-Tutf8", "-rHY=0", "-P-cbou", "-rLL=200n", os.path.join(BUILD, "man", "ferryd.conf.5")],
                           capture_output=True, text=True).stdout
     flat = " ".join(text.split())
     for key, default in keys:
@@ -201,3 +201,16 @@ def test_config_page_lists_every_key_of_the_daemon(tmp):
         default = default.strip('"')
         if default:
             assert "Default: %s." % " ".join(default.split()) in flat, key
+
+
+def test_protocol_page_names_every_op(amqp_ferryd):
+    """ferry-protocol(7) names each op a ferryd with RabbitMQ serves (hello's
+    list), so a new op cannot be left out of the page."""
+    with amqp_ferryd.client() as c:
+        ops = c.hello()["ops"]
+    # -rHY=0: no hyphenation, which would split a name across lines.
+    text = subprocess.run(["groff", "-man", "-Tutf8", "-rHY=0", "-P-cbou", os.path.join(ROOT, "man", "ferry-protocol.7")],
+                          capture_output=True, text=True, check=True).stdout
+    words = set(re.findall(r"[\w.]+", text))
+    assert len(ops) > 10
+    assert [op for op in ops if op not in words] == []
