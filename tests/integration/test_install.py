@@ -214,3 +214,14 @@ def test_protocol_page_names_every_op(amqp_ferryd):
     words = set(re.findall(r"[\w.]+", text))
     assert len(ops) > 10
     assert [op for op in ops if op not in words] == []
+
+
+def test_cli_page_names_every_command():
+    """ferry(1) has a paragraph for each command of `ferry --help`."""
+    r = subprocess.run([os.path.join(BUILD, "ferry"), "--help"], capture_output=True, text=True)
+    commands = re.findall(r"^  ([a-z][a-z-]*)\b", r.stdout + r.stderr, re.M)
+    assert "health" in commands and "serve" in commands
+    page = open(os.path.join(ROOT, "man", "ferry.1")).read()
+    # Each is the first word of a .B or .BI line (a - escaped as \-).
+    named = set(re.findall(r"^\.BI? ([a-z\\-]+)", page, re.M))
+    assert [c for c in commands if c.replace("-", "\\-") not in named] == []
