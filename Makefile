@@ -202,9 +202,7 @@ PYVER        := $(shell /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.ver
 PYTHONDIR    ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/python3/dist-packages,$(PREFIX)/lib/python$(PYVER)/dist-packages)
 VERSION      := $(shell sed -n 's/^\#define FERRY_VERSION "\(.*\)"/\1/p' daemon/*.h | head -1)
 
-MAN_SRC = man/ferryd.8 man/ferry.1 man/ferry-protocol.7
 MAN_GEN = $(B)/man/ferryd.conf.5
-MAN_ALL = $(MAN_SRC) $(MAN_GEN)
 
 # ferryd.conf(5)'s list of keys comes from the daemon's own table, as
 # conf/ferryd.conf does, so the page cannot drift from the code.
