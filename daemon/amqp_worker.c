@@ -165,6 +165,7 @@ void amqp_worker_reply_ok(struct amqp_worker *wk, uint64_t seq, struct cbuf *dat
     }
     struct amqp_event *e = event_new(wk, AE_RESULT);
     e->seq = seq;
+    cbuf_free(&e->data); /* a recycled event's buffer: the result brings its own */
     e->data = *data;
     cbuf_init(data);
     post(wk, e);
