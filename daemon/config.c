@@ -13,7 +13,7 @@
 #include "config.h"
 #include "log.h"
 #include "redis_deny.h"
-#include "telemetry.h"
+#include "histogram.h"
 #include "url.h"
 
 #define OFF(f) offsetof(struct config, f)

@@ -15,6 +15,7 @@
 #include <uv.h>
 
 #include "cbuf.h"
+#include "histogram.h"
 #include "trace_context.h"
 
 #define SPAN_MAX_ATTRS 20
@@ -63,13 +64,6 @@ struct span {
     uint16_t arena_used;
     uint16_t trace_state_len; /* 0: no trace state (d->trace_state is stale) */
     uint64_t start_ns, end_ns; /* Unix time */
-};
-
-/* Cumulative explicit-bucket histogram; bounds are shared. */
-struct histogram {
-    uint64_t *counts;     /* owns: nbounds + 1 */
-    uint64_t count;
-    double sum, min, max;
 };
 
 enum sampler { SAMPLE_ON, SAMPLE_OFF, SAMPLE_RATIO, SAMPLE_PB_ON, SAMPLE_PB_OFF, SAMPLE_PB_RATIO };
@@ -167,15 +161,6 @@ void span_traceparent(const struct span *s, char out[TRACEPARENT_LEN + 1]);
 void telemetry_request_done(struct telemetry *t, struct op *op, uint64_t duration_ns);
 void telemetry_db_operation(struct telemetry *t, const char *system, const char *operation, uint64_t duration_ns);
 
-/* Parses a duration_buckets value: up to cap increasing numbers,
- * comma-separated. Returns 0 with *n set, or -1. Pure: config.c checks
- * the key with it, and telemetry_init() reads the bounds with it. */
-#define HISTOGRAM_MAX_BOUNDS 64
-int histogram_parse_bounds(const char *spec, double *out, size_t cap, size_t *n)
-    __attribute__((warn_unused_result));
-void histogram_init(struct histogram *h, size_t nbounds);
-void histogram_free(struct histogram *h);
-void histogram_record(struct histogram *h, const double *bounds, size_t nbounds, double v);
 
 /* Counters for stats: spans waiting for export (ended, in the queue or
  * in a POST not yet answered), spans exported (the collector accepted
