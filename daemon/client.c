@@ -381,7 +381,7 @@ void client_accept(struct server *s)
             static struct log_limit lim;
             unsigned long held;
             s->counters.clients_rejected++;
-            if (log_limit_pass(&lim, uv_now(s->loop), &held))
+            if (log_limit_pass(&lim, uv_now(s->loop), 1000, &held))
                 log_warn("client %llu refused: %s (%lu more refused since the last report)",
                          (unsigned long long)c->id, why, held);
         }

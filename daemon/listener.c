@@ -106,7 +106,7 @@ static void on_connection(uv_stream_t *st, int status)
         s->counters.clients_rejected++;
         static struct log_limit lim;
         unsigned long held;
-        if (log_limit_pass(&lim, uv_now(s->loop), &held))
+        if (log_limit_pass(&lim, uv_now(s->loop), 1000, &held))
             log_warn("client refused: accept: %s (%lu more since the last report)", uv_strerror(status), held);
         return;
     }

@@ -57,9 +57,9 @@ void log_write(enum log_level level, const char *fmt, ...)
     (void)w;
 }
 
-bool log_limit_pass(struct log_limit *l, uint64_t now_ms, unsigned long *held)
+bool log_limit_pass(struct log_limit *l, uint64_t now_ms, uint64_t every_ms, unsigned long *held)
 {
-    if (l->last_ms && now_ms - l->last_ms < 1000) {
+    if (l->last_ms && now_ms - l->last_ms < every_ms) {
         l->held++;
         return false;
     }

@@ -18,14 +18,15 @@ const char *log_level_name(enum log_level level);
 void log_write(enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-/* At most one line a second for an event that can repeat without end (a
- * flood of refused clients): log_limit_pass says whether to write one
- * now, and how many were held back since the last. */
+/* At most one line per every_ms for an event that can repeat without end
+ * (a flood of refused clients, a collector that keeps failing):
+ * log_limit_pass says whether to write one now, and how many were held
+ * back since the last. */
 struct log_limit {
     uint64_t last_ms;
     unsigned long held;
 };
-bool log_limit_pass(struct log_limit *l, uint64_t now_ms, unsigned long *held);
+bool log_limit_pass(struct log_limit *l, uint64_t now_ms, uint64_t every_ms, unsigned long *held);
 
 #define log_error(...) log_write(LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) log_write(LOG_WARN, __VA_ARGS__)

@@ -129,7 +129,7 @@ void notify_send(struct notify *n, const char *fmt, ...)
         n->lost++;
         static struct log_limit lim;
         unsigned long held;
-        if (log_limit_pass(&lim, (uint64_t)time(NULL) * 1000, &held))
+        if (log_limit_pass(&lim, (uint64_t)time(NULL) * 1000, 1000, &held))
             log_warn("notify: %s (%lu more lost since the last report)", strerror(errno), held);
     }
 }

@@ -99,12 +99,6 @@ struct conn_kit {
 
 #define MAX_KITS 4
 
-/* One kind of log line, written at most once per LOG_EVERY_MS. */
-struct log_gate {
-    uint64_t next_ms;   /* uv_now(): lines before this are counted, not written */
-    unsigned skipped;   /* lines not written since the last one */
-};
-
 struct otlp_http {
     uv_loop_t *loop;                        /* refers */
     const struct telemetry_settings *set;   /* refers */
@@ -124,7 +118,7 @@ struct otlp_http {
     void *closed_arg;
     bool closing;
     bool last_try;            /* shutting down: a failed POST is not retried */
-    struct log_gate retry_log, fail_log, partial_log;
+    struct log_limit retry_log, fail_log, partial_log; /* one kind of line each */
     bool no_proxy_env;        /* no proxy variable is set: tell curl not to look */
     struct otlp_body spare;   /* owns: a sent body's memory, for the next one */
     struct conn_kit kits[MAX_KITS];
@@ -135,27 +129,23 @@ static void start_ready(struct otlp_http *h);
 /* Writes a line of g's kind unless one was written in the last
  * LOG_EVERY_MS, saying how many were left out since. */
 static void __attribute__((format(printf, 4, 5)))
-gated_log(struct otlp_http *h, struct log_gate *g, enum log_level level, const char *fmt, ...)
+gated_log(struct otlp_http *h, struct log_limit *g, enum log_level level, const char *fmt, ...)
 {
     if (level > log_threshold)
         return;
-    uint64_t now = uv_now(h->loop);
-    if (now < g->next_ms) {
-        g->skipped++;
+    unsigned long skipped;
+    if (!log_limit_pass(g, uv_now(h->loop), LOG_EVERY_MS, &skipped))
         return;
-    }
     char line[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
-    if (g->skipped)
-        log_write(level, "%s (and %u more like it not logged in the last %d s)", line, g->skipped,
+    if (skipped)
+        log_write(level, "%s (and %lu more like it not logged in the last %d s)", line, skipped,
                   LOG_EVERY_MS / 1000);
     else
         log_write(level, "%s", line);
-    g->skipped = 0;
-    g->next_ms = now + LOG_EVERY_MS;
 }
 
 static void job_free(struct otlp_http *h, struct job *j)

@@ -29,20 +29,20 @@ def conn_stats(f):
     return f.stats()["backends"]["redis"]
 
 
-def peak_rss_kib(pid):
+def proc_status_kib(pid, field):
     with open("/proc/%d/status" % pid) as fh:
         for line in fh:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
-    raise AssertionError("no VmHWM")
+    raise AssertionError("no " + field)
+
+
+def peak_rss_kib(pid):
+    return proc_status_kib(pid, "VmHWM")
 
 
 def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+    return proc_status_kib(pid, "VmRSS")
 
 
 def interleave(hostile, victim, hostile_argv, rounds, victim_key=b"k"):
