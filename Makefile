@@ -9,14 +9,17 @@ SAN     ?=
 CFLAGS  ?=
 XCFLAGS  = -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -MMD -MP -fPIC $(SAN) $(CFLAGS)
 XLDFLAGS = $(SAN) $(LDFLAGS)
-CPPFLAGS += -Idaemon -Iclient-stub/c -I$(B)/gen
+# Each folder of daemon/ is one layer (docs/design.md); headers are named
+# without their folder, so every folder is on the include path.
+DAEMON_DIRS = $(shell find daemon -type d)
+CPPFLAGS += $(addprefix -I,$(DAEMON_DIRS)) -Iclient-stub/c -I$(B)/gen
 LDLIBS_D = -luv -lhiredis -lcbor -lrabbitmq -lprotobuf-c -lz -ldl -lpthread -lm
 LDLIBS_C = -lcbor
 
 B ?= build
 MAKEFLAGS += --no-print-directory
 
-DAEMON_SRC = $(wildcard daemon/*.c)
+DAEMON_SRC = $(shell find daemon -name '*.c' | sort)
 DAEMON_LIB_SRC = $(filter-out daemon/main.c,$(DAEMON_SRC))
 LIBFERRY_SRC = client-stub/c/ferry.c
 CLI_SRC = client-stub/c/ferry_cli.c client-stub/c/cli_run.c
@@ -200,7 +203,7 @@ PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 # (there is no /usr/local/lib/python3/dist-packages on its sys.path).
 PYVER        := $(shell /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo 3)
 PYTHONDIR    ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/python3/dist-packages,$(PREFIX)/lib/python$(PYVER)/dist-packages)
-VERSION      := $(shell sed -n 's/^\#define FERRY_VERSION "\(.*\)"/\1/p' daemon/*.h | head -1)
+VERSION      := $(shell sed -n 's/^\#define FERRY_VERSION "\(.*\)"/\1/p' daemon/base/config.h)
 
 MAN_GEN = $(B)/man/ferryd.conf.5
 

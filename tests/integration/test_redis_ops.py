@@ -243,7 +243,7 @@ def test_spec_names_every_op_and_error_code(ferryd):
         cddl = f.read()
     with open(ROOT + "/docs/protocol.md") as f:
         doc = f.read()
-    with open(ROOT + "/daemon/errors.h") as f:
+    with open(ROOT + "/daemon/wire/errors.h") as f:
         codes = re.findall(r'X\(\w+,\s*"(\w+)"', f.read())
     # Without amqp_url hello lists only ping, hello, stats and redis;
     # test_docs.py checks the whole list against a ferryd with AMQP.
