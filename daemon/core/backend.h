@@ -48,8 +48,10 @@ struct backend_ops {
     bool spans_on_demand;
     /* Starts connecting. Never blocks; returns 0 or a negative fe code. */
     int (*start)(struct backend *b);
-    /* Takes req, or returns a negative fe code and leaves req to the caller. */
-    int (*submit)(struct backend *b, struct request *req);
+    /* Takes req, always: the backend completes it (now, with
+     * request_result_* or request_fail, or later) or keeps it until
+     * cancel(). request.c alone sets and clears req->backend. */
+    void (*submit)(struct backend *b, struct request *req);
     /* Forgets req: no completion may follow. */
     void (*cancel)(struct backend *b, struct request *req);
     /* The error a request gets when its deadline passes (before cancel):

@@ -157,6 +157,13 @@ static void on_out_done(struct outq *q, int status)
     maybe_finish(c);
 }
 
+void client_push(struct client *c, uint64_t sub, const char *kind, const uint8_t *data, size_t len,
+                 const char *traceparent)
+{
+    codec_push_frame(&c->out.pending, sub, kind, data, len, traceparent);
+    client_sent(c);
+}
+
 void client_sent(struct client *c)
 {
     if (c->closing) {

@@ -39,6 +39,10 @@ void client_close(struct client *c, const char *reason);
 /* Called after frames were appended to c->out.pending: enforces the output
  * bound and schedules the write. */
 void client_sent(struct client *c);
+/* Sends c a push frame ({"sub", "kind", "data"}, and "traceparent" when
+ * not NULL): the one way a backend reaches a client outside a request. */
+void client_push(struct client *c, uint64_t sub, const char *kind, const uint8_t *data, size_t len,
+                 const char *traceparent);
 /* Called when one of c's requests has ended. */
 void client_request_done(struct client *c);
 /* Resumes reading clients paused by backpressure (the idle callback). */

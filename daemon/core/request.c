@@ -152,11 +152,10 @@ void request_handle(struct client *c, const uint8_t *body, size_t len)
     if (op->run) {
         rc = op->run(s, r);
     } else {
+        /* r may be complete and freed when submit returns. */
         r->backend = op->backend;
-        rc = op->backend->ops->submit(op->backend, r);
-        /* On success r may already be complete and freed: do not touch it. */
-        if (rc)
-            r->backend = NULL;
+        op->backend->ops->submit(op->backend, r);
+        return;
     }
     if (rc)
         request_fail(r, rc, NULL);

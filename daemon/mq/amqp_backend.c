@@ -585,14 +585,13 @@ static struct span *delivery_span(struct amqp_backend *ab, const struct amqp_sub
 
 /* ---- the backend interface ---- */
 
-static int ab_submit(struct backend *b, struct request *r)
+static void ab_submit(struct backend *b, struct request *r)
 {
     struct amqp_backend *ab = ab_of(b);
     enum op_kind op = (enum op_kind)r->op->kind;
     if (!ab->enabled) {
-        r->backend = NULL;
         request_fail(r, FE_UNAVAILABLE, "AMQP is not configured (amqp_url is empty)");
-        return 0;
+        return;
     }
     cbor_item_t *map = NULL;
     if (r->v.args) {
@@ -602,9 +601,8 @@ static int ab_submit(struct backend *b, struct request *r)
     if (!map || !cbor_isa_map(map)) {
         if (map)
             cbor_decref(&map);
-        r->backend = NULL;
         request_fail(r, FE_BAD_REQUEST, "args must be a map");
-        return 0;
+        return;
     }
     int code = 0;
     const char *why = NULL;
@@ -612,9 +610,8 @@ static int ab_submit(struct backend *b, struct request *r)
     struct amqp_cmd *c = build(ab, r, map, &code, &why, msg, sizeof(msg));
     cbor_decref(&map);
     if (!c) {
-        r->backend = NULL;
         request_fail(r, code, why);
-        return 0;
+        return;
     }
     if (op == OP_CANCEL) {
         /* Forget the subscription now: pushes still in flight for it are
@@ -629,13 +626,13 @@ static int ab_submit(struct backend *b, struct request *r)
         amqp_cmd_free(c);
         char msg[320];
         snprintf(msg, sizeof(msg), "the broker is unreachable (%s)", ab->last_error);
-        r->backend = NULL;
         request_fail(r, FE_UNAVAILABLE, msg);
-        return 0;
+        return;
     }
     if (reqring_size(&ab->pending) >= (size_t)b->server->cfg.amqp_max_pending) {
         amqp_cmd_free(c);
-        return FE_OVERLOADED;
+        request_fail(r, FE_OVERLOADED, NULL);
+        return;
     }
     if (op == OP_CONSUME) {
         struct amqp_sub *s = xcalloc(1, sizeof(*s));
@@ -650,7 +647,6 @@ static int ab_submit(struct backend *b, struct request *r)
     c->seq = reqring_push(&ab->pending, r) + 1; /* 0 means "no answer due" */
     r->bseq = c->seq;
     amqp_worker_post(&ab->wk, c);
-    return 0;
 }
 
 static void drop_sub(struct amqp_backend *ab, struct amqp_sub *s, bool tell_worker)
@@ -725,7 +721,6 @@ static void handle_event(struct amqp_backend *ab, struct amqp_event *e)
         struct request *r = reqring_take(&ab->pending, e->seq - 1);
         if (!r)
             break; /* it timed out, or its client left */
-        r->backend = NULL;
         if (r->op->kind == OP_CONSUME && r->bdata) {
             struct amqp_sub *s = r->bdata;
             if (e->code)
@@ -757,12 +752,11 @@ static void handle_event(struct amqp_backend *ab, struct amqp_event *e)
         bool ended = strcmp(e->message, "cancelled") == 0;
         char tp[TRACEPARENT_LEN + 1] = "";
         struct span *sp = ended ? NULL : delivery_span(ab, s, e, tp);
-        codec_push_frame(&c->out.pending, s->sub, e->message, e->data.data, e->data.len, tp[0] ? tp : NULL);
+        client_push(c, s->sub, e->message, e->data.data, e->data.len, tp[0] ? tp : NULL);
         if (sp)
             telemetry_span_end(ab->base.server->tel, sp, uv_hrtime(), NULL, NULL);
         if (ended)
             drop_sub(ab, s, false);
-        client_sent(c);
         break;
     }
     case AE_STATE:

@@ -200,7 +200,7 @@ static void annotate(struct redis_backend *rb, struct request *r, const struct r
     }
 }
 
-static int rb_submit(struct backend *b, struct request *r)
+static void rb_submit(struct backend *b, struct request *r)
 {
     struct redis_backend *rb = rb_of(b);
     const char *small[SMALL_ARGC];
@@ -213,7 +213,6 @@ static int rb_submit(struct backend *b, struct request *r)
 
     const char *bad = parse_argv(r, &argc, &argv, &lens, small, small_lens);
     if (bad) {
-        r->backend = NULL;
         request_fail(r, FE_BAD_REQUEST, bad);
         goto done;
     }
@@ -221,7 +220,6 @@ static int rb_submit(struct backend *b, struct request *r)
     if (deny) {
         rb->denied++;
         snprintf(msg, sizeof(msg), "'%s' is denied by redis_deny", deny->text);
-        r->backend = NULL;
         request_fail(r, FE_DENIED, msg);
         goto done;
     }
@@ -231,12 +229,15 @@ static int rb_submit(struct backend *b, struct request *r)
         rb->rejected_unavailable++;
         snprintf(msg, sizeof(msg), "redis is unreachable (%s)",
                  rb->conns[0]->last_error[0] ? rb->conns[0]->last_error : "reconnecting");
-        r->backend = NULL;
         request_fail(r, FE_UNAVAILABLE, msg);
         goto done;
     }
     rc = redis_conn_send(c, r, argc, argv, lens);
-    if (rc == 0 && (r->db_operation[0] == 'E' || r->db_operation[0] == 'F')) {
+    if (rc) {
+        request_fail(r, rc, NULL);
+        goto done;
+    }
+    if ((r->db_operation[0] == 'E' || r->db_operation[0] == 'F')) {
         if (!strcmp(r->db_operation, "EVAL") || !strcmp(r->db_operation, "EVALSHA") ||
             !strcmp(r->db_operation, "EVAL_RO") || !strcmp(r->db_operation, "EVALSHA_RO"))
             r->bflags = RB_SCRIPT;
@@ -248,7 +249,6 @@ done:
         free(argv);
         free(lens);
     }
-    return rc;
 }
 
 static void rb_cancel(struct backend *b, struct request *r)

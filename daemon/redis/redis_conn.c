@@ -63,7 +63,6 @@ static void fail_all(struct redis_conn *c, int code, const char *msg)
     while (reqring_size(&c->ring)) {
         struct request *r = reqring_pop(&c->ring);
         if (r && r != HANDSHAKE_SLOT && r != KILL_SLOT) {
-            r->backend = NULL;
             request_fail(r, code, msg);
         }
     }
@@ -174,7 +173,6 @@ static void handle_reply(struct redis_conn *c, redisReply *reply)
     }
     if (!r)
         return; /* its request timed out or its client left */
-    r->backend = NULL;
     if (reply->type == REDIS_REPLY_ERROR) {
         char msg[512];
         snprintf(msg, sizeof(msg), "%.*s", (int)reply->len, reply->str);
@@ -258,7 +256,6 @@ static void refuse_reply(struct redis_conn *c)
         conn_fail(c, "a reply wanted by nobody was awaited");
         return;
     }
-    r->backend = NULL;
     char msg[200];
     if (c->guard.why == RESP_GUARD_TOO_DEEP) {
         snprintf(msg, sizeof(msg),
