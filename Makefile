@@ -37,7 +37,7 @@ LIBFERRY_OBJ = $(LIBFERRY_SRC:%.c=$(B)/obj/%.o)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
 .SECONDARY:
-.PHONY: units all deps check check-unit check-integration check-asan check-deploy k8s-validate-deps run bench clean install install-systemd uninstall man conf-check
+.PHONY: units all deps check check-layout check-unit check-integration check-asan check-deploy k8s-validate-deps run bench clean install install-systemd uninstall man conf-check
 
 all: $(B)/ferryd $(B)/ferry $(B)/libferry.a $(B)/libferry.so $(B)/ferry-bench $(B)/libferry_check $(B)/amqp-bench $(B)/otlp-sink
 
@@ -118,7 +118,12 @@ deps:
 
 check: deps
 	$(MAKE) all units
-	$(MAKE) check-unit check-integration
+	$(MAKE) check-layout check-unit check-integration
+
+# The architecture of daemon/ (layers, no include circles, file sizes,
+# names outside the libraries' namespaces), as docs/design.md draws it.
+check-layout:
+	/usr/bin/python3 tests/layout/check_layout.py
 
 check-unit: $(UNIT_BIN)
 	@pass=0; fail=0; for t in $(UNIT_BIN); do \
