@@ -5,10 +5,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "backend.h"
 #include "config.h"
 #include "log.h"
-#include "amqp_backend.h"
-#include "redis_backend.h"
+#include "ops_core.h"
 #include "server.h"
 #include "telemetry.h"
 
@@ -31,8 +31,8 @@ static void usage(FILE *f)
             "Precedence: defaults < file < environment (FERRY_<KEY>) < flags.\n"
             "Keys:\n",
             FERRY_DEFAULT_CONFIG);
-    for (size_t i = 0; i < cfg_nkeys; i++)
-        fprintf(f, "  %-26s %s\n", cfg_keys[i].name, cfg_keys[i].help);
+    for (size_t i = 0, n = config_nkeys(); i < n; i++)
+        fprintf(f, "  %-26s %s\n", config_key(i)->name, config_key(i)->help);
     fprintf(f, "\nSignals: SIGTERM/SIGINT drain and exit, SIGHUP reloads.\n"
                "Exit codes: 0 clean exit, 1 runtime failure, 2 bad configuration or usage.\n");
 }
@@ -53,6 +53,13 @@ int main(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     static struct server srv;
+    /* Every backend's keys join the daemon's before anything reads them:
+     * --help and --print-config list them too. */
+    const struct cfg_section *sections[SERVER_MAX_BACKENDS];
+    for (size_t i = 0; i < backend_nkinds; i++)
+        sections[i] = backend_kinds[i]->config;
+    config_register(sections, backend_nkinds);
+    server_init(&srv);
     const char *config_path = getenv("FERRY_CONFIG");
     bool must_exist = config_path != NULL;
     bool check_only = false;
@@ -113,20 +120,27 @@ int main(int argc, char **argv)
     }
     if (rc == 0)
         rc = config_validate(&srv.cfg, err, sizeof(err));
-    struct backend *redis = NULL, *amqp = NULL;
-    if (rc == 0 && !(redis = redis_backend_new(&srv, err, sizeof(err))))
+    /* The core ops first: hello lists ops in the order they were added. */
+    if (rc == 0 && ops_core_register(&srv) != 0) {
+        snprintf(err, sizeof(err), "cannot register the core ops");
         rc = -1;
-    if (rc == 0 && !(amqp = amqp_backend_new(&srv, err, sizeof(err)))) {
-        redis->ops->destroy(redis);
-        rc = -1;
+    }
+    for (size_t i = 0; rc == 0 && i < backend_nkinds; i++) {
+        struct backend *b = backend_kinds[i]->create(&srv.host, err, sizeof(err));
+        if (b)
+            srv.backends[srv.nbackends++] = b;
+        else
+            rc = -1;
     }
     /* --check-config takes the start's own path up to listening: every
      * value is checked as it is set (config_set), then the relations
      * (config_validate), the backends and telemetry as they are made. */
-    if (rc == 0 && telemetry_init(&srv.tel, &srv, err, sizeof(err)) != 0) {
-        redis->ops->destroy(redis);
-        amqp->ops->destroy(amqp);
+    if (rc == 0 && telemetry_init(&srv.tel, &srv, err, sizeof(err)) != 0)
         rc = -1;
+    if (rc != 0) {
+        for (size_t i = 0; i < srv.nbackends; i++)
+            srv.backends[i]->ops->destroy(srv.backends[i]);
+        srv.nbackends = 0;
     }
     if (rc != 0) {
         fprintf(stderr, "ferryd: bad configuration: %s\n", err);
@@ -134,15 +148,14 @@ int main(int argc, char **argv)
     } else if (check_only) {
         printf("configuration ok\n");
         telemetry_free(srv.tel);
-        redis->ops->destroy(redis);
-        amqp->ops->destroy(amqp);
+        for (size_t i = 0; i < srv.nbackends; i++)
+            srv.backends[i]->ops->destroy(srv.backends[i]);
+        ops_free(&srv.ops);
     } else {
         srv.config_path = config_path;
         srv.config_must_exist = must_exist;
         srv.overrides = overrides;
         srv.noverrides = nover;
-        srv.backends[srv.nbackends++] = redis;
-        srv.backends[srv.nbackends++] = amqp;
         status = server_run(&srv);
         telemetry_free(srv.tel);
     }

@@ -24,6 +24,8 @@ function line(s,    n, i, w, cur) {
 BEGIN { header = 1; desc = "" }
 header && /^$/ { header = 0; next }
 header { next }
+# A backend's section header ("# ---- redis ----") becomes a subsection.
+/^# ---- .* ----$/ { name = $0; gsub(/^# ---- | ----$/, "", name); print ".SS " name " keys"; desc = ""; next }
 /^#/ { sub(/^# ?/, ""); desc = desc (desc == "" ? "" : " ") $0; next }
 /^[a-z_]+ = / {
 	key = $1

@@ -12,27 +12,9 @@
 #include "cbuf.h"
 #include "config.h"
 #include "log.h"
-#include "redis_deny.h"
 #include "histogram.h"
-#include "url.h"
 
 #define OFF(f) offsetof(struct config, f)
-
-/* The default deny-list: commands that would harm every client of a shared
- * connection (FLUSHALL, CONFIG, SHUTDOWN, MIGRATE ...), that change the
- * connection's own state under other clients' feet (SELECT, AUTH, MULTI,
- * CLIENT REPLY), or that block or subscribe, which later ops serve on
- * dedicated connections. It guards against mistakes, not attackers:
- * scripts can run any command (docs/protocol.md says how Redis's ACLs
- * make a policy that holds). The rule syntax is in redis_deny.h. */
-#define DEFAULT_DENY                                                                 \
-    "FLUSHALL, FLUSHDB, CONFIG, SHUTDOWN, DEBUG, MONITOR, SLAVEOF, REPLICAOF, "      \
-    "CLIENT KILL, CLIENT PAUSE, CLIENT REPLY, SYNC, PSYNC, REPLCONF, SAVE, SWAPDB, " \
-    "FAILOVER, MODULE, ACL, SCRIPT FLUSH, FUNCTION FLUSH, MIGRATE, "                 \
-    "SELECT, AUTH, HELLO, RESET, QUIT, MULTI, EXEC, DISCARD, WATCH, UNWATCH, "       \
-    "SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE, UNSUBSCRIBE, PUNSUBSCRIBE, SUNSUBSCRIBE, "   \
-    "BLPOP, BRPOP, BRPOPLPUSH, BLMOVE, BLMPOP, BZPOPMIN, BZPOPMAX, BZMPOP, "         \
-    "WAIT, WAITAOF, XREAD [BLOCK] STREAMS, XREADGROUP GROUP * * [BLOCK] STREAMS"
 
 /* ---- checks of single values, run wherever a value is set ---- */
 
@@ -89,42 +71,6 @@ static int check_owner(const char *v, char *why, size_t len)
     return config_owner_resolve(v, &u, &g, why, len);
 }
 
-static int check_redis_url(const char *v, char *why, size_t len)
-{
-    struct redis_addr a;
-    memset(&a, 0, sizeof(a));
-    int rc = url_parse_redis(v, &a, why, len);
-    redis_addr_free(&a);
-    return rc;
-}
-
-static int check_amqp_url(const char *v, char *why, size_t len)
-{
-    int rc = 0;
-    char *copy = xstrdup(v);
-    for (char *save = NULL, *u = strtok_r(copy, ",", &save); u && rc == 0; u = strtok_r(NULL, ",", &save)) {
-        while (*u == ' ')
-            u++;
-        if (!*u)
-            continue;
-        struct amqp_addr a;
-        memset(&a, 0, sizeof(a));
-        rc = url_parse_amqp(u, &a, why, len);
-        amqp_addr_free(&a);
-    }
-    free(copy);
-    return rc;
-}
-
-static int check_deny(const char *v, char *why, size_t len)
-{
-    struct redis_deny d;
-    if (redis_deny_parse(v, &d, why, len) != 0)
-        return -1;
-    redis_deny_free(&d);
-    return 0;
-}
-
 static int check_buckets(const char *v, char *why, size_t len)
 {
     double b[HISTOGRAM_MAX_BOUNDS];
@@ -136,16 +82,7 @@ static int check_buckets(const char *v, char *why, size_t len)
     return 0;
 }
 
-static int check_query_text(const char *v, char *why, size_t len)
-{
-    if (strcmp(v, "sanitized") && strcmp(v, "full") && strcmp(v, "off")) {
-        snprintf(why, len, "'%s' is not sanitized, full or off", v);
-        return -1;
-    }
-    return 0;
-}
-
-const struct cfg_key cfg_keys[] = {
+static const struct cfg_key core_keys[] = {
     {"socket", CFG_STR, OFF(socket), FERRY_DEFAULT_SOCKET, 0, 0, false,
      "Path of the Unix socket that clients connect to.", check_socket},
     {"socket_mode", CFG_MODE, OFF(socket_mode), "0660", 0, 07777, false,
@@ -178,83 +115,119 @@ const struct cfg_key cfg_keys[] = {
      "At start, how long to wait for every configured backend to connect before telling systemd READY=1 anyway (Type=notify); 0: at once.", NULL},
     {"log_level", CFG_LEVEL, OFF(log_level), "info", 0, 3, true,
      "One of error, warn, info, debug.", NULL},
-    {"redis_url", CFG_STR, OFF(redis_url), "redis://127.0.0.1:6379/0", 0, 0, false,
-     "redis://[user:password@]host:port[/db] or unix:///path/redis.sock[?db=N].", check_redis_url},
-    {"redis_pool", CFG_INT, OFF(redis_pool), "1", 1, 64, false,
-     "Connections to Redis; each carries many pipelined requests.", NULL},
-    {"redis_connect_timeout_ms", CFG_INT, OFF(redis_connect_timeout_ms), "2000", 10, 600000, true,
-     "How long connecting (and the AUTH/SELECT/PING handshake) may take.", NULL},
-    {"redis_backoff_min_ms", CFG_INT, OFF(redis_backoff_min_ms), "100", 1, 600000, true,
-     "First delay before reconnecting; it doubles on each failure, with jitter.", NULL},
-    {"redis_backoff_max_ms", CFG_INT, OFF(redis_backoff_max_ms), "5000", 1, 3600000, true,
-     "Longest delay between reconnect attempts.", NULL},
-    {"redis_max_pending", CFG_INT, OFF(redis_max_pending), "65536", 16, 10000000, true,
-     "Commands awaiting replies on one Redis connection; past this requests get 'overloaded'.", NULL},
-    {"redis_deny", CFG_STR, OFF(redis_deny), DEFAULT_DENY, 0, 0, true,
-     "Comma-separated commands the 'redis' op refuses with 'denied'. 'CMD SUB' denies a subcommand; '*' is any argument; '[OPT] END' an option before END (see docs/protocol.md).", check_deny},
-    {"amqp_url", CFG_STR, OFF(amqp_url), "", 0, 0, false,
-     "RabbitMQ: amqp://user:password@host:port/vhost[?heartbeat=S&connection_name=N]; several, comma-separated, are tried in order. Empty disables the AMQP ops.", check_amqp_url},
-    {"amqp_connect_timeout_ms", CFG_INT, OFF(amqp_connect_timeout_ms), "5000", 100, 600000, false,
-     "How long connecting to the broker, and each broker RPC, may take.", NULL},
-    {"amqp_backoff_min_ms", CFG_INT, OFF(amqp_backoff_min_ms), "100", 1, 600000, false,
-     "First delay before reconnecting to the broker; it doubles on each failure, with jitter.", NULL},
-    {"amqp_backoff_max_ms", CFG_INT, OFF(amqp_backoff_max_ms), "5000", 1, 3600000, false,
-     "Longest delay between reconnect attempts to the broker.", NULL},
-    {"amqp_max_pending", CFG_INT, OFF(amqp_max_pending), "65536", 16, 10000000, true,
-     "AMQP requests queued for or awaiting the broker; past this requests get 'overloaded'.", NULL},
-    {"amqp_prefetch", CFG_INT, OFF(amqp_prefetch), "100", 1, 65535, true,
-     "Default prefetch (unacknowledged deliveries) of a consumer that names none.", NULL},
     {"duration_buckets", CFG_STR, OFF(duration_buckets),
      "0.00005,0.0001,0.00025,0.0005,0.001,0.0025,0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10", 0, 0, false,
      "Bucket bounds in seconds of the duration histograms (ferry.request.duration, db.client.operation.duration).", check_buckets},
-    {"redis_query_text", CFG_STR, OFF(redis_query_text), "sanitized", 0, 0, true,
-     "db.query.text on Redis spans: sanitized (arguments as ?), full, or off.", check_query_text},
 };
-const size_t cfg_nkeys = sizeof(cfg_keys) / sizeof(cfg_keys[0]);
+
+static int core_validate(const void *values, char *err, size_t errlen);
+
+static const struct cfg_section core_section = {
+    "ferryd", core_keys, sizeof(core_keys) / sizeof(core_keys[0]), sizeof(struct config), core_validate,
+};
+
+/* The registry: the daemon's own section, then the registered ones, each
+ * with its offset in struct config (the core's is 0: its offsets are
+ * struct config's own). Written once at start, read-only after. */
+static const struct cfg_section *sections[CFG_MAX_SECTIONS] = {&core_section};
+static size_t section_at[CFG_MAX_SECTIONS];
+static size_t nsections = 1;
+
+void config_register(const struct cfg_section *const *secs, size_t n)
+{
+    size_t used = 0;
+    for (size_t i = 1; i < nsections; i++)
+        used = section_at[i] - offsetof(struct config, sections) + sections[i]->size;
+    for (size_t i = 0; i < n; i++) {
+        used = (used + 15) & ~(size_t)15;
+        if (nsections == CFG_MAX_SECTIONS || used + secs[i]->size > CFG_SECTIONS_BYTES)
+            abort(); /* raise CFG_SECTIONS_BYTES or CFG_MAX_SECTIONS */
+        section_at[nsections] = offsetof(struct config, sections) + used;
+        sections[nsections++] = secs[i];
+        used += secs[i]->size;
+    }
+}
+
+const void *config_section(const struct config *c, const struct cfg_section *sec)
+{
+    for (size_t i = 0; i < nsections; i++)
+        if (sections[i] == sec)
+            return (const char *)c + section_at[i];
+    abort(); /* a section that was never registered */
+}
+
+size_t config_nkeys(void)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < nsections; i++)
+        n += sections[i]->nkeys;
+    return n;
+}
+
+const struct cfg_key *config_key(size_t i)
+{
+    for (size_t j = 0; j < nsections; j++) {
+        if (i < sections[j]->nkeys)
+            return &sections[j]->keys[i];
+        i -= sections[j]->nkeys;
+    }
+    return NULL;
+}
 
 const struct cfg_key *config_find(const char *name)
 {
-    for (size_t i = 0; i < cfg_nkeys; i++)
-        if (strcmp(cfg_keys[i].name, name) == 0)
-            return &cfg_keys[i];
+    for (size_t j = 0; j < nsections; j++)
+        for (size_t i = 0; i < sections[j]->nkeys; i++)
+            if (strcmp(sections[j]->keys[i].name, name) == 0)
+                return &sections[j]->keys[i];
     return NULL;
+}
+
+/* Where key k's value lives in c. */
+static void *field(const struct config *c, const struct cfg_key *k)
+{
+    for (size_t j = 0; j < nsections; j++)
+        if (k >= sections[j]->keys && k < sections[j]->keys + sections[j]->nkeys)
+            return (char *)c + section_at[j] + k->offset;
+    abort();
 }
 
 static char **str_field(struct config *c, const struct cfg_key *k)
 {
-    return (char **)((char *)c + k->offset);
+    return (char **)field(c, k);
 }
 
 static long *int_field(struct config *c, const struct cfg_key *k)
 {
-    return (long *)((char *)c + k->offset);
+    return (long *)field(c, k);
 }
 
 void config_defaults(struct config *c)
 {
     memset(c, 0, sizeof(*c));
-    for (size_t i = 0; i < cfg_nkeys; i++) {
+    for (size_t i = 0, n = config_nkeys(); i < n; i++) {
         char err[256];
-        if (config_set(c, cfg_keys[i].name, cfg_keys[i].def, "default", err, sizeof(err)) != 0)
+        const struct cfg_key *k = config_key(i);
+        if (config_set(c, k->name, k->def, "default", err, sizeof(err)) != 0)
             abort(); /* a bad default is a programming error */
     }
 }
 
 void config_free(struct config *c)
 {
-    for (size_t i = 0; i < cfg_nkeys; i++)
-        if (cfg_keys[i].type == CFG_STR) {
-            free(*str_field(c, &cfg_keys[i]));
-            *str_field(c, &cfg_keys[i]) = NULL;
+    for (size_t i = 0, n = config_nkeys(); i < n; i++)
+        if (config_key(i)->type == CFG_STR) {
+            free(*str_field(c, config_key(i)));
+            *str_field(c, config_key(i)) = NULL;
         }
 }
 
 void config_copy(struct config *dst, const struct config *src)
 {
     *dst = *src;
-    for (size_t i = 0; i < cfg_nkeys; i++)
-        if (cfg_keys[i].type == CFG_STR)
-            *str_field(dst, &cfg_keys[i]) = xstrdup(*str_field((struct config *)src, &cfg_keys[i]));
+    for (size_t i = 0, n = config_nkeys(); i < n; i++)
+        if (config_key(i)->type == CFG_STR)
+            *str_field(dst, config_key(i)) = xstrdup(*str_field((struct config *)src, config_key(i)));
 }
 
 int config_set(struct config *c, const char *key, const char *value, const char *where, char *err,
@@ -373,10 +346,11 @@ int config_load_file(struct config *c, const char *path, bool must_exist, char *
 
 int config_load_env(struct config *c, char *err, size_t errlen)
 {
-    for (size_t i = 0; i < cfg_nkeys; i++) {
+    for (size_t i = 0, nk = config_nkeys(); i < nk; i++) {
+        const struct cfg_key *k = config_key(i);
         char var[128] = "FERRY_";
         size_t n = strlen(var);
-        for (const char *p = cfg_keys[i].name; *p && n < sizeof(var) - 1; p++)
+        for (const char *p = k->name; *p && n < sizeof(var) - 1; p++)
             var[n++] = (char)toupper((unsigned char)*p);
         var[n] = '\0';
         const char *v = getenv(var);
@@ -384,7 +358,7 @@ int config_load_env(struct config *c, char *err, size_t errlen)
             continue;
         char where[160];
         snprintf(where, sizeof(where), "environment %s", var);
-        if (config_set(c, cfg_keys[i].name, v, where, err, errlen) != 0)
+        if (config_set(c, k->name, v, where, err, errlen) != 0)
             return -1;
     }
     return 0;
@@ -392,16 +366,16 @@ int config_load_env(struct config *c, char *err, size_t errlen)
 
 int config_validate(const struct config *c, char *err, size_t errlen)
 {
-    if (c->redis_backoff_max_ms < c->redis_backoff_min_ms) {
-        snprintf(err, errlen, "key 'redis_backoff_max_ms': %ld is below redis_backoff_min_ms (%ld)",
-                 c->redis_backoff_max_ms, c->redis_backoff_min_ms);
-        return -1;
-    }
-    if (c->amqp_backoff_max_ms < c->amqp_backoff_min_ms) {
-        snprintf(err, errlen, "key 'amqp_backoff_max_ms': %ld is below amqp_backoff_min_ms (%ld)",
-                 c->amqp_backoff_max_ms, c->amqp_backoff_min_ms);
-        return -1;
-    }
+    for (size_t j = 0; j < nsections; j++)
+        if (sections[j]->validate &&
+            sections[j]->validate((const char *)c + section_at[j], err, errlen) != 0)
+            return -1;
+    return 0;
+}
+
+static int core_validate(const void *values, char *err, size_t errlen)
+{
+    const struct config *c = values;
     if (c->default_deadline_ms > c->max_deadline_ms) {
         snprintf(err, errlen, "key 'default_deadline_ms': %ld is above max_deadline_ms (%ld)",
                  c->default_deadline_ms, c->max_deadline_ms);
@@ -426,7 +400,7 @@ int config_validate(const struct config *c, char *err, size_t errlen)
 
 void config_format(const struct config *c, const struct cfg_key *k, char *buf, size_t len)
 {
-    const char *base = (const char *)c + k->offset;
+    const char *base = field(c, k);
     switch (k->type) {
     case CFG_STR:
         snprintf(buf, len, "%s", *(char *const *)base);
@@ -454,12 +428,16 @@ void config_write_example(FILE *f)
           "# This file is generated by `ferryd --print-config`; the tests check that it\n"
           "# matches the daemon's table.\n",
           f);
-    for (size_t i = 0; i < cfg_nkeys; i++) {
-        const struct cfg_key *k = &cfg_keys[i];
-        fprintf(f, "\n# %s%s\n", k->help, k->reloadable ? " (reloadable)" : "");
-        if (k->type == CFG_STR && strchr(k->def, ','))
-            fprintf(f, "%s = \"%s\"\n", k->name, k->def);
-        else
-            fprintf(f, "%s = %s\n", k->name, k->def);
+    for (size_t j = 0; j < nsections; j++) {
+        if (j > 0)
+            fprintf(f, "\n# ---- %s ----\n", sections[j]->name);
+        for (size_t i = 0; i < sections[j]->nkeys; i++) {
+            const struct cfg_key *k = &sections[j]->keys[i];
+            fprintf(f, "\n# %s%s\n", k->help, k->reloadable ? " (reloadable)" : "");
+            if (k->type == CFG_STR && strchr(k->def, ','))
+                fprintf(f, "%s = \"%s\"\n", k->name, k->def);
+            else
+                fprintf(f, "%s = %s\n", k->name, k->def);
+        }
     }
 }

@@ -1,7 +1,9 @@
-/* config.h: ferryd's settings, declared once as a table.
+/* config.h: ferryd's settings, declared once as tables.
  *
  * Each key has a name, a type, bounds, a default, a one-line help and a
- * reload flag. The file parser, the FERRY_* environment, the command-line
+ * reload flag. The daemon's own keys are here; each backend declares its
+ * keys in a section of its own (struct cfg_section), which the backend
+ * table registers, so config.c knows no backend. The file parser, the FERRY_* environment, the command-line
  * flags, --help, conf/ferryd.conf and `ferry stats` all read the same table,
  * so they cannot disagree. Precedence: defaults < file < environment < flags. */
 #ifndef FERRY_CONFIG_H
@@ -17,6 +19,9 @@
 #define FERRY_DEFAULT_SOCKET "/run/ferry/ferry.sock"
 
 enum cfg_type { CFG_STR, CFG_INT, CFG_MODE, CFG_LEVEL };
+
+#define CFG_SECTIONS_BYTES 512
+#define CFG_MAX_SECTIONS 8
 
 struct config {
     char *socket;             /* owns */
@@ -35,21 +40,11 @@ struct config {
     long drain_timeout_ms;
     long ready_timeout_ms;
     long log_level;
-    char *redis_url;          /* owns; may hold a password, never logged raw */
-    long redis_pool;
-    long redis_connect_timeout_ms;
-    long redis_backoff_min_ms;
-    long redis_backoff_max_ms;
-    long redis_max_pending;
-    char *redis_deny;         /* owns */
-    char *amqp_url;           /* owns; comma-separated, tried in order; "" disables */
-    long amqp_connect_timeout_ms;
-    long amqp_backoff_min_ms;
-    long amqp_backoff_max_ms;
-    long amqp_max_pending;
-    long amqp_prefetch;
     char *duration_buckets;   /* owns */
-    char *redis_query_text;   /* owns: sanitized, full or off */
+    /* owns: the registered sections' values, each at its own offset
+     * (config_section): embedded, so that a pointer into the configuration
+     * in force stays good across reloads, which replace it in place. */
+    _Alignas(16) unsigned char sections[CFG_SECTIONS_BYTES];
 };
 
 struct cfg_key {
@@ -69,8 +64,27 @@ struct cfg_key {
     int (*check)(const char *value, char *why, size_t whylen);
 };
 
-extern const struct cfg_key cfg_keys[];
-extern const size_t cfg_nkeys;
+/* A backend's keys. Their offsets point into a struct of size bytes,
+ * kept inside struct config (config_section). */
+struct cfg_section {
+    const char *name;
+    const struct cfg_key *keys;
+    size_t nkeys;
+    size_t size;
+    /* Checks relations between its keys once all are loaded. May be NULL. */
+    int (*validate)(const void *values, char *err, size_t errlen);
+};
+
+/* Adds sections after the daemon's own keys, once, before any config is
+ * made (main.c registers the backend table's). Aborts when they do not
+ * fit CFG_SECTIONS_BYTES, a programming error. */
+void config_register(const struct cfg_section *const *sections, size_t n);
+/* The values of section sec in c. */
+const void *config_section(const struct config *c, const struct cfg_section *sec);
+
+/* Every key, the daemon's first, then each section's in order. */
+size_t config_nkeys(void);
+const struct cfg_key *config_key(size_t i);
 
 /* Sets every key to its default. */
 void config_defaults(struct config *c);

@@ -1,7 +1,10 @@
 /* backend.h: the one small interface between the request path and a
- * backend: redis_backend.c and amqp_backend.c implement it.
+ * backend. The backends are listed in one table (backends.c); each row
+ * gives a backend's name, its config keys and its constructor, so a new
+ * backend touches nothing else.
  *
- * A backend registers the ops it serves with server_add_op(). For each
+ * A backend registers the ops it serves with ops_add() on its host's op
+ * table. For each
  * request of those ops the request path calls submit(); from then on the
  * backend holds the request until it either completes it (request_result_*,
  * request_fail) or the request path takes it back with cancel() on a
@@ -15,11 +18,15 @@
 
 #include "cbuf.h"
 
+#include "config.h"
+
 struct backend;
 struct client;
-struct config;
+struct ops;
 struct request;
-struct server;
+struct flusher;
+struct telemetry;
+struct uv_loop_s;
 
 /* Where a backend reports its metrics (telemetry.c provides it). */
 struct metric_emit {
@@ -62,7 +69,7 @@ struct backend_ops {
      * be NULL. */
     void (*client_closed)(struct backend *b, struct client *c);
     /* Its readiness; when not BH_UP, why holds the last error (or "").
-     * A backend calls server_backend_changed() when it may have changed. */
+     * A backend calls backend_changed() when it may have changed. */
     enum backend_health (*health)(struct backend *b, char *why, size_t len);
     /* Appends one CBOR map describing the backend's state to out. */
     void (*stats)(struct backend *b, struct cbuf *out);
@@ -77,9 +84,42 @@ struct backend_ops {
     void (*destroy)(struct backend *b);
 };
 
-struct backend {
-    const struct backend_ops *ops; /* refers */
-    struct server *server;         /* refers */
+/* What the daemon gives a backend: all it may reach of the rest. */
+struct backend_host {
+    struct uv_loop_s *loop;        /* refers */
+    struct ops *ops;               /* refers: where it registers its ops */
+    const struct config *cfg;      /* refers: the configuration in force */
+    struct telemetry *tel;         /* refers; set before start() */
+    struct flusher *flusher;       /* refers: the coalesced writes, for backends that write on the loop */
+    void *arg;                     /* refers: changed()'s argument */
+    /* Its health may have changed: READY=1 and STATUS= follow it. */
+    void (*changed)(void *arg);
 };
+
+struct backend {
+    const struct backend_ops *ops;   /* refers */
+    const struct backend_host *host; /* refers */
+    /* Descriptors it may hold at once (its connections), which clients
+     * must leave free. */
+    long fds;
+};
+
+static inline void backend_changed(struct backend *b)
+{
+    b->host->changed(b->host->arg);
+}
+
+/* One row of the backend table: a backend kind, its config keys (a
+ * section of ferryd.conf, checked and reloaded with the rest), and its
+ * constructor, which returns NULL with err set on a bad configuration. */
+struct backend_kind {
+    const char *name;
+    const struct cfg_section *config;
+    struct backend *(*create)(const struct backend_host *host, char *err, size_t errlen);
+};
+
+/* The table, in backends.c: every backend ferryd can run. */
+extern const struct backend_kind *const backend_kinds[];
+extern const size_t backend_nkinds;
 
 #endif

@@ -26,9 +26,9 @@
 #include "errors.h"
 #include "frame.h"
 #include "log.h"
-#include "backend.h"
+#include "config.h"
+#include "counters.h"
 #include "request.h"
-#include "server.h"
 
 #define READ_CHUNK (64 * 1024)
 #define KEEP_IN (64 * 1024)
@@ -36,7 +36,7 @@
 /* Brings the daemon-wide counts up to date with c's buffers. */
 static void account(struct client *c)
 {
-    struct server *s = c->srv;
+    struct client_set *s = c->set;
     size_t in = c->closing ? 0 : c->in.len, out = c->closing ? 0 : outq_size(&c->out);
     s->buffered_in = s->buffered_in - c->acct_in + in;
     s->buffered_out = s->buffered_out - c->acct_out + out;
@@ -48,7 +48,7 @@ static void account(struct client *c)
  * whose input is the larger part is sent 'overloaded' (its framing is lost
  * with the input dropped); one whose unread output is the larger part is
  * not reading, and is closed at once, which frees that output. */
-static void cut_largest(struct server *s)
+static void cut_largest(struct client_set *s)
 {
     static bool busy; /* closing a client may complete requests of others */
     if (busy)
@@ -56,7 +56,7 @@ static void cut_largest(struct server *s)
     busy = true;
     struct client *worst = NULL;
     struct dlist *pos;
-    dlist_foreach(pos, &s->clients) {
+    dlist_foreach(pos, &s->list) {
         struct client *c = container_of(pos, struct client, node);
         if (!c->closing && (!worst || c->acct_in + c->acct_out > worst->acct_in + worst->acct_out))
             worst = c;
@@ -66,8 +66,8 @@ static void cut_largest(struct server *s)
         snprintf(why, sizeof(why),
                  "max_buffered (%ld bytes) reached: this client holds the most (%zu bytes of input, %zu of "
                  "output)",
-                 s->cfg.max_buffered, worst->acct_in, worst->acct_out);
-        s->counters.clients_dropped_memory++;
+                 s->cfg->max_buffered, worst->acct_in, worst->acct_out);
+        s->counters->clients_dropped_memory++;
         log_warn("client %llu cut off: %s", (unsigned long long)worst->id, why);
         if (worst->acct_in >= worst->acct_out && !worst->close_when_flushed) {
             /* Only emptied, not freed: this may run inside worst's own
@@ -87,20 +87,20 @@ static void cut_largest(struct server *s)
     busy = false;
 }
 
-static inline void enforce_budget(struct server *s)
+static inline void enforce_budget(struct client_set *s)
 {
-    if (s->buffered_in + s->buffered_out > (uint64_t)s->cfg.max_buffered)
+    if (s->buffered_in + s->buffered_out > (uint64_t)s->cfg->max_buffered)
         cut_largest(s);
 }
 
 static void on_close(uv_handle_t *h)
 {
     struct client *c = container_of((uv_pipe_t *)h, struct client, pipe);
-    struct server *s = c->srv;
+    struct client_set *s = c->set;
     outq_free(&c->out);
     cbuf_free(&c->in);
     free(c);
-    server_check_drained(s);
+    s->idle(s->hook_arg);
 }
 
 void client_close(struct client *c, const char *reason)
@@ -108,21 +108,19 @@ void client_close(struct client *c, const char *reason)
     if (c->closing)
         return;
     c->closing = true;
-    struct server *s = c->srv;
-    if (c->ninflight)
+    struct client_set *s = c->set;
+    if (c->ro.ninflight)
         log_info("client %llu closed: %s (%zu requests in flight abandoned)",
-                 (unsigned long long)c->id, reason, c->ninflight);
+                 (unsigned long long)c->id, reason, c->ro.ninflight);
     else
         log_debug("client %llu closed: %s", (unsigned long long)c->id, reason);
-    while (!dlist_empty(&c->inflight))
-        request_abandon(container_of(c->inflight.next, struct request, client_node));
-    for (size_t i = 0; i < s->nbackends; i++)
-        if (s->backends[i]->ops->client_closed)
-            s->backends[i]->ops->client_closed(s->backends[i], c);
+    while (!dlist_empty(&c->ro.inflight))
+        request_abandon(container_of(c->ro.inflight.next, struct request, client_node));
+    s->closed(s->hook_arg, c);
     dlist_remove(&c->node);
     dlist_remove(&c->resume_node);
     deadline_remove(&s->frame_deadlines, &c->frame_deadline);
-    s->nclients--;
+    s->n--;
     outq_reset(&c->out);
     account(c);
     uv_close((uv_handle_t *)&c->pipe, on_close);
@@ -133,7 +131,7 @@ static void maybe_finish(struct client *c)
 {
     if (c->closing)
         return;
-    if ((c->eof || c->close_when_flushed || c->srv->draining) && c->ninflight == 0 &&
+    if ((c->eof || c->close_when_flushed || c->set->rq->draining) && c->ro.ninflight == 0 &&
         outq_idle(&c->out))
         client_close(c, c->eof ? "client finished sending" : "finished");
 }
@@ -171,18 +169,18 @@ void client_sent(struct client *c)
         return;
     }
     size_t queued = outq_size(&c->out);
-    if (queued > (size_t)c->srv->cfg.client_max_output) {
-        c->srv->counters.clients_dropped_slow++;
+    if (queued > (size_t)c->set->cfg->client_max_output) {
+        c->set->counters->clients_dropped_slow++;
         char why[128];
         snprintf(why, sizeof(why), "not reading its responses (%zu bytes queued, limit %ld)",
-                 queued, c->srv->cfg.client_max_output);
+                 queued, c->set->cfg->client_max_output);
         log_warn("client %llu disconnected: %s", (unsigned long long)c->id, why);
         client_close(c, why);
         return;
     }
     outq_kick(&c->out);
     account(c);
-    enforce_budget(c->srv);
+    enforce_budget(c->set);
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -197,17 +195,17 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 /* Handles every whole frame in c->in, until the client is paused or closed. */
 static void process_input(struct client *c)
 {
-    struct server *s = c->srv;
+    struct client_set *s = c->set;
     size_t off = 0;
     while (!c->closing && !c->paused && off < c->in.len) {
         size_t body;
-        long n = frame_next(c->in.data + off, c->in.len - off, (size_t)s->cfg.max_frame, &body);
+        long n = frame_next(c->in.data + off, c->in.len - off, (size_t)s->cfg->max_frame, &body);
         if (n == 0)
             break;
         if (n < 0) {
             char why[128];
-            snprintf(why, sizeof(why), "frame larger than max_frame (%ld bytes)", s->cfg.max_frame);
-            s->counters.clients_dropped_framing++;
+            snprintf(why, sizeof(why), "frame larger than max_frame (%ld bytes)", s->cfg->max_frame);
+            s->counters->clients_dropped_framing++;
             codec_error_frame(&c->out.pending, false, 0, FE_TOO_LARGE, why);
             outq_kick(&c->out);
             /* Framing is lost: read no more, write the error, then close. */
@@ -220,9 +218,9 @@ static void process_input(struct client *c)
             maybe_finish(c);
             return;
         }
-        request_handle(c, c->in.data + off + FRAME_HDR, body);
+        request_handle(&c->ro, c, c->in.data + off + FRAME_HDR, body);
         off += (size_t)n;
-        if (c->ninflight >= (size_t)s->cfg.client_max_inflight && !c->closing) {
+        if (c->ro.ninflight >= (size_t)s->cfg->client_max_inflight && !c->closing) {
             c->paused = true;
             uv_read_stop((uv_stream_t *)&c->pipe);
         }
@@ -239,23 +237,24 @@ static void process_input(struct client *c)
     else if (off > 0 || !dlist_linked(&c->frame_deadline.node)) {
         deadline_remove(&s->frame_deadlines, &c->frame_deadline);
         deadline_add(&s->frame_deadlines, &c->frame_deadline,
-                     uv_now(s->loop) + (uint64_t)s->cfg.frame_timeout_ms);
+                     uv_now(s->loop) + (uint64_t)s->cfg->frame_timeout_ms);
     }
     account(c);
     enforce_budget(s);
 }
 
-void client_frame_expired(struct deadlines *d, struct deadline *e)
+/* The frame deadline queue's callback: a frame started too long ago. */
+static void frame_expired(struct deadlines *d, struct deadline *e)
 {
     (void)d;
     struct client *c = container_of(e, struct client, frame_deadline);
-    struct server *s = c->srv;
+    struct client_set *s = c->set;
     if (c->closing || c->close_when_flushed)
         return;
     char why[160];
     snprintf(why, sizeof(why), "a frame was started and not finished within frame_timeout_ms (%ld ms; %zu bytes)",
-             s->cfg.frame_timeout_ms, c->in.len);
-    s->counters.clients_dropped_frame_timeout++;
+             s->cfg->frame_timeout_ms, c->in.len);
+    s->counters->clients_dropped_frame_timeout++;
     log_info("client %llu: %s; closing", (unsigned long long)c->id, why);
     /* Framing is lost: read no more, write the error, then close. */
     uv_read_stop((uv_stream_t *)&c->pipe);
@@ -286,7 +285,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     struct client *c = container_of((uv_pipe_t *)st, struct client, pipe);
     if (nread > 0) {
         c->in.len += (size_t)nread;
-        c->srv->counters.bytes_in += (uint64_t)nread;
+        c->set->counters->bytes_in += (uint64_t)nread;
         process_input(c);
         return;
     }
@@ -303,7 +302,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
             log_debug("client %llu: EOF inside a frame (%zu bytes dropped)",
                       (unsigned long long)c->id, c->in.len);
         c->in.len = 0;
-        deadline_remove(&c->srv->frame_deadlines, &c->frame_deadline);
+        deadline_remove(&c->set->frame_deadlines, &c->frame_deadline);
         account(c);
         maybe_finish(c);
         return;
@@ -313,19 +312,28 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     client_close(c, why);
 }
 
+static void resume_all(struct client_set *s);
+
 static void on_resume(uv_idle_t *h)
 {
-    struct server *s = container_of(h, struct server, resume_idle);
+    struct client_set *s = container_of(h, struct client_set, resume_idle);
     uv_idle_stop(h);
-    client_resume_all(s);
+    resume_all(s);
 }
 
-void client_request_done(struct client *c)
+/* request_owner's hooks: a client's requests reach it only through these. */
+static void on_request_sent(struct request_owner *o)
 {
-    struct server *s = c->srv;
+    client_sent(container_of(o, struct client, ro));
+}
+
+static void on_request_done(struct request_owner *o)
+{
+    struct client *c = container_of(o, struct client, ro);
+    struct client_set *s = c->set;
     if (c->closing)
         return;
-    if (c->paused && c->ninflight <= (size_t)s->cfg.client_max_inflight / 2 &&
+    if (c->paused && c->ro.ninflight <= (size_t)s->cfg->client_max_inflight / 2 &&
         !dlist_linked(&c->resume_node)) {
         /* Resuming from here could re-enter request_handle() from inside a
          * completion; defer it to the idle callback. */
@@ -333,11 +341,11 @@ void client_request_done(struct client *c)
         uv_idle_start(&s->resume_idle, on_resume);
     }
     maybe_finish(c);
-    if (s->draining)
-        server_check_drained(s);
+    if (s->rq->draining)
+        s->idle(s->hook_arg);
 }
 
-void client_resume_all(struct server *s)
+static void resume_all(struct client_set *s)
 {
     while (!dlist_empty(&s->resume)) {
         struct client *c = container_of(s->resume.next, struct client, resume_node);
@@ -351,20 +359,40 @@ void client_resume_all(struct server *s)
     }
 }
 
-void client_accept(struct server *s)
+void client_set_init(struct client_set *s, uv_loop_t *loop)
+{
+    s->loop = loop;
+    dlist_init(&s->list);
+    dlist_init(&s->resume);
+    uv_idle_init(loop, &s->resume_idle);
+    deadlines_init(&s->frame_deadlines, loop, frame_expired);
+}
+
+void client_set_close(struct client_set *s)
+{
+    uv_close((uv_handle_t *)&s->resume_idle, NULL);
+    deadlines_close(&s->frame_deadlines);
+}
+
+void client_accept(struct client_set *s, uv_stream_t *listener)
 {
     struct client *c = xcalloc(1, sizeof(*c));
-    c->srv = s;
-    c->id = ++s->next_client_id;
-    dlist_init(&c->inflight);
+    c->set = s;
+    c->id = ++s->next_id;
+    c->ro.ctx = s->rq;
+    c->ro.id = c->id;
+    c->ro.out = &c->out.pending;
+    c->ro.sent = on_request_sent;
+    c->ro.done = on_request_done;
+    dlist_init(&c->ro.inflight);
     dlist_init(&c->resume_node);
     dlist_init(&c->frame_deadline.node);
     cbuf_init(&c->in);
-    outq_init(&c->out, &s->flusher, on_out_done);
+    outq_init(&c->out, s->flusher, on_out_done);
     uv_pipe_init(s->loop, &c->pipe, 0);
-    int rc = uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)&c->pipe);
-    dlist_push_tail(&s->clients, &c->node);
-    s->nclients++;
+    int rc = uv_accept(listener, (uv_stream_t *)&c->pipe);
+    dlist_push_tail(&s->list, &c->node);
+    s->n++;
     if (rc < 0) {
         log_warn("accept failed: %s", uv_strerror(rc));
         client_close(c, "accept failed");
@@ -375,19 +403,19 @@ void client_accept(struct server *s)
      * how many are open. */
     uv_os_fd_t fd = -1;
     uv_fileno((uv_handle_t *)&c->pipe, &fd);
-    bool fds_short = s->fd_limit > 0 && (long)fd + SERVER_FD_RESERVE + s->cfg.redis_pool >= s->fd_limit;
-    if (s->nclients > (size_t)s->cfg.max_clients || s->draining || fds_short) {
-        int code = s->draining ? FE_SHUTTING_DOWN : FE_OVERLOADED;
+    bool fds_short = s->fd_limit > 0 && (long)fd + s->fd_reserve >= s->fd_limit;
+    if (s->n > (size_t)s->cfg->max_clients || s->rq->draining || fds_short) {
+        int code = s->rq->draining ? FE_SHUTTING_DOWN : FE_OVERLOADED;
         char why[160];
         if (fds_short)
             snprintf(why, sizeof(why), "out of file descriptors (limit %ld, %ld kept for backends and telemetry)",
-                     s->fd_limit, SERVER_FD_RESERVE + s->cfg.redis_pool);
+                     s->fd_limit, s->fd_reserve);
         else
-            snprintf(why, sizeof(why), "too many clients (max_clients %ld)", s->cfg.max_clients);
-        if (!s->draining) {
+            snprintf(why, sizeof(why), "too many clients (max_clients %ld)", s->cfg->max_clients);
+        if (!s->rq->draining) {
             static struct log_limit lim;
             unsigned long held;
-            s->counters.clients_rejected++;
+            s->counters->clients_rejected++;
             if (log_limit_pass(&lim, uv_now(s->loop), 1000, &held))
                 log_warn("client %llu refused: %s (%lu more refused since the last report)",
                          (unsigned long long)c->id, why, held);
@@ -399,14 +427,14 @@ void client_accept(struct server *s)
          * if it somehow does not, the client sees the connection close. */
         struct cbuf frame;
         cbuf_init(&frame);
-        codec_error_frame(&frame, false, 0, code, s->draining ? NULL : why);
+        codec_error_frame(&frame, false, 0, code, s->rq->draining ? NULL : why);
         uv_buf_t b = uv_buf_init((char *)frame.data, (unsigned)frame.len);
         (void)uv_try_write((uv_stream_t *)&c->pipe, &b, 1);
         cbuf_free(&frame);
         client_close(c, why);
         return;
     }
-    s->counters.clients_accepted++;
+    s->counters->clients_accepted++;
     log_debug("client %llu connected", (unsigned long long)c->id);
     uv_read_start((uv_stream_t *)&c->pipe, alloc_cb, on_read);
 }

@@ -12,9 +12,10 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "config.h"
+#include "counters.h"
 #include "listener.h"
 #include "log.h"
-#include "server.h"
 
 /* Decides what to do with a file already at path: 0 when the path is free
  * (or was a dead socket, now removed), -1 when we must not start. */
@@ -74,8 +75,9 @@ static int set_owner(const char *path, const char *owner)
 /* Raises the soft limit on open files to the hard one: each client is a
  * descriptor, and a distribution's default soft limit (1024) is often
  * below max_clients. Warns when max_clients still cannot fit. */
-static void raise_fd_limit(struct server *s)
+static void raise_fd_limit(struct listener *l)
 {
+    struct client_set *s = l->clients;
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
         s->fd_limit = 1024;
@@ -91,26 +93,27 @@ static void raise_fd_limit(struct server *s)
             getrlimit(RLIMIT_NOFILE, &rl);
     }
     s->fd_limit = rl.rlim_cur > (rlim_t)LONG_MAX ? LONG_MAX : (long)rl.rlim_cur;
-    if (s->cfg.max_clients + SERVER_FD_RESERVE + s->cfg.redis_pool > s->fd_limit)
+    if (l->cfg->max_clients + s->fd_reserve > s->fd_limit)
         log_warn("max_clients %ld cannot fit in the open files limit (%ld): clients past about %ld are "
                  "refused with 'overloaded'; raise the limit (LimitNOFILE=, ulimit -n)",
-                 s->cfg.max_clients, s->fd_limit, s->fd_limit - SERVER_FD_RESERVE - s->cfg.redis_pool);
+                 l->cfg->max_clients, s->fd_limit, s->fd_limit - s->fd_reserve);
 }
 
 static void on_connection(uv_stream_t *st, int status)
 {
-    struct server *s = container_of((uv_pipe_t *)st, struct server, listener);
+    struct listener *l = container_of((uv_pipe_t *)st, struct listener, pipe);
+    struct client_set *s = l->clients;
     if (status < 0) {
         /* libuv closed the connection it could not accept (its reserved
          * descriptor trick); it is counted, and that is all that is left. */
-        s->counters.clients_rejected++;
+        s->counters->clients_rejected++;
         static struct log_limit lim;
         unsigned long held;
         if (log_limit_pass(&lim, uv_now(s->loop), 1000, &held))
             log_warn("client refused: accept: %s (%lu more since the last report)", uv_strerror(status), held);
         return;
     }
-    client_accept(s);
+    client_accept(s, st);
 }
 
 /* The first descriptor a service manager passes (SD_LISTEN_FDS_START). */
@@ -157,7 +160,7 @@ static int passed_socket(void)
  * ferryd neither chmods nor unlinks it (SocketMode= and the unit own
  * those), so connections that arrive while ferryd restarts wait in its
  * backlog for the next ferryd. */
-static int adopt(struct server *s, int fd)
+static int adopt(struct listener *l, uv_loop_t *loop, int fd)
 {
     struct sockaddr_un sa;
     socklen_t len = sizeof(sa);
@@ -167,33 +170,35 @@ static int adopt(struct server *s, int fd)
         len <= sizeof(sa))
         snprintf(path, sizeof(path), "%.*s", (int)(len - offsetof(struct sockaddr_un, sun_path)),
                  sa.sun_path[0] ? sa.sun_path : "(abstract)");
-    raise_fd_limit(s);
-    uv_pipe_init(s->loop, &s->listener, 0);
-    int rc = uv_pipe_open(&s->listener, fd);
+    raise_fd_limit(l);
+    uv_pipe_init(loop, &l->pipe, 0);
+    int rc = uv_pipe_open(&l->pipe, fd);
     if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&s->listener, 511, on_connection);
+        rc = uv_listen((uv_stream_t *)&l->pipe, 511, on_connection);
     if (rc < 0) {
         log_error("socket activation: %s: %s", path, uv_strerror(rc));
-        uv_close((uv_handle_t *)&s->listener, NULL);
+        uv_close((uv_handle_t *)&l->pipe, NULL);
         return -1;
     }
-    s->listening = true;
-    if (strcmp(path, s->cfg.socket) != 0)
+    l->listening = true;
+    if (strcmp(path, l->cfg->socket) != 0)
         log_info("socket activation: serving %s, passed by the service manager (key 'socket', %s, is not used)",
-                 path, s->cfg.socket);
+                 path, l->cfg->socket);
     else
         log_info("listening on %s (passed by the service manager)", path);
     return 0;
 }
 
-int listener_open(struct server *s)
+int listener_open(struct listener *l, uv_loop_t *loop, const struct config *cfg, struct client_set *clients)
 {
+    l->cfg = cfg;
+    l->clients = clients;
     int fd = passed_socket();
     if (fd == -2)
         return -1;
     if (fd >= 0)
-        return adopt(s, fd);
-    const char *path = s->cfg.socket;
+        return adopt(l, loop, fd);
+    const char *path = l->cfg->socket;
     struct sockaddr_un sa;
     if (strlen(path) >= sizeof(sa.sun_path)) {
         log_error("key 'socket': path longer than %zu bytes", sizeof(sa.sun_path) - 1);
@@ -209,46 +214,46 @@ int listener_open(struct server *s)
     }
     if (clear_stale(path) != 0)
         return -1;
-    raise_fd_limit(s);
-    uv_pipe_init(s->loop, &s->listener, 0);
+    raise_fd_limit(l);
+    uv_pipe_init(loop, &l->pipe, 0);
     /* Bind under a strict umask so that no one can connect in the moment
      * before chmod() applies socket_mode. */
     mode_t old = umask(0177);
-    int rc = uv_pipe_bind(&s->listener, path);
+    int rc = uv_pipe_bind(&l->pipe, path);
     umask(old);
     if (rc < 0) {
         log_error("socket %s: bind: %s", path, uv_strerror(rc));
-        uv_close((uv_handle_t *)&s->listener, NULL);
+        uv_close((uv_handle_t *)&l->pipe, NULL);
         return -1;
     }
-    s->socket_bound = true;
-    if (chmod(path, (mode_t)s->cfg.socket_mode) != 0) {
+    l->socket_bound = true;
+    if (chmod(path, (mode_t)l->cfg->socket_mode) != 0) {
         log_error("socket %s: chmod: %s", path, strerror(errno));
-        listener_close(s);
+        listener_close(l);
         return -1;
     }
-    if (s->cfg.socket_owner[0] && set_owner(path, s->cfg.socket_owner) != 0) {
-        listener_close(s);
+    if (l->cfg->socket_owner[0] && set_owner(path, l->cfg->socket_owner) != 0) {
+        listener_close(l);
         return -1;
     }
-    rc = uv_listen((uv_stream_t *)&s->listener, 511, on_connection);
+    rc = uv_listen((uv_stream_t *)&l->pipe, 511, on_connection);
     if (rc < 0) {
         log_error("socket %s: listen: %s", path, uv_strerror(rc));
-        listener_close(s);
+        listener_close(l);
         return -1;
     }
-    s->listening = true;
-    log_info("listening on %s (mode %04lo)", path, s->cfg.socket_mode);
+    l->listening = true;
+    log_info("listening on %s (mode %04lo)", path, l->cfg->socket_mode);
     return 0;
 }
 
-void listener_close(struct server *s)
+void listener_close(struct listener *l)
 {
-    if (s->socket_bound) {
-        unlink(s->cfg.socket);
-        s->socket_bound = false;
+    if (l->socket_bound) {
+        unlink(l->cfg->socket);
+        l->socket_bound = false;
     }
-    if (s->listener.loop && !uv_is_closing((uv_handle_t *)&s->listener))
-        uv_close((uv_handle_t *)&s->listener, NULL);
-    s->listening = false;
+    if (l->pipe.loop && !uv_is_closing((uv_handle_t *)&l->pipe))
+        uv_close((uv_handle_t *)&l->pipe, NULL);
+    l->listening = false;
 }

@@ -3,16 +3,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "backend.h"
 #include "codec.h"
 #include "ops_core.h"
-#include "request.h"
 #include "server.h"
 #include "telemetry.h"
 
-static int op_ping(struct server *s, struct request *r)
+static int op_ping(void *ctx, struct request *r)
 {
-    (void)s;
+    (void)ctx;
     static const uint8_t pong[] = {0x64, 'P', 'O', 'N', 'G'};
     request_result(r, pong, sizeof(pong));
     return 0;
@@ -54,8 +52,9 @@ static const char *hello_check(const struct request *r, char *msg, size_t len)
     return NULL;
 }
 
-static int op_hello(struct server *s, struct request *r)
+static int op_hello(void *ctx, struct request *r)
 {
+    struct server *s = ctx;
     char msg[128];
     const char *bad = r->v.args ? hello_check(r, msg, sizeof(msg)) : NULL;
     if (bad) {
@@ -74,15 +73,16 @@ static int op_hello(struct server *s, struct request *r)
     cbuf_str(o, "max_frame");
     cbuf_uint(o, (uint64_t)s->cfg.max_frame);
     cbuf_str(o, "ops");
-    cbuf_array(o, s->nops);
-    for (size_t i = 0; i < s->nops; i++)
-        cbuf_str(o, s->ops[i].name);
+    cbuf_array(o, s->ops.n);
+    for (size_t i = 0; i < s->ops.n; i++)
+        cbuf_str(o, s->ops.op[i].name);
     request_result_end(r, at);
     return 0;
 }
 
-static int op_stats(struct server *s, struct request *r)
+static int op_stats(void *ctx, struct request *r)
 {
+    struct server *s = ctx;
     size_t at;
     struct cbuf *o = request_result_begin(r, &at);
     cbuf_map(o, 8);
@@ -108,33 +108,33 @@ static int op_stats(struct server *s, struct request *r)
     cbuf_str(o, "clients");
     cbuf_map(o, 6);
     cbuf_str(o, "connected");
-    cbuf_uint(o, s->nclients);
+    cbuf_uint(o, s->clients.n);
     cbuf_str(o, "max");
     cbuf_uint(o, (uint64_t)s->cfg.max_clients);
     cbuf_str(o, "buffered_in");
-    cbuf_uint(o, s->buffered_in);
+    cbuf_uint(o, s->clients.buffered_in);
     cbuf_str(o, "buffered_out");
-    cbuf_uint(o, s->buffered_out);
+    cbuf_uint(o, s->clients.buffered_out);
     cbuf_str(o, "max_buffered");
     cbuf_uint(o, (uint64_t)s->cfg.max_buffered);
     cbuf_str(o, "fd_limit");
-    cbuf_uint(o, (uint64_t)s->fd_limit);
+    cbuf_uint(o, (uint64_t)s->clients.fd_limit);
 
     cbuf_str(o, "counters");
     size_t n = 0;
 #define SC_COUNT(name, help) n++;
-    SERVER_COUNTERS(SC_COUNT)
+    CORE_COUNTERS(SC_COUNT)
 #undef SC_COUNT
     cbuf_map(o, n);
 #define SC_PUT(name, help) cbuf_str(o, #name); cbuf_uint(o, s->counters.name);
-    SERVER_COUNTERS(SC_PUT)
+    CORE_COUNTERS(SC_PUT)
 #undef SC_PUT
 
     /* requests: {op: {outcome: count}}, listing outcomes that happened. */
     cbuf_str(o, "requests");
-    cbuf_map(o, s->nops);
-    for (size_t i = 0; i < s->nops; i++) {
-        const struct op *op = &s->ops[i];
+    cbuf_map(o, s->ops.n);
+    for (size_t i = 0; i < s->ops.n; i++) {
+        const struct op *op = &s->ops.op[i];
         size_t k = 0;
         for (int j = 0; j < NOUTCOMES; j++)
             k += op->outcomes[j] != 0;
@@ -143,7 +143,7 @@ static int op_stats(struct server *s, struct request *r)
         for (int j = 0; j < NOUTCOMES; j++) {
             if (!op->outcomes[j])
                 continue;
-            cbuf_str(o, j == OUTCOME_OK ? "ok" : j == OUTCOME_ABANDONED ? "abandoned" : fe_name(-j - 1));
+            cbuf_str(o, ops_outcome_name(j));
             cbuf_uint(o, op->outcomes[j]);
         }
     }
@@ -167,8 +167,9 @@ static const char *health_name(enum backend_health h)
  * when every configured backend is up. Backends that are not configured
  * are left out, so a probe does not wait for a broker nobody asked for.
  * Liveness needs no op of its own: an answer to anything (ping) is it. */
-static int op_health(struct server *s, struct request *r)
+static int op_health(void *ctx, struct request *r)
 {
+    struct server *s = ctx;
     if (r->v.args) {
         request_fail(r, FE_BAD_REQUEST, "health takes no args");
         return 0;
@@ -210,8 +211,8 @@ static int op_health(struct server *s, struct request *r)
 
 int ops_core_register(struct server *s)
 {
-    if (server_add_op(s, "ping", op_ping, NULL, 0) || server_add_op(s, "hello", op_hello, NULL, 0) ||
-        server_add_op(s, "stats", op_stats, NULL, 0) || server_add_op(s, "health", op_health, NULL, 0))
+    if (ops_add(&s->ops, "ping", op_ping, s, NULL, 0) || ops_add(&s->ops, "hello", op_hello, s, NULL, 0) ||
+        ops_add(&s->ops, "stats", op_stats, s, NULL, 0) || ops_add(&s->ops, "health", op_health, s, NULL, 0))
         return FE_INTERNAL;
     return 0;
 }

@@ -27,17 +27,18 @@
 #include <string.h>
 
 #include "backend.h"
-#include "client.h"
+#include "config.h"
+#include "counters.h"
 #include "log.h"
 #include "request.h"
-#include "server.h"
+#include "telemetry.h"
 
 /* outcome is fe_index() of the code sent, or OUTCOME_ABANDONED; message
  * is the error's text. */
 static void request_end(struct request *r, int outcome, const char *message)
 {
-    struct client *c = r->client;
-    struct server *s = c->srv;
+    struct request_owner *o = r->owner;
+    struct request_ctx *s = o->ctx;
     r->op->outcomes[outcome]++;
     uint64_t now = uv_hrtime(), took = now - r->start_ns;
     telemetry_request_done(s->tel, r->op, took);
@@ -56,16 +57,16 @@ static void request_end(struct request *r, int outcome, const char *message)
     }
     deadline_remove(&s->deadlines, &r->deadline);
     dlist_remove(&r->client_node);
-    c->ninflight--;
+    o->ninflight--;
     free(r);
-    client_request_done(c);
+    o->done(o);
 }
 
 struct span *request_span(struct request *r)
 {
     if (r->span_on_demand) {
         r->span_on_demand = false;
-        r->span = telemetry_span_on_demand(r->client->srv->tel, r->op->name, r->start_ns);
+        r->span = telemetry_span_on_demand(r->owner->ctx->tel, r->op->name, r->start_ns);
         if (r->span && r->span_shape)
             span_use_shape(r->span, r->span_shape);
     }
@@ -73,37 +74,37 @@ struct span *request_span(struct request *r)
 }
 
 /* Answers a frame that never became a request. */
-static void answer_early(struct client *c, bool has_id, uint64_t id, int code, const char *why)
+static void answer_early(struct request_owner *o, bool has_id, uint64_t id, int code, const char *why)
 {
-    codec_error_frame(&c->out.pending, has_id, id, code, why);
-    client_sent(c);
+    codec_error_frame(o->out, has_id, id, code, why);
+    o->sent(o);
 }
 
-void request_handle(struct client *c, const uint8_t *body, size_t len)
+void request_handle(struct request_owner *o, struct client *c, const uint8_t *body, size_t len)
 {
-    struct server *s = c->srv;
-    struct codec_limits lim = {.max_depth = (unsigned)s->cfg.max_depth,
-                               .max_items = (size_t)s->cfg.max_items};
+    struct request_ctx *s = o->ctx;
+    struct codec_limits lim = {.max_depth = (unsigned)s->cfg->max_depth,
+                               .max_items = (size_t)s->cfg->max_items};
     struct req_view v;
     const char *why = NULL;
 
-    s->counters.frames_in++;
+    s->counters->frames_in++;
     int rc = codec_decode_request(body, len, &lim, &v, &why);
     if (rc) {
-        log_debug("client %llu: %s: %s", (unsigned long long)c->id, fe_name(rc), why);
-        answer_early(c, v.has_id, v.id, rc, why);
+        log_debug("client %llu: %s: %s", (unsigned long long)o->id, fe_name(rc), why);
+        answer_early(o, v.has_id, v.id, rc, why);
         return;
     }
-    struct op *op = server_find_op(s, v.op, v.op_len);
+    struct op *op = ops_find(s->ops, v.op, v.op_len);
     if (!op) {
         char msg[160];
         snprintf(msg, sizeof(msg), "no op named '%.*s'", (int)(v.op_len > 64 ? 64 : v.op_len), v.op);
-        answer_early(c, true, v.id, FE_UNKNOWN_OP, msg);
+        answer_early(o, true, v.id, FE_UNKNOWN_OP, msg);
         return;
     }
     if (s->draining) {
         op->outcomes[fe_index(FE_SHUTTING_DOWN)]++;
-        answer_early(c, true, v.id, FE_SHUTTING_DOWN, NULL);
+        answer_early(o, true, v.id, FE_SHUTTING_DOWN, NULL);
         return;
     }
 
@@ -120,6 +121,7 @@ void request_handle(struct client *c, const uint8_t *body, size_t len)
         r->v.traceparent += shift;
     if (v.tracestate)
         r->v.tracestate += shift;
+    r->owner = o;
     r->client = c;
     r->op = op;
     r->id = v.id;
@@ -141,16 +143,16 @@ void request_handle(struct client *c, const uint8_t *body, size_t len)
                                                        r->v.tracestate, r->v.tracestate_len, SK_SERVER, op->name,
                                                        r->start_ns);
     dlist_init(&r->deadline.node);
-    dlist_push_tail(&c->inflight, &r->client_node);
-    c->ninflight++;
+    dlist_push_tail(&o->inflight, &r->client_node);
+    o->ninflight++;
 
-    uint64_t ms = v.has_deadline ? v.deadline_ms : (uint64_t)s->cfg.default_deadline_ms;
-    if (ms > (uint64_t)s->cfg.max_deadline_ms)
-        ms = (uint64_t)s->cfg.max_deadline_ms;
+    uint64_t ms = v.has_deadline ? v.deadline_ms : (uint64_t)s->cfg->default_deadline_ms;
+    if (ms > (uint64_t)s->cfg->max_deadline_ms)
+        ms = (uint64_t)s->cfg->max_deadline_ms;
     deadline_add(&s->deadlines, &r->deadline, uv_now(s->loop) + ms);
 
     if (op->run) {
-        rc = op->run(s, r);
+        rc = op->run(op->ctx, r);
     } else {
         /* r may be complete and freed when submit returns. */
         r->backend = op->backend;
@@ -163,28 +165,28 @@ void request_handle(struct client *c, const uint8_t *body, size_t len)
 
 struct cbuf *request_result_begin(struct request *r, size_t *at)
 {
-    *at = codec_result_begin(&r->client->out.pending, r->id);
-    return &r->client->out.pending;
+    *at = codec_result_begin(r->owner->out, r->id);
+    return r->owner->out;
 }
 
 void request_result_end(struct request *r, size_t at)
 {
-    struct client *c = r->client;
-    struct cbuf *out = &c->out.pending;
-    if (out->len - at - 4 > (size_t)c->srv->cfg.max_frame) {
+    struct request_owner *o = r->owner;
+    struct cbuf *out = o->out;
+    if (out->len - at - 4 > (size_t)o->ctx->cfg->max_frame) {
         /* The result would be a frame the client may refuse; say so
          * instead of sending it. */
         out->len = at;
         char msg[128];
         snprintf(msg, sizeof(msg), "the response is larger than max_frame (%ld bytes)",
-                 c->srv->cfg.max_frame);
+                 o->ctx->cfg->max_frame);
         codec_error_frame(out, true, r->id, FE_TOO_LARGE, msg);
         request_end(r, fe_index(FE_TOO_LARGE), msg);
     } else {
         codec_result_end(out, at);
         request_end(r, OUTCOME_OK, NULL);
     }
-    client_sent(c);
+    o->sent(o);
 }
 
 void request_result(struct request *r, const uint8_t *cbor, size_t len)
@@ -197,10 +199,10 @@ void request_result(struct request *r, const uint8_t *cbor, size_t len)
 
 void request_fail(struct request *r, int code, const char *message)
 {
-    struct client *c = r->client;
-    codec_error_frame(&c->out.pending, true, r->id, code, message);
+    struct request_owner *o = r->owner;
+    codec_error_frame(o->out, true, r->id, code, message);
     request_end(r, fe_index(code), message ? message : fe_message(code));
-    client_sent(c);
+    o->sent(o);
 }
 
 void request_abandon(struct request *r)

@@ -3,22 +3,55 @@
 #ifndef FERRY_REQUEST_H
 #define FERRY_REQUEST_H
 
+#include <stdbool.h>
 #include <stdint.h>
+#include <uv.h>
 
 #include "cbuf.h"
 #include "codec.h"
 #include "deadline.h"
 #include "list.h"
+#include "ops.h"
 
 struct backend;
 struct client;
-struct op;
+struct config;
+struct counters;
+struct telemetry;
+
+/* What every request needs from the daemon, and nothing more. The server
+ * owns it; clients refer to it. */
+struct request_ctx {
+    uv_loop_t *loop;               /* refers */
+    const struct config *cfg;      /* refers: the configuration in force */
+    struct ops *ops;               /* refers: the op table */
+    struct counters *counters;     /* refers */
+    struct telemetry *tel;         /* refers */
+    struct deadlines deadlines;    /* owns: every request's deadline */
+    bool draining;                 /* new requests are answered shutting_down */
+};
+
+/* Where a request's response goes, and who hears that it ended: a client
+ * embeds one, so that the request path never calls into client.c. */
+struct request_owner {
+    struct request_ctx *ctx;       /* refers */
+    uint64_t id;                   /* the client's, for logs */
+    struct cbuf *out;              /* refers: the owner's pending output */
+    struct dlist inflight;         /* owns: its requests (struct request) */
+    size_t ninflight;
+    /* Frames were appended to out. */
+    void (*sent)(struct request_owner *o);
+    /* One of its requests ended (after sent, when it had a response). */
+    void (*done)(struct request_owner *o);
+};
 
 struct request {
     struct deadline deadline;   /* in the server's deadline queue */
-    struct dlist client_node;   /* in client->inflight */
-    struct client *client;      /* refers: the client that sent it */
-    struct op *op;              /* refers: entry in the server's op table */
+    struct dlist client_node;   /* in owner->inflight */
+    struct request_owner *owner;/* refers: where the response goes */
+    struct client *client;      /* refers: the client that sent it, for backends (pushes,
+                                 * what a client holds); opaque to the request path */
+    struct op *op;              /* refers: entry in the op table */
     uint64_t id;                /* the client's request id */
     uint64_t start_ns;          /* uv_hrtime() at arrival */
     struct req_view v;          /* fields, pointing into frame[] */
@@ -42,9 +75,9 @@ struct request {
     uint8_t frame[];            /* owns: a copy of the request frame body */
 };
 
-/* Decodes one frame body from c and starts the request, or answers it with
- * an error at once. */
-void request_handle(struct client *c, const uint8_t *body, size_t len);
+/* Decodes one frame body from client c (whose owner part is o) and starts
+ * the request, or answers it with an error at once. */
+void request_handle(struct request_owner *o, struct client *c, const uint8_t *body, size_t len);
 
 /* Completing: exactly one of these ends a request and frees it.
  *

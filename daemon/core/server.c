@@ -11,37 +11,43 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "backend.h"
-#include "client.h"
-#include "listener.h"
 #include "log.h"
-#include "ops_core.h"
-#include "request.h"
 #include "server.h"
+#include "telemetry.h"
 
 /* How long clients get to read their last responses after the drain
  * timeout, before they are cut off. */
 #define FINAL_FLUSH_MS 1000
 
-int server_add_op(struct server *s, const char *name, op_run_fn run, struct backend *b, int kind)
+static void on_client_closed(void *arg, struct client *c)
 {
-    if (s->nops == SERVER_MAX_OPS || server_find_op(s, name, strlen(name)))
-        return FE_INTERNAL;
-    struct op *op = &s->ops[s->nops++];
-    memset(op, 0, sizeof(*op));
-    op->name = name;
-    op->run = run;
-    op->backend = b;
-    op->kind = kind;
-    return 0;
+    struct server *s = arg;
+    for (size_t i = 0; i < s->nbackends; i++)
+        if (s->backends[i]->ops->client_closed)
+            s->backends[i]->ops->client_closed(s->backends[i], c);
 }
 
-struct op *server_find_op(struct server *s, const char *name, size_t len)
+static void server_stop(struct server *s);
+
+/* A client or request went away: a drain ends with the last client. */
+static void on_clients_idle(void *arg)
 {
-    for (size_t i = 0; i < s->nops; i++)
-        if (strlen(s->ops[i].name) == len && memcmp(s->ops[i].name, name, len) == 0)
-            return &s->ops[i];
-    return NULL;
+    struct server *s = arg;
+    if (s->rq.draining && !s->stopping && dlist_empty(&s->clients.list))
+        server_stop(s);
+}
+
+static void on_backend_changed(void *arg);
+
+void server_init(struct server *s)
+{
+    s->loop = uv_default_loop();
+    s->host.loop = s->loop;
+    s->host.ops = &s->ops;
+    s->host.cfg = &s->cfg;
+    s->host.flusher = &s->flusher;
+    s->host.arg = s;
+    s->host.changed = on_backend_changed;
 }
 
 static void server_stop(struct server *s)
@@ -51,9 +57,9 @@ static void server_stop(struct server *s)
     s->stopping = true;
     log_info("stopping");
     struct dlist *pos, *tmp;
-    dlist_foreach_safe(pos, tmp, &s->clients)
+    dlist_foreach_safe(pos, tmp, &s->clients.list)
         client_close(container_of(pos, struct client, node), "daemon stopping");
-    listener_close(s);
+    listener_close(&s->listener);
     for (size_t i = 0; i < s->nbackends; i++)
         s->backends[i]->ops->close(s->backends[i]);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
@@ -62,18 +68,11 @@ static void server_stop(struct server *s)
     uv_close((uv_handle_t *)&s->drain_timer, NULL);
     uv_close((uv_handle_t *)&s->ready_timer, NULL);
     notify_close(&s->notify);
-    uv_close((uv_handle_t *)&s->resume_idle, NULL);
+    client_set_close(&s->clients);
     flusher_close(&s->flusher);
-    deadlines_close(&s->deadlines);
-    deadlines_close(&s->frame_deadlines);
+    deadlines_close(&s->rq.deadlines);
     /* Last: it exports what is queued, then closes its own handles. */
     telemetry_stop(s->tel);
-}
-
-void server_check_drained(struct server *s)
-{
-    if (s->draining && !s->stopping && dlist_empty(&s->clients))
-        server_stop(s);
 }
 
 static void on_final_flush(uv_timer_t *t)
@@ -88,10 +87,10 @@ static void on_drain_timeout(uv_timer_t *t)
     struct server *s = container_of(t, struct server, drain_timer);
     log_warn("drain timeout: answering the remaining requests with shutting_down");
     struct dlist *pos, *tmp;
-    dlist_foreach_safe(pos, tmp, &s->clients) {
+    dlist_foreach_safe(pos, tmp, &s->clients.list) {
         struct client *c = container_of(pos, struct client, node);
-        while (!dlist_empty(&c->inflight) && !c->closing) {
-            struct request *r = container_of(c->inflight.next, struct request, client_node);
+        while (!dlist_empty(&c->ro.inflight) && !c->closing) {
+            struct request *r = container_of(c->ro.inflight.next, struct request, client_node);
             if (r->backend) {
                 r->backend->ops->cancel(r->backend, r);
                 r->backend = NULL;
@@ -101,30 +100,30 @@ static void on_drain_timeout(uv_timer_t *t)
     }
     if (!s->stopping)
         uv_timer_start(&s->drain_timer, on_final_flush, FINAL_FLUSH_MS, 0);
-    server_check_drained(s);
+    on_clients_idle(s);
 }
 
 void server_drain(struct server *s, const char *why)
 {
-    if (s->draining) {
+    if (s->rq.draining) {
         log_warn("%s again: not waiting for the drain", why);
         on_drain_timeout(&s->drain_timer);
         return;
     }
-    s->draining = true;
+    s->rq.draining = true;
     uv_timer_stop(&s->ready_timer);
     notify_send(&s->notify, "STOPPING=1\nSTATUS=draining (%s)", why);
     size_t inflight = 0;
     struct dlist *pos, *tmp;
-    dlist_foreach(pos, &s->clients)
-        inflight += container_of(pos, struct client, node)->ninflight;
+    dlist_foreach(pos, &s->clients.list)
+        inflight += container_of(pos, struct client, node)->ro.ninflight;
     log_info("%s: draining (%zu clients, %zu requests in flight, timeout %ld ms)", why,
-             s->nclients, inflight, s->cfg.drain_timeout_ms);
-    listener_close(s);
+             s->clients.n, inflight, s->cfg.drain_timeout_ms);
+    listener_close(&s->listener);
     uv_timer_start(&s->drain_timer, on_drain_timeout, (uint64_t)s->cfg.drain_timeout_ms, 0);
-    dlist_foreach_safe(pos, tmp, &s->clients)
+    dlist_foreach_safe(pos, tmp, &s->clients.list)
         client_finish(container_of(pos, struct client, node));
-    server_check_drained(s);
+    on_clients_idle(s);
 }
 
 /* Reloads the file and environment (and re-applies the flags on top).
@@ -153,8 +152,8 @@ static void server_reload(struct server *s)
         return;
     }
     int changed = 0;
-    for (size_t i = 0; i < cfg_nkeys; i++) {
-        const struct cfg_key *k = &cfg_keys[i];
+    for (size_t i = 0, n = config_nkeys(); i < n; i++) {
+        const struct cfg_key *k = config_key(i);
         char a[1024], b[1024];
         config_format(&s->cfg, k, a, sizeof(a));
         config_format(&next, k, b, sizeof(b));
@@ -225,9 +224,10 @@ static void server_ready(struct server *s, const char *late)
  * STATUS= follows the backends (what `systemctl status` shows), on each
  * change between all up and not: a Redis that stays down retries every
  * few seconds, and each attempt need not be a datagram. */
-void server_backend_changed(struct server *s)
+static void on_backend_changed(void *arg)
 {
-    if (!s->listening || s->draining)
+    struct server *s = arg;
+    if (!s->listener.listening || s->rq.draining)
         return;
     bool up = server_backends_up(s);
     if (!s->ready_sent) {
@@ -292,21 +292,33 @@ int server_run(struct server *s)
      * size for good. A fixed threshold keeps large buffers in their own
      * mappings, which free() gives back. */
     mallopt(M_MMAP_THRESHOLD, 256 * 1024);
-    s->loop = uv_default_loop();
-    dlist_init(&s->clients);
-    dlist_init(&s->resume);
     s->started_ms = uv_now(s->loop);
     s->exit_code = 0;
     signal(SIGPIPE, SIG_IGN); /* writes to vanished clients return EPIPE */
     log_threshold = (enum log_level)s->cfg.log_level;
 
     flusher_init(&s->flusher, s->loop);
-    deadlines_init(&s->deadlines, s->loop, request_expired);
-    deadlines_init(&s->frame_deadlines, s->loop, client_frame_expired);
+    s->rq.loop = s->loop;
+    s->rq.cfg = &s->cfg;
+    s->rq.ops = &s->ops;
+    s->rq.counters = &s->counters;
+    s->rq.tel = s->tel;
+    s->host.tel = s->tel;
+    deadlines_init(&s->rq.deadlines, s->loop, request_expired);
+    client_set_init(&s->clients, s->loop);
+    s->clients.cfg = &s->cfg;
+    s->clients.counters = &s->counters;
+    s->clients.rq = &s->rq;
+    s->clients.flusher = &s->flusher;
+    s->clients.hook_arg = s;
+    s->clients.closed = on_client_closed;
+    s->clients.idle = on_clients_idle;
+    s->clients.fd_reserve = SERVER_FD_RESERVE;
+    for (size_t i = 0; i < s->nbackends; i++)
+        s->clients.fd_reserve += s->backends[i]->fds;
     uv_timer_init(s->loop, &s->drain_timer);
     uv_timer_init(s->loop, &s->ready_timer);
     notify_open(&s->notify, s->loop);
-    uv_idle_init(s->loop, &s->resume_idle);
     uv_signal_init(s->loop, &s->sigterm);
     uv_signal_init(s->loop, &s->sigint);
     uv_signal_init(s->loop, &s->sighup);
@@ -315,9 +327,9 @@ int server_run(struct server *s)
     uv_signal_start(&s->sigint, on_signal, SIGINT);
     uv_signal_start(&s->sighup, on_signal, SIGHUP);
 
-    if (ops_core_register(s) != 0 || listener_open(s) != 0) {
+    if (listener_open(&s->listener, s->loop, &s->cfg, &s->clients) != 0) {
         s->exit_code = 1;
-        s->draining = true;
+        s->rq.draining = true;
         server_stop(s);
     } else {
         for (size_t i = 0; i < s->nbackends; i++) {
@@ -325,7 +337,7 @@ int server_run(struct server *s)
             if (b->ops->start(b) != 0) {
                 log_error("backend %s failed to start", b->ops->name);
                 s->exit_code = 1;
-                s->draining = true;
+                s->rq.draining = true;
                 server_stop(s);
                 break;
             }
@@ -351,8 +363,7 @@ int server_run(struct server *s)
     }
     for (size_t i = 0; i < s->nbackends; i++)
         s->backends[i]->ops->destroy(s->backends[i]);
-    for (size_t i = 0; i < s->nops; i++)
-        histogram_free(&s->ops[i].duration);
+    ops_free(&s->ops);
     log_info("exited");
     return s->exit_code;
 }

@@ -1,7 +1,10 @@
-/* server.h: the daemon's context, passed to every part instead of a global.
+/* server.h: the daemon's life: start, signals, reload, drain, stop.
  *
- * It owns the loop's long-lived handles (listener, signals, flusher,
- * deadline timer), the clients, the op table and the backends. */
+ * The server owns the parts and gives each the narrow struct it needs:
+ * the listener, the clients (struct client_set), the request path
+ * (struct request_ctx), the op table and the backends (struct
+ * backend_host). None of them includes this header; ops_core.c, which
+ * reports on the whole daemon, and main.c do. */
 #ifndef FERRY_SERVER_H
 #define FERRY_SERVER_H
 
@@ -9,60 +12,24 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "client.h"
+#include "backend.h"
 #include "config.h"
-#include "deadline.h"
-#include "errors.h"
-#include "list.h"
+#include "counters.h"
+#include "listener.h"
 #include "notify.h"
+#include "ops.h"
 #include "outq.h"
-#include "telemetry.h"
+#include "request.h"
 
 struct backend;
-struct request;
 
-/* Daemon-wide counters, declared once: stats and the metrics read them
- * from here. X(name, help) */
-#define SERVER_COUNTERS(X)                                                          \
-    X(clients_accepted, "client connections accepted")                              \
-    X(clients_rejected, "connections refused: max_clients reached, or out of descriptors") \
-    X(clients_dropped_slow, "clients disconnected for not reading their responses") \
-    X(clients_dropped_framing, "clients disconnected because framing was lost")     \
-    X(clients_dropped_memory, "clients cut off because max_buffered was reached")   \
-    X(clients_dropped_frame_timeout, "clients that did not finish a frame in time") \
-    X(frames_in, "request frames received")                                         \
-    X(bytes_in, "bytes received from clients")
-
-struct server_counters {
-#define SC_FIELD(name, help) uint64_t name;
-    SERVER_COUNTERS(SC_FIELD)
-#undef SC_FIELD
-};
-
-/* A request ends with an error code, with a result, or abandoned because
- * its client went away. */
-#define OUTCOME_OK FE_NCODES
-#define OUTCOME_ABANDONED (FE_NCODES + 1)
-#define NOUTCOMES (FE_NCODES + 2)
-
-typedef int (*op_run_fn)(struct server *s, struct request *r);
-
-/* One op: a built-in handler, or a backend and the kind it gave. */
-struct op {
-    const char *name;                 /* refers: a static string */
-    op_run_fn run;                    /* built-in handler, or NULL */
-    struct backend *backend;          /* refers: the backend that serves it */
-    int kind;                         /* backend-private op number */
-    uint64_t outcomes[NOUTCOMES];     /* by fe_index(), OUTCOME_OK, OUTCOME_ABANDONED */
-    struct histogram duration;        /* owns: seconds, for ferry.request.duration */
-};
-
-/* Descriptors kept free of clients for ferryd's own use (backend
- * connections beyond redis_pool, the OTLP exporter's sockets, the AMQP
- * thread, the loop): a client past the limit is refused with 'overloaded'
- * rather than leaving no descriptor for a reconnect. */
+/* Descriptors kept free of clients for ferryd's own use beyond what the
+ * backends declare (the OTLP exporter's sockets, the AMQP thread, the
+ * loop): a client past the limit is refused with 'overloaded' rather than
+ * leaving no descriptor for a reconnect. */
 #define SERVER_FD_RESERVE 32
 
-#define SERVER_MAX_OPS 64
 #define SERVER_MAX_BACKENDS 4
 
 struct server {
@@ -73,53 +40,37 @@ struct server {
     char **overrides;                /* refers: "key=value" from flags, re-applied on reload */
     int noverrides;
 
-    uv_pipe_t listener;
-    bool listening;
-    bool socket_bound;               /* we created the socket file and must unlink it */
+    struct listener listener;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t drain_timer;
     struct notify notify;            /* the service manager (systemd), when it asked */
     uv_timer_t ready_timer;          /* bounds the wait for backends before READY=1 */
     bool ready_sent;                 /* READY=1 has been sent since the start */
     bool status_up;                  /* the last STATUS= said every backend was up */
-    uv_idle_t resume_idle;           /* resumes clients paused by backpressure */
-    struct dlist resume;             /* clients waiting for resume_idle */
     struct flusher flusher;
-    struct deadlines deadlines;
-    struct deadlines frame_deadlines; /* clients part-way through sending a frame */
+    struct request_ctx rq;           /* what every request needs */
+    struct client_set clients;       /* every open client */
 
-    struct dlist clients;            /* every open client */
-    size_t nclients;
-    uint64_t buffered_in;            /* bytes in clients' input buffers */
-    uint64_t buffered_out;           /* bytes of responses queued for clients */
-    long fd_limit;                   /* RLIMIT_NOFILE's soft limit in force */
-    uint64_t next_client_id;
-
-    struct op ops[SERVER_MAX_OPS];
-    size_t nops;
+    struct ops ops;                  /* owns: the op table */
+    struct backend_host host;        /* what the backends may reach */
     struct backend *backends[SERVER_MAX_BACKENDS]; /* owns */
     size_t nbackends;
 
-    struct server_counters counters;
+    struct counters counters;
     struct telemetry *tel;           /* owns */
     uint64_t started_ms;
-    bool draining;
     bool stopping;                   /* handles are being closed */
     int exit_code;
 };
 
+/* Prepares s for config loading and for the backends' constructors: the
+ * loop, the op table and the host the backends are given. */
+void server_init(struct server *s);
 /* Listens, starts the backends and runs the loop until shutdown. Returns
  * the process exit code. */
 int server_run(struct server *s);
-int server_add_op(struct server *s, const char *name, op_run_fn run, struct backend *b, int kind);
-struct op *server_find_op(struct server *s, const char *name, size_t len);
 /* Begins a graceful drain, as SIGTERM does. */
 void server_drain(struct server *s, const char *why);
-/* Called whenever a client or request goes away, to finish a drain. */
-void server_check_drained(struct server *s);
-/* Called by a backend whose health may have changed: at start, READY=1
- * goes out once every configured backend is up. */
-void server_backend_changed(struct server *s);
 /* Whether every configured backend is up. */
 bool server_backends_up(struct server *s);
 

@@ -20,7 +20,8 @@
 #include "log.h"
 #include "reqring.h"
 #include "request.h"
-#include "server.h"
+#include "mq_settings.h"
+#include "ops.h"
 #include "telemetry.h"
 #include "trace_context.h"
 
@@ -43,7 +44,7 @@ struct amqp_sub {
 
 struct amqp_backend {
     struct backend base;
-    struct amqp_addr *addrs; /* owns */
+    struct url_amqp *addrs; /* owns */
     size_t naddrs;
     bool enabled;            /* an amqp_url is configured */
     struct amqp_worker wk;
@@ -285,7 +286,7 @@ static struct amqp_cmd *build(struct amqp_backend *ab, struct request *r, const 
         [OP_RPC] = AC_RPC,
     };
     enum op_kind op = (enum op_kind)r->op->kind;
-    uint64_t deadline = amqp_now_ms() + (r->deadline.at - uv_now(ab->base.server->loop));
+    uint64_t deadline = amqp_now_ms() + (r->deadline.at - uv_now(ab->base.host->loop));
     struct amqp_cmd *c = amqp_cmd_new(kinds[op], 0, deadline);
     struct args a = {.map = map, .bad = NULL, .pool = &c->pool};
     *code = FE_BAD_REQUEST;
@@ -379,7 +380,7 @@ static struct amqp_cmd *build(struct amqp_backend *ab, struct request *r, const 
         const cbor_item_t *pf = arg(&a, "prefetch");
         if (pf && (!cbor_isa_uint(pf) || cbor_get_int(pf) < 1 || cbor_get_int(pf) > 65535))
             a.bad = a.bad ? a.bad : "prefetch must be 1..65535";
-        c->prefetch = pf && !a.bad ? (uint16_t)cbor_get_int(pf) : (uint16_t)ab->base.server->cfg.amqp_prefetch;
+        c->prefetch = pf && !a.bad ? (uint16_t)cbor_get_int(pf) : (uint16_t)mq_settings_of(ab->base.host->cfg)->prefetch;
         c->no_ack = arg_bool(&a, "no_ack", false);
         c->exclusive = arg_bool(&a, "exclusive", false);
         c->client_id = r->client->id;
@@ -561,7 +562,7 @@ static void annotate(struct amqp_backend *ab, struct request *r, struct amqp_cmd
 static struct span *delivery_span(struct amqp_backend *ab, const struct amqp_sub *s, const struct amqp_event *e,
                                   char *tp_out)
 {
-    struct telemetry *t = ab->base.server->tel;
+    struct telemetry *t = ab->base.host->tel;
     struct span *sp = telemetry_span_start(t, e->traceparent, strlen(e->traceparent), e->tracestate,
                                            strlen(e->tracestate), SK_CONSUMER, "process", uv_hrtime());
     struct trace_ctx tc;
@@ -629,7 +630,7 @@ static void ab_submit(struct backend *b, struct request *r)
         request_fail(r, FE_UNAVAILABLE, msg);
         return;
     }
-    if (reqring_size(&ab->pending) >= (size_t)b->server->cfg.amqp_max_pending) {
+    if (reqring_size(&ab->pending) >= (size_t)mq_settings_of(b->host->cfg)->max_pending) {
         amqp_cmd_free(c);
         request_fail(r, FE_OVERLOADED, NULL);
         return;
@@ -754,7 +755,7 @@ static void handle_event(struct amqp_backend *ab, struct amqp_event *e)
         struct span *sp = ended ? NULL : delivery_span(ab, s, e, tp);
         client_push(c, s->sub, e->message, e->data.data, e->data.len, tp[0] ? tp : NULL);
         if (sp)
-            telemetry_span_end(ab->base.server->tel, sp, uv_hrtime(), NULL, NULL);
+            telemetry_span_end(ab->base.host->tel, sp, uv_hrtime(), NULL, NULL);
         if (ended)
             drop_sub(ab, s, false);
         break;
@@ -763,7 +764,7 @@ static void handle_event(struct amqp_backend *ab, struct amqp_event *e)
         ab->state = e->up ? AS_UP : AS_DOWN;
         ab->blocked = e->blocked;
         snprintf(ab->last_error, sizeof(ab->last_error), "%s", e->message);
-        server_backend_changed(ab->base.server);
+        backend_changed(&ab->base);
         break;
     case AE_STOPPED:
         amqp_worker_join(&ab->wk);
@@ -817,16 +818,16 @@ static int ab_start(struct backend *b)
     struct amqp_backend *ab = ab_of(b);
     if (!ab->enabled)
         return 0;
-    struct server *s = b->server;
-    uv_async_init(s->loop, &ab->async, on_async);
-    uv_timer_init(s->loop, &ab->stop_timer);
+    const struct mq_settings *st = mq_settings_of(b->host->cfg);
+    uv_async_init(b->host->loop, &ab->async, on_async);
+    uv_timer_init(b->host->loop, &ab->stop_timer);
     ab->handles_open = true;
     ab->wk.async = &ab->async;
     ab->wk.addrs = ab->addrs;
     ab->wk.naddrs = ab->naddrs;
-    ab->wk.connect_timeout_ms = (uint64_t)s->cfg.amqp_connect_timeout_ms;
-    ab->wk.backoff_min_ms = (uint64_t)s->cfg.amqp_backoff_min_ms;
-    ab->wk.backoff_max_ms = (uint64_t)s->cfg.amqp_backoff_max_ms;
+    ab->wk.connect_timeout_ms = (uint64_t)st->connect_timeout_ms;
+    ab->wk.backoff_min_ms = (uint64_t)st->backoff_min_ms;
+    ab->wk.backoff_max_ms = (uint64_t)st->backoff_max_ms;
     if (amqp_worker_start(&ab->wk) != 0) {
         log_error("amqp: cannot start the worker thread");
         return FE_INTERNAL;
@@ -915,7 +916,7 @@ static void ab_destroy(struct backend *b)
     while (!dlist_empty(&ab->subs))
         drop_sub(ab, container_of(ab->subs.next, struct amqp_sub, node), false);
     for (size_t i = 0; i < ab->naddrs; i++)
-        amqp_addr_free(&ab->addrs[i]);
+        url_amqp_free(&ab->addrs[i]);
     free(ab->addrs);
     reqring_free(&ab->pending);
     free(ab);
@@ -936,14 +937,16 @@ static const struct backend_ops amqp_ops_vt = {
     .destroy = ab_destroy,
 };
 
-struct backend *amqp_backend_new(struct server *s, char *err, size_t errlen)
+/* Parses the AMQP keys and registers the AMQP ops. Returns the backend,
+ * or NULL with a message naming the key in err. */
+static struct backend *ab_create(const struct backend_host *h, char *err, size_t errlen)
 {
     struct amqp_backend *ab = xcalloc(1, sizeof(*ab));
     ab->base.ops = &amqp_ops_vt;
-    ab->base.server = s;
+    ab->base.host = h;
     dlist_init(&ab->subs);
     reqring_init(&ab->pending);
-    const char *spec = s->cfg.amqp_url;
+    const char *spec = mq_settings_of(h->cfg)->url;
     char *copy = xstrdup(spec);
     for (char *save = NULL, *u = strtok_r(copy, ",", &save); u; u = strtok_r(NULL, ",", &save)) {
         while (*u == ' ')
@@ -962,14 +965,17 @@ struct backend *amqp_backend_new(struct server *s, char *err, size_t errlen)
     }
     free(copy);
     ab->enabled = ab->naddrs > 0;
+    ab->base.fds = ab->enabled ? 1 : 0;
     /* Without a broker the ops are not served at all: hello lists only what
      * can work, and a client that sends one anyway gets unknown_op, which
      * no retry will change, rather than unavailable, which invites one. */
     for (size_t i = 0; ab->enabled && i < sizeof(amqp_ops) / sizeof(amqp_ops[0]); i++)
-        if (server_add_op(s, amqp_ops[i].name, NULL, &ab->base, amqp_ops[i].kind) != 0) {
+        if (ops_add(h->ops, amqp_ops[i].name, NULL, NULL, &ab->base, amqp_ops[i].kind) != 0) {
             snprintf(err, errlen, "cannot register the AMQP ops");
             ab_destroy(&ab->base);
             return NULL;
         }
     return &ab->base;
 }
+
+const struct backend_kind amqp_backend_kind = {"amqp", &mq_settings_section, ab_create};

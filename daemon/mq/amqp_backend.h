@@ -1,15 +1,11 @@
-/* amqp_backend.h: the RabbitMQ backend (the AMQP ops). */
+/* amqp_backend.h: the RabbitMQ backend (the AMQP ops). With an empty
+ * amqp_url its ops are not registered at all. */
 #ifndef FERRY_AMQP_BACKEND_H
 #define FERRY_AMQP_BACKEND_H
 
-#include <stddef.h>
+#include "backend.h"
 
-struct backend;
-struct server;
-
-/* Parses the AMQP settings in s->cfg and registers the AMQP ops. With an
- * empty amqp_url the ops are registered but answer 'unavailable'. Returns
- * the backend, or NULL with a message naming the key in err. */
-struct backend *amqp_backend_new(struct server *s, char *err, size_t errlen);
+/* The backend table's row (backends.c). */
+extern const struct backend_kind amqp_backend_kind;
 
 #endif

@@ -1036,7 +1036,7 @@ static amqp_table_entry_t entry_bool(const char *k, bool v)
     return e;
 }
 
-static int try_connect(struct amqp_worker *wk, const struct amqp_addr *a)
+static int try_connect(struct amqp_worker *wk, const struct url_amqp *a)
 {
     struct amqp_wstate *st = wk->w;
     struct timeval tv = {.tv_sec = (time_t)(wk->connect_timeout_ms / 1000),
@@ -1136,7 +1136,7 @@ static void connect_now(struct amqp_worker *wk)
 {
     struct amqp_wstate *st = wk->w;
     for (size_t k = 0; k < wk->naddrs; k++) {
-        const struct amqp_addr *a = &wk->addrs[(st->addr_next + k) % wk->naddrs];
+        const struct url_amqp *a = &wk->addrs[(st->addr_next + k) % wk->naddrs];
         if (try_connect(wk, a) == 0) {
             st->addr_next = (st->addr_next + k) % wk->naddrs;
             st->failures = 0;

@@ -124,7 +124,7 @@ struct amqp_worker {
     struct amqp_counters counters;
 
     /* Set before the thread starts, then read-only. */
-    struct amqp_addr *addrs;   /* refers: owned by the backend */
+    struct url_amqp *addrs;   /* refers: owned by the backend */
     size_t naddrs;
     uint64_t connect_timeout_ms, backoff_min_ms, backoff_max_ms;
     pthread_t thread;

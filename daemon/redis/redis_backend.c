@@ -12,8 +12,9 @@
 #include "log.h"
 #include "redis_backend.h"
 #include "redis_conn.h"
+#include "ops.h"
+#include "rds_config.h"
 #include "request.h"
-#include "server.h"
 #include "telemetry.h"
 
 enum { OP_REDIS = 1 };
@@ -125,7 +126,7 @@ static void annotate(struct redis_backend *rb, struct request *r, const struct r
     r->db_system = "redis";
     if (!r->span && !r->span_on_demand)
         return; /* not traced */
-    const char *mode = rb->base.server->cfg.redis_query_text;
+    const char *mode = rb->t.rc->query_text;
     /* Scripts: the function (FCALL) or script digest (EVALSHA) run. */
     bool script = argc > 1 && (r->db_operation[0] == 'F' || r->db_operation[0] == 'E') &&
                   (!strcmp(r->db_operation, "FCALL") || !strcmp(r->db_operation, "FCALL_RO") ||
@@ -186,7 +187,7 @@ static void annotate(struct redis_backend *rb, struct request *r, const struct r
     if (c)
         span_attr_cstr(sp, "network.peer.address", c->peer);
     if (slot) {
-        const struct span_shape *sh = telemetry_shape(rb->base.server->tel, sp);
+        const struct span_shape *sh = telemetry_shape(rb->base.host->tel, sp);
         if (sh) {
             slot->w[0] = w[0];
             slot->w[1] = w[1];
@@ -282,13 +283,13 @@ static int rb_timeout_code(struct backend *b, struct request *r)
 static void on_target_changed(struct redis_target *t)
 {
     struct redis_backend *rb = container_of(t, struct redis_backend, t);
-    server_backend_changed(rb->base.server);
+    backend_changed(&rb->base);
 }
 
 static int rb_start(struct backend *b)
 {
     struct redis_backend *rb = rb_of(b);
-    rb->t.loop = b->server->loop; /* the loop exists from server_run on */
+    rb->t.loop = b->host->loop; /* the loop exists from server_run on */
     log_info("redis backend: %s, %zu connection%s", rb->t.url_redacted, rb->nconns,
              rb->nconns == 1 ? "" : "s");
     for (size_t i = 0; i < rb->nconns; i++)
@@ -382,7 +383,7 @@ static void rb_reload(struct backend *b, const struct config *cfg)
     struct redis_deny d;
     char err[256];
     /* A bad list in the new file keeps the old one in force. */
-    if (redis_deny_parse(cfg->redis_deny, &d, err, sizeof(err)) != 0) {
+    if (redis_deny_parse(rds_config_of(cfg)->deny, &d, err, sizeof(err)) != 0) {
         log_error("reload: %s", err);
         return;
     }
@@ -407,7 +408,7 @@ static void rb_destroy(struct backend *b)
     if (rb->control)
         redis_conn_free(rb->control);
     redis_deny_free(&rb->deny);
-    redis_addr_free(&rb->t.addr);
+    url_redis_free(&rb->t.addr);
     free(rb->shapes);
     free(rb);
 }
@@ -427,39 +428,46 @@ static const struct backend_ops redis_ops = {
     .destroy = rb_destroy,
 };
 
-struct backend *redis_backend_new(struct server *s, char *err, size_t errlen)
+/* Parses the Redis keys, registers the 'redis' op and returns the
+ * backend, or NULL with a message naming the key in err. */
+static struct backend *rb_create(const struct backend_host *h, char *err, size_t errlen)
 {
+    const struct rds_config *rc = rds_config_of(h->cfg);
     struct redis_backend *rb = xcalloc(1, sizeof(*rb));
     rb->base.ops = &redis_ops;
-    rb->base.server = s;
+    rb->base.host = h;
     char why[256];
-    if (url_parse_redis(s->cfg.redis_url, &rb->t.addr, why, sizeof(why)) != 0) {
+    if (url_parse_redis(rc->url, &rb->t.addr, why, sizeof(why)) != 0) {
         snprintf(err, errlen, "key 'redis_url': %s", why);
         free(rb);
         return NULL;
     }
-    if (redis_deny_parse(s->cfg.redis_deny, &rb->deny, err, errlen) != 0) {
-        redis_addr_free(&rb->t.addr);
+    if (redis_deny_parse(rc->deny, &rb->deny, err, errlen) != 0) {
+        url_redis_free(&rb->t.addr);
         free(rb);
         return NULL;
     }
-    url_redact(s->cfg.redis_url, rb->t.url_redacted, sizeof(rb->t.url_redacted));
+    url_redact(rc->url, rb->t.url_redacted, sizeof(rb->t.url_redacted));
     rb->t.rng = (uint32_t)time(NULL) ^ ((uint32_t)getpid() << 16);
-    rb->t.cfg = &s->cfg;
-    rb->t.flusher = &s->flusher;
+    rb->t.cfg = h->cfg;
+    rb->t.rc = rc;
+    rb->t.flusher = h->flusher;
     rb->t.changed = on_target_changed;
     snprintf(rb->db_text, sizeof(rb->db_text), "%d", rb->t.addr.db);
     rb->path_len = strlen(rb->t.addr.path);
-    rb->nconns = (size_t)s->cfg.redis_pool;
+    rb->nconns = (size_t)rc->pool;
+    rb->base.fds = rc->pool + 1; /* and the control connection */
     rb->conns = xcalloc(rb->nconns, sizeof(*rb->conns));
     for (size_t i = 0; i < rb->nconns; i++)
         rb->conns[i] = redis_conn_new(&rb->t, (unsigned)i);
     rb->control = redis_conn_new(&rb->t, (unsigned)rb->nconns);
     rb->control->control = true;
-    if (server_add_op(s, "redis", NULL, &rb->base, OP_REDIS) != 0) {
+    if (ops_add(h->ops, "redis", NULL, NULL, &rb->base, OP_REDIS) != 0) {
         snprintf(err, errlen, "cannot register the redis op");
         rb_destroy(&rb->base);
         return NULL;
     }
     return &rb->base;
 }
+
+const struct backend_kind redis_backend_kind = {"redis", &rds_config_section, rb_create};

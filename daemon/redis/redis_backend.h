@@ -30,9 +30,8 @@ struct redis_backend {
     struct rb_shape *shapes;     /* owns: RB_SHAPES span shapes by command; NULL until traced */
 };
 
-/* Parses the Redis settings in s->cfg, registers the 'redis' op and
- * returns the backend, or NULL with a message naming the key in err. */
-struct backend *redis_backend_new(struct server *s, char *err, size_t errlen);
+/* The backend table's row (backends.c). */
+extern const struct backend_kind redis_backend_kind;
 
 
 #endif

@@ -27,6 +27,7 @@
 #include "errors.h"
 #include "log.h"
 #include "redis_command.h"
+#include "rds_config.h"
 #include "redis_conn.h"
 #include "redis_reply.h"
 #include "resp_guard.h"
@@ -45,7 +46,6 @@ static char handshake_marker, kill_marker;
 
 static void begin_attempt(struct redis_conn *c);
 
-static const struct config *cfg(const struct redis_conn *c) { return c->t->cfg; }
 static uv_loop_t *loop(const struct redis_conn *c) { return c->t->loop; }
 
 const char *redis_conn_state_name(enum rconn_state s)
@@ -83,9 +83,8 @@ static void maybe_retry(struct redis_conn *c)
 {
     if (c->state != RC_CLOSING || c->io_open || c->gai_busy)
         return;
-    const struct config *k = cfg(c);
-    uint64_t delay = backoff_ms(&c->t->rng, c->failures, (uint64_t)k->redis_backoff_min_ms,
-                                      (uint64_t)k->redis_backoff_max_ms);
+    uint64_t delay = backoff_ms(&c->t->rng, c->failures, (uint64_t)c->t->rc->backoff_min_ms,
+                                      (uint64_t)c->t->rc->backoff_max_ms);
     c->state = RC_WAITING;
     log_debug("redis connection %u: retrying in %llu ms", c->index, (unsigned long long)delay);
     uv_timer_start(&c->timer, on_retry, delay, 0);
@@ -393,7 +392,7 @@ static void queue_handshake(struct redis_conn *c, int argc, const char **argv)
  * run authenticated, in the right database. */
 static void begin_attempt(struct redis_conn *c)
 {
-    const struct redis_addr *a = &c->t->addr;
+    const struct url_redis *a = &c->t->addr;
     if (c->reader)
         redisReaderFree(c->reader);
     c->reader = redisReaderCreate();
@@ -416,7 +415,7 @@ static void begin_attempt(struct redis_conn *c)
     const char *ping[1] = {"PING"};
     queue_handshake(c, 1, ping);
 
-    uv_timer_start(&c->timer, on_connect_timeout, (uint64_t)cfg(c)->redis_connect_timeout_ms, 0);
+    uv_timer_start(&c->timer, on_connect_timeout, (uint64_t)c->t->rc->connect_timeout_ms, 0);
     if (a->is_unix) {
         uv_pipe_init(loop(c), &c->io.pipe, 0);
         c->io_open = true;
@@ -469,7 +468,7 @@ void redis_conn_start(struct redis_conn *c)
 int redis_conn_send(struct redis_conn *c, struct request *r, int argc, const char *const *argv,
                     const size_t *lens)
 {
-    if (redis_conn_pending(c) >= (size_t)cfg(c)->redis_max_pending)
+    if (redis_conn_pending(c) >= (size_t)c->t->rc->max_pending)
         return FE_OVERLOADED;
     r->bseq = reqring_push(&c->ring, r);
     r->bdata = c;
@@ -490,7 +489,7 @@ bool redis_conn_is_head(const struct redis_conn *c, const struct request *r)
 
 void redis_conn_kill(struct redis_conn *c, const char *what)
 {
-    if (c->state != RC_READY || redis_conn_pending(c) >= (size_t)cfg(c)->redis_max_pending) {
+    if (c->state != RC_READY || redis_conn_pending(c) >= (size_t)c->t->rc->max_pending) {
         log_warn("redis: cannot send %s KILL: the control connection is %s", what,
                  redis_conn_state_name(c->state));
         return;

@@ -13,6 +13,7 @@
 #include "resp_guard.h"
 
 struct config;
+struct rds_config;
 struct flusher;
 struct request;
 
@@ -20,10 +21,11 @@ struct request;
  * with which settings. The backend owns it; its connections refer to it,
  * and need nothing else of the backend's. */
 struct redis_target {
-    struct redis_addr addr;       /* owns */
+    struct url_redis addr;       /* owns */
     char url_redacted[512];       /* for logs and stats */
     uint32_t rng;                 /* for backoff jitter */
     const struct config *cfg;     /* refers: the configuration in force (reloads change it in place) */
+    const struct rds_config *rc;  /* refers: its Redis keys, inside cfg */
     uv_loop_t *loop;              /* refers */
     struct flusher *flusher;      /* refers: the daemon's coalesced writes */
     /* Called when a pooled connection becomes ready or fails: the

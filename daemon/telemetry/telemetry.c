@@ -982,30 +982,30 @@ static void collect(struct telemetry *t, struct metric_sink *k)
     struct server *s = t->srv;
     k->n = k->npts = 0;
     add_metric(k, "ferry.requests", "Requests by op and outcome", "{request}", OM_SUM, true);
-    for (size_t i = 0; i < s->nops; i++)
+    for (size_t i = 0; i < s->ops.n; i++)
         for (int j = 0; j < NOUTCOMES; j++) {
-            if (!s->ops[i].outcomes[j])
+            if (!s->ops.op[i].outcomes[j])
                 continue;
             struct otlp_point *p = add_point(k);
             if (!p)
                 break;
-            p->attrs[0] = (struct otlp_kv){"op", s->ops[i].name, 0};
+            p->attrs[0] = (struct otlp_kv){"op", s->ops.op[i].name, 0};
             p->attrs[1] = (struct otlp_kv){"outcome",
                                            j == OUTCOME_OK ? "ok" : j == OUTCOME_ABANDONED ? "abandoned" : fe_name(-j - 1), 0};
             p->nattrs = 2;
-            p->value = (int64_t)s->ops[i].outcomes[j];
+            p->value = (int64_t)s->ops.op[i].outcomes[j];
         }
     add_metric(k, "ferry.request.duration", "Time from a request's arrival to its response", "s", OM_HISTOGRAM,
                false);
-    for (size_t i = 0; i < s->nops; i++) {
-        if (!s->ops[i].duration.counts)
+    for (size_t i = 0; i < s->ops.n; i++) {
+        if (!s->ops.op[i].duration.counts)
             continue;
         struct otlp_point *p = add_point(k);
         if (!p)
             break;
-        p->attrs[0] = (struct otlp_kv){"op", s->ops[i].name, 0};
+        p->attrs[0] = (struct otlp_kv){"op", s->ops.op[i].name, 0};
         p->nattrs = 1;
-        p->hist = &s->ops[i].duration;
+        p->hist = &s->ops.op[i].duration;
     }
     add_metric(k, "db.client.operation.duration", "Duration of database client operations", "s", OM_HISTOGRAM,
                false);
@@ -1022,7 +1022,7 @@ static void collect(struct telemetry *t, struct metric_sink *k)
     add_metric(k, "ferry.clients", "Connected clients", "{client}", OM_GAUGE, false);
     struct otlp_point *p = add_point(k);
     if (p)
-        p->value = (int64_t)s->nclients;
+        p->value = (int64_t)s->clients.n;
     add_metric(k, "ferry.backend.connections", "Backend connections by state", "{connection}", OM_GAUGE, false);
     struct metric_emit e = {.ctx = k, .connections = emit_connections, .counter = NULL};
     for (size_t i = 0; i < s->nbackends; i++)

@@ -9,7 +9,10 @@
 
 #include <cmocka.h>
 
+#include "backend.h"
 #include "config.h"
+#include "mq_settings.h"
+#include "rds_config.h"
 #include "url.h"
 
 static char *write_tmp(const char *text)
@@ -31,7 +34,8 @@ static void test_defaults_validate(void **st)
     config_defaults(&c);
     assert_string_equal(c.socket, FERRY_DEFAULT_SOCKET);
     assert_int_equal(c.socket_mode, 0660);
-    assert_int_equal(c.redis_pool, 1);
+    assert_int_equal(rds_config_of(&c)->pool, 1);
+    assert_int_equal(mq_settings_of(&c)->prefetch, 100);
     assert_int_equal(c.default_deadline_ms, 5000);
     assert_int_equal(config_validate(&c, err, sizeof(err)), 0);
     config_free(&c);
@@ -50,7 +54,7 @@ static void test_file_values_and_comments(void **st)
     assert_int_equal(c.max_clients, 7);
     assert_int_equal(c.socket_mode, 0600);
     assert_int_equal(c.log_level, 3);
-    assert_string_equal(c.redis_deny, " FLUSHALL , KEYS ");
+    assert_string_equal(rds_config_of(&c)->deny, " FLUSHALL , KEYS ");
     unlink(p);
     config_free(&c);
 }
@@ -112,7 +116,7 @@ static void test_value_checks_name_where(void **st)
     config_defaults(&c);
     assert_int_equal(config_set(&c, "redis_url", "http://x", "f.conf line 3", err, sizeof(err)), -1);
     assert_non_null(strstr(err, "f.conf line 3: key 'redis_url': "));
-    assert_string_equal(c.redis_url, "redis://127.0.0.1:6379/0");
+    assert_string_equal(rds_config_of(&c)->url, "redis://127.0.0.1:6379/0");
     assert_int_equal(config_set(&c, "amqp_url", "amqp://a/, ftp://b", "environment FERRY_AMQP_URL", err,
                                 sizeof(err)), -1);
     assert_non_null(strstr(err, "environment FERRY_AMQP_URL: key 'amqp_url': "));
@@ -145,7 +149,7 @@ static void test_env_overrides_file(void **st)
     assert_int_equal(config_load_file(&c, p, true, err, sizeof(err)), 0);
     setenv("FERRY_REDIS_URL", "redis://env:2/0", 1);
     assert_int_equal(config_load_env(&c, err, sizeof(err)), 0);
-    assert_string_equal(c.redis_url, "redis://env:2/0");
+    assert_string_equal(rds_config_of(&c)->url, "redis://env:2/0");
     assert_int_equal(c.max_clients, 5);
     setenv("FERRY_MAX_CLIENTS", "zero", 1);
     assert_int_equal(config_load_env(&c, err, sizeof(err)), -1);
@@ -170,10 +174,10 @@ static void test_example_file_parses_to_defaults(void **st)
     config_defaults(&b);
     assert_int_equal(config_set(&b, "max_clients", "3", "t", err, sizeof(err)), 0);
     assert_int_equal(config_load_file(&b, path, true, err, sizeof(err)), 0);
-    for (size_t i = 0; i < cfg_nkeys; i++) {
+    for (size_t i = 0; i < config_nkeys(); i++) {
         char x[1024], y[1024];
-        config_format(&a, &cfg_keys[i], x, sizeof(x));
-        config_format(&b, &cfg_keys[i], y, sizeof(y));
+        config_format(&a, config_key(i), x, sizeof(x));
+        config_format(&b, config_key(i), y, sizeof(y));
         assert_string_equal(x, y);
     }
     unlink(path);
@@ -184,14 +188,14 @@ static void test_example_file_parses_to_defaults(void **st)
 static void test_redis_urls(void **st)
 {
     (void)st;
-    struct redis_addr a;
+    struct url_redis a;
     char err[128];
     assert_int_equal(url_parse_redis("redis://localhost", &a, err, sizeof(err)), 0);
     assert_string_equal(a.host, "localhost");
     assert_int_equal(a.port, 6379);
     assert_int_equal(a.db, 0);
     assert_null(a.password);
-    redis_addr_free(&a);
+    url_redis_free(&a);
 
     assert_int_equal(url_parse_redis("redis://bob:s%40cret@10.0.0.1:6380/3", &a, err, sizeof(err)), 0);
     assert_string_equal(a.user, "bob");
@@ -199,20 +203,20 @@ static void test_redis_urls(void **st)
     assert_string_equal(a.host, "10.0.0.1");
     assert_int_equal(a.port, 6380);
     assert_int_equal(a.db, 3);
-    redis_addr_free(&a);
+    url_redis_free(&a);
 
     assert_int_equal(url_parse_redis("redis://:pw@[::1]:7000", &a, err, sizeof(err)), 0);
     assert_null(a.user);
     assert_string_equal(a.password, "pw");
     assert_string_equal(a.host, "::1");
     assert_int_equal(a.port, 7000);
-    redis_addr_free(&a);
+    url_redis_free(&a);
 
     assert_int_equal(url_parse_redis("unix:///run/redis.sock?db=2", &a, err, sizeof(err)), 0);
     assert_true(a.is_unix);
     assert_string_equal(a.path, "/run/redis.sock");
     assert_int_equal(a.db, 2);
-    redis_addr_free(&a);
+    url_redis_free(&a);
 
     const char *bad[] = {"http://x", "redis://", "redis://h:0", "redis://h:70000", "redis://h:p",
                          "redis://h/x", "unix://rel.sock", "unix:///s?db=x", "redis://[::1",
@@ -237,6 +241,37 @@ static void test_redact(void **st)
     assert_string_equal(out, "unix:///x.sock");
 }
 
+/* The backends' keys, registered as main.c does. */
+static int register_sections(void **st)
+{
+    (void)st;
+    const struct cfg_section *secs[8];
+    for (size_t i = 0; i < backend_nkinds; i++)
+        secs[i] = backend_kinds[i]->config;
+    config_register(secs, backend_nkinds);
+    return 0;
+}
+
+/* A section's values survive a copy and a reload-style replacement in
+ * place, and its strings are owned by each copy. */
+static void test_sections_copy(void **st)
+{
+    (void)st;
+    struct config a, b;
+    char err[256];
+    config_defaults(&a);
+    assert_int_equal(config_set(&a, "redis_url", "redis://h:7/2", "t", err, sizeof(err)), 0);
+    assert_int_equal(config_set(&a, "amqp_prefetch", "7", "t", err, sizeof(err)), 0);
+    config_copy(&b, &a);
+    config_free(&a);
+    assert_string_equal(rds_config_of(&b)->url, "redis://h:7/2");
+    assert_int_equal(mq_settings_of(&b)->prefetch, 7);
+    assert_int_equal(config_set(&b, "amqp_backoff_min_ms", "9000", "t", err, sizeof(err)), 0);
+    assert_int_equal(config_validate(&b, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "amqp_backoff_max_ms"));
+    config_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -249,6 +284,7 @@ int main(void)
         cmocka_unit_test(test_example_file_parses_to_defaults),
         cmocka_unit_test(test_redis_urls),
         cmocka_unit_test(test_redact),
+        cmocka_unit_test(test_sections_copy),
     };
-    return cmocka_run_group_tests_name("config_url", tests, NULL, NULL);
+    return cmocka_run_group_tests_name("config_url", tests, register_sections, NULL);
 }

@@ -1,0 +1,87 @@
+/* rds_config.c: the Redis backend's keys, checked with the same parsers
+ * the backend uses at start, so that a value it would refuse is refused
+ * where it is set. */
+#include <string.h>
+
+#include "rds_config.h"
+#include "redis_deny.h"
+#include "url.h"
+
+#define OFF(f) offsetof(struct rds_config, f)
+
+/* The default deny-list: commands that would harm every client of a shared
+ * connection (FLUSHALL, CONFIG, SHUTDOWN, MIGRATE ...), that change the
+ * connection's own state under other clients' feet (SELECT, AUTH, MULTI,
+ * CLIENT REPLY), or that block or subscribe, which later ops serve on
+ * dedicated connections. It guards against mistakes, not attackers:
+ * scripts can run any command (docs/protocol.md says how Redis's ACLs
+ * make a policy that holds). The rule syntax is in redis_deny.h. */
+#define DEFAULT_DENY                                                                 \
+    "FLUSHALL, FLUSHDB, CONFIG, SHUTDOWN, DEBUG, MONITOR, SLAVEOF, REPLICAOF, "      \
+    "CLIENT KILL, CLIENT PAUSE, CLIENT REPLY, SYNC, PSYNC, REPLCONF, SAVE, SWAPDB, " \
+    "FAILOVER, MODULE, ACL, SCRIPT FLUSH, FUNCTION FLUSH, MIGRATE, "                 \
+    "SELECT, AUTH, HELLO, RESET, QUIT, MULTI, EXEC, DISCARD, WATCH, UNWATCH, "       \
+    "SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE, UNSUBSCRIBE, PUNSUBSCRIBE, SUNSUBSCRIBE, "   \
+    "BLPOP, BRPOP, BRPOPLPUSH, BLMOVE, BLMPOP, BZPOPMIN, BZPOPMAX, BZMPOP, "         \
+    "WAIT, WAITAOF, XREAD [BLOCK] STREAMS, XREADGROUP GROUP * * [BLOCK] STREAMS"
+
+static int check_url(const char *v, char *why, size_t len)
+{
+    struct url_redis a;
+    memset(&a, 0, sizeof(a));
+    int rc = url_parse_redis(v, &a, why, len);
+    url_redis_free(&a);
+    return rc;
+}
+
+static int check_deny(const char *v, char *why, size_t len)
+{
+    struct redis_deny d;
+    if (redis_deny_parse(v, &d, why, len) != 0)
+        return -1;
+    redis_deny_free(&d);
+    return 0;
+}
+
+static int check_query_text(const char *v, char *why, size_t len)
+{
+    if (strcmp(v, "sanitized") && strcmp(v, "full") && strcmp(v, "off")) {
+        snprintf(why, len, "'%s' is not sanitized, full or off", v);
+        return -1;
+    }
+    return 0;
+}
+
+static const struct cfg_key keys[] = {
+    {"redis_url", CFG_STR, OFF(url), "redis://127.0.0.1:6379/0", 0, 0, false,
+     "redis://[user:password@]host:port[/db] or unix:///path/redis.sock[?db=N].", check_url},
+    {"redis_pool", CFG_INT, OFF(pool), "1", 1, 64, false,
+     "Connections to Redis; each carries many pipelined requests.", NULL},
+    {"redis_connect_timeout_ms", CFG_INT, OFF(connect_timeout_ms), "2000", 10, 600000, true,
+     "How long connecting (and the AUTH/SELECT/PING handshake) may take.", NULL},
+    {"redis_backoff_min_ms", CFG_INT, OFF(backoff_min_ms), "100", 1, 600000, true,
+     "First delay before reconnecting; it doubles on each failure, with jitter.", NULL},
+    {"redis_backoff_max_ms", CFG_INT, OFF(backoff_max_ms), "5000", 1, 3600000, true,
+     "Longest delay between reconnect attempts.", NULL},
+    {"redis_max_pending", CFG_INT, OFF(max_pending), "65536", 16, 10000000, true,
+     "Commands awaiting replies on one Redis connection; past this requests get 'overloaded'.", NULL},
+    {"redis_deny", CFG_STR, OFF(deny), DEFAULT_DENY, 0, 0, true,
+     "Comma-separated commands the 'redis' op refuses with 'denied'. 'CMD SUB' denies a subcommand; '*' is any argument; '[OPT] END' an option before END (see docs/protocol.md).", check_deny},
+    {"redis_query_text", CFG_STR, OFF(query_text), "sanitized", 0, 0, true,
+     "db.query.text on Redis spans: sanitized (arguments as ?), full, or off.", check_query_text},
+};
+
+static int validate(const void *values, char *err, size_t errlen)
+{
+    const struct rds_config *c = values;
+    if (c->backoff_max_ms < c->backoff_min_ms) {
+        snprintf(err, errlen, "key 'redis_backoff_max_ms': %ld is below redis_backoff_min_ms (%ld)",
+                 c->backoff_max_ms, c->backoff_min_ms);
+        return -1;
+    }
+    return 0;
+}
+
+const struct cfg_section rds_config_section = {
+    "redis", keys, sizeof(keys) / sizeof(keys[0]), sizeof(struct rds_config), validate,
+};
