@@ -4,10 +4,10 @@
  * from the table. */
 #include "amqp_backend.h"
 #include "backend.h"
-#include "redis_backend.h"
+#include "rds_backend.h"
 
 const struct backend_kind *const backend_kinds[] = {
-    &redis_backend_kind,
+    &rds_backend_kind,
     &amqp_backend_kind,
 };
 

@@ -9,7 +9,7 @@
  *   request.c    codec.c decodes --> op lookup --> deadline armed
  *       |                                               |
  *       +--> ops_core.c   ping / hello / stats (answer at once)
- *       +--> backend.h    submit() --> redis_backend.c --> redis_conn.c
+ *       +--> backend.h    submit() --> rds_backend.c --> rds_conn.c
  *                                                           | reply
  *   request.c    request_result_*() / request_fail()  <-----+
  *       |        (or: deadline expired --> cancel() --> "timeout")

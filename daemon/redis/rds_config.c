@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "rds_config.h"
-#include "redis_deny.h"
+#include "rds_deny.h"
 #include "url.h"
 
 #define OFF(f) offsetof(struct rds_config, f)
@@ -15,7 +15,7 @@
  * CLIENT REPLY), or that block or subscribe, which later ops serve on
  * dedicated connections. It guards against mistakes, not attackers:
  * scripts can run any command (docs/protocol.md says how Redis's ACLs
- * make a policy that holds). The rule syntax is in redis_deny.h. */
+ * make a policy that holds). The rule syntax is in rds_deny.h. */
 #define DEFAULT_DENY                                                                 \
     "FLUSHALL, FLUSHDB, CONFIG, SHUTDOWN, DEBUG, MONITOR, SLAVEOF, REPLICAOF, "      \
     "CLIENT KILL, CLIENT PAUSE, CLIENT REPLY, SYNC, PSYNC, REPLCONF, SAVE, SWAPDB, " \
@@ -36,10 +36,10 @@ static int check_url(const char *v, char *why, size_t len)
 
 static int check_deny(const char *v, char *why, size_t len)
 {
-    struct redis_deny d;
-    if (redis_deny_parse(v, &d, why, len) != 0)
+    struct rds_deny d;
+    if (rds_deny_parse(v, &d, why, len) != 0)
         return -1;
-    redis_deny_free(&d);
+    rds_deny_free(&d);
     return 0;
 }
 

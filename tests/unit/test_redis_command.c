@@ -1,4 +1,4 @@
-/* Unit tests: RESP command formatting (redis_command.c), checked against
+/* Unit tests: RESP command formatting (rds_command.c), checked against
  * hiredis's own formatter byte for byte. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,7 +9,7 @@
 #include <cmocka.h>
 #include <hiredis/hiredis.h>
 
-#include "redis_command.h"
+#include "rds_command.h"
 
 static void check(int argc, const char **argv, const size_t *lens)
 {
@@ -19,7 +19,7 @@ static void check(int argc, const char **argv, const size_t *lens)
     struct cbuf out;
     cbuf_init(&out);
     cbuf_put(&out, "prefix", 6); /* appends, never overwrites */
-    redis_command_format(&out, argc, argv, lens);
+    rds_command_format(&out, argc, argv, lens);
     assert_int_equal(out.len, 6 + (size_t)n);
     assert_memory_equal(out.data, "prefix", 6);
     assert_memory_equal(out.data + 6, want, (size_t)n);
@@ -67,5 +67,5 @@ int main(void)
         cmocka_unit_test(test_binary_and_empty),
         cmocka_unit_test(test_many_and_long),
     };
-    return cmocka_run_group_tests_name("redis_command", tests, NULL, NULL);
+    return cmocka_run_group_tests_name("rds_command", tests, NULL, NULL);
 }

@@ -1,5 +1,5 @@
-/* Unit tests: Redis reply -> CBOR mapping (redis_reply.c), the deny-list
- * (redis_deny.c). Replies are produced by
+/* Unit tests: Redis reply -> CBOR mapping (rds_reply.c), the deny-list
+ * (rds_deny.c). Replies are produced by
  * hiredis's own reader from RESP bytes, as in the daemon. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,9 +12,9 @@
 #include <cbor.h>
 #include <hiredis/hiredis.h>
 
-#include "redis_backend.h"
-#include "redis_deny.h"
-#include "redis_reply.h"
+#include "rds_backend.h"
+#include "rds_deny.h"
+#include "rds_reply.h"
 
 /* RESP bytes -> redisReply -> CBOR -> libcbor item. */
 static cbor_item_t *map_resp(const char *resp, int *type)
@@ -27,7 +27,7 @@ static cbor_item_t *map_resp(const char *resp, int *type)
     *type = ((redisReply *)reply)->type;
     struct cbuf out;
     cbuf_init(&out);
-    redis_reply_encode(reply, &out);
+    rds_reply_encode(reply, &out);
     freeReplyObject(reply);
     redisReaderFree(r);
     struct cbor_load_result lr;
@@ -126,20 +126,20 @@ static void test_error_type_reported(void **st)
     cbor_decref(&it);
 }
 
-static int denied(const struct redis_deny *d, int argc, const char **argv)
+static int denied(const struct rds_deny *d, int argc, const char **argv)
 {
     size_t lens[16];
     for (int i = 0; i < argc; i++)
         lens[i] = strlen(argv[i]);
-    return redis_deny_match(d, argc, argv, lens) != NULL;
+    return rds_deny_match(d, argc, argv, lens) != NULL;
 }
 
 static void test_deny(void **st)
 {
     (void)st;
-    struct redis_deny d;
+    struct rds_deny d;
     char err[256];
-    assert_int_equal(redis_deny_parse("FLUSHALL, client kill ,XREAD [BLOCK] STREAMS,,"
+    assert_int_equal(rds_deny_parse("FLUSHALL, client kill ,XREAD [BLOCK] STREAMS,,"
                                       "XREADGROUP GROUP * * [block] streams, MIGRATE",
                                       &d, err, sizeof(err)),
                      0);
@@ -163,16 +163,16 @@ static void test_deny(void **st)
     assert_true(denied(&d, 6, (const char *[]){"MIGRATE", "h", "1", "k", "0", "5000"}));
     const char *argv[] = {"client", "kill", "x"};
     size_t lens[] = {6, 4, 1};
-    assert_string_equal(redis_deny_match(&d, 3, argv, lens)->text, "CLIENT KILL");
-    redis_deny_free(&d);
-    assert_int_equal(redis_deny_parse("A B C", &d, err, sizeof(err)), 0);
-    redis_deny_free(&d);
+    assert_string_equal(rds_deny_match(&d, 3, argv, lens)->text, "CLIENT KILL");
+    rds_deny_free(&d);
+    assert_int_equal(rds_deny_parse("A B C", &d, err, sizeof(err)), 0);
+    rds_deny_free(&d);
     const char *bad[] = {"A [B] C D", "A [B] [C]", "A [*]", "A []", "A [B", "A B]x"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        assert_int_equal(redis_deny_parse(bad[i], &d, err, sizeof(err)), -1);
+        assert_int_equal(rds_deny_parse(bad[i], &d, err, sizeof(err)), -1);
         assert_non_null(strstr(err, "redis_deny"));
     }
-    assert_int_equal(redis_deny_parse("", &d, err, sizeof(err)), 0);
+    assert_int_equal(rds_deny_parse("", &d, err, sizeof(err)), 0);
     assert_int_equal(d.n, 0);
 }
 

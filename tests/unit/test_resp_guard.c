@@ -1,5 +1,5 @@
 /* Unit tests: the RESP guard (resp_guard.c) in front of hiredis's reader,
- * driven as redis_conn.c drives it, over every way of cutting the input
+ * driven as rds_conn.c drives it, over every way of cutting the input
  * into reads. */
 #include <setjmp.h>
 #include <stdarg.h>

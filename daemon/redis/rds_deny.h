@@ -1,4 +1,4 @@
-/* redis_deny.h: the 'redis' op's deny-list. Pure, for unit tests.
+/* rds_deny.h: the 'redis' op's deny-list. Pure, for unit tests.
  *
  * A rule is a command and, optionally, what its arguments must look like
  * for the rule to apply, word by word from the first argument:
@@ -11,8 +11,8 @@
  *
  * So "CLIENT SETNAME KILL" and "XREAD STREAMS block 0" (a stream named
  * block) are not caught by rules meant for CLIENT KILL and XREAD's BLOCK. */
-#ifndef FERRY_REDIS_DENY_H
-#define FERRY_REDIS_DENY_H
+#ifndef FERRY_RDS_DENY_H
+#define FERRY_RDS_DENY_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -33,7 +33,7 @@ struct deny_rule {
     char text[200]; /* the rule as written, upper case, for messages */
 };
 
-struct redis_deny {
+struct rds_deny {
     struct deny_rule *rules; /* owns; sorted by the command's first byte */
     size_t n;
     /* Rules whose command starts with byte b are rules[start[b] ..
@@ -44,12 +44,12 @@ struct redis_deny {
 
 /* Parses "RULE, RULE, ..." (case-insensitive). Returns 0, or -1 with a
  * message naming the bad entry. */
-int redis_deny_parse(const char *spec, struct redis_deny *out, char *err, size_t errlen)
+int rds_deny_parse(const char *spec, struct rds_deny *out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
-void redis_deny_free(struct redis_deny *d);
+void rds_deny_free(struct rds_deny *d);
 
 /* Returns the rule that denies the command, or NULL. */
-const struct deny_rule *redis_deny_match(const struct redis_deny *d, int argc, const char *const *argv,
+const struct deny_rule *rds_deny_match(const struct rds_deny *d, int argc, const char *const *argv,
                                          const size_t *lens);
 
 #endif

@@ -1,4 +1,4 @@
-/* redis_command.c: see redis_command.h.
+/* rds_command.c: see rds_command.h.
  *
  * Why not hiredis's redisFormatCommandArgv: measured, it was the largest
  * single cost in ferryd (docs/performance.md), nearly all in sprintf() for
@@ -7,7 +7,7 @@
  * protocol; writing it in place costs little. */
 #include <string.h>
 
-#include "redis_command.h"
+#include "rds_command.h"
 
 /* Writes "<prefix><n>\r\n" at p and returns the end. */
 static char *put_header(char *p, char prefix, size_t n)
@@ -26,7 +26,7 @@ static char *put_header(char *p, char prefix, size_t n)
     return p;
 }
 
-void redis_command_format(struct cbuf *out, int argc, const char *const *argv, const size_t *lens)
+void rds_command_format(struct cbuf *out, int argc, const char *const *argv, const size_t *lens)
 {
     size_t need = 24;
     for (int i = 0; i < argc; i++)

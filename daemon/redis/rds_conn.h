@@ -1,6 +1,6 @@
-/* redis_conn.h: one pipelined connection to Redis. */
-#ifndef FERRY_REDIS_CONN_H
-#define FERRY_REDIS_CONN_H
+/* rds_conn.h: one pipelined connection to Redis. */
+#ifndef FERRY_RDS_CONN_H
+#define FERRY_RDS_CONN_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -20,7 +20,7 @@ struct request;
 /* What the connections of one backend share: where they connect, and
  * with which settings. The backend owns it; its connections refer to it,
  * and need nothing else of the backend's. */
-struct redis_target {
+struct rds_target {
     struct url_redis addr;       /* owns */
     char url_redacted[512];       /* for logs and stats */
     uint32_t rng;                 /* for backoff jitter */
@@ -30,7 +30,7 @@ struct redis_target {
     struct flusher *flusher;      /* refers: the daemon's coalesced writes */
     /* Called when a pooled connection becomes ready or fails: the
      * backend's readiness may have changed. */
-    void (*changed)(struct redis_target *t);
+    void (*changed)(struct rds_target *t);
 };
 
 enum rconn_state {
@@ -43,8 +43,8 @@ enum rconn_state {
     RC_STOPPED,    /* shut down for good */
 };
 
-struct redis_conn {
-    struct redis_target *t;     /* refers: the backend's, shared by its connections */
+struct rds_conn {
+    struct rds_target *t;     /* refers: the backend's, shared by its connections */
     unsigned index;             /* position in the pool, for logs */
     enum rconn_state state;
     union {
@@ -79,25 +79,25 @@ struct redis_conn {
     unsigned peer_gen;          /* bumped when peer is set: span shapes that name it go stale */
 };
 
-struct redis_conn *redis_conn_new(struct redis_target *t, unsigned index);
-void redis_conn_start(struct redis_conn *c);
+struct rds_conn *rds_conn_new(struct rds_target *t, unsigned index);
+void rds_conn_start(struct rds_conn *c);
 /* Queues the command argv for r. The arguments are copied at once, so
  * they need only live for the call. Returns 0 or a negative fe code. */
-int redis_conn_send(struct redis_conn *c, struct request *r, int argc, const char *const *argv,
+int rds_conn_send(struct rds_conn *c, struct request *r, int argc, const char *const *argv,
                     const size_t *lens) __attribute__((warn_unused_result));
-void redis_conn_cancel(struct redis_conn *c, struct request *r);
+void rds_conn_cancel(struct rds_conn *c, struct request *r);
 /* Sends "SCRIPT KILL" or "FUNCTION KILL" (what is "SCRIPT" or "FUNCTION")
  * on the control connection c, and logs its reply. */
-void redis_conn_kill(struct redis_conn *c, const char *what);
+void rds_conn_kill(struct rds_conn *c, const char *what);
 /* Whether r is the oldest command awaiting a reply on c: the one Redis is
  * running, or will run next. */
-bool redis_conn_is_head(const struct redis_conn *c, const struct request *r);
-void redis_conn_stop(struct redis_conn *c);
-void redis_conn_free(struct redis_conn *c);
-static inline size_t redis_conn_pending(const struct redis_conn *c) { return reqring_size(&c->ring); }
-const char *redis_conn_state_name(enum rconn_state s);
+bool rds_conn_is_head(const struct rds_conn *c, const struct request *r);
+void rds_conn_stop(struct rds_conn *c);
+void rds_conn_free(struct rds_conn *c);
+static inline size_t rds_conn_pending(const struct rds_conn *c) { return reqring_size(&c->ring); }
+const char *rds_conn_state_name(enum rconn_state s);
 /* Whether a request sent now would be written (soon) rather than refused. */
-static inline bool redis_conn_usable(const struct redis_conn *c)
+static inline bool rds_conn_usable(const struct rds_conn *c)
 {
     return c->state == RC_READY ||
            (!c->down && (c->state == RC_RESOLVING || c->state == RC_CONNECTING ||

@@ -1,6 +1,6 @@
-/* redis_reply.h: how a Redis reply becomes CBOR. Pure, for unit tests. */
-#ifndef FERRY_REDIS_REPLY_H
-#define FERRY_REDIS_REPLY_H
+/* rds_reply.h: how a Redis reply becomes CBOR. Pure, for unit tests. */
+#ifndef FERRY_RDS_REPLY_H
+#define FERRY_RDS_REPLY_H
 
 #include <hiredis/hiredis.h>
 
@@ -11,6 +11,6 @@
  * reply is not a result: the caller turns it into a backend_error, and this
  * writes it as the map {"error": text} only when it sits inside an array
  * (as EXEC and scripts can return). */
-void redis_reply_encode(const redisReply *reply, struct cbuf *out);
+void rds_reply_encode(const redisReply *reply, struct cbuf *out);
 
 #endif

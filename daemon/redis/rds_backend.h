@@ -1,26 +1,26 @@
-/* redis_backend.h: the Redis backend (the 'redis' op). */
-#ifndef FERRY_REDIS_BACKEND_H
-#define FERRY_REDIS_BACKEND_H
+/* rds_backend.h: the Redis backend (the 'redis' op). */
+#ifndef FERRY_RDS_BACKEND_H
+#define FERRY_RDS_BACKEND_H
 
 #include <stddef.h>
 #include <stdint.h>
 
 #include "backend.h"
-#include "redis_conn.h"
-#include "redis_deny.h"
+#include "rds_conn.h"
+#include "rds_deny.h"
 #include "url.h"
 
 
-struct redis_backend {
+struct rds_backend {
     struct backend base;
-    struct redis_target t;       /* owns: what its connections share */
-    struct redis_deny deny;      /* owns */
-    struct redis_conn **conns;   /* owns: the pool */
+    struct rds_target t;       /* owns: what its connections share */
+    struct rds_deny deny;      /* owns */
+    struct rds_conn **conns;   /* owns: the pool */
     size_t nconns;
     /* owns: a connection that carries no requests, kept open so that a
      * busy script can be killed (SCRIPT KILL waits behind the script on
      * the connection that ran it). */
-    struct redis_conn *control;
+    struct rds_conn *control;
     uint64_t scripts_killed;     /* SCRIPT/FUNCTION KILLs sent */
     size_t next;                 /* round-robin start among equals */
     uint64_t denied;             /* requests refused by the deny-list */
@@ -31,7 +31,7 @@ struct redis_backend {
 };
 
 /* The backend table's row (backends.c). */
-extern const struct backend_kind redis_backend_kind;
+extern const struct backend_kind rds_backend_kind;
 
 
 #endif

@@ -1,4 +1,4 @@
-/* redis_conn.c: one pipelined connection to Redis, under ferryd's own libuv
+/* rds_conn.c: one pipelined connection to Redis, under ferryd's own libuv
  * I/O, with hiredis only as the RESP reader and command formatter.
  *
  * Why not hiredis's async API with adapters/libuv.h: hiredis 0.14 cannot
@@ -9,7 +9,7 @@
  * each request no more than that, and reconnecting happens from inside I/O
  * callbacks. Owning the socket also lets commands from every client share
  * one coalesced write per loop iteration (outq.c). Commands are written in
- * RESP by redis_command.c, straight into that buffer.
+ * RESP by rds_command.c, straight into that buffer.
  *
  * Replies are matched to commands in order through a ring of request
  * pointers. A cancelled request leaves a NULL in its slot, so its reply is
@@ -26,10 +26,10 @@
 #include "backoff.h"
 #include "errors.h"
 #include "log.h"
-#include "redis_command.h"
+#include "rds_command.h"
 #include "rds_config.h"
-#include "redis_conn.h"
-#include "redis_reply.h"
+#include "rds_conn.h"
+#include "rds_reply.h"
 #include "resp_guard.h"
 #include "request.h"
 #include "config.h"
@@ -44,11 +44,11 @@ static char handshake_marker, kill_marker;
  * is logged. */
 #define KILL_SLOT ((struct request *)&kill_marker)
 
-static void begin_attempt(struct redis_conn *c);
+static void begin_attempt(struct rds_conn *c);
 
-static uv_loop_t *loop(const struct redis_conn *c) { return c->t->loop; }
+static uv_loop_t *loop(const struct rds_conn *c) { return c->t->loop; }
 
-const char *redis_conn_state_name(enum rconn_state s)
+const char *rds_conn_state_name(enum rconn_state s)
 {
     static const char *const names[] = {"waiting", "resolving", "connecting", "handshake",
                                         "ready", "closing", "stopped"};
@@ -58,7 +58,7 @@ const char *redis_conn_state_name(enum rconn_state s)
 /* Fails every request still awaiting a reply. Slots are re-read one at a
  * time because failing one request can cancel others (its client may
  * close), which writes NULL into their slots. */
-static void fail_all(struct redis_conn *c, int code, const char *msg)
+static void fail_all(struct rds_conn *c, int code, const char *msg)
 {
     while (reqring_size(&c->ring)) {
         struct request *r = reqring_pop(&c->ring);
@@ -74,12 +74,12 @@ static void fail_all(struct redis_conn *c, int code, const char *msg)
 
 static void on_retry(uv_timer_t *t)
 {
-    begin_attempt(container_of(t, struct redis_conn, timer));
+    begin_attempt(container_of(t, struct rds_conn, timer));
 }
 
 /* Once the socket is closed and no lookup is in flight, waits out the
  * backoff delay before the next attempt. */
-static void maybe_retry(struct redis_conn *c)
+static void maybe_retry(struct rds_conn *c)
 {
     if (c->state != RC_CLOSING || c->io_open || c->gai_busy)
         return;
@@ -92,12 +92,12 @@ static void maybe_retry(struct redis_conn *c)
 
 static void on_io_closed(uv_handle_t *h)
 {
-    struct redis_conn *c = container_of((uv_tcp_t *)h, struct redis_conn, io.tcp);
+    struct rds_conn *c = container_of((uv_tcp_t *)h, struct rds_conn, io.tcp);
     c->io_open = false;
     maybe_retry(c);
 }
 
-static void close_io(struct redis_conn *c)
+static void close_io(struct rds_conn *c)
 {
     outq_reset(&c->out);
     if (c->gai_busy)
@@ -108,7 +108,7 @@ static void close_io(struct redis_conn *c)
 
 /* The one failure path: every request on the connection gets
  * 'unavailable', and a reconnect is scheduled. */
-static void conn_fail(struct redis_conn *c, const char *why)
+static void conn_fail(struct rds_conn *c, const char *why)
 {
     if (c->state == RC_CLOSING || c->state == RC_STOPPED || c->state == RC_WAITING)
         return;
@@ -134,7 +134,7 @@ static void conn_fail(struct redis_conn *c, const char *why)
 
 /* ---- reading replies ---- */
 
-static void handle_reply(struct redis_conn *c, redisReply *reply)
+static void handle_reply(struct rds_conn *c, redisReply *reply)
 {
     if (reqring_size(&c->ring) == 0) {
         conn_fail(c, "redis sent a reply to no command");
@@ -183,21 +183,21 @@ static void handle_reply(struct redis_conn *c, redisReply *reply)
     }
     size_t at;
     struct cbuf *out = request_result_begin(r, &at);
-    redis_reply_encode(reply, out);
+    rds_reply_encode(reply, out);
     request_result_end(r, at);
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
-    struct redis_conn *c = container_of((uv_tcp_t *)h, struct redis_conn, io.tcp);
+    struct rds_conn *c = container_of((uv_tcp_t *)h, struct rds_conn, io.tcp);
     buf->base = c->readbuf;
     buf->len = READ_BUF;
 }
 
 /* Feeds n bytes to the reader, in slices, and handles every reply that
  * completes. Returns false when the connection failed. */
-static bool feed(struct redis_conn *c, const char *p, size_t len)
+static bool feed(struct rds_conn *c, const char *p, size_t len)
 {
     /* hiredis 0.14's reader moves its whole unread buffer down each time
      * it has consumed 1 KiB, so one large feed costs time quadratic in its
@@ -232,7 +232,7 @@ static bool feed(struct redis_conn *c, const char *p, size_t len)
 /* The guard refused the reply now arriving (resp_guard.h): the reader
  * forgets the part it was fed, and only the request that asked for it
  * fails. Every earlier reply has been handled, so it is the ring's head. */
-static void refuse_reply(struct redis_conn *c)
+static void refuse_reply(struct rds_conn *c)
 {
     redisReaderFree(c->reader);
     c->reader = redisReaderCreate();
@@ -276,7 +276,7 @@ static void refuse_reply(struct redis_conn *c)
  * NULL slot) is dropped unread, however large. */
 static bool reply_wanted(void *ctx, uint64_t nth)
 {
-    const struct redis_conn *c = ctx;
+    const struct rds_conn *c = ctx;
     if (nth < c->ring.head || nth >= c->ring.tail)
         return true; /* not ours to judge: handle_reply will say */
     return c->ring.slots[nth & (c->ring.cap - 1)] != NULL;
@@ -284,7 +284,7 @@ static bool reply_wanted(void *ctx, uint64_t nth)
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
-    struct redis_conn *c = container_of((uv_tcp_t *)st, struct redis_conn, io.tcp);
+    struct rds_conn *c = container_of((uv_tcp_t *)st, struct rds_conn, io.tcp);
     if (nread == 0)
         return;
     if (nread < 0) {
@@ -307,7 +307,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 
 static void on_out_done(struct outq *q, int status)
 {
-    struct redis_conn *c = container_of(q, struct redis_conn, out);
+    struct rds_conn *c = container_of(q, struct rds_conn, out);
     if (status < 0)
         conn_fail(c, uv_strerror(status));
 }
@@ -316,7 +316,7 @@ static void on_out_done(struct outq *q, int status)
 
 static void on_connect(uv_connect_t *req, int status)
 {
-    struct redis_conn *c = req->data;
+    struct rds_conn *c = req->data;
     if (status == UV_ECANCELED || c->state != RC_CONNECTING)
         return;
     if (status < 0) {
@@ -343,7 +343,7 @@ static void on_connect(uv_connect_t *req, int status)
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
-    struct redis_conn *c = container_of(req, struct redis_conn, gai);
+    struct rds_conn *c = container_of(req, struct rds_conn, gai);
     c->gai_busy = false;
     if (c->state != RC_RESOLVING) {
         if (res)
@@ -372,17 +372,17 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 
 static void on_connect_timeout(uv_timer_t *t)
 {
-    struct redis_conn *c = container_of(t, struct redis_conn, timer);
+    struct rds_conn *c = container_of(t, struct rds_conn, timer);
     conn_fail(c, c->state == RC_HANDSHAKE ? "no answer to the handshake in time"
                                           : "connect timed out");
 }
 
-static void queue_handshake(struct redis_conn *c, int argc, const char **argv)
+static void queue_handshake(struct rds_conn *c, int argc, const char **argv)
 {
     size_t lens[3];
     for (int i = 0; i < argc; i++)
         lens[i] = strlen(argv[i]);
-    redis_command_format(&c->out.pending, argc, argv, lens);
+    rds_command_format(&c->out.pending, argc, argv, lens);
     reqring_push(&c->ring, HANDSHAKE_SLOT);
     c->handshake_left++;
 }
@@ -390,7 +390,7 @@ static void queue_handshake(struct redis_conn *c, int argc, const char **argv)
 /* Starts one connection attempt. The handshake is queued before anything
  * else, so that requests accepted while connecting are written after it and
  * run authenticated, in the right database. */
-static void begin_attempt(struct redis_conn *c)
+static void begin_attempt(struct rds_conn *c)
 {
     const struct url_redis *a = &c->t->addr;
     if (c->reader)
@@ -438,11 +438,11 @@ static void begin_attempt(struct redis_conn *c)
     c->gai_busy = true;
 }
 
-/* ---- the interface used by redis_backend.c ---- */
+/* ---- the interface used by rds_backend.c ---- */
 
-struct redis_conn *redis_conn_new(struct redis_target *t, unsigned index)
+struct rds_conn *rds_conn_new(struct rds_target *t, unsigned index)
 {
-    struct redis_conn *c = xcalloc(1, sizeof(*c));
+    struct rds_conn *c = xcalloc(1, sizeof(*c));
     c->t = t;
     c->index = index;
     c->state = RC_WAITING;
@@ -459,49 +459,49 @@ struct redis_conn *redis_conn_new(struct redis_target *t, unsigned index)
     return c;
 }
 
-void redis_conn_start(struct redis_conn *c)
+void rds_conn_start(struct rds_conn *c)
 {
     uv_timer_init(loop(c), &c->timer);
     begin_attempt(c);
 }
 
-int redis_conn_send(struct redis_conn *c, struct request *r, int argc, const char *const *argv,
+int rds_conn_send(struct rds_conn *c, struct request *r, int argc, const char *const *argv,
                     const size_t *lens)
 {
-    if (redis_conn_pending(c) >= (size_t)c->t->rc->max_pending)
+    if (rds_conn_pending(c) >= (size_t)c->t->rc->max_pending)
         return FE_OVERLOADED;
     r->bseq = reqring_push(&c->ring, r);
     r->bdata = c;
-    redis_command_format(&c->out.pending, argc, argv, lens);
+    rds_command_format(&c->out.pending, argc, argv, lens);
     outq_kick(&c->out);
     return 0;
 }
 
-void redis_conn_cancel(struct redis_conn *c, struct request *r)
+void rds_conn_cancel(struct rds_conn *c, struct request *r)
 {
     reqring_cancel(&c->ring, r->bseq, r);
 }
 
-bool redis_conn_is_head(const struct redis_conn *c, const struct request *r)
+bool rds_conn_is_head(const struct rds_conn *c, const struct request *r)
 {
     return reqring_size(&c->ring) && r->bseq == c->ring.head;
 }
 
-void redis_conn_kill(struct redis_conn *c, const char *what)
+void rds_conn_kill(struct rds_conn *c, const char *what)
 {
-    if (c->state != RC_READY || redis_conn_pending(c) >= (size_t)c->t->rc->max_pending) {
+    if (c->state != RC_READY || rds_conn_pending(c) >= (size_t)c->t->rc->max_pending) {
         log_warn("redis: cannot send %s KILL: the control connection is %s", what,
-                 redis_conn_state_name(c->state));
+                 rds_conn_state_name(c->state));
         return;
     }
     const char *argv[2] = {what, "KILL"};
     size_t lens[2] = {strlen(what), 4};
     reqring_push(&c->ring, KILL_SLOT);
-    redis_command_format(&c->out.pending, 2, argv, lens);
+    rds_command_format(&c->out.pending, 2, argv, lens);
     outq_kick(&c->out);
 }
 
-void redis_conn_stop(struct redis_conn *c)
+void rds_conn_stop(struct rds_conn *c)
 {
     if (c->state == RC_STOPPED)
         return;
@@ -512,7 +512,7 @@ void redis_conn_stop(struct redis_conn *c)
     close_io(c);
 }
 
-void redis_conn_free(struct redis_conn *c)
+void rds_conn_free(struct rds_conn *c)
 {
     if (c->reader)
         redisReaderFree(c->reader);

@@ -1,8 +1,8 @@
-/* redis_reply.c: see redis_reply.h. */
+/* rds_reply.c: see rds_reply.h. */
 #include "codec.h"
-#include "redis_reply.h"
+#include "rds_reply.h"
 
-void redis_reply_encode(const redisReply *r, struct cbuf *out)
+void rds_reply_encode(const redisReply *r, struct cbuf *out)
 {
     switch (r->type) {
     case REDIS_REPLY_STRING:
@@ -33,7 +33,7 @@ void redis_reply_encode(const redisReply *r, struct cbuf *out)
         cbuf_array(out, r->elements);
         /* hiredis's reader nests at most 9 levels, so recursion is bounded. */
         for (size_t i = 0; i < r->elements; i++)
-            redis_reply_encode(r->element[i], out);
+            rds_reply_encode(r->element[i], out);
         break;
     default:
         cbuf_null(out);

@@ -1,4 +1,4 @@
-/* redis_deny.c: see redis_deny.h. */
+/* rds_deny.c: see rds_deny.h. */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "cbuf.h"
-#include "redis_deny.h"
+#include "rds_deny.h"
 
 static int copy_word(char *dst, size_t cap, const char *src, size_t n)
 {
@@ -27,7 +27,7 @@ static int by_first_byte(const void *a, const void *b)
            (unsigned char)((const struct deny_rule *)b)->cmd[0];
 }
 
-static void build_index(struct redis_deny *d)
+static void build_index(struct rds_deny *d)
 {
     if (d->n)
         qsort(d->rules, d->n, sizeof(*d->rules), by_first_byte);
@@ -92,7 +92,7 @@ static int parse_rule(const char *a, const char *b, struct deny_rule *r)
     return 0;
 }
 
-int redis_deny_parse(const char *spec, struct redis_deny *out, char *err, size_t errlen)
+int rds_deny_parse(const char *spec, struct rds_deny *out, char *err, size_t errlen)
 {
     out->rules = NULL;
     out->n = 0;
@@ -115,7 +115,7 @@ int redis_deny_parse(const char *spec, struct redis_deny *out, char *err, size_t
                          "key 'redis_deny': bad entry '%.*s' (want CMD, CMD SUBCOMMAND, or words, * and "
                          "one [OPTION] followed by at most the word that ends the options)",
                          (int)(b - a), a);
-                redis_deny_free(out);
+                rds_deny_free(out);
                 return -1;
             }
             if (out->n == cap) {
@@ -130,7 +130,7 @@ int redis_deny_parse(const char *spec, struct redis_deny *out, char *err, size_t
     return 0;
 }
 
-void redis_deny_free(struct redis_deny *d)
+void rds_deny_free(struct rds_deny *d)
 {
     free(d->rules);
     d->rules = NULL;
@@ -171,7 +171,7 @@ static bool rule_matches(const struct deny_rule *r, int argc, const char *const 
     return true;
 }
 
-const struct deny_rule *redis_deny_match(const struct redis_deny *d, int argc, const char *const *argv,
+const struct deny_rule *rds_deny_match(const struct rds_deny *d, int argc, const char *const *argv,
                                          const size_t *lens)
 {
     if (argc < 1 || lens[0] == 0)

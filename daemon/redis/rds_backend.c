@@ -1,5 +1,5 @@
-/* redis_backend.c: the Redis backend: the 'redis' op, its deny-list, and
- * the pool of pipelined connections (redis_conn.c). */
+/* rds_backend.c: the Redis backend: the 'redis' op, its deny-list, and
+ * the pool of pipelined connections (rds_conn.c). */
 #include <ctype.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -10,8 +10,8 @@
 #include "codec.h"
 #include "errors.h"
 #include "log.h"
-#include "redis_backend.h"
-#include "redis_conn.h"
+#include "rds_backend.h"
+#include "rds_conn.h"
 #include "ops.h"
 #include "rds_config.h"
 #include "request.h"
@@ -26,22 +26,22 @@ enum { RB_SCRIPT = 1, RB_FUNCTION = 2 };
 #define SMALL_ARGC 16
 
 
-static struct redis_backend *rb_of(struct backend *b) { return container_of(b, struct redis_backend, base); }
+static struct rds_backend *rb_of(struct backend *b) { return container_of(b, struct rds_backend, base); }
 
 /* Picks the connection with the fewest replies outstanding, preferring
  * ready ones; NULL when none can take a request now. */
-static struct redis_conn *pick(struct redis_backend *rb)
+static struct rds_conn *pick(struct rds_backend *rb)
 {
-    struct redis_conn *best = NULL;
+    struct rds_conn *best = NULL;
     /* Round robin without `%`: the divisions, one per connection per
      * request, were a large part of rb_submit's profile, even with the
      * default pool of one connection. */
     for (size_t k = 0, i = rb->next; k < rb->nconns; k++, i = i + 1 == rb->nconns ? 0 : i + 1) {
-        struct redis_conn *c = rb->conns[i];
-        if (!redis_conn_usable(c))
+        struct rds_conn *c = rb->conns[i];
+        if (!rds_conn_usable(c))
             continue;
         if (!best || (c->state == RC_READY && best->state != RC_READY) ||
-            (c->state == best->state && redis_conn_pending(c) < redis_conn_pending(best)))
+            (c->state == best->state && rds_conn_pending(c) < rds_conn_pending(best)))
             best = c;
     }
     rb->next = rb->next + 1 == rb->nconns ? 0 : rb->next + 1;
@@ -100,11 +100,11 @@ struct rb_shape {
     uint8_t n;
     char mode;                     /* redis_query_text's first letter */
     unsigned peer_gen;
-    const struct redis_conn *conn; /* refers; NULL: none was available */
+    const struct rds_conn *conn; /* refers; NULL: none was available */
     const struct span_shape *shape; /* refers: owned by telemetry */
 };
 
-static struct rb_shape *shape_slot(struct redis_backend *rb, uint64_t h)
+static struct rb_shape *shape_slot(struct rds_backend *rb, uint64_t h)
 {
     if (!rb->shapes)
         rb->shapes = xcalloc(RB_SHAPES, sizeof(*rb->shapes));
@@ -114,7 +114,7 @@ static struct rb_shape *shape_slot(struct redis_backend *rb, uint64_t h)
 /* Names the request's metrics and span after the command, per the
  * database semantic conventions. c is the connection it will go out on,
  * or NULL when none is available. */
-static void annotate(struct redis_backend *rb, struct request *r, const struct redis_conn *c, int argc,
+static void annotate(struct rds_backend *rb, struct request *r, const struct rds_conn *c, int argc,
                      const char **argv, const size_t *lens)
 {
     size_t n = lens[0] < sizeof(r->db_operation) - 1 ? lens[0] : sizeof(r->db_operation) - 1;
@@ -203,7 +203,7 @@ static void annotate(struct redis_backend *rb, struct request *r, const struct r
 
 static void rb_submit(struct backend *b, struct request *r)
 {
-    struct redis_backend *rb = rb_of(b);
+    struct rds_backend *rb = rb_of(b);
     const char *small[SMALL_ARGC];
     size_t small_lens[SMALL_ARGC];
     const char **argv = NULL;
@@ -217,14 +217,14 @@ static void rb_submit(struct backend *b, struct request *r)
         request_fail(r, FE_BAD_REQUEST, bad);
         goto done;
     }
-    const struct deny_rule *deny = redis_deny_match(&rb->deny, argc, argv, lens);
+    const struct deny_rule *deny = rds_deny_match(&rb->deny, argc, argv, lens);
     if (deny) {
         rb->denied++;
         snprintf(msg, sizeof(msg), "'%s' is denied by redis_deny", deny->text);
         request_fail(r, FE_DENIED, msg);
         goto done;
     }
-    struct redis_conn *c = pick(rb);
+    struct rds_conn *c = pick(rb);
     annotate(rb, r, c, argc, argv, lens);
     if (!c) {
         rb->rejected_unavailable++;
@@ -233,7 +233,7 @@ static void rb_submit(struct backend *b, struct request *r)
         request_fail(r, FE_UNAVAILABLE, msg);
         goto done;
     }
-    rc = redis_conn_send(c, r, argc, argv, lens);
+    rc = rds_conn_send(c, r, argc, argv, lens);
     if (rc) {
         request_fail(r, rc, NULL);
         goto done;
@@ -256,7 +256,7 @@ static void rb_cancel(struct backend *b, struct request *r)
 {
     (void)b;
     if (r->bdata)
-        redis_conn_cancel(r->bdata, r);
+        rds_conn_cancel(r->bdata, r);
 }
 
 /* A script or function that outlives its request's deadline is most
@@ -268,43 +268,43 @@ static void rb_cancel(struct backend *b, struct request *r)
  * the script has run busy-reply-threshold (lua-time-limit) milliseconds. */
 static int rb_timeout_code(struct backend *b, struct request *r)
 {
-    struct redis_backend *rb = rb_of(b);
-    struct redis_conn *c = r->bdata;
-    if (r->bflags && c && redis_conn_is_head(c, r)) {
+    struct rds_backend *rb = rb_of(b);
+    struct rds_conn *c = r->bdata;
+    if (r->bflags && c && rds_conn_is_head(c, r)) {
         const char *what = r->bflags == RB_SCRIPT ? "SCRIPT" : "FUNCTION";
         log_warn("redis: %s of request %llu is still running at its deadline; sending %s KILL",
                  r->db_operation, (unsigned long long)r->id, what);
         rb->scripts_killed++;
-        redis_conn_kill(rb->control, what);
+        rds_conn_kill(rb->control, what);
     }
     return FE_TIMEOUT;
 }
 
-static void on_target_changed(struct redis_target *t)
+static void on_target_changed(struct rds_target *t)
 {
-    struct redis_backend *rb = container_of(t, struct redis_backend, t);
+    struct rds_backend *rb = container_of(t, struct rds_backend, t);
     backend_changed(&rb->base);
 }
 
 static int rb_start(struct backend *b)
 {
-    struct redis_backend *rb = rb_of(b);
+    struct rds_backend *rb = rb_of(b);
     rb->t.loop = b->host->loop; /* the loop exists from server_run on */
     log_info("redis backend: %s, %zu connection%s", rb->t.url_redacted, rb->nconns,
              rb->nconns == 1 ? "" : "s");
     for (size_t i = 0; i < rb->nconns; i++)
-        redis_conn_start(rb->conns[i]);
-    redis_conn_start(rb->control);
+        rds_conn_start(rb->conns[i]);
+    rds_conn_start(rb->control);
     return 0;
 }
 
 static void rb_stats(struct backend *b, struct cbuf *o)
 {
-    struct redis_backend *rb = rb_of(b);
+    struct rds_backend *rb = rb_of(b);
     size_t ready = 0, usable = 0;
     for (size_t i = 0; i < rb->nconns; i++) {
         ready += rb->conns[i]->state == RC_READY;
-        usable += redis_conn_usable(rb->conns[i]);
+        usable += rds_conn_usable(rb->conns[i]);
     }
     uint64_t refused = 0;
     for (size_t i = 0; i < rb->nconns; i++)
@@ -323,16 +323,16 @@ static void rb_stats(struct backend *b, struct cbuf *o)
     cbuf_str(o, "scripts_killed");
     cbuf_uint(o, rb->scripts_killed);
     cbuf_str(o, "control");
-    cbuf_str(o, redis_conn_state_name(rb->control->state));
+    cbuf_str(o, rds_conn_state_name(rb->control->state));
     cbuf_str(o, "connections");
     cbuf_array(o, rb->nconns);
     for (size_t i = 0; i < rb->nconns; i++) {
-        const struct redis_conn *c = rb->conns[i];
+        const struct rds_conn *c = rb->conns[i];
         cbuf_map(o, 5);
         cbuf_str(o, "state");
-        cbuf_str(o, redis_conn_state_name(c->state));
+        cbuf_str(o, rds_conn_state_name(c->state));
         cbuf_str(o, "pending");
-        cbuf_uint(o, redis_conn_pending(c));
+        cbuf_uint(o, rds_conn_pending(c));
         cbuf_str(o, "connects");
         cbuf_uint(o, c->connects);
         cbuf_str(o, "drops");
@@ -347,12 +347,12 @@ static void rb_stats(struct backend *b, struct cbuf *o)
  * count. */
 static enum backend_health rb_health(struct backend *b, char *why, size_t len)
 {
-    struct redis_backend *rb = rb_of(b);
+    struct rds_backend *rb = rb_of(b);
     bool usable = false;
     for (size_t i = 0; i < rb->nconns; i++) {
         if (rb->conns[i]->state == RC_READY)
             return BH_UP;
-        usable |= redis_conn_usable(rb->conns[i]);
+        usable |= rds_conn_usable(rb->conns[i]);
     }
     snprintf(why, len, "%s", rb->conns[0]->last_error);
     return usable ? BH_CONNECTING : BH_DOWN;
@@ -360,14 +360,14 @@ static enum backend_health rb_health(struct backend *b, char *why, size_t len)
 
 static void rb_metrics(struct backend *b, const struct metric_emit *e)
 {
-    struct redis_backend *rb = rb_of(b);
+    struct rds_backend *rb = rb_of(b);
     if (e->connections) {
         uint64_t by_state[RC_STOPPED + 1] = {0};
         for (size_t i = 0; i < rb->nconns; i++)
             by_state[rb->conns[i]->state]++;
         for (int st = 0; st <= RC_STOPPED; st++)
             if (by_state[st])
-                e->connections(e->ctx, "redis", redis_conn_state_name((enum rconn_state)st), by_state[st]);
+                e->connections(e->ctx, "redis", rds_conn_state_name((enum rconn_state)st), by_state[st]);
     }
     if (e->counter) {
         uint64_t reconnects = 0;
@@ -379,41 +379,41 @@ static void rb_metrics(struct backend *b, const struct metric_emit *e)
 
 static void rb_reload(struct backend *b, const struct config *cfg)
 {
-    struct redis_backend *rb = rb_of(b);
-    struct redis_deny d;
+    struct rds_backend *rb = rb_of(b);
+    struct rds_deny d;
     char err[256];
     /* A bad list in the new file keeps the old one in force. */
-    if (redis_deny_parse(rds_config_of(cfg)->deny, &d, err, sizeof(err)) != 0) {
+    if (rds_deny_parse(rds_config_of(cfg)->deny, &d, err, sizeof(err)) != 0) {
         log_error("reload: %s", err);
         return;
     }
-    redis_deny_free(&rb->deny);
+    rds_deny_free(&rb->deny);
     rb->deny = d;
 }
 
 static void rb_close(struct backend *b)
 {
-    struct redis_backend *rb = rb_of(b);
+    struct rds_backend *rb = rb_of(b);
     for (size_t i = 0; i < rb->nconns; i++)
-        redis_conn_stop(rb->conns[i]);
-    redis_conn_stop(rb->control);
+        rds_conn_stop(rb->conns[i]);
+    rds_conn_stop(rb->control);
 }
 
 static void rb_destroy(struct backend *b)
 {
-    struct redis_backend *rb = rb_of(b);
+    struct rds_backend *rb = rb_of(b);
     for (size_t i = 0; i < rb->nconns; i++)
-        redis_conn_free(rb->conns[i]);
+        rds_conn_free(rb->conns[i]);
     free(rb->conns);
     if (rb->control)
-        redis_conn_free(rb->control);
-    redis_deny_free(&rb->deny);
+        rds_conn_free(rb->control);
+    rds_deny_free(&rb->deny);
     url_redis_free(&rb->t.addr);
     free(rb->shapes);
     free(rb);
 }
 
-static const struct backend_ops redis_ops = {
+static const struct backend_ops rds_ops = {
     .name = "redis",
     .spans_on_demand = true,
     .start = rb_start,
@@ -433,8 +433,8 @@ static const struct backend_ops redis_ops = {
 static struct backend *rb_create(const struct backend_host *h, char *err, size_t errlen)
 {
     const struct rds_config *rc = rds_config_of(h->cfg);
-    struct redis_backend *rb = xcalloc(1, sizeof(*rb));
-    rb->base.ops = &redis_ops;
+    struct rds_backend *rb = xcalloc(1, sizeof(*rb));
+    rb->base.ops = &rds_ops;
     rb->base.host = h;
     char why[256];
     if (url_parse_redis(rc->url, &rb->t.addr, why, sizeof(why)) != 0) {
@@ -442,7 +442,7 @@ static struct backend *rb_create(const struct backend_host *h, char *err, size_t
         free(rb);
         return NULL;
     }
-    if (redis_deny_parse(rc->deny, &rb->deny, err, errlen) != 0) {
+    if (rds_deny_parse(rc->deny, &rb->deny, err, errlen) != 0) {
         url_redis_free(&rb->t.addr);
         free(rb);
         return NULL;
@@ -459,8 +459,8 @@ static struct backend *rb_create(const struct backend_host *h, char *err, size_t
     rb->base.fds = rc->pool + 1; /* and the control connection */
     rb->conns = xcalloc(rb->nconns, sizeof(*rb->conns));
     for (size_t i = 0; i < rb->nconns; i++)
-        rb->conns[i] = redis_conn_new(&rb->t, (unsigned)i);
-    rb->control = redis_conn_new(&rb->t, (unsigned)rb->nconns);
+        rb->conns[i] = rds_conn_new(&rb->t, (unsigned)i);
+    rb->control = rds_conn_new(&rb->t, (unsigned)rb->nconns);
     rb->control->control = true;
     if (ops_add(h->ops, "redis", NULL, NULL, &rb->base, OP_REDIS) != 0) {
         snprintf(err, errlen, "cannot register the redis op");
@@ -470,4 +470,4 @@ static struct backend *rb_create(const struct backend_host *h, char *err, size_t
     return &rb->base;
 }
 
-const struct backend_kind redis_backend_kind = {"redis", &rds_config_section, rb_create};
+const struct backend_kind rds_backend_kind = {"redis", &rds_config_section, rb_create};
