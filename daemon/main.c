@@ -120,17 +120,18 @@ int main(int argc, char **argv)
     }
     if (rc == 0)
         rc = config_validate(&srv.cfg, err, sizeof(err));
-    /* The core ops first: hello lists ops in the order they were added. */
-    if (rc == 0 && ops_core_register(&srv) != 0) {
-        snprintf(err, sizeof(err), "cannot register the core ops");
-        rc = -1;
-    }
     for (size_t i = 0; rc == 0 && i < backend_nkinds; i++) {
         struct backend *b = backend_kinds[i]->create(&srv.host, err, sizeof(err));
         if (b)
             srv.backends[srv.nbackends++] = b;
         else
             rc = -1;
+    }
+    /* The backends' ops first: the op table is scanned in order for every
+     * frame, and theirs are the busy ones. */
+    if (rc == 0 && ops_core_register(&srv) != 0) {
+        snprintf(err, sizeof(err), "cannot register the core ops");
+        rc = -1;
     }
     /* --check-config takes the start's own path up to listening: every
      * value is checked as it is set (config_set), then the relations

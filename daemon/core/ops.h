@@ -29,6 +29,7 @@ typedef int (*op_run_fn)(void *ctx, struct request *r);
 /* One op: a built-in handler, or a backend and the kind it gave. */
 struct op {
     const char *name;                 /* refers: a static string */
+    size_t name_len;
     op_run_fn run;                    /* built-in handler, or NULL */
     void *ctx;                        /* refers: run's first argument */
     struct backend *backend;          /* refers: the backend that serves it */
