@@ -37,7 +37,7 @@ LIBFERRY_OBJ = $(LIBFERRY_SRC:%.c=$(B)/obj/%.o)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
 .SECONDARY:
-.PHONY: units all deps check check-layout check-unit check-integration check-asan check-deploy k8s-validate-deps run bench clean install install-systemd uninstall man conf-check
+.PHONY: units all deps fuzz fuzzers check check-layout check-unit check-integration check-asan check-deploy k8s-validate-deps run bench clean install install-systemd uninstall man conf-check
 
 all: $(B)/ferryd $(B)/ferry $(B)/libferry.a $(B)/libferry.so $(B)/ferry-bench $(B)/libferry_check $(B)/amqp-bench $(B)/otlp-sink
 
@@ -154,6 +154,35 @@ check-asan: deps
 		$(MAKE) B=build-asan check-unit
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 FERRY_SANITIZED=1 \
 		$(MAKE) B=build-asan check-integration
+
+# libFuzzer harnesses for every parser that sees outside bytes
+# (tests/fuzz/), built with clang into build-fuzz and run one after the
+# other for FUZZ_SECONDS each, from the committed seeds. A crash leaves its
+# input in build-fuzz/ and fails the target.
+FUZZ_SECONDS ?= 20
+FUZZ_B = build-fuzz
+FUZZ_SRC = $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_NAMES = $(FUZZ_SRC:tests/fuzz/%.c=%)
+FUZZ_SAN = -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+
+fuzzers: $(FUZZ_NAMES:%=$(B)/fuzz/%)
+
+$(B)/fuzz/%: $(B)/obj/tests/fuzz/%.o $(DAEMON_LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(XLDFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS_D)
+
+fuzz: deps
+	$(MAKE) B=$(FUZZ_B) CC=clang OPT=-O1 SAN="$(FUZZ_SAN)" fuzzers
+	@pass=0; fail=0; for f in $(FUZZ_NAMES); do \
+		mkdir -p $(FUZZ_B)/corpus/$$f $(FUZZ_B)/crashes/$$f; \
+		echo "fuzz: $$f for $(FUZZ_SECONDS) s"; \
+		if ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+			$(FUZZ_B)/fuzz/$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -max_len=65536 \
+			-artifact_prefix=$(FUZZ_B)/crashes/$$f/ $(FUZZ_B)/corpus/$$f tests/fuzz/corpus/$$f \
+			> $(FUZZ_B)/$$f.log 2>&1; then \
+			pass=$$((pass+1)); grep -E "stat::number_of_executed_units|cov:" $(FUZZ_B)/$$f.log | tail -2; \
+		else fail=$$((fail+1)); tail -40 $(FUZZ_B)/$$f.log; fi; \
+	done; echo "fuzz harnesses: $$pass passed, $$fail failed"; [ $$fail = 0 ]
 
 # Runs ferryd in the foreground on ./run/ferry.sock, with a throwaway
 # redis-server in ./run/ unless FERRY_REDIS_URL names another Redis, and a
