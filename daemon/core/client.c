@@ -17,7 +17,9 @@
  * clients that each half-send a large frame, or never read large responses,
  * cannot take the daemon's memory between them. A frame started and not
  * finished within frame_timeout_ms ends its client too. */
+#define _GNU_SOURCE /* struct ucred */
 #include <poll.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,7 +70,7 @@ static void cut_largest(struct client_set *s)
                  "output)",
                  s->cfg->max_buffered, worst->acct_in, worst->acct_out);
         s->counters->clients_dropped_memory++;
-        log_warn("client %llu cut off: %s", (unsigned long long)worst->id, why);
+        log_warn("%s cut off: %s", worst->who, why);
         if (worst->acct_in >= worst->acct_out && !worst->close_when_flushed) {
             /* Only emptied, not freed: this may run inside worst's own
              * process_input. The memory goes when it closes, once the
@@ -110,10 +112,9 @@ void client_close(struct client *c, const char *reason)
     c->closing = true;
     struct client_set *s = c->set;
     if (c->ro.ninflight)
-        log_info("client %llu closed: %s (%zu requests in flight abandoned)",
-                 (unsigned long long)c->id, reason, c->ro.ninflight);
+        log_info("%s closed: %s (%zu requests in flight abandoned)", c->who, reason, c->ro.ninflight);
     else
-        log_debug("client %llu closed: %s", (unsigned long long)c->id, reason);
+        log_debug("%s closed: %s", c->who, reason);
     while (!dlist_empty(&c->ro.inflight))
         request_abandon(container_of(c->ro.inflight.next, struct request, client_node));
     s->closed(s->hook_arg, c);
@@ -174,7 +175,7 @@ void client_sent(struct client *c)
         char why[128];
         snprintf(why, sizeof(why), "not reading its responses (%zu bytes queued, limit %ld)",
                  queued, c->set->cfg->client_max_output);
-        log_warn("client %llu disconnected: %s", (unsigned long long)c->id, why);
+        log_warn("%s disconnected: %s", c->who, why);
         client_close(c, why);
         return;
     }
@@ -214,7 +215,7 @@ static void process_input(struct client *c)
             c->in.len = 0;
             deadline_remove(&s->frame_deadlines, &c->frame_deadline);
             account(c);
-            log_info("client %llu: %s; closing", (unsigned long long)c->id, why);
+            log_info("%s: %s; closing", c->who, why);
             maybe_finish(c);
             return;
         }
@@ -255,7 +256,7 @@ static void frame_expired(struct deadlines *d, struct deadline *e)
     snprintf(why, sizeof(why), "a frame was started and not finished within frame_timeout_ms (%ld ms; %zu bytes)",
              s->cfg->frame_timeout_ms, c->in.len);
     s->counters->clients_dropped_frame_timeout++;
-    log_info("client %llu: %s; closing", (unsigned long long)c->id, why);
+    log_info("%s: %s; closing", c->who, why);
     /* Framing is lost: read no more, write the error, then close. */
     uv_read_stop((uv_stream_t *)&c->pipe);
     cbuf_reset(&c->in, 0);
@@ -299,8 +300,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (nread == UV_EOF) {
         c->eof = true;
         if (c->in.len > 0)
-            log_debug("client %llu: EOF inside a frame (%zu bytes dropped)",
-                      (unsigned long long)c->id, c->in.len);
+            log_debug("%s: EOF inside a frame (%zu bytes dropped)", c->who, c->in.len);
         c->in.len = 0;
         deadline_remove(&c->set->frame_deadlines, &c->frame_deadline);
         account(c);
@@ -359,6 +359,25 @@ static void resume_all(struct client_set *s)
     }
 }
 
+/* Reads who is at the other end of the socket. A Unix socket always has
+ * credentials; a failure (a socket of another kind passed by a service
+ * manager) leaves the client without them, which the log says. */
+static void read_cred(struct client *c, int fd)
+{
+    struct ucred cr;
+    socklen_t len = sizeof(cr);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0 || len != sizeof(cr)) {
+        snprintf(c->who, sizeof(c->who), "client %llu (no peer credentials)", (unsigned long long)c->id);
+        return;
+    }
+    c->has_cred = true;
+    c->uid = cr.uid;
+    c->gid = cr.gid;
+    c->pid = cr.pid;
+    snprintf(c->who, sizeof(c->who), "client %llu (uid %u gid %u pid %d)", (unsigned long long)c->id,
+             (unsigned)cr.uid, (unsigned)cr.gid, (int)cr.pid);
+}
+
 void client_set_init(struct client_set *s, uv_loop_t *loop)
 {
     s->loop = loop;
@@ -379,6 +398,7 @@ void client_accept(struct client_set *s, uv_stream_t *listener)
     struct client *c = xcalloc(1, sizeof(*c));
     c->set = s;
     c->id = ++s->next_id;
+    snprintf(c->who, sizeof(c->who), "client %llu", (unsigned long long)c->id);
     c->ro.ctx = s->rq;
     c->ro.id = c->id;
     c->ro.out = &c->out.pending;
@@ -399,10 +419,11 @@ void client_accept(struct client_set *s, uv_stream_t *listener)
         return;
     }
     outq_enable(&c->out, (uv_stream_t *)&c->pipe);
-    /* Descriptors are numbered lowest first, so a client's number tells
-     * how many are open. */
     uv_os_fd_t fd = -1;
     uv_fileno((uv_handle_t *)&c->pipe, &fd);
+    read_cred(c, fd);
+    /* Descriptors are numbered lowest first, so a client's number tells
+     * how many are open. */
     bool fds_short = s->fd_limit > 0 && (long)fd + s->fd_reserve >= s->fd_limit;
     if (s->n > (size_t)s->cfg->max_clients || s->rq->draining || fds_short) {
         int code = s->rq->draining ? FE_SHUTTING_DOWN : FE_OVERLOADED;
@@ -417,8 +438,7 @@ void client_accept(struct client_set *s, uv_stream_t *listener)
             unsigned long held;
             s->counters->clients_rejected++;
             if (log_limit_pass(&lim, uv_now(s->loop), 1000, &held))
-                log_warn("client %llu refused: %s (%lu more refused since the last report)",
-                         (unsigned long long)c->id, why, held);
+                log_warn("%s refused: %s (%lu more refused since the last report)", c->who, why, held);
         }
         /* Written at once and closed at once: a burst of refused clients
          * waiting for the next flush would each hold a descriptor, and
@@ -435,6 +455,6 @@ void client_accept(struct client_set *s, uv_stream_t *listener)
         return;
     }
     s->counters->clients_accepted++;
-    log_debug("client %llu connected", (unsigned long long)c->id);
+    log_debug("%s connected", c->who);
     uv_read_start((uv_stream_t *)&c->pipe, alloc_cb, on_read);
 }

@@ -53,6 +53,12 @@ struct client {
     struct deadline frame_deadline; /* in set->frame_deadlines while a frame is part-sent */
     size_t acct_in, acct_out;/* what set->buffered_in/out count for this client */
     uint64_t id;             /* for logs */
+    /* The peer's credentials (SO_PEERCRED) as the kernel gave them at
+     * connect: who is at the other end, with nothing for it to forge. */
+    bool has_cred;
+    uint32_t uid, gid;
+    int32_t pid;
+    char who[72];            /* "client 7 (uid 1000 gid 1000 pid 4242)", for logs */
     bool paused;             /* reading stopped: too many in flight */
     bool eof;                /* the client shut down its sending side */
     bool closing;            /* client_close() has run */

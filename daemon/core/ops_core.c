@@ -80,6 +80,37 @@ static int op_hello(void *ctx, struct request *r)
     return 0;
 }
 
+/* Who is connected, by the kernel's word (SO_PEERCRED), oldest first and
+ * at most STATS_PEERS of them: enough to see which applications use the
+ * daemon without a reply that grows with max_clients. */
+#define STATS_PEERS 100
+
+static void put_peers(struct cbuf *o, const struct client_set *set)
+{
+    size_t n = set->n < STATS_PEERS ? set->n : STATS_PEERS, i = 0;
+    cbuf_str(o, "peers");
+    cbuf_array(o, n);
+    const struct dlist *pos;
+    dlist_foreach(pos, &set->list) {
+        if (i++ == n)
+            break;
+        const struct client *c = container_of(pos, struct client, node);
+        cbuf_map(o, c->has_cred ? 5 : 2);
+        cbuf_str(o, "id");
+        cbuf_uint(o, c->id);
+        if (c->has_cred) {
+            cbuf_str(o, "uid");
+            cbuf_uint(o, c->uid);
+            cbuf_str(o, "gid");
+            cbuf_uint(o, c->gid);
+            cbuf_str(o, "pid");
+            cbuf_uint(o, (uint64_t)c->pid);
+        }
+        cbuf_str(o, "inflight");
+        cbuf_uint(o, c->ro.ninflight);
+    }
+}
+
 static int op_stats(void *ctx, struct request *r)
 {
     struct server *s = ctx;
@@ -106,7 +137,7 @@ static int op_stats(void *ctx, struct request *r)
     cbuf_uint(o, uv_now(s->loop) - s->started_ms);
 
     cbuf_str(o, "clients");
-    cbuf_map(o, 6);
+    cbuf_map(o, 7);
     cbuf_str(o, "connected");
     cbuf_uint(o, s->clients.n);
     cbuf_str(o, "max");
@@ -119,6 +150,7 @@ static int op_stats(void *ctx, struct request *r)
     cbuf_uint(o, (uint64_t)s->cfg.max_buffered);
     cbuf_str(o, "fd_limit");
     cbuf_uint(o, (uint64_t)s->clients.fd_limit);
+    put_peers(o, &s->clients);
 
     cbuf_str(o, "counters");
     size_t n = 0;
