@@ -7,7 +7,7 @@
 
 #include "config.h"
 #include "log.h"
-#include "amqp_backend.h"
+#include "mq_backend.h"
 #include "redis_backend.h"
 #include "server.h"
 #include "telemetry.h"
@@ -116,7 +116,7 @@ int main(int argc, char **argv)
     struct backend *redis = NULL, *amqp = NULL;
     if (rc == 0 && !(redis = redis_backend_new(&srv, err, sizeof(err))))
         rc = -1;
-    if (rc == 0 && !(amqp = amqp_backend_new(&srv, err, sizeof(err)))) {
+    if (rc == 0 && !(amqp = mq_backend_new(&srv, err, sizeof(err)))) {
         redis->ops->destroy(redis);
         rc = -1;
     }
