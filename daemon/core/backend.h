@@ -1,5 +1,5 @@
 /* backend.h: the one small interface between the request path and a
- * backend: redis_backend.c and amqp_backend.c implement it.
+ * backend: redis_backend.c and mq_backend.c implement it.
  *
  * A backend registers the ops it serves with server_add_op(). For each
  * request of those ops the request path calls submit(); from then on the

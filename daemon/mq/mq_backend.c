@@ -16,7 +16,6 @@
 #include "log.h"
 #include "mq_args.h"
 #include "mq_backend.h"
-#include "mq_conn.h"
 #include "mq_trace.h"
 #include "mq_worker.h"
 #include "reqring.h"

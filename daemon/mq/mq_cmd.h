@@ -1,5 +1,5 @@
 /* mq_cmd.h: what crosses between the loop and the AMQP thread: commands
- * (loop -> thread) and events (thread -> loop).
+ * (loop -> thread), events (thread -> loop) and counters.
  *
  * Each owns everything it points to, and the side that consumes it frees
  * it, so neither thread ever reads memory the other may free. The thread
@@ -8,6 +8,7 @@
 #ifndef FERRY_MQ_CMD_H
 #define FERRY_MQ_CMD_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -96,6 +97,11 @@ struct mq_event {
     char message_id[128];
     uint64_t delivery_tag;
     uint64_t body_size;
+};
+
+/* Counters the thread bumps and the loop reads for stats. */
+struct mq_counters {
+    atomic_uint_fast64_t connects, drops, confirms, nacks, returns, republished, deliveries;
 };
 
 /* The delivery tag a client sees carries the channel's generation, so an

@@ -35,11 +35,6 @@ enum {
     MQ_CH_FIRST_CONSUMER = 10,
 };
 
-/* Counters the thread bumps and the loop reads for stats. */
-struct mq_counters {
-    atomic_uint_fast64_t connects, drops, confirms, nacks, returns, republished, deliveries;
-};
-
 struct mq_conn {
     /* Shared with the loop, under mu. */
     pthread_mutex_t mu;

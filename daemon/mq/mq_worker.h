@@ -16,7 +16,6 @@
 #include "url.h"
 
 struct mq_worker;
-struct mq_counters;
 
 struct mq_worker_config {
     struct amqp_addr *addrs;   /* refers: must outlive the worker */
