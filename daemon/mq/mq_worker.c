@@ -161,10 +161,7 @@ static void *worker_main(void *arg)
 
 struct mq_worker *mq_worker_new(void)
 {
-    struct mq_worker *wk = xcalloc(1, sizeof(*wk));
-    dlist_init(&wk->conn.events);
-    dlist_init(&wk->conn.spare);
-    return wk;
+    return xcalloc(1, sizeof(struct mq_worker));
 }
 
 int mq_worker_start(struct mq_worker *wk, const struct mq_worker_config *cfg, uv_async_t *async)
