@@ -107,10 +107,10 @@ static int check_amqp_url(const char *v, char *why, size_t len)
             u++;
         if (!*u)
             continue;
-        struct amqp_addr a;
+        struct url_amqp a;
         memset(&a, 0, sizeof(a));
         rc = url_parse_amqp(u, &a, why, len);
-        amqp_addr_free(&a);
+        url_amqp_free(&a);
     }
     free(copy);
     return rc;

@@ -174,7 +174,7 @@ void url_redact(const char *url, char *out, size_t len)
     snprintf(out, len, "%.*s***%s", (int)(colon + 1 - url), url, at);
 }
 
-void amqp_addr_free(struct amqp_addr *a)
+void url_amqp_free(struct url_amqp *a)
 {
     free(a->user);
     free(a->password);
@@ -184,7 +184,7 @@ void amqp_addr_free(struct amqp_addr *a)
 }
 
 /* The query string: heartbeat=N and connection_name=S, '&'-separated. */
-static int parse_amqp_query(char *q, struct amqp_addr *a, char *err, size_t errlen)
+static int parse_amqp_query(char *q, struct url_amqp *a, char *err, size_t errlen)
 {
     for (char *kv = strtok(q, "&"); kv; kv = strtok(NULL, "&")) {
         char *eq = strchr(kv, '=');
@@ -217,7 +217,7 @@ static int parse_amqp_query(char *q, struct amqp_addr *a, char *err, size_t errl
     return 0;
 }
 
-int url_parse_amqp(const char *url, struct amqp_addr *a, char *err, size_t errlen)
+int url_parse_amqp(const char *url, struct url_amqp *a, char *err, size_t errlen)
 {
     memset(a, 0, sizeof(*a));
     a->heartbeat = 10;
@@ -254,6 +254,6 @@ int url_parse_amqp(const char *url, struct amqp_addr *a, char *err, size_t errle
     int rc = q ? parse_amqp_query(q, a, err, errlen) : 0;
     free(copy);
     if (rc)
-        amqp_addr_free(a);
+        url_amqp_free(a);
     return rc;
 }

@@ -22,7 +22,7 @@ int url_parse_redis(const char *url, struct redis_addr *out, char *err, size_t e
     __attribute__((warn_unused_result));
 void redis_addr_free(struct redis_addr *a);
 
-struct amqp_addr {
+struct url_amqp {
     char host[256];
     int port;
     char *user;          /* owns */
@@ -37,9 +37,9 @@ struct amqp_addr {
  * (rabbitmq-c's amqp_parse_url does the URL proper; defaults guest, guest,
  * localhost, 5672, "/"; an empty vhost, as in "amqp://host/", also means
  * "/"). Returns 0, or -1 with a message in err. */
-int url_parse_amqp(const char *url, struct amqp_addr *out, char *err, size_t errlen)
+int url_parse_amqp(const char *url, struct url_amqp *out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
-void amqp_addr_free(struct amqp_addr *a);
+void url_amqp_free(struct url_amqp *a);
 
 /* Copies url with any password replaced by "***". */
 void url_redact(const char *url, char *out, size_t len);

@@ -38,7 +38,7 @@ struct mq_backend_sub {
 
 struct mq_backend {
     struct backend base;
-    struct amqp_addr *addrs; /* owns */
+    struct url_amqp *addrs; /* owns */
     size_t naddrs;
     bool enabled;            /* an amqp_url is configured */
     struct mq_worker *wk;    /* owns */
@@ -70,7 +70,7 @@ static const struct {
 
 static struct mq_backend *mb_of(struct backend *b) { return container_of(b, struct mq_backend, base); }
 
-static const struct amqp_addr *server_addr(const struct mq_backend *mb)
+static const struct url_amqp *server_addr(const struct mq_backend *mb)
 {
     return mb->naddrs ? &mb->addrs[0] : NULL;
 }
@@ -448,7 +448,7 @@ static void mb_destroy(struct backend *b)
     while (!dlist_empty(&mb->subs))
         drop_sub(mb, container_of(mb->subs.next, struct mq_backend_sub, node), false);
     for (size_t i = 0; i < mb->naddrs; i++)
-        amqp_addr_free(&mb->addrs[i]);
+        url_amqp_free(&mb->addrs[i]);
     free(mb->addrs);
     reqring_free(&mb->pending);
     free(mb);

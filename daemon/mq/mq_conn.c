@@ -365,7 +365,7 @@ static amqp_table_entry_t entry_bool(const char *k, bool v)
     return e;
 }
 
-static int try_connect(struct mq_conn *c, const struct amqp_addr *a)
+static int try_connect(struct mq_conn *c, const struct url_amqp *a)
 {
     struct timeval tv = {.tv_sec = (time_t)(c->connect_timeout_ms / 1000),
                          .tv_usec = (suseconds_t)(c->connect_timeout_ms % 1000) * 1000};
@@ -425,7 +425,7 @@ static int try_connect(struct mq_conn *c, const struct amqp_addr *a)
 int mq_conn_connect(struct mq_conn *c)
 {
     for (size_t k = 0; k < c->naddrs; k++) {
-        const struct amqp_addr *a = &c->addrs[(c->addr_next + k) % c->naddrs];
+        const struct url_amqp *a = &c->addrs[(c->addr_next + k) % c->naddrs];
         if (try_connect(c, a) == 0) {
             c->addr_next = (c->addr_next + k) % c->naddrs;
             c->failures = 0;

@@ -55,7 +55,7 @@ struct mq_conn {
     struct mq_counters counters;
 
     /* Set before the thread starts, then read-only. */
-    struct amqp_addr *addrs;   /* refers: owned by the backend */
+    struct url_amqp *addrs;   /* refers: owned by the backend */
     size_t naddrs;
     uint64_t connect_timeout_ms, backoff_min_ms, backoff_max_ms;
     /* Called by mq_conn_lost, after the connection is gone and before the

@@ -16,7 +16,7 @@ static bool bytes_is(amqp_bytes_t b, const char *s)
 }
 
 static void common_attrs(struct span *sp, const char *op_type, const char *op_name, const char *dest,
-                         const struct amqp_addr *server)
+                         const struct url_amqp *server)
 {
     span_attr_cstr(sp, "messaging.system", "rabbitmq");
     span_attr_cstr(sp, "messaging.operation.type", op_type);
@@ -71,7 +71,7 @@ static bool is_publish(enum mq_op op)
 }
 
 void mq_trace_request(struct request *r, enum mq_op op, struct mq_cmd *c, const char *queue,
-                      const struct amqp_addr *server)
+                      const struct url_amqp *server)
 {
     struct span *sp = r->span;
     if (is_publish(op) || op == MQ_OP_RPC) {
@@ -144,7 +144,7 @@ void mq_trace_request(struct request *r, enum mq_op op, struct mq_cmd *c, const 
 }
 
 struct span *mq_trace_delivery_start(struct telemetry *t, const char *queue, const struct mq_event *e,
-                                     const struct amqp_addr *server, char *tp_out)
+                                     const struct url_amqp *server, char *tp_out)
 {
     struct span *sp = telemetry_span_start(t, e->traceparent, strlen(e->traceparent), e->tracestate,
                                            strlen(e->tracestate), SK_CONSUMER, "process", uv_hrtime());

@@ -18,14 +18,14 @@ struct telemetry;
  * queue for ack, nack and reject (NULL when unknown); server is the
  * broker's address (NULL when none). */
 void mq_trace_request(struct request *r, enum mq_op op, struct mq_cmd *c, const char *queue,
-                      const struct amqp_addr *server);
+                      const struct url_amqp *server);
 
 /* Starts the CONSUMER span of a delivery e pushed from queue: it continues
  * the publisher's trace (from the message's headers). tp_out receives the
  * traceparent to push to the client ("" for none). Returns the span, or
  * NULL when not sampled. */
 struct span *mq_trace_delivery_start(struct telemetry *t, const char *queue, const struct mq_event *e,
-                                     const struct amqp_addr *server, char *tp_out);
+                                     const struct url_amqp *server, char *tp_out);
 /* Ends it, once the delivery is in the client's output. */
 void mq_trace_delivery_end(struct telemetry *t, struct span *sp);
 

@@ -18,7 +18,7 @@
 struct mq_worker;
 
 struct mq_worker_config {
-    struct amqp_addr *addrs;   /* refers: must outlive the worker */
+    struct url_amqp *addrs;   /* refers: must outlive the worker */
     size_t naddrs;
     uint64_t connect_timeout_ms, backoff_min_ms, backoff_max_ms;
 };
