@@ -21,7 +21,6 @@
 #include "reqring.h"
 #include "request.h"
 #include "server.h"
-#include "trace_context.h"
 
 /* How long a stopping worker may take to close the connection before its
  * socket is shut down under it (a frozen broker). */
@@ -280,7 +279,7 @@ static void on_push(struct mq_backend *mb, struct mq_event *e)
         return;
     struct telemetry *tel = mb->base.server->tel;
     bool ended = strcmp(e->message, "cancelled") == 0;
-    char tp[TRACEPARENT_LEN + 1] = "";
+    char tp[MQ_TRACE_TP_SIZE] = "";
     struct span *sp = ended ? NULL : mq_trace_delivery_start(tel, s->queue, e, server_addr(mb), tp);
     client_push(s->client, s->sub, e->message, e->data.data, e->data.len, tp[0] ? tp : NULL);
     mq_trace_delivery_end(tel, sp);

@@ -144,7 +144,7 @@ void mq_trace_request(struct request *r, enum mq_op op, struct mq_cmd *c, const 
 }
 
 struct span *mq_trace_delivery_start(struct telemetry *t, const char *queue, const struct mq_event *e,
-                                     const struct url_amqp *server, char *tp_out)
+                                     const struct url_amqp *server, char tp_out[MQ_TRACE_TP_SIZE])
 {
     struct span *sp = telemetry_span_start(t, e->traceparent, strlen(e->traceparent), e->tracestate,
                                            strlen(e->tracestate), SK_CONSUMER, "process", uv_hrtime());

@@ -6,7 +6,11 @@
 
 #include "mq_args.h"
 #include "mq_cmd.h"
+#include "trace_context.h"
 #include "url.h"
+
+/* Room for a traceparent and its terminating NUL. */
+#define MQ_TRACE_TP_SIZE (TRACEPARENT_LEN + 1)
 
 struct request;
 struct span;
@@ -25,7 +29,7 @@ void mq_trace_request(struct request *r, enum mq_op op, struct mq_cmd *c, const 
  * traceparent to push to the client ("" for none). Returns the span, or
  * NULL when not sampled. */
 struct span *mq_trace_delivery_start(struct telemetry *t, const char *queue, const struct mq_event *e,
-                                     const struct url_amqp *server, char *tp_out);
+                                     const struct url_amqp *server, char tp_out[MQ_TRACE_TP_SIZE]);
 /* Ends it, once the delivery is in the client's output. */
 void mq_trace_delivery_end(struct telemetry *t, struct span *sp);
 
