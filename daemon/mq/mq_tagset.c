@@ -1,24 +1,24 @@
-/* tagset.c: see tagset.h. */
+/* mq_tagset.c: see mq_tagset.h. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "cbuf.h"
-#include "tagset.h"
+#include "mq_tagset.h"
 
-void tagset_reset(struct tagset *s)
+void mq_tagset_reset(struct mq_tagset *s)
 {
     s->off = s->n = 0;
     s->last = 0;
 }
 
-void tagset_free(struct tagset *s)
+void mq_tagset_free(struct mq_tagset *s)
 {
     free(s->tags);
     memset(s, 0, sizeof(*s));
 }
 
 /* The index (from off) of the first open tag >= tag; n if none. */
-static size_t lower_bound(const struct tagset *s, uint64_t tag)
+static size_t lower_bound(const struct mq_tagset *s, uint64_t tag)
 {
     size_t lo = 0, hi = s->n;
     while (lo < hi) {
@@ -31,7 +31,7 @@ static size_t lower_bound(const struct tagset *s, uint64_t tag)
     return lo;
 }
 
-bool tagset_add(struct tagset *s, uint64_t tag, size_t limit)
+bool mq_tagset_add(struct mq_tagset *s, uint64_t tag, size_t limit)
 {
     if (s->off + s->n == s->cap) {
         if (s->off > 0) {
@@ -54,19 +54,19 @@ bool tagset_add(struct tagset *s, uint64_t tag, size_t limit)
     return s->n <= limit;
 }
 
-enum tagset_state tagset_check(const struct tagset *s, uint64_t tag, bool multiple)
+enum mq_tagset_state mq_tagset_check(const struct mq_tagset *s, uint64_t tag, bool multiple)
 {
     if (tag == 0 || tag > s->last)
-        return TAGSET_UNKNOWN;
+        return MQ_TAGSET_UNKNOWN;
     size_t i = lower_bound(s, tag);
     if (!multiple)
-        return i < s->n && s->tags[s->off + i] == tag ? TAGSET_OPEN : TAGSET_SETTLED;
+        return i < s->n && s->tags[s->off + i] == tag ? MQ_TAGSET_OPEN : MQ_TAGSET_SETTLED;
     bool up_to = i > 0 || (i < s->n && s->tags[s->off + i] == tag); /* something to settle */
     bool at_or_above = i < s->n;                                    /* the broker knows where to stop */
-    return !up_to ? TAGSET_SETTLED : at_or_above ? TAGSET_OPEN : TAGSET_STRANDED;
+    return !up_to ? MQ_TAGSET_SETTLED : at_or_above ? MQ_TAGSET_OPEN : MQ_TAGSET_STRANDED;
 }
 
-size_t tagset_settle(struct tagset *s, uint64_t tag, bool multiple)
+size_t mq_tagset_settle(struct mq_tagset *s, uint64_t tag, bool multiple)
 {
     size_t i = lower_bound(s, tag);
     bool hit = i < s->n && s->tags[s->off + i] == tag;

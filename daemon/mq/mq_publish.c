@@ -1,0 +1,400 @@
+/* mq_publish.c: publishing on the AMQP thread; see mq_publish.h.
+ *
+ * A publish request becomes a group of messages. Each is sent on the
+ * confirm channel and waits there for basic.ack/nack (and a basic.return
+ * first, when a mandatory message found no queue). When the connection
+ * drops, sent messages go back to unsent and are published again after
+ * reconnecting, while their deadline allows; so a message the client saw
+ * confirmed was confirmed by the broker, and one it did not see may arrive
+ * twice. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "errors.h"
+#include "log.h"
+#include "mq_publish.h"
+
+struct mq_publish_group;
+
+/* One message awaiting the broker's confirm. */
+struct mq_publish_msg {
+    struct dlist node;             /* in pb->pubs, in publish order */
+    struct mq_publish_group *g;    /* refers */
+    const struct mq_msg *msg;      /* refers: in g->cmd's pool */
+    amqp_bytes_t exchange;         /* where it is really published (delayed: "") */
+    amqp_bytes_t routing_key;
+    uint64_t tag;                  /* broker delivery tag; 0 while unsent */
+    bool resolved;
+    int code;                      /* outcome once resolved */
+    char text[200];
+};
+
+/* One publish request: one message, or a batch. */
+struct mq_publish_group {
+    struct mq_cmd *cmd;            /* owns */
+    struct mq_publish_msg *pubs;   /* owns: cmd->nmsgs of them */
+    size_t left;
+};
+
+static bool bytes_eq(amqp_bytes_t a, amqp_bytes_t b)
+{
+    return a.len == b.len && (a.len == 0 || memcmp(a.bytes, b.bytes, a.len) == 0);
+}
+
+void mq_publish_init(struct mq_publisher *pb, struct mq_conn *conn, struct mq_topology *topo)
+{
+    pb->conn = conn;
+    pb->topo = topo;
+    dlist_init(&pb->pubs);
+    pb->holding = NULL;
+    pb->nholding = 0;
+}
+
+static void group_done(struct mq_publisher *pb, struct mq_publish_group *g)
+{
+    struct mq_cmd *c = g->cmd;
+    if (!c->batch) {
+        struct mq_publish_msg *p = &g->pubs[0];
+        if (p->code) {
+            mq_conn_reply_err(pb->conn, c->seq, p->code, "%s", p->text);
+        } else {
+            struct cbuf b;
+            cbuf_init(&b);
+            cbuf_map(&b, 1);
+            cbuf_str(&b, "confirmed");
+            cbuf_bool(&b, true);
+            mq_conn_reply_ok(pb->conn, c->seq, &b);
+        }
+    } else {
+        struct cbuf b;
+        cbuf_init(&b);
+        cbuf_map(&b, 1);
+        cbuf_str(&b, "results");
+        cbuf_array(&b, c->nmsgs);
+        for (size_t i = 0; i < c->nmsgs; i++) {
+            struct mq_publish_msg *p = &g->pubs[i];
+            if (p->code == 0) {
+                cbuf_map(&b, 1);
+                cbuf_str(&b, "confirmed");
+                cbuf_bool(&b, true);
+            } else {
+                cbuf_map(&b, 1);
+                cbuf_str(&b, "error");
+                cbuf_map(&b, 2);
+                cbuf_str(&b, "code");
+                cbuf_str(&b, fe_name(p->code));
+                cbuf_str(&b, "message");
+                cbuf_str(&b, p->text);
+            }
+        }
+        mq_conn_reply_ok(pb->conn, c->seq, &b);
+    }
+    free(g->pubs);
+    mq_cmd_free(c);
+    free(g);
+}
+
+static void resolve(struct mq_publisher *pb, struct mq_publish_msg *p, int code, const char *text)
+{
+    if (p->resolved)
+        return;
+    p->resolved = true;
+    p->code = code;
+    snprintf(p->text, sizeof(p->text), "%.190s", text ? text : "");
+    dlist_remove(&p->node);
+    if (--p->g->left == 0)
+        group_done(pb, p->g);
+}
+
+/* Sends one message on the confirm channel. Returns 0, a code after
+ * resolving p (missing exchange), or FE_UNAVAILABLE (connection gone; p
+ * stays waiting and is republished after reconnecting). */
+static int send_one(struct mq_publisher *pb, struct mq_publish_msg *p)
+{
+    char err[200];
+    int rc = mq_topology_ensure_exchange(pb->topo, p->exchange, err, sizeof(err));
+    if (rc == FE_UNAVAILABLE)
+        return rc;
+    if (rc) {
+        resolve(pb, p, FE_BACKEND_ERROR, err);
+        return rc;
+    }
+    int s = amqp_basic_publish(pb->conn->state, MQ_CH_PUB, p->exchange, p->routing_key, p->msg->mandatory, 0,
+                               &p->msg->props, p->msg->body);
+    if (s != AMQP_STATUS_OK) {
+        mq_conn_lost(pb->conn, amqp_error_string2(s));
+        return FE_UNAVAILABLE;
+    }
+    p->tag = pb->conn->next_tag++;
+    return 0;
+}
+
+void mq_publish_on_confirm(struct mq_publisher *pb, uint64_t tag, bool multiple, bool ack)
+{
+    struct dlist *pos, *tmp;
+    dlist_foreach_safe(pos, tmp, &pb->pubs) {
+        struct mq_publish_msg *p = container_of(pos, struct mq_publish_msg, node);
+        if (p->tag == 0 || p->tag > tag)
+            continue;
+        if (!multiple && p->tag != tag)
+            continue;
+        if (!ack) {
+            atomic_fetch_add(&pb->conn->counters.nacks, 1);
+            resolve(pb, p, FE_NACKED, "the broker nacked the message");
+        } else if (p->text[0] && p->code == FE_UNROUTABLE) {
+            char text[sizeof(p->text)];
+            memcpy(text, p->text, sizeof(text));
+            resolve(pb, p, FE_UNROUTABLE, text);
+        } else {
+            atomic_fetch_add(&pb->conn->counters.confirms, 1);
+            resolve(pb, p, 0, NULL);
+        }
+    }
+}
+
+/* The return names no delivery tag; it precedes the message's ack, so it
+ * belongs to the oldest unconfirmed mandatory message with the same
+ * exchange, key and body. */
+void mq_publish_on_return(struct mq_publisher *pb, const amqp_basic_return_t *ret, const amqp_message_t *m)
+{
+    atomic_fetch_add(&pb->conn->counters.returns, 1);
+    struct dlist *pos;
+    dlist_foreach(pos, &pb->pubs) {
+        struct mq_publish_msg *p = container_of(pos, struct mq_publish_msg, node);
+        if (p->tag == 0 || !p->msg->mandatory || p->code == FE_UNROUTABLE)
+            continue;
+        if (bytes_eq(p->exchange, ret->exchange) && bytes_eq(p->routing_key, ret->routing_key) &&
+            bytes_eq(p->msg->body, m->body)) {
+            p->code = FE_UNROUTABLE;
+            snprintf(p->text, sizeof(p->text), "%u %.*s (exchange '%.*s', routing key '%.*s')",
+                     ret->reply_code, (int)ret->reply_text.len, (char *)ret->reply_text.bytes,
+                     (int)ret->exchange.len, (char *)ret->exchange.bytes, (int)ret->routing_key.len,
+                     (char *)ret->routing_key.bytes);
+            return;
+        }
+    }
+}
+
+void mq_publish_flush(struct mq_publisher *pb)
+{
+    struct dlist *pos, *tmp;
+    dlist_foreach_safe(pos, tmp, &pb->pubs) {
+        struct mq_publish_msg *p = container_of(pos, struct mq_publish_msg, node);
+        if (!pb->conn->state || pb->conn->blocked)
+            return;
+        if (p->tag)
+            continue;
+        if (p->g->cmd->deadline <= mq_now_ms()) {
+            resolve(pb, p, FE_UNCONFIRMED, "the deadline passed before the broker confirmed");
+            continue;
+        }
+        if (send_one(pb, p) == FE_UNAVAILABLE)
+            return;
+    }
+}
+
+void mq_publish_resend(struct mq_publisher *pb)
+{
+    struct dlist *pos;
+    dlist_foreach(pos, &pb->pubs) {
+        struct mq_publish_msg *p = container_of(pos, struct mq_publish_msg, node);
+        if (p->tag) {
+            p->tag = 0;
+            atomic_fetch_add(&pb->conn->counters.republished, 1);
+        }
+    }
+    mq_publish_flush(pb);
+}
+
+void mq_publish_restore(struct mq_publisher *pb)
+{
+    size_t again = 0;
+    struct dlist *pos;
+    dlist_foreach(pos, &pb->pubs)
+        again += container_of(pos, struct mq_publish_msg, node)->tag == 0;
+    if (again) {
+        log_info("amqp: publishing %zu unconfirmed messages again", again);
+        atomic_fetch_add(&pb->conn->counters.republished, again);
+    }
+    mq_publish_flush(pb);
+}
+
+static void forget_holding(struct mq_publisher *pb)
+{
+    for (size_t i = 0; i < pb->nholding; i++)
+        free(pb->holding[i]);
+    free(pb->holding);
+    pb->holding = NULL;
+    pb->nholding = 0;
+}
+
+void mq_publish_on_lost(struct mq_publisher *pb)
+{
+    /* Sent-but-unconfirmed messages go back to unsent, to be published
+     * again after reconnecting while their deadline allows. */
+    struct dlist *pos;
+    dlist_foreach(pos, &pb->pubs)
+        container_of(pos, struct mq_publish_msg, node)->tag = 0;
+    forget_holding(pb);
+}
+
+void mq_publish_expire(struct mq_publisher *pb, uint64_t now)
+{
+    if (pb->conn->state && !pb->conn->blocked)
+        return;
+    struct dlist *pos, *tmp;
+    dlist_foreach_safe(pos, tmp, &pb->pubs) {
+        struct mq_publish_msg *p = container_of(pos, struct mq_publish_msg, node);
+        if (p->g->cmd->deadline <= now)
+            resolve(pb, p, pb->conn->blocked ? FE_BLOCKED : FE_UNCONFIRMED,
+                    "the deadline passed before the broker confirmed");
+    }
+}
+
+bool mq_publish_waiting(const struct mq_publisher *pb)
+{
+    return !dlist_empty(&pb->pubs);
+}
+
+void mq_publish_shutdown(struct mq_publisher *pb)
+{
+    while (!dlist_empty(&pb->pubs))
+        resolve(pb, container_of(pb->pubs.next, struct mq_publish_msg, node), FE_SHUTTING_DOWN, "shutting down");
+    forget_holding(pb);
+}
+
+/* ---- delayed publishing ---- */
+
+static bool holding_known(struct mq_publisher *pb, const char *name)
+{
+    for (size_t i = 0; i < pb->nholding; i++)
+        if (strcmp(pb->holding[i], name) == 0)
+            return true;
+    return false;
+}
+
+/* The holding queue for (delay, exchange, key): messages wait there for
+ * their TTL, then dead-letter to the target exchange with the original
+ * routing key. It is durable, and expires after a minute unused. */
+static int ensure_holding(struct mq_publisher *pb, const struct mq_cmd *c, const struct mq_msg *m, char *name,
+                          size_t namelen, char *err, size_t errlen)
+{
+    int n = snprintf(name, namelen, "ferry.delay.%llums.%.*s.%.*s", (unsigned long long)c->delay_ms,
+                     (int)m->exchange.len, (char *)m->exchange.bytes, (int)m->routing_key.len,
+                     (char *)m->routing_key.bytes);
+    if (n < 0 || (size_t)n >= namelen || n > 255) {
+        /* Too long for a queue name: use a hash of the pair instead. */
+        uint64_t h = 1469598103934665603ull;
+        for (size_t i = 0; i < m->exchange.len; i++)
+            h = (h ^ ((uint8_t *)m->exchange.bytes)[i]) * 1099511628211ull;
+        h = (h ^ 0xff) * 1099511628211ull;
+        for (size_t i = 0; i < m->routing_key.len; i++)
+            h = (h ^ ((uint8_t *)m->routing_key.bytes)[i]) * 1099511628211ull;
+        snprintf(name, namelen, "ferry.delay.%llums.%016llx", (unsigned long long)c->delay_ms,
+                 (unsigned long long)h);
+    }
+    if (holding_known(pb, name))
+        return 0;
+    amqp_table_entry_t e[4];
+    e[0].key = amqp_cstring_bytes("x-message-ttl");
+    e[0].value.kind = AMQP_FIELD_KIND_I64;
+    e[0].value.value.i64 = (int64_t)c->delay_ms;
+    e[1].key = amqp_cstring_bytes("x-dead-letter-exchange");
+    e[1].value.kind = AMQP_FIELD_KIND_UTF8;
+    e[1].value.value.bytes = m->exchange;
+    e[2].key = amqp_cstring_bytes("x-dead-letter-routing-key");
+    e[2].value.kind = AMQP_FIELD_KIND_UTF8;
+    e[2].value.value.bytes = m->routing_key;
+    e[3].key = amqp_cstring_bytes("x-expires");
+    e[3].value.kind = AMQP_FIELD_KIND_I64;
+    e[3].value.value.i64 = (int64_t)c->delay_ms + 60000;
+    amqp_table_t args = {.num_entries = 4, .entries = e};
+    amqp_queue_declare(pb->conn->state, MQ_CH_TOPO, amqp_cstring_bytes(name), 0, 1, 0, 0, args);
+    int rc = mq_conn_check_rpc(pb->conn, MQ_CH_TOPO, err, errlen);
+    if (rc)
+        return rc;
+    pb->holding = xrealloc(pb->holding, (pb->nholding + 1) * sizeof(char *));
+    pb->holding[pb->nholding++] = xstrdup(name);
+    return 0;
+}
+
+static void confirmed(struct mq_publisher *pb, struct mq_cmd *c)
+{
+    struct mq_publish_group *g = xcalloc(1, sizeof(*g));
+    g->cmd = c;
+    g->pubs = xcalloc(c->nmsgs, sizeof(struct mq_publish_msg));
+    g->left = c->nmsgs;
+    for (size_t i = 0; i < c->nmsgs; i++) {
+        struct mq_publish_msg *p = &g->pubs[i];
+        p->g = g;
+        p->msg = &c->msgs[i];
+        p->exchange = p->msg->exchange;
+        p->routing_key = p->msg->routing_key;
+        dlist_push_tail(&pb->pubs, &p->node);
+    }
+    if (c->kind == MC_PUBLISH_DELAYED && pb->conn->state) {
+        char name[300], err[200];
+        struct mq_publish_msg *p = &g->pubs[0];
+        int rc = ensure_holding(pb, c, p->msg, name, sizeof(name), err, sizeof(err));
+        if (rc) {
+            resolve(pb, p, rc, err);
+            return;
+        }
+        amqp_pool_alloc_bytes(&c->pool, strlen(name), &p->routing_key);
+        memcpy(p->routing_key.bytes, name, strlen(name));
+        p->exchange = amqp_empty_bytes;
+    }
+    mq_publish_flush(pb);
+}
+
+/* A transaction on its own channel: every exchange is checked first, so an
+ * invalid message fails the batch before anything is sent; otherwise all
+ * messages are published and committed together. */
+static void transaction(struct mq_publisher *pb, struct mq_cmd *c)
+{
+    char err[200];
+    for (size_t i = 0; i < c->nmsgs; i++) {
+        int rc = mq_topology_ensure_exchange(pb->topo, c->msgs[i].exchange, err, sizeof(err));
+        if (rc) {
+            mq_conn_reply_err(pb->conn, c->seq, rc, "message %zu: %s; the transaction was rolled back", i, err);
+            mq_cmd_free(c);
+            return;
+        }
+    }
+    for (size_t i = 0; i < c->nmsgs; i++) {
+        const struct mq_msg *m = &c->msgs[i];
+        int s = amqp_basic_publish(pb->conn->state, MQ_CH_TX, m->exchange, m->routing_key, 0, 0, &m->props,
+                                   m->body);
+        if (s != AMQP_STATUS_OK) {
+            mq_conn_lost(pb->conn, amqp_error_string2(s));
+            mq_conn_reply_err(pb->conn, c->seq, FE_UNAVAILABLE,
+                              "connection lost during the transaction; nothing was committed");
+            mq_cmd_free(c);
+            return;
+        }
+    }
+    amqp_tx_commit(pb->conn->state, MQ_CH_TX);
+    int rc = mq_conn_check_rpc(pb->conn, MQ_CH_TX, err, sizeof(err));
+    if (rc) {
+        mq_conn_reply_err(pb->conn, c->seq, rc, "commit failed, nothing was published: %s", err);
+    } else {
+        struct cbuf b;
+        cbuf_init(&b);
+        cbuf_map(&b, 2);
+        cbuf_str(&b, "committed");
+        cbuf_bool(&b, true);
+        cbuf_str(&b, "count");
+        cbuf_uint(&b, c->nmsgs);
+        mq_conn_reply_ok(pb->conn, c->seq, &b);
+    }
+    mq_cmd_free(c);
+}
+
+void mq_publish_run(struct mq_publisher *pb, struct mq_cmd *c)
+{
+    if (c->tx)
+        transaction(pb, c);
+    else
+        confirmed(pb, c);
+}

@@ -1,0 +1,49 @@
+/* mq_publish.h: publishing on the AMQP thread: confirmed messages (single
+ * and batched), delayed messages through holding queues, and
+ * transactional batches. Above mq_conn and mq_topology; the pump hands it
+ * the broker's confirms and returns. */
+#ifndef FERRY_MQ_PUBLISH_H
+#define FERRY_MQ_PUBLISH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <amqp.h>
+
+#include "list.h"
+#include "mq_cmd.h"
+#include "mq_conn.h"
+#include "mq_topology.h"
+
+struct mq_publisher {
+    struct mq_conn *conn;      /* refers */
+    struct mq_topology *topo;  /* refers */
+    struct dlist pubs;         /* struct mq_publish_msg, in publish order (owned by their groups) */
+    char **holding;            /* owns: delay queues declared on this connection */
+    size_t nholding;
+};
+
+void mq_publish_init(struct mq_publisher *pb, struct mq_conn *conn, struct mq_topology *topo);
+/* Publishes cmd's messages (taking cmd): confirmed, or in a transaction
+ * when cmd->tx. */
+void mq_publish_run(struct mq_publisher *pb, struct mq_cmd *cmd);
+/* Sends whatever is waiting and unsent, unless blocked or disconnected. */
+void mq_publish_flush(struct mq_publisher *pb);
+/* basic.ack / basic.nack on the confirm channel. */
+void mq_publish_on_confirm(struct mq_publisher *pb, uint64_t tag, bool multiple, bool ack);
+/* basic.return on the confirm channel: a mandatory message no queue took. */
+void mq_publish_on_return(struct mq_publisher *pb, const amqp_basic_return_t *ret, const amqp_message_t *m);
+/* The confirm channel was reopened: what was sent and not confirmed died
+ * with it and is sent again. */
+void mq_publish_resend(struct mq_publisher *pb);
+/* After a reconnect: sends again what was unconfirmed. */
+void mq_publish_restore(struct mq_publisher *pb);
+/* The connection is gone: sent messages go back to unsent. */
+void mq_publish_on_lost(struct mq_publisher *pb);
+/* Fails the messages whose deadline passed while they could not be sent. */
+void mq_publish_expire(struct mq_publisher *pb, uint64_t now);
+/* Whether messages await their confirms (the thread then polls sooner). */
+bool mq_publish_waiting(const struct mq_publisher *pb);
+/* At stop: fails every waiting message with 'shutting_down'. */
+void mq_publish_shutdown(struct mq_publisher *pb);
+
+#endif
