@@ -280,6 +280,67 @@ static int rb_timeout_code(struct backend *b, struct request *r)
     return FE_TIMEOUT;
 }
 
+/* COMMAND INFO answered: the table the policy checks commands against. */
+static void on_command_info(void *arg, const redisReply *reply)
+{
+    struct rds_backend *rb = arg;
+    if (!reply)
+        return; /* the control connection failed: asked again when it is back */
+    char why[160];
+    if (reply->type == REDIS_REPLY_ERROR || rds_commands_build(&rb->commands, reply, why, sizeof(why)) != 0) {
+        log_warn("redis: cannot learn the server's commands (%s): policies' redis_commands and redis_keys "
+                 "refuse every command until it answers",
+                 reply->type == REDIS_REPLY_ERROR ? reply->str : why);
+        return;
+    }
+    log_info("redis: the server has %zu commands in %u categories", rb->commands.n, rb->commands.ncats);
+}
+
+/* COMMAND LIST answered: ask about each command and subcommand. Not
+ * COMMAND alone: a container's entry (CLIENT, XINFO ...) nests its
+ * subcommands' key specs deeper than hiredis 0.14's reader takes, while
+ * "COMMAND INFO client|kill" answers at the depth of any command. */
+static void on_command_list(void *arg, const redisReply *reply)
+{
+    struct rds_backend *rb = arg;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY) {
+        if (reply)
+            log_warn("redis: COMMAND LIST failed: %s", reply->type == REDIS_REPLY_ERROR ? reply->str : "not an array");
+        return;
+    }
+    char **names;
+    size_t n = rds_commands_names(reply, &names);
+    const char **argv = xcalloc(n + 2, sizeof(*argv));
+    size_t *lens = xcalloc(n + 2, sizeof(*lens));
+    argv[0] = "COMMAND";
+    argv[1] = "INFO";
+    lens[0] = 7;
+    lens[1] = 4;
+    for (size_t i = 0; i < n; i++) {
+        argv[i + 2] = names[i];
+        lens[i + 2] = strlen(names[i]);
+    }
+    if (rds_conn_call(rb->control, (int)n + 2, argv, lens, on_command_info, rb) != 0)
+        log_warn("redis: cannot ask for COMMAND INFO: the control connection is %s",
+                 rds_conn_state_name(rb->control->state));
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    free(argv);
+    free(lens);
+}
+
+/* The control connection is (again) ready: the server may have changed
+ * (a restart into another version, a module loaded). */
+static void on_control_ready(struct rds_target *t)
+{
+    struct rds_backend *rb = container_of(t, struct rds_backend, t);
+    const char *argv[2] = {"COMMAND", "LIST"};
+    size_t lens[2] = {7, 4};
+    if (rds_conn_call(rb->control, 2, argv, lens, on_command_list, rb) != 0)
+        log_warn("redis: cannot ask for COMMAND LIST");
+}
+
 static void on_target_changed(struct rds_target *t)
 {
     struct rds_backend *rb = container_of(t, struct rds_backend, t);
@@ -408,6 +469,7 @@ static void rb_destroy(struct backend *b)
     if (rb->control)
         rds_conn_free(rb->control);
     rds_deny_free(&rb->deny);
+    rds_commands_free(&rb->commands);
     url_redis_free(&rb->t.addr);
     free(rb->shapes);
     free(rb);
@@ -453,6 +515,7 @@ static struct backend *rb_create(const struct backend_host *h, char *err, size_t
     rb->t.rc = rc;
     rb->t.flusher = h->flusher;
     rb->t.changed = on_target_changed;
+    rb->t.control_ready = on_control_ready;
     snprintf(rb->db_text, sizeof(rb->db_text), "%d", rb->t.addr.db);
     rb->path_len = strlen(rb->t.addr.path);
     rb->nconns = (size_t)rc->pool;

@@ -38,11 +38,22 @@
 #define READ_BUF (64 * 1024)
 #define FEED_SLICE (4 * 1024)
 
-static char handshake_marker, kill_marker;
+static char handshake_marker, call_marker;
 #define HANDSHAKE_SLOT ((struct request *)&handshake_marker)
-/* A SCRIPT KILL or FUNCTION KILL sent on the control connection: its reply
- * is logged. */
-#define KILL_SLOT ((struct request *)&kill_marker)
+/* One of ferryd's own commands (rds_conn_call): its reply goes to the
+ * oldest entry of c->calls. */
+#define CALL_SLOT ((struct request *)&call_marker)
+
+/* Hands the oldest call its reply (NULL: none will come). */
+static void call_done(struct rds_conn *c, const redisReply *reply)
+{
+    if (!c->ncalls)
+        return;
+    struct rds_call k = c->calls[c->call_head];
+    c->call_head = (c->call_head + 1) % RDS_MAX_CALLS;
+    c->ncalls--;
+    k.fn(k.arg, reply);
+}
 
 static void begin_attempt(struct rds_conn *c);
 
@@ -62,7 +73,9 @@ static void fail_all(struct rds_conn *c, int code, const char *msg)
 {
     while (reqring_size(&c->ring)) {
         struct request *r = reqring_pop(&c->ring);
-        if (r && r != HANDSHAKE_SLOT && r != KILL_SLOT) {
+        if (r == CALL_SLOT)
+            call_done(c, NULL);
+        else if (r && r != HANDSHAKE_SLOT) {
             request_fail(r, code, msg);
         }
     }
@@ -159,15 +172,13 @@ static void handle_reply(struct rds_conn *c, redisReply *reply)
             log_info("redis %s %u to %s ready", c->control ? "control connection" : "connection", c->index, c->t->url_redacted);
             if (!c->control)
                 c->t->changed(c->t);
+            else if (c->t->control_ready)
+                c->t->control_ready(c->t);
         }
         return;
     }
-    if (r == KILL_SLOT) {
-        if (reply->type == REDIS_REPLY_ERROR)
-            log_warn("redis: the kill of a busy script was refused: %.*s", (int)(reply->len > 200 ? 200 : reply->len),
-                     reply->str);
-        else
-            log_info("redis: the busy script was killed");
+    if (r == CALL_SLOT) {
+        call_done(c, reply);
         return;
     }
     if (!r)
@@ -249,7 +260,11 @@ static void refuse_reply(struct rds_conn *c)
         conn_fail(c, "the handshake's reply was refused");
         return;
     }
-    if (r == KILL_SLOT || !r)
+    if (r == CALL_SLOT) {
+        call_done(c, NULL);
+        return;
+    }
+    if (!r)
         return;
     if (c->guard.why == RESP_GUARD_UNWANTED) {
         conn_fail(c, "a reply wanted by nobody was awaited");
@@ -487,18 +502,37 @@ bool rds_conn_is_head(const struct rds_conn *c, const struct request *r)
     return reqring_size(&c->ring) && r->bseq == c->ring.head;
 }
 
+int rds_conn_call(struct rds_conn *c, int argc, const char *const *argv, const size_t *lens,
+                  void (*fn)(void *arg, const redisReply *reply), void *arg)
+{
+    if (c->state != RC_READY || c->ncalls == RDS_MAX_CALLS || rds_conn_pending(c) >= (size_t)c->t->rc->max_pending)
+        return -1;
+    c->calls[(c->call_head + c->ncalls) % RDS_MAX_CALLS] = (struct rds_call){fn, arg};
+    c->ncalls++;
+    reqring_push(&c->ring, CALL_SLOT);
+    rds_command_format(&c->out.pending, argc, argv, lens);
+    outq_kick(&c->out);
+    return 0;
+}
+
+static void on_kill_reply(void *arg, const redisReply *reply)
+{
+    (void)arg;
+    if (!reply)
+        return;
+    if (reply->type == REDIS_REPLY_ERROR)
+        log_warn("redis: the kill of a busy script was refused: %.*s", (int)(reply->len > 200 ? 200 : reply->len),
+                 reply->str);
+    else
+        log_info("redis: the busy script was killed");
+}
+
 void rds_conn_kill(struct rds_conn *c, const char *what)
 {
-    if (c->state != RC_READY || rds_conn_pending(c) >= (size_t)c->t->rc->max_pending) {
-        log_warn("redis: cannot send %s KILL: the control connection is %s", what,
-                 rds_conn_state_name(c->state));
-        return;
-    }
     const char *argv[2] = {what, "KILL"};
     size_t lens[2] = {strlen(what), 4};
-    reqring_push(&c->ring, KILL_SLOT);
-    rds_command_format(&c->out.pending, 2, argv, lens);
-    outq_kick(&c->out);
+    if (rds_conn_call(c, 2, argv, lens, on_kill_reply, NULL) != 0)
+        log_warn("redis: cannot send %s KILL: the control connection is %s", what, rds_conn_state_name(c->state));
 }
 
 void rds_conn_stop(struct rds_conn *c)

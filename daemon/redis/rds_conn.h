@@ -31,6 +31,9 @@ struct rds_target {
     /* Called when a pooled connection becomes ready or fails: the
      * backend's readiness may have changed. */
     void (*changed)(struct rds_target *t);
+    /* Called when the control connection becomes ready (after each
+     * reconnect): the time to ask the server about itself. */
+    void (*control_ready)(struct rds_target *t);
 };
 
 enum rconn_state {
@@ -42,6 +45,8 @@ enum rconn_state {
     RC_CLOSING,    /* the socket is closing after a failure */
     RC_STOPPED,    /* shut down for good */
 };
+
+#define RDS_MAX_CALLS 8
 
 struct rds_conn {
     struct rds_target *t;     /* refers: the backend's, shared by its connections */
@@ -69,6 +74,14 @@ struct rds_conn {
     struct reqring ring;
     unsigned handshake_left;    /* handshake replies still awaited */
 
+    /* ferryd's own commands awaiting replies (CALL_SLOT in the ring), in
+     * order: each gets its reply, borrowed, or NULL when none will come. */
+    struct rds_call {
+        void (*fn)(void *arg, const redisReply *reply);
+        void *arg;
+    } calls[RDS_MAX_CALLS];
+    unsigned call_head, ncalls;
+
     bool down;                  /* failed since last ready: fail fast */
     unsigned failures;          /* consecutive failed attempts */
     bool control;               /* the control connection: never carries requests */
@@ -89,6 +102,12 @@ void rds_conn_cancel(struct rds_conn *c, struct request *r);
 /* Sends "SCRIPT KILL" or "FUNCTION KILL" (what is "SCRIPT" or "FUNCTION")
  * on the control connection c, and logs its reply. */
 void rds_conn_kill(struct rds_conn *c, const char *what);
+/* Sends one of ferryd's own commands on c (the control connection); fn
+ * gets its reply, borrowed for the call, or NULL when the connection
+ * failed first. Returns 0, or -1 when c is not ready or too many are
+ * waiting. */
+int rds_conn_call(struct rds_conn *c, int argc, const char *const *argv, const size_t *lens,
+                  void (*fn)(void *arg, const redisReply *reply), void *arg);
 /* Whether r is the oldest command awaiting a reply on c: the one Redis is
  * running, or will run next. */
 bool rds_conn_is_head(const struct rds_conn *c, const struct request *r);
