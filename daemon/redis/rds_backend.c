@@ -224,6 +224,15 @@ static void rb_submit(struct backend *b, struct request *r)
         request_fail(r, FE_DENIED, msg);
         goto done;
     }
+    if (r->policy) {
+        int code = rds_policy_check(&rb->policy, &rb->commands, r->policy, argc, argv, lens, msg, sizeof(msg));
+        if (code) {
+            if (code == FE_DENIED)
+                r->policy->denied++;
+            request_fail(r, code, msg);
+            goto done;
+        }
+    }
     struct rds_conn *c = pick(rb);
     annotate(rb, r, c, argc, argv, lens);
     if (!c) {
@@ -470,6 +479,7 @@ static void rb_destroy(struct backend *b)
         rds_conn_free(rb->control);
     rds_deny_free(&rb->deny);
     rds_commands_free(&rb->commands);
+    rds_policy_free(&rb->policy);
     url_redis_free(&rb->t.addr);
     free(rb->shapes);
     free(rb);

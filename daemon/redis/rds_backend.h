@@ -8,6 +8,7 @@
 #include "backend.h"
 #include "rds_commands.h"
 #include "rds_conn.h"
+#include "rds_policy.h"
 #include "rds_deny.h"
 #include "url.h"
 
@@ -29,6 +30,7 @@ struct rds_backend {
     char db_text[8];             /* db index as text, for spans */
     size_t path_len;
     struct rds_commands commands; /* owns: the server's command table; empty until learned */
+    struct rds_policy policy;    /* owns: policies' rules compiled against it */
     struct rb_shape *shapes;     /* owns: RB_SHAPES span shapes by command; NULL until traced */
 };
 
