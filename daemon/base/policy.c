@@ -1,12 +1,15 @@
 /* policy.c: parsing policy files and matching peers and names. */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <fnmatch.h>
 #include <grp.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cbuf.h"
 #include "policy.h"
@@ -160,9 +163,9 @@ static int set_key(struct policy *p, const char *key, const char *value, policy_
     char **w;
     size_t n = split(value, &w);
     if (!strcmp(key, "peers")) {
-        if (p->npeers) {
+        if (p->peers || n == 0) {
             free_words(w, n);
-            snprintf(why, len, "'peers' given twice");
+            snprintf(why, len, n ? "'peers' given twice" : "'peers' names nobody");
             return -1;
         }
         p->peers = xcalloc(n ? n : 1, sizeof(*p->peers));
@@ -317,8 +320,19 @@ int policy_parse(struct policy_set *set, const char *path, const char *text, pol
 int policy_load(struct policy_set *set, const char *path, policy_op_index_fn op_index, void *ctx, char *err,
                 size_t errlen)
 {
-    FILE *f = fopen(path, "r");
+    /* A regular file only: a FIFO or a device would block the loop on a
+     * reload, or never end. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "policy file %s: %s", path, fd < 0 ? strerror(errno) : "not a regular file");
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    FILE *f = fdopen(fd, "r");
     if (!f) {
+        close(fd);
         snprintf(err, errlen, "policy file %s: %s", path, strerror(errno));
         return -1;
     }
