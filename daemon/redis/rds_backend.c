@@ -14,6 +14,7 @@
 #include "rds_conn.h"
 #include "ops.h"
 #include "rds_config.h"
+#include "rds_tls.h"
 #include "request.h"
 #include "telemetry.h"
 
@@ -389,6 +390,16 @@ static void rb_reload(struct backend *b, const struct config *cfg)
     }
     rds_deny_free(&rb->deny);
     rb->deny = d;
+    if (rb->t.addr.tls) {
+        /* The files are read again even when their names did not change:
+         * a rotated certificate is what a reload is for. */
+        struct rds_tls_settings ts;
+        rds_config_tls(rds_config_of(cfg), rb->t.addr.host, &ts);
+        if (rds_tls_ctx_rebuild(&rb->t.tls, &ts, err, sizeof(err)) != 0)
+            log_error("reload: %s; keeping the TLS settings in force", err);
+        else
+            log_info("reload: the redis TLS settings were read again; new connections use them");
+    }
 }
 
 static void rb_close(struct backend *b)
@@ -408,6 +419,7 @@ static void rb_destroy(struct backend *b)
     if (rb->control)
         rds_conn_free(rb->control);
     rds_deny_free(&rb->deny);
+    rds_tls_ctx_free(&rb->t.tls);
     url_redis_free(&rb->t.addr);
     free(rb->shapes);
     free(rb);
@@ -446,6 +458,16 @@ static struct backend *rb_create(const struct backend_host *h, char *err, size_t
         url_redis_free(&rb->t.addr);
         free(rb);
         return NULL;
+    }
+    if (rb->t.addr.tls) {
+        struct rds_tls_settings ts;
+        rds_config_tls(rc, rb->t.addr.host, &ts);
+        if (rds_tls_ctx_init(&rb->t.tls, &ts, err, errlen) != 0) {
+            rds_deny_free(&rb->deny);
+            url_redis_free(&rb->t.addr);
+            free(rb);
+            return NULL;
+        }
     }
     url_redact(rc->url, rb->t.url_redacted, sizeof(rb->t.url_redacted));
     rb->t.rng = (uint32_t)time(NULL) ^ ((uint32_t)getpid() << 16);
