@@ -62,11 +62,12 @@ class TlsRedis(Redis):
     """A redis-server whose TCP port speaks TLS only; its Unix socket
     stays plain, for redis-cli."""
 
-    def __init__(self, tmpdir, certs, cert="server", auth_clients="no"):
+    def __init__(self, tmpdir, certs, cert="server", auth_clients="no", extra=()):
         super().__init__(tmpdir)
         self.certs = certs
         self.cert = cert
         self.auth_clients = auth_clients
+        self.extra = list(extra)
 
     @property
     def url(self):
@@ -79,6 +80,7 @@ class TlsRedis(Redis):
                 "--tls-ca-cert-file", c("ca.crt"), "--tls-auth-clients", self.auth_clients,
                 "--unixsocket", self.sock, "--unixsocketperm", "700", "--save", "",
                 "--appendonly", "no", "--dir", self.dir, "--logfile", os.path.join(self.dir, "redis.log")]
+        args += self.extra
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(lambda: os.path.exists(self.sock) and self.cli("PING") == "PONG", what="redis")
         return self
@@ -143,6 +145,46 @@ def test_host_name_checked_as_dns_name(start, certs):
                   "redis_tls_min_version": "TLS1.3"})
     with f.client() as c:
         assert c.redis("PING") == "PONG"
+
+
+def test_tls12_with_a_cipher_list_and_resumption(start, certs):
+    redis, f = start({"redis_tls_ca_file": certs("ca.crt"), "redis_tls_ciphers": "ECDHE-ECDSA-AES128-GCM-SHA256"},
+                     extra=["--tls-protocols", "TLSv1.2"])
+    with f.client() as c:
+        assert c.redis("SET", "k", "12") == "OK"
+    assert "TLS up (TLSv1.2 ECDHE-ECDSA-AES128-GCM-SHA256" in f.read_log()
+    redis.cli("CLIENT", "KILL", "TYPE", "normal")
+    wait_until(lambda: "session resumed" in f.read_log(), timeout=15 * SLOW, what="a resumed session")
+    wait_until(lambda: f.redis_state() == "up", what="redis up")
+    with f.client() as c:
+        assert c.redis("GET", "k") == b"12"
+
+
+def test_min_version_above_the_server_is_refused(start, certs):
+    _, f = start({"redis_tls_ca_file": certs("ca.crt"), "redis_tls_min_version": "TLS1.3"},
+                 extra=["--tls-protocols", "TLSv1.2"], wait_redis=False)
+    wait_until(lambda: "failed: TLS handshake: " in f.read_log(), timeout=15 * SLOW, what="the refusal")
+    assert "TLS up" not in f.read_log()
+
+
+def test_a_silent_server_fails_the_handshake_at_the_connect_timeout(tmp, certs):
+    redis = TlsRedis(tmp, certs).start()
+    redis.freeze()  # the kernel still accepts the connection; nothing answers the ClientHello
+    f = Ferryd(tmp, redis.url, ["--set", "redis_tls_ca_file=" + certs("ca.crt"),
+                                "--set", "redis_connect_timeout_ms=300"])
+    try:
+        f.start(wait_redis=False)
+        wait_until(lambda: "no answer to the TLS handshake in time" in f.read_log(), timeout=15 * SLOW,
+                   what="the handshake timed out")
+        with f.client() as c:
+            code, msg = redis_error(c, "GET", "k", deadline=5000)
+            assert code == "unavailable" and "TLS handshake" in msg
+        redis.thaw()
+        wait_until(lambda: f.redis_state() == "up", timeout=20 * SLOW, what="redis up")
+    finally:
+        redis.thaw()
+        f.stop()
+        redis.stop()
 
 
 def test_mutual_tls(start, certs):
