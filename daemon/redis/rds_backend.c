@@ -293,6 +293,10 @@ static int rb_start(struct backend *b)
     rb->t.loop = b->host->loop; /* the loop exists from server_run on */
     log_info("redis backend: %s, %zu connection%s", rb->t.url_redacted, rb->nconns,
              rb->nconns == 1 ? "" : "s");
+    const struct rds_config *rc = rb->t.rc;
+    if (!rb->t.addr.tls && (rc->tls_ca_file[0] || rc->tls_ca_dir[0] || rc->tls_cert[0] || rc->tls_key[0] ||
+                            rc->tls_server_name[0]))
+        log_warn("redis backend: redis_tls_* keys are set, but redis_url is not rediss://: they are ignored");
     for (size_t i = 0; i < rb->nconns; i++)
         rds_conn_start(rb->conns[i]);
     rds_conn_start(rb->control);
@@ -310,7 +314,7 @@ static void rb_stats(struct backend *b, struct cbuf *o)
     uint64_t refused = 0;
     for (size_t i = 0; i < rb->nconns; i++)
         refused += rb->conns[i]->refused;
-    cbuf_map(o, 8);
+    cbuf_map(o, 10);
     cbuf_str(o, "url");
     cbuf_str(o, rb->t.url_redacted);
     cbuf_str(o, "state");
@@ -325,6 +329,10 @@ static void rb_stats(struct backend *b, struct cbuf *o)
     cbuf_uint(o, rb->scripts_killed);
     cbuf_str(o, "control");
     cbuf_str(o, rds_conn_state_name(rb->control->state));
+    cbuf_str(o, "tls_handshakes");
+    cbuf_uint(o, rb->t.tls.handshakes);
+    cbuf_str(o, "tls_resumed");
+    cbuf_uint(o, rb->t.tls.resumed);
     cbuf_str(o, "connections");
     cbuf_array(o, rb->nconns);
     for (size_t i = 0; i < rb->nconns; i++) {

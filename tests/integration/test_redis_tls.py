@@ -255,8 +255,9 @@ def test_reconnect_after_restart_and_session_resumption(start):
         redis.start()
         wait_until(lambda: f.redis_state() == "up", timeout=20 * SLOW, what="reconnect")
         assert c.redis("SET", "a", "2") == "OK"
-    conn = f.stats()["backends"]["redis"]["connections"][0]
-    assert conn["connects"] >= 3
+    st = f.stats()["backends"]["redis"]
+    assert st["connections"][0]["connects"] >= 3
+    assert st["tls_handshakes"] >= 6 and st["tls_resumed"] >= 1
 
 
 def test_frozen_server_requests_time_out_at_their_deadline(start):
