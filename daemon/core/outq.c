@@ -105,6 +105,8 @@ static void flush_one(struct outq *q)
             write_ended(q, rc);
             return;
         }
+        if (q->pending.len == 0)
+            cbuf_reset(&q->pending, KEEP_BYTES);
         /* Nothing to write yet: the plaintext waits for the TLS
          * handshake, whose end wakes the queue again. */
         if (q->writing.len == 0)

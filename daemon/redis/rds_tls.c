@@ -9,10 +9,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/buffer.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
 #include "rds_tls.h"
+
+/* A memory BIO keeps the largest buffer it ever held. One left empty
+ * with more than this is replaced, so that a connection that once carried
+ * a large value gives the memory back, as outq's buffers do. */
+#define KEEP_BYTES (64 * 1024)
 
 /* Writes "what: reason" from OpenSSL's error queue, with the verifier's
  * own reason after a failed certificate check, and empties the queue
@@ -253,6 +259,21 @@ void rds_tls_ctx_free(struct rds_tls_ctx *x)
     x->ssl_ctx = NULL;
 }
 
+static BIO *new_mem_bio(void)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    if (b) /* empty, it asks to be retried rather than report an end */
+        BIO_set_mem_eof_return(b, -1);
+    return b;
+}
+
+/* Whether b is empty and holds on to more than KEEP_BYTES. */
+static bool oversized(BIO *b)
+{
+    BUF_MEM *m = NULL;
+    return BIO_ctrl_pending(b) == 0 && BIO_get_mem_ptr(b, &m) == 1 && m && m->max > KEEP_BYTES;
+}
+
 static bool is_ip(const char *name)
 {
     unsigned char a[16];
@@ -265,8 +286,8 @@ int rds_tls_start(struct rds_tls *t, struct rds_tls_ctx *x)
     t->x = x;
     ERR_clear_error();
     t->ssl = SSL_new(x->ssl_ctx);
-    t->in = BIO_new(BIO_s_mem());
-    t->out = BIO_new(BIO_s_mem());
+    t->in = new_mem_bio();
+    t->out = new_mem_bio();
     if (!t->ssl || !t->in || !t->out) {
         ssl_why(t->why, sizeof(t->why), "cannot start TLS", NULL);
         BIO_free(t->in);
@@ -275,9 +296,6 @@ int rds_tls_start(struct rds_tls *t, struct rds_tls_ctx *x)
         t->broken = true;
         return -1;
     }
-    /* Empty, the BIOs ask to be retried rather than report an end. */
-    BIO_set_mem_eof_return(t->in, -1);
-    BIO_set_mem_eof_return(t->out, -1);
     SSL_set_bio(t->ssl, t->in, t->out);
     SSL_set_app_data(t->ssl, t);
     SSL_set_connect_state(t->ssl);
@@ -348,8 +366,14 @@ ssize_t rds_tls_read(struct rds_tls *t, char *buf, size_t cap)
     if (n > 0)
         return n;
     int e = SSL_get_error(t->ssl, n);
-    if (e == SSL_ERROR_WANT_READ)
+    if (e == SSL_ERROR_WANT_READ) {
+        BIO *b;
+        if (oversized(t->in) && (b = new_mem_bio())) {
+            SSL_set0_rbio(t->ssl, b); /* frees the old one */
+            t->in = b;
+        }
         return 0;
+    }
     if (e == SSL_ERROR_ZERO_RETURN) {
         snprintf(t->why, sizeof(t->why), "redis closed the TLS session");
         return -1;
@@ -372,6 +396,11 @@ static void drain(struct rds_tls *t, struct cbuf *wire)
     int r = BIO_read(t->out, wire->data + wire->len, n > INT_MAX ? INT_MAX : (int)n);
     if (r > 0)
         wire->len += (size_t)r;
+    BIO *b;
+    if (t->up && oversized(t->out) && (b = new_mem_bio())) {
+        SSL_set0_wbio(t->ssl, b); /* frees the old one */
+        t->out = b;
+    }
 }
 
 int rds_tls_seal(struct rds_tls *t, struct cbuf *plain, struct cbuf *wire)

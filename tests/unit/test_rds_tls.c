@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/buffer.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
@@ -215,6 +216,35 @@ static void test_round_trip_one_seal_per_batch(void **st)
     }
     assert_int_equal(outn, 7);
     assert_memory_equal(out, "+PONG\r\n", 7);
+
+    /* A large value in each direction: the memory BIOs that held it
+     * are replaced once empty, so the connection does not keep it. */
+    size_t big = 600 * 1024;
+    char *v = malloc(big);
+    memset(v, 'v', big);
+    plain.len = 0;
+    wire.len = 0;
+    cbuf_put(&plain, v, big);
+    assert_int_equal(rds_tls_seal(&t, &plain, &wire), 0);
+    BUF_MEM *m;
+    assert_int_equal(BIO_get_mem_ptr(t.out, &m), 1);
+    assert_true(m->max <= 64 * 1024);
+    BIO_write(s.in, wire.data, (int)wire.len);
+    for (have = 0; have < big && (n = SSL_read(s.ssl, v, (int)big)) > 0;)
+        have += (size_t)n;
+    assert_int_equal(have, big);
+    assert_int_equal(SSL_write(s.ssl, v, (int)big), (int)big);
+    char chunk[16384];
+    while ((n = BIO_read(s.out, chunk, sizeof(chunk))) > 0)
+        rds_tls_feed(&t, chunk, (size_t)n);
+    ssize_t r;
+    for (have = 0; (r = rds_tls_read(&t, v, big)) > 0;)
+        have += (size_t)r;
+    assert_int_equal(r, 0);
+    assert_int_equal(have, big);
+    assert_int_equal(BIO_get_mem_ptr(t.in, &m), 1);
+    assert_true(m->max <= 64 * 1024);
+    free(v);
 
     /* close_notify: the server reads the end of the session. */
     wire.len = 0;
