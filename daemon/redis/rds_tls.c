@@ -185,7 +185,10 @@ static SSL_CTX *build(const struct rds_tls_settings *s, char *why, size_t len)
         ssl_why(why, len, "key 'redis_tls_ciphers': no cipher OpenSSL knows", NULL);
         goto fail;
     }
-    if (s->ca_file[0] || s->ca_dir[0]) {
+    if (!s->verify) {
+        /* Nothing is checked, so no CA store is loaded: the system's
+         * would be held in memory for nothing. */
+    } else if (s->ca_file[0] || s->ca_dir[0]) {
         if (SSL_CTX_load_verify_locations(ctx, s->ca_file[0] ? s->ca_file : NULL,
                                           s->ca_dir[0] ? s->ca_dir : NULL) != 1) {
             ssl_why(why, len, s->ca_file[0] ? "key 'redis_tls_ca_file'" : "key 'redis_tls_ca_dir'", NULL);
