@@ -14,6 +14,7 @@
 #include "rds_conn.h"
 #include "ops.h"
 #include "rds_config.h"
+#include "rds_tls.h"
 #include "request.h"
 #include "telemetry.h"
 
@@ -362,6 +363,10 @@ static int rb_start(struct backend *b)
     rb->t.loop = b->host->loop; /* the loop exists from server_run on */
     log_info("redis backend: %s, %zu connection%s", rb->t.url_redacted, rb->nconns,
              rb->nconns == 1 ? "" : "s");
+    const struct rds_config *rc = rb->t.rc;
+    if (!rb->t.addr.tls && (rc->tls_ca_file[0] || rc->tls_ca_dir[0] || rc->tls_cert[0] || rc->tls_key[0] ||
+                            rc->tls_server_name[0]))
+        log_warn("redis backend: redis_tls_* keys are set, but redis_url is not rediss://: they are ignored");
     for (size_t i = 0; i < rb->nconns; i++)
         rds_conn_start(rb->conns[i]);
     rds_conn_start(rb->control);
@@ -379,7 +384,7 @@ static void rb_stats(struct backend *b, struct cbuf *o)
     uint64_t refused = 0;
     for (size_t i = 0; i < rb->nconns; i++)
         refused += rb->conns[i]->refused;
-    cbuf_map(o, 8);
+    cbuf_map(o, 10);
     cbuf_str(o, "url");
     cbuf_str(o, rb->t.url_redacted);
     cbuf_str(o, "state");
@@ -394,6 +399,10 @@ static void rb_stats(struct backend *b, struct cbuf *o)
     cbuf_uint(o, rb->scripts_killed);
     cbuf_str(o, "control");
     cbuf_str(o, rds_conn_state_name(rb->control->state));
+    cbuf_str(o, "tls_handshakes");
+    cbuf_uint(o, rb->t.tls.handshakes);
+    cbuf_str(o, "tls_resumed");
+    cbuf_uint(o, rb->t.tls.resumed);
     cbuf_str(o, "connections");
     cbuf_array(o, rb->nconns);
     for (size_t i = 0; i < rb->nconns; i++) {
@@ -459,6 +468,16 @@ static void rb_reload(struct backend *b, const struct config *cfg)
     }
     rds_deny_free(&rb->deny);
     rb->deny = d;
+    if (rb->t.addr.tls) {
+        /* The files are read again even when their names did not change:
+         * a rotated certificate is what a reload is for. */
+        struct rds_tls_settings ts;
+        rds_config_tls(rds_config_of(cfg), rb->t.addr.host, &ts);
+        if (rds_tls_ctx_rebuild(&rb->t.tls, &ts, err, sizeof(err)) != 0)
+            log_error("reload: %s; keeping the TLS settings in force", err);
+        else
+            log_info("reload: the redis TLS settings were read again; new connections use them");
+    }
 }
 
 static void rb_close(struct backend *b)
@@ -480,6 +499,7 @@ static void rb_destroy(struct backend *b)
     rds_deny_free(&rb->deny);
     rds_commands_free(&rb->commands);
     rds_policy_free(&rb->policy);
+    rds_tls_ctx_free(&rb->t.tls);
     url_redis_free(&rb->t.addr);
     free(rb->shapes);
     free(rb);
@@ -518,6 +538,16 @@ static struct backend *rb_create(const struct backend_host *h, char *err, size_t
         url_redis_free(&rb->t.addr);
         free(rb);
         return NULL;
+    }
+    if (rb->t.addr.tls) {
+        struct rds_tls_settings ts;
+        rds_config_tls(rc, rb->t.addr.host, &ts);
+        if (rds_tls_ctx_init(&rb->t.tls, &ts, err, errlen) != 0) {
+            rds_deny_free(&rb->deny);
+            url_redis_free(&rb->t.addr);
+            free(rb);
+            return NULL;
+        }
     }
     url_redact(rc->url, rb->t.url_redacted, sizeof(rb->t.url_redacted));
     rb->t.rng = (uint32_t)time(NULL) ^ ((uint32_t)getpid() << 16);

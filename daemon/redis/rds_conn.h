@@ -11,6 +11,7 @@
 #include "url.h"
 #include "reqring.h"
 #include "resp_guard.h"
+#include "rds_tls.h"
 
 struct config;
 struct rds_config;
@@ -28,6 +29,7 @@ struct rds_target {
     const struct rds_config *rc;  /* refers: its Redis keys, inside cfg */
     uv_loop_t *loop;              /* refers */
     struct flusher *flusher;      /* refers: the daemon's coalesced writes */
+    struct rds_tls_ctx tls;       /* owns, for rediss:// (ssl_ctx NULL otherwise) */
     /* Called when a pooled connection becomes ready or fails: the
      * backend's readiness may have changed. */
     void (*changed)(struct rds_target *t);
@@ -40,7 +42,7 @@ enum rconn_state {
     RC_WAITING,    /* backing off before the next attempt */
     RC_RESOLVING,  /* looking up the host (libuv's thread pool) */
     RC_CONNECTING, /* connect() in progress */
-    RC_HANDSHAKE,  /* connected; AUTH/SELECT/PING sent, awaiting replies */
+    RC_HANDSHAKE,  /* connected; the TLS handshake (rediss://), then AUTH/SELECT/PING */
     RC_READY,
     RC_CLOSING,    /* the socket is closing after a failure */
     RC_STOPPED,    /* shut down for good */
@@ -67,6 +69,8 @@ struct rds_conn {
     redisReader *reader;        /* owns */
     struct resp_guard guard;    /* which replies the reader may see */
     char *readbuf;              /* owns: READ_BUF bytes for uv_read */
+    struct rds_tls tls;         /* owns, this attempt's; tls.ssl is NULL without TLS */
+    char *plainbuf;             /* owns, under TLS: READ_BUF bytes for decrypted replies */
 
     /* Commands awaiting replies, oldest first. A slot holds the request,
      * NULL when the request was cancelled (its reply is read and dropped),
