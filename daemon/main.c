@@ -10,6 +10,7 @@
 #include "amqp_backend.h"
 #include "redis_backend.h"
 #include "server.h"
+#include "server_metrics.h"
 #include "telemetry.h"
 
 static void usage(FILE *f)
@@ -123,7 +124,9 @@ int main(int argc, char **argv)
     /* --check-config takes the start's own path up to listening: every
      * value is checked as it is set (config_set), then the relations
      * (config_validate), the backends and telemetry as they are made. */
-    if (rc == 0 && telemetry_init(&srv.tel, &srv, err, sizeof(err)) != 0) {
+    struct metrics_source src;
+    server_metrics_source(&srv, &src);
+    if (rc == 0 && telemetry_init(&srv.tel, &src, srv.cfg.duration_buckets, err, sizeof(err)) != 0) {
         redis->ops->destroy(redis);
         amqp->ops->destroy(amqp);
         rc = -1;

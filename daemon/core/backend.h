@@ -21,7 +21,7 @@ struct config;
 struct request;
 struct server;
 
-/* Where a backend reports its metrics (telemetry.c provides it). */
+/* Where a backend reports its metrics (metrics.c provides it). */
 struct metric_emit {
     void *ctx;
     /* ferry.backend.connections: n connections in state; NULL when not
@@ -42,9 +42,9 @@ enum backend_health {
 
 struct backend_ops {
     const char *name;
-    /* Spans of its requests may be left unrecorded until needed (see
-     * request_span): the backend gives a request's span a shape, or asks
-     * for the record. */
+    /* Spans of its requests may be left unrecorded until needed: the
+     * backend describes every request (reqtrace_describe), which finds
+     * the span's shape or records it. */
     bool spans_on_demand;
     /* Starts connecting. Never blocks; returns 0 or a negative fe code. */
     int (*start)(struct backend *b);

@@ -13,6 +13,8 @@
  *                                                           | reply
  *   request.c    request_result_*() / request_fail()  <-----+
  *       |        (or: deadline expired --> cancel() --> "timeout")
+ *       |        reqtrace.c beside it: begin here, describe in the
+ *       |        backend, end in request_end()
  *       |        (or: client gone      --> cancel() --> no response)
  *   client.c     response appended to the client's outq
  *   outq.c       one coalesced write per loop iteration
@@ -39,37 +41,13 @@ static void request_end(struct request *r, int outcome, const char *message)
     struct client *c = r->client;
     struct server *s = c->srv;
     r->op->outcomes[outcome]++;
-    uint64_t now = uv_hrtime(), took = now - r->start_ns;
-    telemetry_request_done(s->tel, r->op, took);
-    if (r->db_system)
-        telemetry_db_operation(s->tel, r->db_system, r->db_operation, took);
-    if (r->span_on_demand) {
-        if (r->span_shape && outcome == OUTCOME_OK)
-            telemetry_span_shaped(s->tel, r->span_shape, r->start_ns, now);
-        else
-            request_span(r); /* an error adds attributes to the span */
-    }
-    if (r->span) {
-        const char *etype = outcome == OUTCOME_OK ? NULL
-                          : outcome == OUTCOME_ABANDONED ? "abandoned" : fe_name(-outcome - 1);
-        telemetry_span_end(s->tel, r->span, now, etype, message);
-    }
+    const char *etype = outcome == OUTCOME_OK ? NULL : outcome == OUTCOME_ABANDONED ? "abandoned" : fe_name(-outcome - 1);
+    reqtrace_end(&r->trace, &r->op->duration, etype, message);
     deadline_remove(&s->deadlines, &r->deadline);
     dlist_remove(&r->client_node);
     c->ninflight--;
     free(r);
     client_request_done(c);
-}
-
-struct span *request_span(struct request *r)
-{
-    if (r->span_on_demand) {
-        r->span_on_demand = false;
-        r->span = telemetry_span_on_demand(r->client->srv->tel, r->op->name, r->start_ns);
-        if (r->span && r->span_shape)
-            span_use_shape(r->span, r->span_shape);
-    }
-    return r->span;
 }
 
 /* Answers a frame that never became a request. */
@@ -128,18 +106,10 @@ void request_handle(struct client *c, const uint8_t *body, size_t len)
     r->bseq = 0;
     r->bdata = NULL;
     r->bflags = 0;
-    r->db_system = NULL;
-    r->db_operation[0] = '\0';
-    /* ferryd serves the application: a SERVER span, unless the backend
-     * makes it a CLIENT, PRODUCER ... span of its own kind. A root span
-     * of a backend that names spans by shape is recorded only if needed. */
-    r->span_shape = NULL;
-    r->span_on_demand = !r->v.traceparent && op->backend && op->backend->ops->spans_on_demand &&
-                        telemetry_on_demand(s->tel);
-    r->span = r->span_on_demand ? NULL
-                                : telemetry_span_start(s->tel, r->v.traceparent, r->v.traceparent_len,
-                                                       r->v.tracestate, r->v.tracestate_len, SK_SERVER, op->name,
-                                                       r->start_ns);
+    /* A backend that describes its requests may leave the root span
+     * unrecorded until needed. */
+    reqtrace_begin(&r->trace, s->tel, op->name, r->start_ns, r->v.traceparent, r->v.traceparent_len, r->v.tracestate,
+                   r->v.tracestate_len, op->backend && op->backend->ops->spans_on_demand);
     dlist_init(&r->deadline.node);
     dlist_push_tail(&c->inflight, &r->client_node);
     c->ninflight++;

@@ -15,10 +15,11 @@
 #include "list.h"
 #include "notify.h"
 #include "outq.h"
-#include "telemetry.h"
+#include "histogram.h"
 
 struct backend;
 struct request;
+struct telemetry;
 
 /* Daemon-wide counters, declared once: stats and the metrics read them
  * from here. X(name, help) */

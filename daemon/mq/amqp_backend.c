@@ -483,7 +483,7 @@ static void inject(amqp_pool_t *pool, struct amqp_out_msg *m, const char *tp, co
  * for publishes carries the trace into the messages. */
 static void annotate(struct amqp_backend *ab, struct request *r, struct amqp_cmd *c)
 {
-    struct span *sp = r->span;
+    struct span *sp = reqtrace_span(&r->trace);
     enum op_kind op = (enum op_kind)r->op->kind;
     if (is_publish(op) || op == OP_RPC) {
         /* Without a span of ours (not sampled), pass the client's context

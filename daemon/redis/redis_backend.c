@@ -14,7 +14,6 @@
 #include "redis_conn.h"
 #include "request.h"
 #include "server.h"
-#include "telemetry.h"
 
 enum { OP_REDIS = 1 };
 
@@ -81,123 +80,39 @@ static const char *parse_argv(const struct request *r, int *argc, const char ***
     return NULL;
 }
 
-/* Span shapes by command: a Redis span's attributes follow from the
- * command name, its argument count (the sanitized query text), the
- * connection it goes out on and the query text setting, so spans look
- * their shape up here instead of recording attributes. */
-#define RB_SHAPES 256
-
-/* The slot's key: the command name as two words (upper-cased, zero
- * padded), its length and argument count, the connection and the query
- * text setting. Comparing words instead of hashing and memcmp'ing the
- * name byte by byte makes finding its shape cheaper for every traced
- * request. Names of 16 bytes or more (few Redis commands) are never
- * shaped. */
-struct rb_shape {
-    uint64_t w[2];
-    int argc;
-    uint8_t n;
-    char mode;                     /* redis_query_text's first letter */
-    unsigned peer_gen;
-    const struct redis_conn *conn; /* refers; NULL: none was available */
-    const struct span_shape *shape; /* refers: owned by telemetry */
-};
-
-static struct rb_shape *shape_slot(struct redis_backend *rb, uint64_t h)
-{
-    if (!rb->shapes)
-        rb->shapes = xcalloc(RB_SHAPES, sizeof(*rb->shapes));
-    return &rb->shapes[(h >> 56) % RB_SHAPES];
-}
-
 /* Names the request's metrics and span after the command, per the
- * database semantic conventions. c is the connection it will go out on,
- * or NULL when none is available. */
+ * database semantic conventions; telemetry does the rest. c is the
+ * connection it will go out on, or NULL when none is available. op is
+ * the command's name upper-cased, n bytes. */
 static void annotate(struct redis_backend *rb, struct request *r, const struct redis_conn *c, int argc,
-                     const char **argv, const size_t *lens)
+                     const char **argv, const size_t *lens, const char *op, size_t n)
 {
-    size_t n = lens[0] < sizeof(r->db_operation) - 1 ? lens[0] : sizeof(r->db_operation) - 1;
-    /* Zero padded, so that the first 16 bytes are the shape's key. */
-    memset(r->db_operation, 0, 16);
-    for (size_t i = 0; i < n; i++)
-        r->db_operation[i] = (char)toupper((unsigned char)argv[0][i]);
-    r->db_operation[n] = '\0';
-    r->db_system = "redis";
-    if (!r->span && !r->span_on_demand)
-        return; /* not traced */
     const char *mode = rb->base.server->cfg.redis_query_text;
     /* Scripts: the function (FCALL) or script digest (EVALSHA) run. */
-    bool script = argc > 1 && (r->db_operation[0] == 'F' || r->db_operation[0] == 'E') &&
-                  (!strcmp(r->db_operation, "FCALL") || !strcmp(r->db_operation, "FCALL_RO") ||
-                   !strcmp(r->db_operation, "EVALSHA") || !strcmp(r->db_operation, "EVALSHA_RO"));
-    /* A full query text, or a script's name, differs from request to
-     * request: such spans carry their own attributes. */
-    struct rb_shape *slot = NULL;
-    uint64_t w[2];
-    if (mode[0] != 'f' && !script && n < 16) {
-        memcpy(w, r->db_operation, 16);
-        uint64_t h = (w[0] * 0x9e3779b97f4a7c15ull) ^ (w[1] * 0xff51afd7ed558ccdull) ^
-                     ((uint64_t)(uintptr_t)c + (uint64_t)argc) * 0xc4ceb9fe1a85ec53ull;
-        slot = shape_slot(rb, h);
-        if (slot->shape && slot->w[0] == w[0] && slot->w[1] == w[1] && slot->n == n && slot->argc == argc &&
-            slot->conn == c && slot->mode == mode[0] && (!c || slot->peer_gen == c->peer_gen)) {
-            if (r->span)
-                span_use_shape(r->span, slot->shape);
-            else
-                r->span_shape = slot->shape; /* the span stays on demand */
-            return;
-        }
-    }
-    struct span *sp = request_span(r);
-    if (!sp)
-        return;
-    sp->kind = SK_CLIENT;
-    span_copy_name(sp, r->db_operation, n);
-    span_attr_str(sp, "db.system.name", "redis", 5);
-    span_attr_str(sp, "db.system", "redis", 5);
-    span_attr_str(sp, "db.operation.name", r->db_operation, n);
-    span_attr_cstr(sp, "db.namespace", rb->db_text);
-    if (rb->t.addr.is_unix) {
-        span_attr_str(sp, "server.address", rb->t.addr.path, rb->path_len);
-    } else {
-        span_attr_cstr(sp, "server.address", rb->t.addr.host);
-        span_attr_int(sp, "server.port", rb->t.addr.port);
-    }
-    if (script)
-        span_attr_str(sp, "db.stored_procedure.name", argv[1], lens[1]);
-    if (mode[0] != 'o') {
-        /* Sanitized: the command and a ? per argument, so values (which
-         * may be secrets or personal data) never leave the host. */
-        char q[256];
-        size_t u = 0;
-        bool full = mode[0] == 'f';
-        for (int i = 0; i < argc && u < sizeof(q) - 4; i++) {
-            if (i)
-                q[u++] = ' ';
-            const char *a = i == 0 ? r->db_operation : full ? argv[i] : "?";
-            size_t l = i == 0 ? strlen(a) : full ? lens[i] : 1;
-            if (l > sizeof(q) - 4 - u)
-                l = sizeof(q) - 4 - u;
-            memcpy(q + u, a, l);
-            u += l;
-        }
-        span_attr_str(sp, "db.query.text", q, u);
-    }
-    if (c)
-        span_attr_cstr(sp, "network.peer.address", c->peer);
-    if (slot) {
-        const struct span_shape *sh = telemetry_shape(rb->base.server->tel, sp);
-        if (sh) {
-            slot->w[0] = w[0];
-            slot->w[1] = w[1];
-            slot->n = (uint8_t)n;
-            slot->argc = argc;
-            slot->conn = c;
-            slot->peer_gen = c ? c->peer_gen : 0;
-            slot->mode = mode[0];
-            slot->shape = sh;
-        }
-    }
+    bool script = argc > 1 && (op[0] == 'F' || op[0] == 'E') &&
+                  (!strcmp(op, "FCALL") || !strcmp(op, "FCALL_RO") || !strcmp(op, "EVALSHA") ||
+                   !strcmp(op, "EVALSHA_RO"));
+    struct reqtrace_desc d = {
+        .kind = SK_CLIENT,
+        .database = true,
+        .system = "redis",
+        .operation = op,
+        .operation_len = n,
+        .db_namespace = rb->db_text,
+        .server_address = rb->t.addr.is_unix ? rb->t.addr.path : rb->t.addr.host,
+        .server_address_len = rb->t.addr.is_unix ? rb->path_len : rb->host_len,
+        .server_port = rb->t.addr.is_unix ? 0 : rb->t.addr.port,
+        .peer_address = c ? c->peer : NULL,
+        .conn = c ? (const void *)c : (const void *)rb,
+        .conn_gen = c ? c->peer_gen : 0,
+        .argc = argc,
+        .argv = argv,
+        .lens = lens,
+        .query = mode[0] == 'f' ? RQ_FULL : mode[0] == 'o' ? RQ_OFF : RQ_SANITIZED,
+        .procedure = script ? argv[1] : NULL,
+        .procedure_len = script ? lens[1] : 0,
+    };
+    reqtrace_describe(&r->trace, &d);
 }
 
 static void rb_submit(struct backend *b, struct request *r)
@@ -224,7 +139,12 @@ static void rb_submit(struct backend *b, struct request *r)
         goto done;
     }
     struct redis_conn *c = pick(rb);
-    annotate(rb, r, c, argc, argv, lens);
+    char op[32];
+    size_t n = lens[0] < sizeof(op) - 1 ? lens[0] : sizeof(op) - 1;
+    for (size_t i = 0; i < n; i++)
+        op[i] = (char)toupper((unsigned char)argv[0][i]);
+    op[n] = '\0';
+    annotate(rb, r, c, argc, argv, lens, op, n);
     if (!c) {
         rb->rejected_unavailable++;
         snprintf(msg, sizeof(msg), "redis is unreachable (%s)",
@@ -237,11 +157,10 @@ static void rb_submit(struct backend *b, struct request *r)
         request_fail(r, rc, NULL);
         goto done;
     }
-    if ((r->db_operation[0] == 'E' || r->db_operation[0] == 'F')) {
-        if (!strcmp(r->db_operation, "EVAL") || !strcmp(r->db_operation, "EVALSHA") ||
-            !strcmp(r->db_operation, "EVAL_RO") || !strcmp(r->db_operation, "EVALSHA_RO"))
+    if ((op[0] == 'E' || op[0] == 'F')) {
+        if (!strcmp(op, "EVAL") || !strcmp(op, "EVALSHA") || !strcmp(op, "EVAL_RO") || !strcmp(op, "EVALSHA_RO"))
             r->bflags = RB_SCRIPT;
-        else if (!strcmp(r->db_operation, "FCALL") || !strcmp(r->db_operation, "FCALL_RO"))
+        else if (!strcmp(op, "FCALL") || !strcmp(op, "FCALL_RO"))
             r->bflags = RB_FUNCTION;
     }
 done:
@@ -272,7 +191,7 @@ static int rb_timeout_code(struct backend *b, struct request *r)
     if (r->bflags && c && redis_conn_is_head(c, r)) {
         const char *what = r->bflags == RB_SCRIPT ? "SCRIPT" : "FUNCTION";
         log_warn("redis: %s of request %llu is still running at its deadline; sending %s KILL",
-                 r->db_operation, (unsigned long long)r->id, what);
+                 reqtrace_operation(&r->trace), (unsigned long long)r->id, what);
         rb->scripts_killed++;
         redis_conn_kill(rb->control, what);
     }
@@ -408,7 +327,6 @@ static void rb_destroy(struct backend *b)
         redis_conn_free(rb->control);
     redis_deny_free(&rb->deny);
     redis_addr_free(&rb->t.addr);
-    free(rb->shapes);
     free(rb);
 }
 
@@ -450,6 +368,7 @@ struct backend *redis_backend_new(struct server *s, char *err, size_t errlen)
     rb->t.changed = on_target_changed;
     snprintf(rb->db_text, sizeof(rb->db_text), "%d", rb->t.addr.db);
     rb->path_len = strlen(rb->t.addr.path);
+    rb->host_len = rb->t.addr.is_unix ? 0 : strlen(rb->t.addr.host);
     rb->nconns = (size_t)s->cfg.redis_pool;
     rb->conns = xcalloc(rb->nconns, sizeof(*rb->conns));
     for (size_t i = 0; i < rb->nconns; i++)

@@ -26,8 +26,7 @@ struct redis_backend {
     uint64_t denied;             /* requests refused by the deny-list */
     uint64_t rejected_unavailable;
     char db_text[8];             /* db index as text, for spans */
-    size_t path_len;
-    struct rb_shape *shapes;     /* owns: RB_SHAPES span shapes by command; NULL until traced */
+    size_t path_len, host_len;   /* of t.addr's, for spans */
 };
 
 /* Parses the Redis settings in s->cfg, registers the 'redis' op and

@@ -15,9 +15,9 @@
 #include "log.h"
 #include "opentelemetry/proto/collector/metrics/v1/metrics_service.pb-c.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
-#include "otlp_encode.h"
+#include "otlp_trace_encode.h"
 #include "otlp_http.h"
-#include "telemetry.h"
+#include "tel_settings.h"
 
 /* At most this many POSTs are queued; a newer batch pushes out the oldest
  * waiting one, so a dead collector costs bounded memory. */
@@ -101,7 +101,7 @@ struct conn_kit {
 
 struct otlp_http {
     uv_loop_t *loop;                        /* refers */
-    const struct telemetry_settings *set;   /* refers */
+    const struct tel_settings *set;   /* refers */
     CURLM *multi;                           /* owns */
     uv_timer_t curl_timer;                  /* curl's own timeouts */
     uv_idle_t kick;                         /* curl's timeout of 0 */
@@ -729,7 +729,7 @@ static void start_ready(struct otlp_http *h)
         uv_timer_start(&h->retry_timer, on_retry_timer, next - now, 0);
 }
 
-struct otlp_http *otlp_http_new(uv_loop_t *loop, const struct telemetry_settings *set, otlp_http_done done,
+struct otlp_http *otlp_http_new(uv_loop_t *loop, const struct tel_settings *set, otlp_http_done done,
                                 void *arg)
 {
     if (libcurl_load() != 0)

@@ -1,41 +1,15 @@
-/* otlp_encode.h: spans and metrics to OTLP protobuf (protoc-c generated
- * code from proto/), and gzip. Pure: no I/O. */
-#ifndef FERRY_OTLP_ENCODE_H
-#define FERRY_OTLP_ENCODE_H
+/* otlp_trace_encode.h: spans to OTLP protobuf (protoc-c generated code
+ * from proto/), batch by batch, and the request bodies that carry them.
+ * Pure: no I/O. */
+#ifndef FERRY_OTLP_TRACE_ENCODE_H
+#define FERRY_OTLP_TRACE_ENCODE_H
 
 #include <stddef.h>
 #include <stdint.h>
 
 #include "cbuf.h"
-#include "telemetry.h"
-
-struct otlp_kv {
-    const char *key;
-    const char *str;  /* a string value, or NULL for ival */
-    int64_t ival;
-};
-
-struct otlp_resource {
-    const struct otlp_kv *attrs;
-    size_t n;
-};
-
-enum otlp_metric_type { OM_SUM, OM_GAUGE, OM_HISTOGRAM };
-
-struct otlp_point {
-    struct otlp_kv attrs[3];
-    size_t nattrs;
-    int64_t value;                /* OM_SUM, OM_GAUGE */
-    const struct histogram *hist; /* OM_HISTOGRAM */
-};
-
-struct otlp_metric {
-    const char *name, *description, *unit;
-    enum otlp_metric_type type;
-    bool monotonic;
-    const struct otlp_point *points;
-    size_t npoints;
-};
+#include "otlp_pb.h"
+#include "span.h"
 
 /* What span encoding keeps between batches: packed attributes and packed
  * span templates, since most spans repeat the shape of earlier ones. A
@@ -119,11 +93,4 @@ bool otlp_batch_add_shaped(struct otlp_span_cache *c, struct otlp_span_batch *b,
                            const uint8_t *ids, uint64_t start, uint64_t end);
 void otlp_batch_finish(struct otlp_span_batch *b, struct otlp_body *body);
 void otlp_batch_free(struct otlp_span_batch *b);
-/* An ExportMetricsServiceRequest, cumulative since start_ns. */
-void otlp_encode_metrics(const struct otlp_resource *r, const struct otlp_metric *m, size_t n,
-                         const double *bounds, size_t nbounds, uint64_t start_ns, uint64_t now_ns,
-                         struct cbuf *out);
-/* Replaces b's bytes with their gzip form. Returns 0 or -1. */
-int otlp_gzip(struct cbuf *b) __attribute__((warn_unused_result));
-
 #endif

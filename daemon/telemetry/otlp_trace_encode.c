@@ -1,114 +1,17 @@
-/* otlp_encode.c: see otlp_encode.h. A span is added to its batch when it
- * ends, mostly as its shape's template and the values that differ, and
- * written out as the body is read (see "span templates" and "batches");
- * metrics are built on the stack and packed once per export. */
+/* otlp_trace_encode.c: see otlp_trace_encode.h. A span is added to its
+ * batch when it ends, mostly as its shape's template and the values that
+ * differ, and written out as the body is read (see "span templates" and
+ * "batches"). */
 #define _GNU_SOURCE /* memmem */
 #include <endian.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
-#include "opentelemetry/proto/collector/metrics/v1/metrics_service.pb-c.h"
 #include "ferry/otlp_packed.pb-c.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
 #include "config.h"
-#include "otlp_encode.h"
+#include "otlp_trace_encode.h"
 #include "trace_context.h"
-
-#define SCOPE_NAME "ferryd"
-
-/* protobuf-c's pack_to_buffer appends into a cbuf: it sizes nested
- * messages as it goes, which saves the separate get_packed_size pass over
- * the whole batch (a third of the encoding cost, measured). */
-struct cbuf_sink {
-    ProtobufCBuffer base;
-    struct cbuf *out;
-};
-
-static void sink_append(ProtobufCBuffer *b, size_t len, const uint8_t *data)
-{
-    cbuf_put(((struct cbuf_sink *)b)->out, data, len);
-}
-
-static void pack(const ProtobufCMessage *m, struct cbuf *out)
-{
-    struct cbuf_sink sink = {.base = {.append = sink_append}, .out = out};
-    protobuf_c_message_pack_to_buffer(m, &sink.base);
-}
-
-typedef Opentelemetry__Proto__Common__V1__KeyValue KeyValue;
-typedef Opentelemetry__Proto__Common__V1__AnyValue AnyValue;
-
-/* Key-value storage for one batch: each KeyValue needs its AnyValue. */
-struct kv_arena {
-    KeyValue *kv;
-    AnyValue *av;
-    KeyValue **ptrs;
-    size_t used, cap;
-};
-
-static void arena_init(struct kv_arena *a, size_t cap)
-{
-    a->kv = xcalloc(cap, sizeof(*a->kv));
-    a->av = xcalloc(cap, sizeof(*a->av));
-    a->ptrs = xcalloc(cap, sizeof(*a->ptrs));
-    a->used = 0;
-    a->cap = cap;
-}
-
-static void arena_free(struct kv_arena *a)
-{
-    free(a->kv);
-    free(a->av);
-    free(a->ptrs);
-}
-
-static KeyValue **kv_take(struct kv_arena *a, size_t n)
-{
-    if (a->used + n > a->cap)
-        abort(); /* sized by the caller from the data */
-    KeyValue **p = &a->ptrs[a->used];
-    for (size_t i = 0; i < n; i++) {
-        KeyValue *kv = &a->kv[a->used + i];
-        AnyValue *av = &a->av[a->used + i];
-        opentelemetry__proto__common__v1__key_value__init(kv);
-        opentelemetry__proto__common__v1__any_value__init(av);
-        kv->value = av;
-        p[i] = kv;
-    }
-    a->used += n;
-    return p;
-}
-
-static void set_str(KeyValue *kv, const char *key, char *v)
-{
-    kv->key = (char *)key;
-    kv->value->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE;
-    kv->value->string_value = v;
-}
-
-static void set_int(KeyValue *kv, const char *key, int64_t v)
-{
-    kv->key = (char *)key;
-    kv->value->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE;
-    kv->value->int_value = v;
-}
-
-static void set_kv(KeyValue *kv, const struct otlp_kv *src)
-{
-    if (src->str)
-        set_str(kv, src->key, (char *)src->str);
-    else
-        set_int(kv, src->key, src->ival);
-}
-
-static KeyValue **resource_attrs(struct kv_arena *a, const struct otlp_resource *r)
-{
-    KeyValue **kvs = kv_take(a, r->n);
-    for (size_t i = 0; i < r->n; i++)
-        set_kv(kvs[i], &r->attrs[i]);
-    return kvs;
-}
 
 /* ---- packed attributes, cached ---- */
 
@@ -341,7 +244,7 @@ static void pack_span(struct otlp_span_cache *c, const struct span *s, const str
     st.message = s->error ? (char *)s->d->status_msg : (char *)"";
     sp.status = &st;
     /* protobuf-c would size the span once more before packing it; an
-     * upper bound of its size lets pack() run alone. The bound: every
+     * upper bound of its size lets otlp_pb_pack() run alone. The bound: every
      * field's tag (<= 2 bytes), length or varint (<= 10) and payload. */
     size_t bound = 160 + strlen(sp.name) + strlen(sp.trace_state) + strlen(st.message);
     for (size_t k = 0; k < sp.n_attributes; k++)
@@ -360,7 +263,7 @@ static void pack_span(struct otlp_span_cache *c, const struct span *s, const str
     ProtobufCBinaryData blob = {one->len, one->data};
     frame.n_spans = 1;
     frame.spans = &blob;
-    pack(&frame.base, out);
+    otlp_pb_pack(&frame.base, out);
     for (size_t k = 0; k < s->nattrs; k++)
         free(scratch[k]);
     for (size_t i = 0; i < c->ngrave; i++)
@@ -576,19 +479,6 @@ static struct span_tpl *shape_template(struct otlp_span_cache *c, struct span *s
     return st->t;
 }
 
-/* The instrumentation scope (ferryd) and the resource every export carries. */
-static void scope_and_resource(Opentelemetry__Proto__Common__V1__InstrumentationScope *scope,
-                               Opentelemetry__Proto__Resource__V1__Resource *res, struct kv_arena *a,
-                               const struct otlp_resource *r)
-{
-    opentelemetry__proto__common__v1__instrumentation_scope__init(scope);
-    scope->name = (char *)SCOPE_NAME;
-    scope->version = (char *)FERRY_VERSION;
-    opentelemetry__proto__resource__v1__resource__init(res);
-    res->n_attributes = r->n;
-    res->attributes = resource_attrs(a, r);
-}
-
 /* ---- batches ----
  *
  * A batch is recorded as its spans end, and written out only as the HTTP
@@ -764,7 +654,7 @@ void otlp_body_flatten(struct otlp_body *b)
 int otlp_body_gzip(struct otlp_body *b)
 {
     otlp_body_flatten(b);
-    if (otlp_gzip(&b->head) != 0)
+    if (otlp_pb_gzip(&b->head) != 0)
         return -1;
     b->len = b->head.len;
     b->gzip = true;
@@ -816,7 +706,7 @@ static void envelope_append(ProtobufCBuffer *b, size_t len, const uint8_t *data)
     }
     if (k->seen)
         abort(); /* protobuf-c put something after the spans: the layout below would be wrong */
-    sink_append(b, len, data);
+    otlp_pb_sink_append(b, len, data);
 }
 
 /* Packs the envelope (b's resource and scope, and spans_len bytes of
@@ -857,15 +747,15 @@ void otlp_batch_begin(const struct otlp_resource *r, struct otlp_span_batch *b, 
      * at the default batch of 512, busy ferryds start thousands a
      * second. */
     if (!b->env.len) {
-        struct kv_arena a;
-        arena_init(&a, r->n);
+        struct otlp_pb_arena a;
+        otlp_pb_arena_init(&a, r->n);
         Opentelemetry__Proto__Common__V1__InstrumentationScope scope;
         Opentelemetry__Proto__Resource__V1__Resource res;
-        scope_and_resource(&scope, &res, &a, r);
-        pack(&res.base, &b->env);
+        otlp_pb_scope_and_resource(&scope, &res, &a, r);
+        otlp_pb_pack(&res.base, &b->env);
         b->resource_len = b->env.len;
-        pack(&scope.base, &b->env);
-        arena_free(&a);
+        otlp_pb_pack(&scope.base, &b->env);
+        otlp_pb_arena_free(&a);
     }
 
     b->body = *mem;
@@ -1012,152 +902,3 @@ void otlp_batch_finish(struct otlp_span_batch *b, struct otlp_body *body)
     b->last_t = NULL;
 }
 
-void otlp_encode_metrics(const struct otlp_resource *r, const struct otlp_metric *m, size_t n,
-                         const double *bounds, size_t nbounds, uint64_t start_ns, uint64_t now_ns,
-                         struct cbuf *out)
-{
-    size_t npts = 0, nkv = r->n;
-    for (size_t i = 0; i < n; i++) {
-        npts += m[i].npoints;
-        for (size_t k = 0; k < m[i].npoints; k++)
-            nkv += m[i].points[k].nattrs;
-    }
-    struct kv_arena a;
-    arena_init(&a, nkv);
-    Opentelemetry__Proto__Metrics__V1__Metric *mv = xcalloc(n ? n : 1, sizeof(*mv));
-    Opentelemetry__Proto__Metrics__V1__Metric **mp = xcalloc(n ? n : 1, sizeof(*mp));
-    Opentelemetry__Proto__Metrics__V1__Sum *sums = xcalloc(n ? n : 1, sizeof(*sums));
-    Opentelemetry__Proto__Metrics__V1__Gauge *gauges = xcalloc(n ? n : 1, sizeof(*gauges));
-    Opentelemetry__Proto__Metrics__V1__Histogram *hists = xcalloc(n ? n : 1, sizeof(*hists));
-    Opentelemetry__Proto__Metrics__V1__NumberDataPoint *nd = xcalloc(npts ? npts : 1, sizeof(*nd));
-    Opentelemetry__Proto__Metrics__V1__NumberDataPoint **ndp = xcalloc(npts ? npts : 1, sizeof(*ndp));
-    Opentelemetry__Proto__Metrics__V1__HistogramDataPoint *hd = xcalloc(npts ? npts : 1, sizeof(*hd));
-    Opentelemetry__Proto__Metrics__V1__HistogramDataPoint **hdp = xcalloc(npts ? npts : 1, sizeof(*hdp));
-    size_t pi = 0;
-    for (size_t i = 0; i < n; i++) {
-        Opentelemetry__Proto__Metrics__V1__Metric *x = &mv[i];
-        opentelemetry__proto__metrics__v1__metric__init(x);
-        x->name = (char *)m[i].name;
-        x->description = (char *)m[i].description;
-        x->unit = (char *)m[i].unit;
-        size_t first = pi;
-        for (size_t k = 0; k < m[i].npoints; k++, pi++) {
-            const struct otlp_point *p = &m[i].points[k];
-            KeyValue **kvs = kv_take(&a, p->nattrs);
-            for (size_t j = 0; j < p->nattrs; j++)
-                set_kv(kvs[j], &p->attrs[j]);
-            if (m[i].type == OM_HISTOGRAM) {
-                Opentelemetry__Proto__Metrics__V1__HistogramDataPoint *h = &hd[pi];
-                opentelemetry__proto__metrics__v1__histogram_data_point__init(h);
-                h->n_attributes = p->nattrs;
-                h->attributes = kvs;
-                h->start_time_unix_nano = start_ns;
-                h->time_unix_nano = now_ns;
-                h->count = p->hist->count;
-                h->sum = p->hist->sum;
-                h->min = p->hist->count ? p->hist->min : 0;
-                h->max = p->hist->count ? p->hist->max : 0;
-                h->n_bucket_counts = nbounds + 1;
-                h->bucket_counts = p->hist->counts;
-                h->n_explicit_bounds = nbounds;
-                h->explicit_bounds = (double *)bounds;
-                hdp[pi] = h;
-            } else {
-                Opentelemetry__Proto__Metrics__V1__NumberDataPoint *d = &nd[pi];
-                opentelemetry__proto__metrics__v1__number_data_point__init(d);
-                d->n_attributes = p->nattrs;
-                d->attributes = kvs;
-                d->start_time_unix_nano = start_ns;
-                d->time_unix_nano = now_ns;
-                d->value_case = OPENTELEMETRY__PROTO__METRICS__V1__NUMBER_DATA_POINT__VALUE_AS_INT;
-                d->as_int = p->value;
-                ndp[pi] = d;
-            }
-        }
-        switch (m[i].type) {
-        case OM_SUM:
-            opentelemetry__proto__metrics__v1__sum__init(&sums[i]);
-            sums[i].n_data_points = m[i].npoints;
-            sums[i].data_points = &ndp[first];
-            sums[i].aggregation_temporality =
-                OPENTELEMETRY__PROTO__METRICS__V1__AGGREGATION_TEMPORALITY__AGGREGATION_TEMPORALITY_CUMULATIVE;
-            sums[i].is_monotonic = m[i].monotonic;
-            x->data_case = OPENTELEMETRY__PROTO__METRICS__V1__METRIC__DATA_SUM;
-            x->sum = &sums[i];
-            break;
-        case OM_GAUGE:
-            opentelemetry__proto__metrics__v1__gauge__init(&gauges[i]);
-            gauges[i].n_data_points = m[i].npoints;
-            gauges[i].data_points = &ndp[first];
-            x->data_case = OPENTELEMETRY__PROTO__METRICS__V1__METRIC__DATA_GAUGE;
-            x->gauge = &gauges[i];
-            break;
-        case OM_HISTOGRAM:
-            opentelemetry__proto__metrics__v1__histogram__init(&hists[i]);
-            hists[i].n_data_points = m[i].npoints;
-            hists[i].data_points = &hdp[first];
-            hists[i].aggregation_temporality =
-                OPENTELEMETRY__PROTO__METRICS__V1__AGGREGATION_TEMPORALITY__AGGREGATION_TEMPORALITY_CUMULATIVE;
-            x->data_case = OPENTELEMETRY__PROTO__METRICS__V1__METRIC__DATA_HISTOGRAM;
-            x->histogram = &hists[i];
-            break;
-        }
-        mp[i] = x;
-    }
-    Opentelemetry__Proto__Common__V1__InstrumentationScope scope;
-    Opentelemetry__Proto__Resource__V1__Resource res;
-    scope_and_resource(&scope, &res, &a, r);
-    Opentelemetry__Proto__Metrics__V1__ScopeMetrics sm;
-    opentelemetry__proto__metrics__v1__scope_metrics__init(&sm);
-    sm.scope = &scope;
-    sm.n_metrics = n;
-    sm.metrics = mp;
-    Opentelemetry__Proto__Metrics__V1__ScopeMetrics *smp = &sm;
-    Opentelemetry__Proto__Metrics__V1__ResourceMetrics rm;
-    opentelemetry__proto__metrics__v1__resource_metrics__init(&rm);
-    rm.resource = &res;
-    rm.n_scope_metrics = 1;
-    rm.scope_metrics = &smp;
-    Opentelemetry__Proto__Metrics__V1__ResourceMetrics *rmp = &rm;
-    Opentelemetry__Proto__Collector__Metrics__V1__ExportMetricsServiceRequest req;
-    opentelemetry__proto__collector__metrics__v1__export_metrics_service_request__init(&req);
-    req.n_resource_metrics = 1;
-    req.resource_metrics = &rmp;
-    pack(&req.base, out);
-    free(mv);
-    free(mp);
-    free(sums);
-    free(gauges);
-    free(hists);
-    free(nd);
-    free(ndp);
-    free(hd);
-    free(hdp);
-    arena_free(&a);
-}
-
-int otlp_gzip(struct cbuf *b)
-{
-    z_stream z;
-    memset(&z, 0, sizeof(z));
-    /* windowBits 15 + 16: a gzip wrapper, which Content-Encoding: gzip means. */
-    if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
-        return -1;
-    struct cbuf out;
-    cbuf_init(&out);
-    cbuf_reserve(&out, deflateBound(&z, b->len) + 32);
-    z.next_in = b->data;
-    z.avail_in = (uInt)b->len;
-    z.next_out = out.data;
-    z.avail_out = (uInt)out.cap;
-    int rc = deflate(&z, Z_FINISH);
-    out.len = out.cap - z.avail_out;
-    deflateEnd(&z);
-    if (rc != Z_STREAM_END) {
-        cbuf_free(&out);
-        return -1;
-    }
-    cbuf_free(b);
-    *b = out;
-    return 0;
-}
