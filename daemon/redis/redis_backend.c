@@ -83,36 +83,44 @@ static const char *parse_argv(const struct request *r, int *argc, const char ***
 /* Names the request's metrics and span after the command, per the
  * database semantic conventions; telemetry does the rest. c is the
  * connection it will go out on, or NULL when none is available. op is
- * the command's name upper-cased, n bytes. */
+ * the command's name upper-cased, n bytes. Only the fields that differ
+ * from request to request are set here: the rest of rb->desc is filled
+ * once (describe_target). */
 static void annotate(struct redis_backend *rb, struct request *r, const struct redis_conn *c, int argc,
                      const char **argv, const size_t *lens, const char *op, size_t n)
 {
-    const char *mode = rb->base.server->cfg.redis_query_text;
+    struct reqtrace_desc *d = &rb->desc;
+    d->operation = op;
+    d->operation_len = n;
+    d->peer_address = c ? c->peer : NULL;
+    d->conn = c ? (const void *)c : (const void *)rb;
+    d->conn_gen = c ? c->peer_gen : 0;
+    d->argc = argc;
+    d->argv = argv;
+    d->lens = lens;
     /* Scripts: the function (FCALL) or script digest (EVALSHA) run. */
     bool script = argc > 1 && (op[0] == 'F' || op[0] == 'E') &&
                   (!strcmp(op, "FCALL") || !strcmp(op, "FCALL_RO") || !strcmp(op, "EVALSHA") ||
                    !strcmp(op, "EVALSHA_RO"));
-    struct reqtrace_desc d = {
-        .kind = SK_CLIENT,
-        .database = true,
-        .system = "redis",
-        .operation = op,
-        .operation_len = n,
-        .db_namespace = rb->db_text,
-        .server_address = rb->t.addr.is_unix ? rb->t.addr.path : rb->t.addr.host,
-        .server_address_len = rb->t.addr.is_unix ? rb->path_len : rb->host_len,
-        .server_port = rb->t.addr.is_unix ? 0 : rb->t.addr.port,
-        .peer_address = c ? c->peer : NULL,
-        .conn = c ? (const void *)c : (const void *)rb,
-        .conn_gen = c ? c->peer_gen : 0,
-        .argc = argc,
-        .argv = argv,
-        .lens = lens,
-        .query = mode[0] == 'f' ? RQ_FULL : mode[0] == 'o' ? RQ_OFF : RQ_SANITIZED,
-        .procedure = script ? argv[1] : NULL,
-        .procedure_len = script ? lens[1] : 0,
-    };
-    reqtrace_describe(&r->trace, &d);
+    d->procedure = script ? argv[1] : NULL;
+    d->procedure_len = script ? lens[1] : 0;
+    reqtrace_describe(&r->trace, d);
+}
+
+/* What every request's description shares: the server, and the query
+ * text setting (reloadable). */
+static void describe_target(struct redis_backend *rb, const struct config *cfg)
+{
+    const char *mode = cfg->redis_query_text;
+    struct reqtrace_desc *d = &rb->desc;
+    d->kind = SK_CLIENT;
+    d->database = true;
+    d->system = "redis";
+    d->db_namespace = rb->db_text;
+    d->server_address = rb->t.addr.is_unix ? rb->t.addr.path : rb->t.addr.host;
+    d->server_address_len = strlen(d->server_address);
+    d->server_port = rb->t.addr.is_unix ? 0 : rb->t.addr.port;
+    d->query = mode[0] == 'f' ? RQ_FULL : mode[0] == 'o' ? RQ_OFF : RQ_SANITIZED;
 }
 
 static void rb_submit(struct backend *b, struct request *r)
@@ -300,6 +308,7 @@ static void rb_reload(struct backend *b, const struct config *cfg)
     struct redis_backend *rb = rb_of(b);
     struct redis_deny d;
     char err[256];
+    describe_target(rb, cfg);
     /* A bad list in the new file keeps the old one in force. */
     if (redis_deny_parse(cfg->redis_deny, &d, err, sizeof(err)) != 0) {
         log_error("reload: %s", err);
@@ -367,8 +376,7 @@ struct backend *redis_backend_new(struct server *s, char *err, size_t errlen)
     rb->t.flusher = &s->flusher;
     rb->t.changed = on_target_changed;
     snprintf(rb->db_text, sizeof(rb->db_text), "%d", rb->t.addr.db);
-    rb->path_len = strlen(rb->t.addr.path);
-    rb->host_len = rb->t.addr.is_unix ? 0 : strlen(rb->t.addr.host);
+    describe_target(rb, &s->cfg);
     rb->nconns = (size_t)s->cfg.redis_pool;
     rb->conns = xcalloc(rb->nconns, sizeof(*rb->conns));
     for (size_t i = 0; i < rb->nconns; i++)

@@ -8,6 +8,7 @@
 #include "backend.h"
 #include "redis_conn.h"
 #include "redis_deny.h"
+#include "reqtrace.h"
 #include "url.h"
 
 
@@ -26,7 +27,9 @@ struct redis_backend {
     uint64_t denied;             /* requests refused by the deny-list */
     uint64_t rejected_unavailable;
     char db_text[8];             /* db index as text, for spans */
-    size_t path_len, host_len;   /* of t.addr's, for spans */
+    /* What a request's span says: the fields all requests share, set
+     * once; the others set per request, valid during reqtrace_describe. */
+    struct reqtrace_desc desc;
 };
 
 /* Parses the Redis settings in s->cfg, registers the 'redis' op and

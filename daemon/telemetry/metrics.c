@@ -37,9 +37,20 @@ void metrics_request(struct metrics *t, struct histogram *h, uint64_t duration_n
     histogram_record(h, t->bounds, t->nbounds, (double)duration_ns / 1e9);
 }
 
+/* Whether d is system's operation, comparing words: both are zero padded
+ * to 32 bytes. */
+static bool db_is(const struct db_hist *d, const char *system, const char *operation)
+{
+    uint64_t a[4], b[4];
+    memcpy(a, d->operation, 32);
+    memcpy(b, operation, 32);
+    return d->system_ptr == system && !((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]));
+}
+
 void metrics_db_operation(struct metrics *t, const char *system, const char *operation, uint64_t duration_ns)
 {
-    struct db_hist *d = NULL;
+    /* Most requests repeat the last operation: it is tried first. */
+    struct db_hist *d = t->ndb && db_is(&t->db[t->last_db], system, operation) ? &t->db[t->last_db] : NULL;
     for (size_t i = 0; i < t->ndb && !d; i++)
         if (!strcmp(t->db[i].system, system) && !strcmp(t->db[i].operation, operation))
             d = &t->db[i];
@@ -55,8 +66,10 @@ void metrics_db_operation(struct metrics *t, const char *system, const char *ope
             d = &t->db[t->ndb++];
             snprintf(d->system, sizeof(d->system), "%s", system);
             snprintf(d->operation, sizeof(d->operation), "%s", operation);
+            d->system_ptr = system;
             histogram_init(&d->h, t->nbounds);
         }
+        t->last_db = (size_t)(d - t->db);
     }
     histogram_record(&d->h, t->bounds, t->nbounds, (double)duration_ns / 1e9);
 }

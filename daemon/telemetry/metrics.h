@@ -50,10 +50,12 @@ struct metrics {
     size_t nbounds;
     struct db_hist {
         char system[16];
-        char operation[32];
+        char operation[32];             /* zero padded */
+        const char *system_ptr;         /* refers: the system as last given */
         struct histogram h;
     } db[METRICS_MAX_DB_OPS];
     size_t ndb;
+    size_t last_db;                     /* the entry found last */
     uint64_t start_unix_ns;             /* the start of the cumulative sums */
 };
 
@@ -65,7 +67,8 @@ int metrics_init(struct metrics *m, const struct metrics_source *src, const stru
 void metrics_free(struct metrics *m);
 /* Records one request's duration in its op's histogram h. */
 void metrics_request(struct metrics *m, struct histogram *h, uint64_t duration_ns);
-/* Records db.client.operation.duration of system's operation. */
+/* Records db.client.operation.duration of system's operation: a static
+ * string, and 32 bytes holding the name zero padded. */
 void metrics_db_operation(struct metrics *m, const char *system, const char *operation, uint64_t duration_ns);
 /* Collects and exports once: on stderr, or a POST through http. The
  * tracer's counts of dropped spans and failed exports are reported too. */

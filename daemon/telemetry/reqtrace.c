@@ -59,25 +59,38 @@ struct span *reqtrace_span(struct reqtrace *t)
     return t->span;
 }
 
-void reqtrace_end(struct reqtrace *t, struct histogram *op_duration, const char *error_type, const char *message)
+/* The span's part of reqtrace_end, apart so that an untraced request's
+ * end stays a short function. */
+static __attribute__((noinline)) void end_span(struct reqtrace *t, uint64_t now, const char *error_type,
+                                               const char *message)
 {
-    struct telemetry *tel = t->tel;
-    uint64_t now = uv_hrtime(), took = now - t->start_ns;
-    metrics_request(&tel->metrics, op_duration, took);
-    if (t->db_system)
-        metrics_db_operation(&tel->metrics, t->db_system, t->db_operation, took);
+    struct tracer *tr = &t->tel->tracer;
     if (t->on_demand) {
         if (t->shape && !error_type)
-            tracer_span_shaped(&tel->tracer, t->shape, t->start_ns, now);
+            tracer_span_shaped(tr, t->shape, t->start_ns, now);
         else
             reqtrace_span(t); /* an error adds attributes to the span */
     }
     if (t->span) {
         if (error_type)
             span_set_error(t->span, error_type, message);
-        tracer_span_end(&tel->tracer, t->span, now);
+        tracer_span_end(tr, t->span, now);
         t->span = NULL;
     }
+}
+
+void reqtrace_end(struct reqtrace *t, struct histogram *op_duration, const char *error_type, const char *message)
+{
+    struct metrics *m = &t->tel->metrics;
+    uint64_t now = uv_hrtime(), took = now - t->start_ns;
+    metrics_request(m, op_duration, took);
+    if (t->db_system)
+        metrics_db_operation(m, t->db_system, t->db_operation, took);
+    /* Most traced requests end here: shaped, no record. */
+    if (t->on_demand && t->shape && !error_type)
+        tracer_span_shaped(&t->tel->tracer, t->shape, t->start_ns, now);
+    else if (t->on_demand || t->span)
+        end_span(t, now, error_type, message);
 }
 
 static struct reqtrace_slot *slot_of(struct telemetry *tel, uint64_t h)
@@ -144,34 +157,12 @@ static void record(const struct reqtrace *t, struct span *sp, const struct reqtr
     }
 }
 
-void reqtrace_describe(struct reqtrace *t, const struct reqtrace_desc *d)
+/* A description the cache did not have: its span is recorded, and its
+ * shape goes into slot (when there is one). Apart, so that the common
+ * cases stay a short function. */
+static __attribute__((noinline)) void describe_span(struct reqtrace *t, const struct reqtrace_desc *d, size_t n,
+                                                    struct reqtrace_slot *slot, const uint64_t *w)
 {
-    size_t n = d->operation_len < sizeof(t->db_operation) - 1 ? d->operation_len : sizeof(t->db_operation) - 1;
-    /* Zero padded, so that the first 16 bytes are the cache's key. */
-    memset(t->db_operation, 0, 16);
-    memcpy(t->db_operation, d->operation, n);
-    t->db_operation[n] = '\0';
-    if (d->database)
-        t->db_system = d->system;
-    if (!t->span && !t->on_demand)
-        return; /* not traced */
-    struct reqtrace_slot *slot = NULL;
-    uint64_t w[2];
-    if (d->query != RQ_FULL && !d->procedure && !d->nextra && !d->span_name && n < 16) {
-        memcpy(w, t->db_operation, 16);
-        uint64_t h = (w[0] * 0x9e3779b97f4a7c15ull) ^ (w[1] * 0xff51afd7ed558ccdull) ^
-                     ((uint64_t)(uintptr_t)d->conn + (uint64_t)d->argc) * 0xc4ceb9fe1a85ec53ull;
-        slot = slot_of(t->tel, h);
-        if (slot->shape && slot->w[0] == w[0] && slot->w[1] == w[1] && slot->n == n && slot->argc == d->argc &&
-            slot->conn == d->conn && slot->conn_gen == d->conn_gen && slot->query == d->query &&
-            slot->system == d->system) {
-            if (t->span)
-                span_use_shape(t->span, slot->shape);
-            else
-                t->shape = slot->shape; /* the span stays on demand */
-            return;
-        }
-    }
     struct span *sp = reqtrace_span(t);
     if (!sp)
         return;
@@ -190,6 +181,45 @@ void reqtrace_describe(struct reqtrace *t, const struct reqtrace_desc *d)
             slot->shape = sh;
         }
     }
+}
+
+/* A traced request's description: its shape from the cache, or its
+ * span recorded. Apart from reqtrace_describe, and from describe_span,
+ * so that each path pays only for the registers it uses. */
+static __attribute__((noinline)) void describe_traced(struct reqtrace *t, const struct reqtrace_desc *d, size_t n)
+{
+    struct reqtrace_slot *slot = NULL;
+    uint64_t w[2];
+    if (d->query != RQ_FULL && !d->procedure && !d->nextra && !d->span_name && n < 16) {
+        memcpy(w, t->db_operation, 16);
+        uint64_t h = (w[0] * 0x9e3779b97f4a7c15ull) ^ (w[1] * 0xff51afd7ed558ccdull) ^
+                     ((uint64_t)(uintptr_t)d->conn + (uint64_t)d->argc) * 0xc4ceb9fe1a85ec53ull;
+        slot = slot_of(t->tel, h);
+        if (slot->shape && slot->w[0] == w[0] && slot->w[1] == w[1] && slot->n == n && slot->argc == d->argc &&
+            slot->conn == d->conn && slot->conn_gen == d->conn_gen && slot->query == d->query &&
+            slot->system == d->system) {
+            if (t->span)
+                span_use_shape(t->span, slot->shape);
+            else
+                t->shape = slot->shape; /* the span stays on demand */
+            return;
+        }
+    }
+    describe_span(t, d, n, slot, w);
+}
+
+void reqtrace_describe(struct reqtrace *t, const struct reqtrace_desc *d)
+{
+    size_t n = d->operation_len < sizeof(t->db_operation) - 1 ? d->operation_len : sizeof(t->db_operation) - 1;
+    /* Zero padded: the first 16 bytes are the cache's key, and the
+     * metrics compare all 32 as words. */
+    memset(t->db_operation, 0, sizeof(t->db_operation));
+    for (size_t i = 0; i < n; i++) /* a few bytes: a call to memcpy costs more */
+        t->db_operation[i] = d->operation[i];
+    if (d->database)
+        t->db_system = d->system;
+    if (t->span || t->on_demand)
+        describe_traced(t, d, n);
 }
 
 void reqtrace_status_code(struct reqtrace *t, const char *code, size_t len)
