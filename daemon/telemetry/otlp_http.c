@@ -393,7 +393,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
 }
 
 /* curl reads the body through these: a batch's spans are written out
- * straight into curl's upload buffer (see "batches" in otlp_encode.c). */
+ * straight into curl's upload buffer (see "batches" in otlp_trace_encode.c). */
 static size_t on_read(char *p, size_t size, size_t n, void *arg)
 {
     struct job *j = arg;

@@ -61,7 +61,7 @@ struct key_tpl {
     bool tried;          /* making the template was attempted (t says how it went) */
 };
 
-/* The template of spans that refer to a shape (telemetry.h): found by the
+/* The template of spans that refer to a shape (span.h): found by the
  * shape's address, with no key to build. Shapes live as long as the
  * cache, so an address is never reused for another shape. */
 struct shape_tpl {

@@ -29,7 +29,7 @@ const uint8_t *otlp_template_sentinel(size_t *len);
  * batch of spans: head holds the envelope, and the spans are written out
  * as the body is read (otlp_body_read), each from its template and the
  * few values that differ, straight into the HTTP client's buffer. See
- * "batches" in otlp_encode.c. */
+ * "batches" in otlp_trace_encode.c. */
 struct otlp_entry;
 struct span_tpl;
 struct otlp_body {

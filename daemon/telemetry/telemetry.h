@@ -6,8 +6,9 @@
  *   telemetry.c         lifecycle, timers, standalone spans (this header)
  *   tracer.c metrics.c  spans sampled and batched; metrics collected
  *   otlp_http.c         POSTs driven by the loop
+ *   tel_settings.c      the OTEL_* environment, the resource
  *   otlp_trace_encode.c otlp_metrics.c otlp_pb.c    protobuf, no I/O
- *   span.c tel_settings.c trace_context.c           the bottom
+ *   span.c trace_context.c                          the span model, ids
  *
  * A file includes only those below it. What the metrics read from the
  * daemon comes through struct metrics_source, given at init. */
