@@ -11,7 +11,7 @@
 #include "metrics.h"
 #include "otlp_http.h"
 #include "otlp_metrics.h"
-#include "otlp_trace_encode.h" /* otlp_body */
+#include "otlp_body.h"
 
 static uint64_t unix_ns(void)
 {

@@ -12,7 +12,7 @@
 
 /* protobuf-c's pack_to_buffer appends into a cbuf: it sizes nested
  * messages as it goes, which saves the separate get_packed_size pass over
- * the whole batch (a third of the encoding cost, measured). */
+ * the whole batch. */
 void otlp_pb_sink_append(ProtobufCBuffer *b, size_t len, const uint8_t *data)
 {
     cbuf_put(((struct cbuf_sink *)b)->out, data, len);

@@ -19,10 +19,6 @@
 #define CACHE_VALUE 64
 #define TPL_SLOTS 256
 #define SHAPE_TPL_SLOTS 512
-/* Bytes of a template at most: a span that packs larger is packed whole
- * (its reader keeps one on the stack when it is split across reads). */
-#define TPL_MAX 4096
-
 struct cache_entry {
     const char *key;     /* refers: attribute keys are static strings */
     uint8_t type;
@@ -31,25 +27,6 @@ struct cache_entry {
     char value[CACHE_VALUE];
     uint8_t *packed;     /* owns */
     size_t packed_len;
-};
-
-/* Where a template's fixed-width fields sit, in the order of struct
- * span_vars: trace id, span id, parent span id, start, end, flags. */
-enum { AT_TRACE, AT_SPAN, AT_PARENT, AT_START, AT_END, AT_FLAGS, AT_N };
-
-/* A span packed once with sentinel ids, times and flags: the packed bytes
- * of every span of the same shape (name, kind, status, attributes), with
- * those fixed-width fields overwritten. Batches refer to templates until
- * their bodies are sent, so a template is counted: the cache's slot holds
- * it, and so does each body that uses it (see tpl_release). */
-struct span_tpl {
-    uint8_t *bytes;      /* owns */
-    size_t len;          /* at most TPL_MAX */
-    uint32_t at[AT_N];
-    bool has_parent;
-    bool cached;         /* a cache slot holds it */
-    unsigned refs;       /* bodies that hold it */
-    uint64_t last_batch; /* the last batch that took a reference */
 };
 
 /* A template's slot, found by the shape's bytes (see shape_key). */
@@ -81,21 +58,6 @@ struct otlp_span_cache {
     uint64_t templated, packed_whole; /* spans emitted each way, for tests */
 };
 
-/* Frees t once neither the cache nor a body holds it. */
-static void tpl_release(struct span_tpl *t, bool from_cache)
-{
-    if (!t)
-        return;
-    if (from_cache)
-        t->cached = false;
-    else
-        t->refs--;
-    if (!t->cached && !t->refs) {
-        free(t->bytes);
-        free(t);
-    }
-}
-
 struct otlp_span_cache *otlp_span_cache_new(void) { return xcalloc(1, sizeof(struct otlp_span_cache)); }
 
 void otlp_span_cache_free(struct otlp_span_cache *c)
@@ -106,10 +68,10 @@ void otlp_span_cache_free(struct otlp_span_cache *c)
         free(c->e[i].packed);
     for (size_t i = 0; i < TPL_SLOTS; i++) {
         free(c->t[i].key);
-        tpl_release(c->t[i].t, true);
+        otlp_body_tpl_release(c->t[i].t, true);
     }
     for (size_t i = 0; i < SHAPE_TPL_SLOTS; i++)
-        tpl_release(c->st[i].t, true);
+        otlp_body_tpl_release(c->st[i].t, true);
     free(c->graveyard);
     cbuf_free(&c->packed);
     free(c);
@@ -308,19 +270,6 @@ static uint64_t le64(const uint8_t *p)
     return v;
 }
 
-/* fixed64 and fixed32 are little-endian on the wire. */
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    v = htole64(v);
-    memcpy(p, &v, 8);
-}
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    v = htole32(v);
-    memcpy(p, &v, 4);
-}
-
 /* Everything a template depends on, as bytes: what the encoder reads from
  * a span apart from its span_vars. Attribute keys are static strings, so
  * the pointer stands for the key. */
@@ -407,7 +356,7 @@ static struct span_tpl *build_template(struct otlp_span_cache *c, const struct s
     t->has_parent = s->has_parent;
     t->cached = true;
     if (t->len > TPL_MAX || !find_sentinels(t)) {
-        tpl_release(t, true);
+        otlp_body_tpl_release(t, true);
         return NULL;
     }
     return t;
@@ -441,7 +390,7 @@ static struct span_tpl *template_for(struct otlp_span_cache *c, const struct spa
      * AMQP delivery's tag differs every time): the first sighting only
      * notes the key, and the span is packed whole. */
     free(k->key);
-    tpl_release(k->t, true);
+    otlp_body_tpl_release(k->t, true);
     k->t = NULL;
     k->tried = false;
     k->hash = h;
@@ -471,7 +420,7 @@ static struct span_tpl *shape_template(struct otlp_span_cache *c, struct span *s
             span_materialize(s);
         return st->t;
     }
-    tpl_release(st->t, true);
+    otlp_body_tpl_release(st->t, true);
     st->shape = sh;
     st->has_parent = s->has_parent;
     span_materialize(s);
@@ -500,191 +449,12 @@ static struct span_tpl *shape_template(struct otlp_span_cache *c, struct span *s
  * verbatim). The field's tag is the first span's own, so the envelope's
  * last byte is dropped, and the spans follow it. */
 
-struct otlp_entry {
-    struct span_tpl *t;      /* refers (the body holds a reference); NULL: packed whole */
-    union {
-        struct {             /* t: written over its sentinels, in the order of enum AT_ */
-            uint8_t trace_id[16], span_id[8], parent_id[8]; /* unset when draw */
-            uint64_t start, end;
-            uint32_t flags;
-            bool draw;       /* a root span's ids are drawn as it is written out */
-        } v;
-        struct {             /* !t: its bytes in the body's whole buffer */
-            size_t off, len;
-        } w;
-    };
-};
-
-/* ids: a root span's ids are new random ones that nothing has seen
- * before it is exported, so instead of drawing them as it ends and
- * keeping them in its entry, the i-th entry's three words are a
- * bijective mix of i plus the body's three random seeds. They come out
- * the same on every reading of the body (curl reads it again for a
- * retry), are unique within the body, and are never zero: each seed is
- * below 2^63 with its low bit set, so seed + i is not zero for any i, and
- * the mix (MurmurHash3's finalizer) maps only zero to zero. Drawing them
- * at add time and carrying them in the entry cost more per span (see
- * docs/performance.md, "root span ids drawn at write-out"). */
-static inline uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    return x ^ x >> 33;
-}
-
+/* The seeds of a body's drawn ids (see "ids" in otlp_body.c). */
 static void draw_seeds(uint64_t seed[3])
 {
     trace_random_id((uint8_t *)seed, 3 * sizeof(seed[0]));
     for (int k = 0; k < 3; k++)
         seed[k] = (seed[k] >> 1) | 1;
-}
-
-static inline void put_entry_values(uint8_t *p, const struct span_tpl *t, const struct otlp_entry *e,
-                                    const uint64_t *seed, size_t i)
-{
-    if (e->v.draw) {
-        uint64_t w[3] = {mix64(seed[0] + i), mix64(seed[1] + i), mix64(seed[2] + i)};
-        memcpy(p + t->at[AT_TRACE], w, 16);
-        memcpy(p + t->at[AT_SPAN], w + 2, 8);
-    } else {
-        memcpy(p + t->at[AT_TRACE], e->v.trace_id, 16);
-        memcpy(p + t->at[AT_SPAN], e->v.span_id, 8);
-    }
-    if (t->has_parent)
-        memcpy(p + t->at[AT_PARENT], e->v.parent_id, 8);
-    put_le64(p + t->at[AT_START], e->v.start);
-    put_le64(p + t->at[AT_END], e->v.end);
-    put_le32(p + t->at[AT_FLAGS], e->v.flags);
-}
-
-static size_t entry_len(const struct otlp_entry *e) { return e->t ? e->t->len : e->w.len; }
-
-void otlp_body_init(struct otlp_body *b) { memset(b, 0, sizeof(*b)); }
-
-void otlp_body_from(struct otlp_body *b, struct cbuf *bytes)
-{
-    otlp_body_init(b);
-    b->head = *bytes;
-    b->len = bytes->len;
-    cbuf_init(bytes);
-}
-
-size_t otlp_body_read(const struct otlp_body *b, struct otlp_cursor *c, uint8_t *dst, size_t cap)
-{
-    size_t n = 0;
-    if (c->pos < b->head.len) {
-        n = b->head.len - c->pos < cap ? b->head.len - c->pos : cap;
-        memcpy(dst, b->head.data + c->pos, n);
-        c->pos += n;
-    }
-    while (n < cap && c->i < b->ne) {
-        /* Whole templated spans that fit, the common case, without the
-         * bookkeeping of the cases below. */
-        if (c->in == 0) {
-            size_t i = c->i, from = n;
-            for (; i < b->ne; i++) {
-                const struct otlp_entry *e = &b->e[i];
-                const struct span_tpl *t = e->t;
-                if (!t || t->len > cap - n)
-                    break;
-                memcpy(dst + n, t->bytes, t->len);
-                put_entry_values(dst + n, t, e, b->id_seed, i);
-                n += t->len;
-            }
-            c->i = i;
-            c->pos += n - from;
-            if (n == cap || i == b->ne)
-                break;
-        }
-        /* A span packed whole, or a templated one cut across two reads. */
-        const struct otlp_entry *e = &b->e[c->i];
-        size_t len = entry_len(e), take = len - c->in < cap - n ? len - c->in : cap - n;
-        if (!e->t) {
-            memcpy(dst + n, b->whole.data + e->w.off + c->in, take);
-        } else { /* written out whole here, then cut */
-            uint8_t one[TPL_MAX];
-            memcpy(one, e->t->bytes, len);
-            put_entry_values(one, e->t, e, b->id_seed, c->i);
-            memcpy(dst + n, one + c->in, take);
-        }
-        n += take;
-        c->pos += take;
-        c->in += take;
-        if (c->in == len) {
-            c->i++;
-            c->in = 0;
-        }
-    }
-    return n;
-}
-
-bool otlp_body_seek(const struct otlp_body *b, struct otlp_cursor *c, size_t off)
-{
-    memset(c, 0, sizeof(*c));
-    if (off > b->len)
-        return false;
-    c->pos = off;
-    if (off <= b->head.len)
-        return true;
-    off -= b->head.len;
-    while (c->i < b->ne && off >= entry_len(&b->e[c->i]))
-        off -= entry_len(&b->e[c->i++]);
-    c->in = off;
-    return true;
-}
-
-void otlp_body_flatten(struct otlp_body *b)
-{
-    if (!b->ne)
-        return;
-    struct cbuf flat;
-    cbuf_init(&flat);
-    cbuf_reserve(&flat, b->len);
-    struct otlp_cursor c = {0};
-    flat.len = otlp_body_read(b, &c, flat.data, b->len);
-    size_t len = b->len;
-    otlp_body_free(b);
-    otlp_body_from(b, &flat);
-    if (b->len != len)
-        abort(); /* the entries' lengths do not add up: a bug */
-}
-
-int otlp_body_gzip(struct otlp_body *b)
-{
-    otlp_body_flatten(b);
-    if (otlp_pb_gzip(&b->head) != 0)
-        return -1;
-    b->len = b->head.len;
-    b->gzip = true;
-    return 0;
-}
-
-void otlp_body_clear(struct otlp_body *b)
-{
-    for (size_t i = 0; i < b->ntpls; i++)
-        tpl_release(b->tpls[i], false);
-    b->ntpls = 0;
-    b->ne = 0;
-    b->len = 0;
-    b->gzip = false;
-    b->head.len = 0;
-    b->whole.len = 0;
-    /* Keep the memory a batch of ordinary spans needs, not that of one
-     * that carried unusually large ones. */
-    if (b->whole.cap > ((size_t)1 << 20))
-        cbuf_reset(&b->whole, 0);
-}
-
-void otlp_body_free(struct otlp_body *b)
-{
-    otlp_body_clear(b);
-    cbuf_free(&b->head);
-    cbuf_free(&b->whole);
-    free(b->e);
-    free(b->tpls);
-    otlp_body_init(b);
 }
 
 /* Stands for the spans among the envelope's bytes: never dereferenced. */
@@ -775,8 +545,7 @@ static struct otlp_entry *new_entry(struct otlp_body *body)
         body->e = xrealloc(body->e, body->cap * sizeof(*body->e));
     }
     /* The entries were last written a batch ago, or never: ask for a
-     * later one now, so that writing it then does not wait on memory
-     * (that wait was a quarter of this function, measured with perf). */
+     * later one now, so that writing it then does not wait on memory. */
     if (body->ne + 4 < body->cap)
         __builtin_prefetch(&body->e[body->ne + 4], 1);
     return &body->e[body->ne++];

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "cbuf.h"
+#include "otlp_body.h"
 #include "otlp_pb.h"
 #include "span.h"
 
@@ -24,47 +25,6 @@ void otlp_span_cache_counts(const struct otlp_span_cache *c, uint64_t *templated
 /* The bytes spans' trace ids are templated with (for tests: a span whose
  * attribute holds them must still encode correctly). */
 const uint8_t *otlp_template_sentinel(size_t *len);
-
-/* A request body, ready to send. Flat (head alone: metrics, gzip), or a
- * batch of spans: head holds the envelope, and the spans are written out
- * as the body is read (otlp_body_read), each from its template and the
- * few values that differ, straight into the HTTP client's buffer. See
- * "batches" in otlp_trace_encode.c. */
-struct otlp_entry;
-struct span_tpl;
-struct otlp_body {
-    struct cbuf head;        /* the body's first bytes */
-    struct cbuf whole;       /* spans packed whole (framed), which entries point into */
-    struct otlp_entry *e;    /* owns: the spans in order, e[0..ne) */
-    size_t ne, cap;
-    struct span_tpl **tpls;  /* owns the array and a reference on each template in it */
-    size_t ntpls, ctpls;
-    size_t len;              /* bytes of the whole body */
-    bool gzip;               /* head is the body gzip-compressed */
-    uint64_t id_seed[3];     /* random: the ids of entries that draw them (see "ids") */
-};
-/* Where a reader of a body is. Zeroed: at the start. */
-struct otlp_cursor {
-    size_t pos;              /* bytes read */
-    size_t i;                /* the entry being read */
-    size_t in;               /* bytes of it read */
-};
-void otlp_body_init(struct otlp_body *b);
-/* A flat body of bytes (taken). */
-void otlp_body_from(struct otlp_body *b, struct cbuf *bytes);
-/* Writes up to cap of b's next bytes to dst; returns how many (0 at the
- * end). */
-size_t otlp_body_read(const struct otlp_body *b, struct otlp_cursor *c, uint8_t *dst, size_t cap);
-/* Places c at byte off of b; false past the end. */
-bool otlp_body_seek(const struct otlp_body *b, struct otlp_cursor *c, size_t off);
-/* Makes b flat: every byte in head. */
-void otlp_body_flatten(struct otlp_body *b);
-/* Makes b flat and gzip-compressed. Returns 0, or -1 (b is then flat
- * and uncompressed). */
-int otlp_body_gzip(struct otlp_body *b) __attribute__((warn_unused_result));
-/* Empties b, keeping its memory for another batch. */
-void otlp_body_clear(struct otlp_body *b);
-void otlp_body_free(struct otlp_body *b);
 
 /* An ExportTraceServiceRequest built as its spans end: begin takes mem's
  * memory (an emptied body) for it, add records one span (the record is

@@ -7,7 +7,7 @@
  *   tracer.c metrics.c  spans sampled and batched; metrics collected
  *   otlp_http.c         POSTs driven by the loop
  *   tel_settings.c      the OTEL_* environment, the resource
- *   otlp_trace_encode.c otlp_metrics.c otlp_pb.c    protobuf, no I/O
+ *   otlp_trace_encode.c otlp_body.c otlp_metrics.c otlp_pb.c   no I/O
  *   span.c trace_context.c                          the span model, ids
  *
  * A file includes only those below it. What the metrics read from the

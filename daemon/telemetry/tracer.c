@@ -74,8 +74,7 @@ struct span *tracer_span_start(struct tracer *t, const char *tp, size_t tp_len, 
     if (t->nfree) {
         s = t->free_spans[--t->nfree];
         /* The pool is megabytes: fetch the next request's record now, so
-         * that writing it then does not wait on memory (that wait was
-         * two thirds of this function, measured with perf). */
+         * that writing it then does not wait on memory. */
         if (t->nfree) {
             const char *next = (const char *)t->free_spans[t->nfree - 1];
             __builtin_prefetch(next, 1);
