@@ -13,11 +13,12 @@
  *                                                           | reply
  *   request.c    request_result_*() / request_fail()  <-----+
  *       |        (or: deadline expired --> cancel() --> "timeout")
- *       |        reqtrace.c beside it: begin here, describe in the
- *       |        backend, end in request_end()
  *       |        (or: client gone      --> cancel() --> no response)
  *   client.c     response appended to the client's outq
  *   outq.c       one coalesced write per loop iteration
+ *
+ * Telemetry stays beside this path: reqtrace_begin() in request_handle(),
+ * reqtrace_describe() in the backend, reqtrace_end() in request_end().
  *
  * Ownership: the request is malloc'd with a copy of its frame, so every
  * field of its view stays valid for its whole life whatever happens to the
@@ -41,7 +42,9 @@ static void request_end(struct request *r, int outcome, const char *message)
     struct client *c = r->client;
     struct server *s = c->srv;
     r->op->outcomes[outcome]++;
-    const char *etype = outcome == OUTCOME_OK ? NULL : outcome == OUTCOME_ABANDONED ? "abandoned" : fe_name(-outcome - 1);
+    const char *etype = outcome == OUTCOME_OK          ? NULL
+                      : outcome == OUTCOME_ABANDONED ? "abandoned"
+                                                     : fe_name(-outcome - 1);
     reqtrace_end(&r->trace, &r->op->duration, etype, message);
     deadline_remove(&s->deadlines, &r->deadline);
     dlist_remove(&r->client_node);

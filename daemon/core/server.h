@@ -12,10 +12,10 @@
 #include "config.h"
 #include "deadline.h"
 #include "errors.h"
+#include "histogram.h"
 #include "list.h"
 #include "notify.h"
 #include "outq.h"
-#include "histogram.h"
 
 struct backend;
 struct request;
