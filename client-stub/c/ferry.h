@@ -7,8 +7,10 @@
  * deliveries) go to the handler set with ferry_set_push_handler(), or come
  * out of ferry_recv() when none is set.
  *
- * Values are libcbor items (cbor.h). The wire protocol is in
- * docs/protocol.md; nothing here is needed to speak it.
+ * Values are libcbor items (cbor.h). A consumer of many pushes can skip
+ * the trees and read each frame in place instead: ferry_recv_view() and
+ * the ferry_cbor_*() readers ("Frames in place", below). The wire protocol
+ * is in docs/protocol.md; nothing here is needed to speak it.
  *
  * Errors: functions return 0 or a negative FERRY_E* code; ferry_strerror()
  * names it. A connection is not thread-safe: use one per thread.
