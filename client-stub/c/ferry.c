@@ -892,6 +892,34 @@ static int next_view(ferry_t *f, ferry_view_t *v, long long until)
     }
 }
 
+/* The same as trees, for ferry_recv() and ferry_call(): one decode per
+ * frame. *body and *len keep the frame's bytes (in f->in) for parking. */
+static int next_msg(ferry_t *f, ferry_msg_t **out, const uint8_t **body, size_t *len, long long until)
+{
+    for (;;) {
+        int rc = read_raw(f, body, len, until);
+        if (rc)
+            return rc;
+        ferry_msg_t *m;
+        if ((rc = ferry_msg_decode(*body, *len, &m)) != 0)
+            return rc;
+        if (m->kind == FERRY_PUSH && f->push_view_fn) {
+            ferry_view_t v;
+            if (ferry_view_decode(*body, *len, &v) == 0)
+                f->push_view_fn(&v, f->push_view_arg);
+            ferry_msg_free(m);
+            continue;
+        }
+        if (m->kind == FERRY_PUSH && f->push_fn) {
+            f->push_fn(m, f->push_arg);
+            ferry_msg_free(m);
+            continue;
+        }
+        *out = m;
+        return 0;
+    }
+}
+
 static struct parked *pop_parked(ferry_t *f)
 {
     struct parked *p = f->parked_head;
@@ -922,12 +950,6 @@ int ferry_recv_view(ferry_t *f, ferry_view_t *v, int timeout_ms)
     return next_view(f, v, deadline_of(timeout_ms));
 }
 
-/* A view's frame as a tree. */
-static int view_msg(const ferry_view_t *v, ferry_msg_t **out)
-{
-    return ferry_msg_decode(v->body, v->body_len, out);
-}
-
 int ferry_recv(ferry_t *f, ferry_msg_t **out, int timeout_ms)
 {
     if (!f || !out)
@@ -939,22 +961,22 @@ int ferry_recv(ferry_t *f, ferry_msg_t **out, int timeout_ms)
         free(p);
         return rc;
     }
-    ferry_view_t v;
-    int rc = next_view(f, &v, deadline_of(timeout_ms));
-    return rc ? rc : view_msg(&v, out);
+    const uint8_t *body;
+    size_t len;
+    return next_msg(f, out, &body, &len, deadline_of(timeout_ms));
 }
 
-static int park(ferry_t *f, const ferry_view_t *v)
+static int park(ferry_t *f, const ferry_msg_t *m, const uint8_t *body, size_t len)
 {
-    struct parked *p = malloc(sizeof(*p) + v->body_len);
+    struct parked *p = malloc(sizeof(*p) + len);
     if (!p)
         return FERRY_EIO;
     p->next = NULL;
-    p->is_response = v->kind == FERRY_RESPONSE;
-    p->has_id = v->has_id;
-    p->id = v->id;
-    p->len = v->body_len;
-    memcpy(p->body, v->body, v->body_len);
+    p->is_response = m->kind == FERRY_RESPONSE;
+    p->has_id = m->has_id;
+    p->id = m->id;
+    p->len = len;
+    memcpy(p->body, body, len);
     if (f->parked_tail)
         f->parked_tail->next = p;
     else
@@ -982,15 +1004,22 @@ static int wait_for(ferry_t *f, uint64_t id, ferry_msg_t **out, int timeout_ms)
         }
     }
     for (;;) {
-        ferry_view_t v;
-        int rc = next_view(f, &v, until);
+        ferry_msg_t *m;
+        const uint8_t *body;
+        size_t len;
+        int rc = next_msg(f, &m, &body, &len, until);
         if (rc)
             return rc;
         /* A frame without an id is a connection-level error: it answers
          * whatever we are waiting for. */
-        if (v.kind == FERRY_RESPONSE && (!v.has_id || v.id == id))
-            return view_msg(&v, out);
-        if ((rc = park(f, &v)) != 0)
+        if (m->kind == FERRY_RESPONSE && (!m->has_id || m->id == id)) {
+            *out = m;
+            return 0;
+        }
+        /* Parked as bytes, so that a view can be taken of it later too. */
+        rc = park(f, m, body, len);
+        ferry_msg_free(m);
+        if (rc)
             return rc;
     }
 }
