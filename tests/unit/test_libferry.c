@@ -289,6 +289,60 @@ static void test_view_malformed(void **st)
     assert_int_equal(ferry_view_decode(extra, sizeof(extra), NULL), FERRY_EINVAL);
 }
 
+/* Mutated frames (bytes changed, cut short): each is either refused or
+ * located within its bytes, and the readers stay within them too (this
+ * test runs under AddressSanitizer in `make check-asan`). */
+static void test_view_mutations(void **st)
+{
+    (void)st;
+    struct cbuf out;
+    cbuf_init(&out);
+    uint8_t data[256];
+    size_t dn = delivery_data(data, 123456789, "a message body");
+    codec_push_frame(&out, 3, "delivery", data, dn, TP);
+    size_t n = out.len - 4;
+    uint32_t seed = 12345;
+    int accepted = 0;
+    for (int round = 0; round < 20000; round++) {
+        uint8_t *b = malloc(n);
+        memcpy(b, out.data + 4, n);
+        int flips = 1 + round % 3;
+        for (int k = 0; k < flips; k++) {
+            seed = seed * 1103515245u + 12345u;
+            size_t at = (seed >> 8) % n;
+            seed = seed * 1103515245u + 12345u;
+            b[at] = (uint8_t)(seed >> 16);
+        }
+        seed = seed * 1103515245u + 12345u;
+        size_t len = round % 5 == 0 ? (seed >> 8) % (n + 1) : n;
+        ferry_view_t v;
+        if (ferry_view_decode(b, len, &v) == 0) {
+            accepted++;
+            assert_true(v.body == b && v.body_len == len);
+            if (v.data) {
+                assert_true(v.data >= b && v.data + v.data_len <= b + len);
+                const uint8_t *p;
+                size_t pn, sn;
+                const uint8_t *s;
+                uint64_t u;
+                if (ferry_cbor_map_get(v.data, v.data_len, "body", &p, &pn) == 0) {
+                    assert_true(p >= v.data && p + pn <= v.data + v.data_len);
+                    if (ferry_cbor_bytes(p, pn, &s, &sn) == 0)
+                        assert_true(s + sn <= p + pn);
+                }
+                if (ferry_cbor_map_get(v.data, v.data_len, "delivery_tag", &p, &pn) == 0)
+                    (void)ferry_cbor_uint(p, pn, &u);
+            }
+            if (v.push_kind)
+                assert_true(v.push_kind_len == 0 || ((const uint8_t *)v.push_kind >= b &&
+                                                     (const uint8_t *)v.push_kind + v.push_kind_len <= b + len));
+        }
+        free(b);
+    }
+    assert_true(accepted > 0);
+    cbuf_free(&out);
+}
+
 static void test_cbor_readers(void **st)
 {
     (void)st;
@@ -558,6 +612,7 @@ int main(void)
         cmocka_unit_test(test_decode_response_error_push),
         cmocka_unit_test(test_view_push_response_error),
         cmocka_unit_test(test_view_malformed),
+        cmocka_unit_test(test_view_mutations),
         cmocka_unit_test(test_cbor_readers),
         cmocka_unit_test(test_recv_view_socket),
         cmocka_unit_test(test_recv_view_parking_and_sending),
