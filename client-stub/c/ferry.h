@@ -99,7 +99,8 @@ int ferry_send_redis(ferry_t *f, int argc, const char *const *argv, const size_t
  * when no handler is set). *out must be freed with ferry_msg_free(). */
 int ferry_recv(ferry_t *f, ferry_msg_t **out, int timeout_ms);
 /* Sends and waits for that request's response; responses to other
- * requests that arrive meanwhile are kept for ferry_recv(). */
+ * requests that arrive meanwhile are kept for ferry_recv() (or
+ * ferry_recv_view()). */
 int ferry_call(ferry_t *f, const char *op, const cbor_item_t *args, uint32_t deadline_ms,
                ferry_msg_t **out, int timeout_ms);
 int ferry_call_redis(ferry_t *f, int argc, const char *const *argv, const size_t *lens,
