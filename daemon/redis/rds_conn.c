@@ -329,6 +329,13 @@ static bool consume(struct rds_conn *c, const char *p, size_t n)
     for (size_t off = 0; off < n;) {
         bool skipping = c->guard.skipping;
         size_t k = resp_guard_scan(&c->guard, p + off, n - off);
+        if (c->guard.why == RESP_GUARD_PROTOCOL) {
+            /* Not RESP2: the guard can no longer tell where replies end,
+             * and the reader must not be left to allocate whatever a
+             * header it then misreads announces. */
+            conn_fail(c, "redis sent something that is not RESP2");
+            return false;
+        }
         if (!skipping && k > 0 && !feed(c, p + off, k))
             return false;
         off += k;

@@ -103,7 +103,11 @@ static size_t whole_simple_reply(struct resp_guard *g, const char *p, size_t n)
         if (!nil && len > n)
             return 0;
     } else if (p[0] == '+' || p[0] == ':' || p[0] == '-') {
+        /* Ends at "\r\n", as hiredis's reader has it: a bare '\n' is part
+         * of the line. */
         const char *nl = memchr(p, '\n', n);
+        while (nl && (nl == p || nl[-1] != '\r'))
+            nl = memchr(nl + 1, '\n', n - (size_t)(nl + 1 - p));
         if (!nl)
             return 0;
         total = (size_t)(nl - p) + 1;
@@ -158,7 +162,7 @@ size_t resp_guard_scan(struct resp_guard *g, const char *p, size_t n)
             }
             g->need--;
             g->type = t;
-            g->neg = g->digits = false;
+            g->neg = g->digits = g->cr = false;
             g->num = 0;
             g->phase = RG_LINE;
             i++;
@@ -167,8 +171,14 @@ size_t resp_guard_scan(struct resp_guard *g, const char *p, size_t n)
         }
         /* RG_LINE */
         if (g->type == '+' || g->type == '-' || g->type == ':') {
+            /* The line ends at "\r\n", the '\r' perhaps in an earlier
+             * chunk (g->cr). */
             const char *nl = memchr(p + i, '\n', n - i);
+            while (nl && !(nl == p + i ? g->cr : nl[-1] == '\r'))
+                nl = memchr(nl + 1, '\n', n - (size_t)(nl + 1 - p));
             size_t k = nl ? (size_t)(nl - (p + i)) + 1 : n - i;
+            if (!nl)
+                g->cr = p[n - 1] == '\r';
             if (!g->skipping && g->bytes + k > g->max_bytes)
                 return refuse(g, RESP_GUARD_TOO_LARGE, i);
             i += k;

@@ -63,6 +63,7 @@ struct resp_guard {
     char type;            /* the item's type byte, in RG_LINE */
     bool neg;             /* a '-' opened the header's number */
     bool digits;          /* the header's number has a digit */
+    bool cr;              /* a simple line's last byte so far was '\r' */
     uint64_t num;         /* the header's number so far (saturating) */
     uint64_t payload_left;/* bulk bytes (with CRLF) still to step over */
 
@@ -82,7 +83,11 @@ void resp_guard_reset(struct resp_guard *g);
  * reply's remaining bytes, from the returned offset on, are never fed. A
  * header is refused before its line ends, so the reader never acts on it.
  * RESP_GUARD_PROTOCOL is reported with skipping false and the whole input
- * consumed: the caller feeds it to the reader, which fails. */
+ * consumed, and from then on every scan consumes everything: the stream is
+ * not RESP2, the guard can no longer tell where replies end, and the
+ * caller must drop the connection rather than feed the reader. Lines end
+ * where hiredis's reader ends them, at "\r\n" (a bare '\n' is part of a
+ * simple string), so that the two never disagree on where an item ends. */
 size_t resp_guard_scan(struct resp_guard *g, const char *p, size_t n);
 
 const char *resp_guard_reason(enum resp_guard_why why);

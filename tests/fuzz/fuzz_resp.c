@@ -53,6 +53,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     while (off < n && !failed) {
         bool skipping = g.skipping;
         size_t k = resp_guard_scan(&g, buf + off, n - off);
+        if (g.why == RESP_GUARD_PROTOCOL)
+            break; /* rds_conn.c drops the connection */
         if (!skipping && k > 0) {
             if (redisReaderFeed(rd, buf + off, k) != REDIS_OK)
                 failed = true;

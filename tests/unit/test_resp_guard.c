@@ -290,6 +290,30 @@ static void test_random_replies_agree_with_the_reader(void **state)
     assert_true(refused > 50 && deep > 5 && passed_arrays > 50);
 }
 
+/* A bare '\n' is part of a simple string, as hiredis's reader has it.
+ * Ending the line there instead (as the guard once did) let a server
+ * make the guard step over "*999999" as a bulk payload while the reader
+ * read it as an array header, and allocate what it announced (found by
+ * tests/fuzz/fuzz_resp: a 3.5 GB calloc). Whole and split at each byte. */
+static void test_lines_end_where_the_reader_ends_them(void **state)
+{
+    (void)state;
+    const char *in = "+a\n$7\r\n*999999\r\n";
+    for (size_t cut = 1; cut <= strlen(in); cut++) {
+        struct resp_guard g;
+        resp_guard_init(&g, 1 << 20, 4096);
+        size_t k = resp_guard_scan(&g, in, cut);
+        if (k == cut && !g.skipping)
+            k += resp_guard_scan(&g, in + cut, strlen(in) - cut);
+        /* "+a\n$7" is one status reply; the array header that follows
+         * is refused before the reader sees it. */
+        assert_true(g.skipping);
+        assert_int_equal(g.why, RESP_GUARD_TOO_LARGE);
+        /* Cut after the status reply, and before the header's line ends. */
+        assert_true(k >= strlen("+a\n$7\r\n") && k < strlen(in));
+    }
+}
+
 static void test_not_resp2_is_left_to_the_reader(void **state)
 {
     (void)state;
@@ -313,6 +337,7 @@ int main(void)
         cmocka_unit_test(test_unwanted_reply_is_dropped_unread),
         cmocka_unit_test(test_random_replies_agree_with_the_reader),
         cmocka_unit_test(test_not_resp2_is_left_to_the_reader),
+        cmocka_unit_test(test_lines_end_where_the_reader_ends_them),
     };
     return cmocka_run_group_tests_name("resp_guard", tests, NULL, NULL);
 }
