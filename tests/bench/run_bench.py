@@ -9,6 +9,9 @@ requests in flight each, for
 Columns: throughput, p50, p99, and the proxy's own CPU seconds per 100,000
 requests (utime + stime from /proc). Then idle RSS of both proxies.
 
+Then TLS and the access policy (security_rows), each against the same
+ferryd without it.
+
 Then RabbitMQ: persistent publishes with confirms through ferryd against a
 direct rabbitmq-c publisher (tests/bench/amqp_bench.c) at 1 and 256 in
 flight, and deliveries per second to one consumer, through ferryd and
@@ -104,6 +107,8 @@ def main():
     ap.add_argument("--tracing-only", action="store_true", help="only the tracing rows")
     ap.add_argument("--amqp-n", type=int, default=20000, help="messages per AMQP row")
     ap.add_argument("--consume-pairs", type=int, default=7, help="alternating pairs for the consume row")
+    ap.add_argument("--no-security", action="store_true", help="skip the TLS and policy rows")
+    ap.add_argument("--security-only", action="store_true", help="only the TLS and policy rows")
     args = ap.parse_args()
     build = os.path.abspath(args.build)
     tmp = tempfile.mkdtemp(prefix="ferry-bench-")
@@ -146,6 +151,9 @@ def main():
         if args.tracing_only:
             tracing_rows(build, tmp, rsock, fsock, fd.pid, args)
             return
+        if args.security_only:
+            security_rows(build, tmp, args)
+            return
         for c, p in ((1, 1), (1, 16), (50, 1), (50, 16)):
             for test in ("get", "set"):
                 n = args.n
@@ -169,6 +177,8 @@ def main():
         summary(results, idle, loaded, args.markdown)
         if not args.no_tracing:
             tracing_rows(build, tmp, rsock, fsock, fd.pid, args)
+        if not args.no_security:
+            security_rows(build, tmp, args)
         if not args.no_amqp:
             amqp_rows(build, tmp, rsock, args)
     finally:
@@ -316,6 +326,125 @@ def tracing_rows(build, tmp, rsock, untraced_sock, untraced_pid, args):
             fd.wait(30)
         sink.terminate()
         sink.wait(10)
+
+
+SECURITY_PAIRS = 9
+
+# Ten rules, the shape of a real policy: the checks a request pays for are
+# the op, the command's categories against each rule, and its key.
+BENCH_POLICY = """
+[ops]
+peers = uid:4242
+ops = ping
+
+[bench]
+peers = uid:%d
+ops = ping hello stats health redis
+redis_commands = +@read +@write -@dangerous -@admin +client|id -flushall -keys
+redis_keys = bench:* key:* memtier-* __rand_int__ *
+
+[*]
+ops = ping
+"""
+
+
+def make_certs(tmp):
+    """A CA and a certificate for 127.0.0.1, with the openssl CLI."""
+    d = os.path.join(tmp, "tls")
+    os.makedirs(d, exist_ok=True)
+
+    def run(*a):
+        subprocess.run(["openssl"] + list(a), check=True, capture_output=True, cwd=d)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+        "-subj", "/CN=ferry bench CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    with open(os.path.join(d, "ext.cnf"), "w") as f:
+        f.write("subjectAltName = IP:127.0.0.1, DNS:localhost\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+        "server.crt", "-days", "2", "-extfile", "ext.cnf")
+    return d
+
+
+def security_rows(build, tmp, args):
+    """TLS and the access policy, each against the same ferryd without it,
+    alternated SECURITY_PAIRS times (see alternate() and paired()):
+    ferryd to a redis-server over TLS against ferryd to the same server
+    over plain TCP, with redis-benchmark over TLS and over TCP against the
+    same server as the anchor; and ferryd with a policy of ten rules
+    against ferryd with none."""
+    certs = make_certs(tmp)
+    port, tport = free_port(), free_port()
+    rs = subprocess.Popen(["redis-server", "--port", str(port), "--tls-port", str(tport), "--bind", "127.0.0.1",
+                           "--tls-cert-file", os.path.join(certs, "server.crt"),
+                           "--tls-key-file", os.path.join(certs, "server.key"),
+                           "--tls-ca-cert-file", os.path.join(certs, "ca.crt"), "--tls-auth-clients", "no",
+                           "--save", "", "--appendonly", "no", "--dir", tmp,
+                           "--logfile", os.path.join(tmp, "redis-tls.log")])
+    policy = os.path.join(tmp, "policy.conf")
+    with open(policy, "w") as f:
+        f.write(BENCH_POLICY % os.getuid())
+    off = dict(os.environ, OTEL_TRACES_EXPORTER="none", OTEL_METRICS_EXPORTER="none")
+    daemons = []
+    try:
+        for _ in range(100):
+            if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+
+        def ferryd(name, url, *extra):
+            sock = os.path.join(tmp, name + ".sock")
+            p = subprocess.Popen([os.path.join(build, "ferryd"), "--socket", sock, "--redis", url,
+                                  "--log-level", "error"] + list(extra), env=off)
+            daemons.append(p)
+            wait_socket(sock, p, "ferryd (%s)" % name)
+            return sock
+        plain = ferryd("plain", "redis://127.0.0.1:%d" % port)
+        tls = ferryd("tls", "rediss://127.0.0.1:%d" % tport, "--set",
+                     "redis_tls_ca_file=" + os.path.join(certs, "ca.crt"))
+        pol = ferryd("policy", "redis://127.0.0.1:%d" % port, "--set", "policy_file=" + policy)
+        time.sleep(1.0)   # the policed ferryd learns the server's commands
+        rows = []
+        for test in ("get", "set"):
+            u, t = alternate(build, plain, tls, test, args.n * 4, 16, runs=SECURITY_PAIRS)
+            r, lo, hi = paired(u, t)
+            rows.append(("%s 50x16 over TLS / over TCP" % test.upper(), sorted(u)[len(u) // 2],
+                         sorted(t)[len(t) // 2], r, lo, hi))
+        for test in ("get", "set"):
+            u, t = alternate(build, plain, pol, test, args.n * 4, 16, runs=SECURITY_PAIRS)
+            r, lo, hi = paired(u, t)
+            rows.append(("%s 50x16 with a 10-rule policy / without" % test.upper(), sorted(u)[len(u) // 2],
+                         sorted(t)[len(t) // 2], r, lo, hi))
+        anchor = {}
+        for name, extra in (("tcp", []), ("tls", ["--tls", "--cacert", os.path.join(certs, "ca.crt")])):
+            p_ = tport if name == "tls" else port
+            out = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(p_), "-t", "get,set", "-c", "50",
+                                  "-P", "16", "-n", str(args.n * 4), "-d", "100", "-q"] + extra,
+                                 capture_output=True, text=True)
+            anchor[name] = parse(out.stdout)
+        print()
+        if args.markdown:
+            print("| 50 clients x 16 in flight, 100-byte values | without (rps) | with (rps) | with/without | spread |")
+            print("|---|---|---|---|---|")
+            for name, a, b, r, lo, hi in rows:
+                print("| %s | %.0f | %.0f | %.2fx | %.2f-%.2f |" % (name, a, b, r, lo, hi))
+        else:
+            print("%-44s %12s %12s %8s %11s" % ("security (median of %d pairs)" % SECURITY_PAIRS, "without", "with",
+                                                 "ratio", "spread"))
+            for name, a, b, r, lo, hi in rows:
+                print("%-44s %12.0f %12.0f %7.2fx %5.2f-%.2f" % (name, a, b, r, lo, hi))
+        for test in ("GET", "SET"):
+            tcp, tls_ = anchor["tcp"].get(test, (0,))[0], anchor["tls"].get(test, (0,))[0]
+            print("anchor: redis-benchmark %s 50x16 direct, TCP %.0f rps, TLS %.0f rps (%.2fx)"
+                  % (test, tcp, tls_, tls_ / tcp if tcp else 0))
+        print("targets: ferryd over TLS >= 0.8x over TCP; the policy costs <= 5% (>= 0.95x)")
+    finally:
+        for p in daemons + [rs]:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
 
 
 def telemetry_stats(build, sock):
