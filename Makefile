@@ -13,7 +13,7 @@ XLDFLAGS = $(SAN) $(LDFLAGS)
 # without their folder, so every folder is on the include path.
 DAEMON_DIRS = $(shell find daemon -type d)
 CPPFLAGS += $(addprefix -I,$(DAEMON_DIRS)) -Iclient-stub/c -I$(B)/gen
-LDLIBS_D = -luv -lhiredis -lcbor -lrabbitmq -lprotobuf-c -lz -ldl -lpthread -lm
+LDLIBS_D = -luv -lhiredis -lcbor -lrabbitmq -lprotobuf-c -lssl -lcrypto -lz -ldl -lpthread -lm
 LDLIBS_C = -lcbor
 
 B ?= build

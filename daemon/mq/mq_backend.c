@@ -16,6 +16,7 @@
 #include "log.h"
 #include "mq_args.h"
 #include "mq_backend.h"
+#include "mq_tls.h"
 #include "mq_trace.h"
 #include "mq_worker.h"
 #include "reqring.h"
@@ -41,6 +42,7 @@ struct mq_backend {
     struct url_amqp *addrs; /* owns */
     size_t naddrs;
     bool enabled;            /* an amqp_url is configured */
+    struct mq_tls tls;       /* owns: the amqp_tls_* values, for amqps:// URLs */
     struct mq_worker *wk;    /* owns */
     uv_async_t async;        /* the worker's events arrive here */
     uv_timer_t stop_timer;
@@ -359,6 +361,7 @@ static int mb_start(struct backend *b)
         .connect_timeout_ms = (uint64_t)st->connect_timeout_ms,
         .backoff_min_ms = (uint64_t)st->backoff_min_ms,
         .backoff_max_ms = (uint64_t)st->backoff_max_ms,
+        .tls = &mb->tls,
     };
     if (mq_worker_start(mb->wk, &cfg, &mb->async) != 0) {
         log_error("amqp: cannot start the worker thread");
@@ -450,6 +453,7 @@ static void mb_destroy(struct backend *b)
     for (size_t i = 0; i < mb->naddrs; i++)
         url_amqp_free(&mb->addrs[i]);
     free(mb->addrs);
+    mq_tls_free(&mb->tls);
     reqring_free(&mb->pending);
     free(mb);
 }
@@ -480,7 +484,11 @@ static struct backend *mb_create(const struct backend_host *h, char *err, size_t
     mb->wk = mq_worker_new();
     dlist_init(&mb->subs);
     reqring_init(&mb->pending);
-    char *copy = xstrdup(mq_settings_of(h->cfg)->url);
+    const struct mq_settings *st = mq_settings_of(h->cfg);
+    /* Copied: the thread reads them at every connect, and a reload may
+     * replace the configuration's strings meanwhile. */
+    mq_tls_set(&mb->tls, st->tls_ca_file, st->tls_cert, st->tls_key, st->tls_verify);
+    char *copy = xstrdup(st->url);
     for (char *save = NULL, *u = strtok_r(copy, ",", &save); u; u = strtok_r(NULL, ",", &save)) {
         while (*u == ' ')
             u++;

@@ -22,6 +22,7 @@
 #include "cbuf.h"
 #include "list.h"
 #include "mq_cmd.h"
+#include "mq_tls.h"
 #include "url.h"
 
 /* Channels, each with one job, so that a broker error on one (a channel
@@ -58,6 +59,7 @@ struct mq_conn {
     struct url_amqp *addrs;   /* refers: owned by the backend */
     size_t naddrs;
     uint64_t connect_timeout_ms, backoff_min_ms, backoff_max_ms;
+    const struct mq_tls *tls;  /* refers: owned by the backend; used for amqps:// */
     /* Called by mq_conn_lost, after the connection is gone and before the
      * loop is told, so each layer drops what died with it. */
     void (*on_lost)(void *ctx, const char *why);
@@ -71,6 +73,9 @@ struct mq_conn {
     uint32_t rng;              /* backoff jitter */
     int heartbeat;             /* seconds, of the connected URL */
     char last_error[200];
+    /* OpenSSL's reason for refusing the broker's certificate, written
+     * during a TLS handshake (mq_tls.h). */
+    char tls_verdict[MQ_TLS_VERDICT];
     size_t addr_next;          /* which URL to try next */
     uint64_t next_tag;         /* the next publish's tag on MQ_CH_PUB: 1 when it opens */
     /* Events made while the pump reads a run of frames, posted to the

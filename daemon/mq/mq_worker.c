@@ -175,6 +175,7 @@ int mq_worker_start(struct mq_worker *wk, const struct mq_worker_config *cfg, uv
     conn->connect_timeout_ms = cfg->connect_timeout_ms;
     conn->backoff_min_ms = cfg->backoff_min_ms;
     conn->backoff_max_ms = cfg->backoff_max_ms;
+    conn->tls = cfg->tls;
     conn->on_lost = on_lost;
     conn->on_lost_ctx = wk;
     mq_topology_init(&wk->topo, conn);

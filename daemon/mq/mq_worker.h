@@ -21,6 +21,7 @@ struct mq_worker_config {
     struct url_amqp *addrs;   /* refers: must outlive the worker */
     size_t naddrs;
     uint64_t connect_timeout_ms, backoff_min_ms, backoff_max_ms;
+    const struct mq_tls *tls; /* refers: for amqps:// URLs; must outlive the worker */
 };
 
 struct mq_worker *mq_worker_new(void);
