@@ -370,13 +370,13 @@ static int try_connect(struct mq_conn *c, const struct url_amqp *a)
     struct timeval tv = {.tv_sec = (time_t)(c->connect_timeout_ms / 1000),
                          .tv_usec = (suseconds_t)(c->connect_timeout_ms % 1000) * 1000};
     amqp_connection_state_t conn = amqp_new_connection();
-    char why[160];
+    char why[200];
     snprintf(why, sizeof(why), "cannot create a socket");
     amqp_socket_t *sock = a->tls ? mq_tls_socket(conn, c->tls, a->host, c->tls_verdict, why, sizeof(why))
                                  : amqp_tcp_socket_new(conn);
     if (!sock) {
         amqp_destroy_connection(conn);
-        snprintf(c->last_error, sizeof(c->last_error), "%.100s: %.90s", a->redacted, why);
+        snprintf(c->last_error, sizeof(c->last_error), "%.80s: %.170s", a->redacted, why);
         return -1;
     }
     if (a->tls && !c->tls->verify)
@@ -385,10 +385,10 @@ static int try_connect(struct mq_conn *c, const struct url_amqp *a)
     int s = amqp_socket_open_noblock(sock, a->host, a->port, &tv);
     if (s != AMQP_STATUS_OK) {
         if (a->tls)
-            mq_tls_describe(s, c->tls_verdict, why, sizeof(why));
+            mq_tls_describe(s, c->tls_verdict, false, why, sizeof(why));
         else
             snprintf(why, sizeof(why), "%s", amqp_error_string2(s));
-        snprintf(c->last_error, sizeof(c->last_error), "%.100s: %.90s", a->redacted, why);
+        snprintf(c->last_error, sizeof(c->last_error), "%.80s: %.170s", a->redacted, why);
         amqp_destroy_connection(conn);
         return -1;
     }
@@ -413,12 +413,12 @@ static int try_connect(struct mq_conn *c, const struct url_amqp *a)
                                                     AMQP_SASL_METHOD_PLAIN, a->user, a->password);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
         /* Over TLS 1.3 a broker that refuses the client certificate says
-         * so only after the handshake: the login reads its alert. */
+         * so only after the handshake, so the login meets its alert. */
         if (a->tls && r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION)
-            mq_tls_describe(r.library_error, "", why, sizeof(why));
+            mq_tls_describe(r.library_error, c->tls_verdict, true, why, sizeof(why));
         else
             mq_conn_describe(r, why, sizeof(why));
-        snprintf(c->last_error, sizeof(c->last_error), "%.100s: login: %.90s", a->redacted, why);
+        snprintf(c->last_error, sizeof(c->last_error), "%.80s: login: %.160s", a->redacted, why);
         amqp_destroy_connection(conn);
         return -1;
     }

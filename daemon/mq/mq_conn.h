@@ -72,7 +72,7 @@ struct mq_conn {
     uint64_t retry_at;         /* mq_now_ms() of the next attempt */
     uint32_t rng;              /* backoff jitter */
     int heartbeat;             /* seconds, of the connected URL */
-    char last_error[200];
+    char last_error[256];      /* the size of an event's message */
     /* OpenSSL's reason for refusing the broker's certificate, written
      * during a TLS handshake (mq_tls.h). */
     char tls_verdict[MQ_TLS_VERDICT];

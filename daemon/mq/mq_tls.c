@@ -141,10 +141,25 @@ static int on_verify(int ok, X509_STORE_CTX *x)
     char *verdict = ssl ? SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)) : NULL;
     if (verdict && !verdict[0]) {
         int err = X509_STORE_CTX_get_error(x);
-        snprintf(verdict, MQ_TLS_VERDICT, "%s (certificate depth %d)", X509_verify_cert_error_string(err),
-                 X509_STORE_CTX_get_error_depth(x));
+        snprintf(verdict, MQ_TLS_VERDICT, "the broker's certificate was refused: %s (certificate depth %d)",
+                 X509_verify_cert_error_string(err), X509_STORE_CTX_get_error_depth(x));
     }
     return ok;
+}
+
+/* Keeps the broker's fatal alert: over TLS 1.3 a broker that refuses the
+ * client certificate says so only after the handshake, and by the time the
+ * login reports the failure OpenSSL's own error queue may be empty. */
+static void on_info(const SSL *ssl, int where, int ret)
+{
+    if (!(where & SSL_CB_READ_ALERT) || (ret >> 8) != SSL3_AL_FATAL)
+        return;
+    char *verdict = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    int desc = ret & 0xff;
+    /* OpenSSL 3.0 has no words for TLS 1.3's own alert. */
+    const char *words = desc == TLS13_AD_CERTIFICATE_REQUIRED ? "certificate required" : SSL_alert_desc_string_long(ret);
+    if (verdict && !verdict[0])
+        snprintf(verdict, MQ_TLS_VERDICT, "the broker refused the handshake: %s (alert %d)", words, desc);
 }
 
 amqp_socket_t *mq_tls_socket(amqp_connection_state_t conn, const struct mq_tls *t, const char *host,
@@ -184,21 +199,29 @@ amqp_socket_t *mq_tls_socket(amqp_connection_state_t conn, const struct mq_tls *
             snprintf(why, len, "TLS: cannot check the name %.100s", host);
             return NULL;
         }
-        SSL_CTX_set_app_data(ctx, verdict);
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, on_verify);
     }
+    SSL_CTX_set_app_data(ctx, verdict);
+    SSL_CTX_set_info_callback(ctx, on_info);
     ERR_clear_error();
     return s;
 }
 
-void mq_tls_describe(int status, const char *verdict, char *buf, size_t len)
+void mq_tls_describe(int status, const char *verdict, bool after_handshake, char *buf, size_t len)
 {
     const char *r = last_reason();
+    bool broken = status == AMQP_STATUS_SSL_CONNECTION_FAILED || status == AMQP_STATUS_SSL_ERROR ||
+                  status == AMQP_STATUS_SOCKET_ERROR || status == AMQP_STATUS_CONNECTION_CLOSED;
     if (verdict[0])
-        snprintf(buf, len, "TLS: the broker's certificate was refused: %s", verdict);
-    else if (r && (status == AMQP_STATUS_SSL_CONNECTION_FAILED || status == AMQP_STATUS_SSL_ERROR ||
-                   status == AMQP_STATUS_SOCKET_ERROR || status == AMQP_STATUS_CONNECTION_CLOSED))
+        snprintf(buf, len, "TLS: %s", verdict);
+    else if (r && broken)
         snprintf(buf, len, "TLS: %s", r);
+    else if (after_handshake && broken)
+        /* A broker that refuses the client certificate under TLS 1.3 sends
+         * its alert and closes at once; the reset that follows our first
+         * write usually discards the alert before it is read. */
+        snprintf(buf, len, "TLS: the broker closed the connection after the handshake (%s); "
+                 "does it refuse the client certificate (amqp_tls_cert)?", amqp_error_string2(status));
     else
         snprintf(buf, len, "%s", amqp_error_string2(status));
 }

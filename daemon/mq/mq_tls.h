@@ -37,14 +37,15 @@ int mq_tls_check_pair(const char *cert, const char *key, char *why, size_t len);
 
 /* ---- AMQP thread ---- */
 /* Gives conn a TLS socket for host set up from t (conn owns it).
- * verdict (MQ_TLS_VERDICT bytes, outliving the attempt) receives
- * OpenSSL's reason if the broker's certificate or name fails the check.
- * Returns the socket, or NULL with why. */
+ * verdict (MQ_TLS_VERDICT bytes, outliving conn) receives OpenSSL's
+ * reason if the broker's certificate or name fails the check, or the
+ * broker's fatal alert. Returns the socket, or NULL with why. */
 amqp_socket_t *mq_tls_socket(amqp_connection_state_t conn, const struct mq_tls *t, const char *host,
                              char *verdict, char *why, size_t len);
 /* Why an attempt over TLS failed with rabbitmq-c's status, in words: the
- * certificate's verdict, else OpenSSL's last error on this thread, else
- * rabbitmq-c's own words. Clears the thread's OpenSSL errors. */
-void mq_tls_describe(int status, const char *verdict, char *buf, size_t len);
+ * verdict, else OpenSSL's last error on this thread, else (after_handshake:
+ * the login failed) a likely cause, else rabbitmq-c's own words. Clears
+ * the thread's OpenSSL errors. */
+void mq_tls_describe(int status, const char *verdict, bool after_handshake, char *buf, size_t len);
 
 #endif
