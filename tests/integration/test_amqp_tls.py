@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 import uuid
 
 import pytest
@@ -92,6 +93,21 @@ def test_publish_consume_and_rpc_over_mutual_tls(tls_ferryd):
         p = c.next_push(10 * SLOW)
         assert p["sub"] == sub and p["data"]["body"] == b"over tls"
         a.ack(sub, p["data"]["delivery_tag"])
+        a.cancel(sub)
+        # A burst of deliveries, some larger than a TLS record (16 KiB), sent
+        # by the broker at once: none may wait for a timeout while its bytes
+        # sit in a buffer that poll() does not see.
+        bodies = [bytes([i % 256]) * (i * 397 % 40000) for i in range(200)]
+        for body in bodies:
+            a.publish("", q, body)
+        sub = a.consume(q, prefetch=1000)
+        start = time.monotonic()
+        got = [c.next_push(10 * SLOW)["data"] for _ in bodies]
+        took = time.monotonic() - start
+        assert [d["body"] for d in got] == bodies
+        # (about 20 ms; one stall would cost the worker's 1 s poll)
+        assert took < 1.0 * SLOW, "200 deliveries took %.2f s" % took
+        a.ack(sub, got[-1]["delivery_tag"], multiple=True)
         a.cancel(sub)
         a.delete_queue(q)
 
