@@ -133,6 +133,9 @@ int main(int argc, char **argv)
         snprintf(err, sizeof(err), "cannot register the core ops");
         rc = -1;
     }
+    /* After every op is registered: a policy's op names are checked. */
+    if (rc == 0 && server_load_policies(&srv, err, sizeof(err)) != 0)
+        rc = -1;
     /* --check-config takes the start's own path up to listening: every
      * value is checked as it is set (config_set), then the relations
      * (config_validate), the backends and telemetry as they are made. */
@@ -142,6 +145,7 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < srv.nbackends; i++)
             srv.backends[i]->ops->destroy(srv.backends[i]);
         srv.nbackends = 0;
+        policy_free(&srv.policies);
     }
     if (rc != 0) {
         fprintf(stderr, "ferryd: bad configuration: %s\n", err);
@@ -152,6 +156,7 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < srv.nbackends; i++)
             srv.backends[i]->ops->destroy(srv.backends[i]);
         ops_free(&srv.ops);
+        policy_free(&srv.policies);
     } else {
         srv.config_path = config_path;
         srv.config_must_exist = must_exist;

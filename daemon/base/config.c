@@ -12,6 +12,7 @@
 #include "cbuf.h"
 #include "config.h"
 #include "log.h"
+#include "policy.h"
 #include "histogram.h"
 
 #define OFF(f) offsetof(struct config, f)
@@ -61,6 +62,19 @@ int config_owner_resolve(const char *owner, uid_t *uid, gid_t *gid, char *why, s
         }
         *gid = gr->gr_gid;
     }
+    return 0;
+}
+
+/* The file's syntax and names are checked where the key is set; its op
+ * names are checked against the op table when the daemon loads it. */
+static int check_policy_file(const char *v, char *why, size_t len)
+{
+    if (!v[0])
+        return 0;
+    struct policy_set set;
+    if (policy_load(&set, v, NULL, NULL, why, len) != 0)
+        return -1;
+    policy_free(&set);
     return 0;
 }
 
@@ -115,6 +129,8 @@ static const struct cfg_key core_keys[] = {
      "At start, how long to wait for every configured backend to connect before telling systemd READY=1 anyway (Type=notify); 0: at once.", NULL},
     {"log_level", CFG_LEVEL, OFF(log_level), "info", 0, 3, true,
      "One of error, warn, info, debug.", NULL},
+    {"policy_file", CFG_STR, OFF(policy_file), "", 0, 0, true,
+     "Access policy by peer credentials (uid, gid): which ops, Redis commands and keys, and RabbitMQ names each may use (see docs/security.md). Empty: every peer that can open the socket may do everything.", check_policy_file},
     {"duration_buckets", CFG_STR, OFF(duration_buckets),
      "0.00005,0.0001,0.00025,0.0005,0.001,0.0025,0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10", 0, 0, false,
      "Bucket bounds in seconds of the duration histograms (ferry.request.duration, db.client.operation.duration).", check_buckets},

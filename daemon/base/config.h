@@ -41,6 +41,7 @@ struct config {
     long ready_timeout_ms;
     long log_level;
     char *duration_buckets;   /* owns */
+    char *policy_file;        /* owns; "" means no access policy */
     /* owns: the registered sections' values, each at its own offset
      * (config_section): embedded, so that a pointer into the configuration
      * in force stays good across reloads, which replace it in place. */

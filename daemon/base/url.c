@@ -89,8 +89,11 @@ int url_parse_redis(const char *url, struct url_redis *a, char *err, size_t errl
         }
         return 0;
     }
-    if (strncmp(url, "redis://", 8) != 0) {
-        snprintf(err, errlen, "URL must start with redis:// or unix://");
+    if (strncmp(url, "rediss://", 9) == 0) {
+        a->tls = true;
+        url++; /* the rest parses as redis:// does */
+    } else if (strncmp(url, "redis://", 8) != 0) {
+        snprintf(err, errlen, "URL must start with redis://, rediss:// or unix://");
         return -1;
     }
     const char *p = url + 8;

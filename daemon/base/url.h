@@ -7,6 +7,7 @@
 
 struct url_redis {
     bool is_unix;
+    bool tls;            /* rediss://: TLS over TCP (redis/rds_tls.c) */
     char host[256];      /* TCP host, without IPv6 brackets */
     int port;
     char path[108];      /* Unix socket path (sun_path's size) */
@@ -16,7 +17,8 @@ struct url_redis {
 };
 
 /* Accepts redis://[user:password@]host[:port][/db] (port 6379, db 0 by
- * default; user and password percent-decoded) and
+ * default; user and password percent-decoded), rediss:// (the same, over
+ * TLS) and
  * unix:///path/redis.sock[?db=N]. Returns 0, or -1 with a message in err. */
 int url_parse_redis(const char *url, struct url_redis *out, char *err, size_t errlen)
     __attribute__((warn_unused_result));

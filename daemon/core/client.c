@@ -30,6 +30,7 @@
 #include "log.h"
 #include "config.h"
 #include "counters.h"
+#include "policy.h"
 #include "request.h"
 
 #define READ_CHUNK (64 * 1024)
@@ -370,9 +371,9 @@ static void read_cred(struct client *c, int fd)
         snprintf(c->who, sizeof(c->who), "client %llu (no peer credentials)", (unsigned long long)c->id);
         return;
     }
-    c->has_cred = true;
-    c->uid = cr.uid;
-    c->gid = cr.gid;
+    c->has_cred = c->ro.has_cred = true;
+    c->uid = c->ro.uid = cr.uid;
+    c->gid = c->ro.gid = cr.gid;
     c->pid = cr.pid;
     snprintf(c->who, sizeof(c->who), "client %llu (uid %u gid %u pid %d)", (unsigned long long)c->id,
              (unsigned)cr.uid, (unsigned)cr.gid, (int)cr.pid);
@@ -425,14 +426,22 @@ void client_accept(struct client_set *s, uv_stream_t *listener)
     /* Descriptors are numbered lowest first, so a client's number tells
      * how many are open. */
     bool fds_short = s->fd_limit > 0 && (long)fd + s->fd_reserve >= s->fd_limit;
-    if (s->n > (size_t)s->cfg->max_clients || s->rq->draining || fds_short) {
-        int code = s->rq->draining ? FE_SHUTTING_DOWN : FE_OVERLOADED;
+    /* With an access policy, a peer that no policy covers (and no default)
+     * is told so and closed before it can send anything. */
+    bool stranger = s->rq->policies->n && !(c->has_cred && policy_find(s->rq->policies, c->uid, c->gid));
+    if (s->n > (size_t)s->cfg->max_clients || s->rq->draining || fds_short || stranger) {
+        int code = s->rq->draining ? FE_SHUTTING_DOWN : stranger ? FE_DENIED : FE_OVERLOADED;
         char why[160];
-        if (fds_short)
+        if (stranger)
+            snprintf(why, sizeof(why), "no policy in %s covers this peer (uid %u gid %u)", s->cfg->policy_file,
+                     (unsigned)c->uid, (unsigned)c->gid);
+        else if (fds_short)
             snprintf(why, sizeof(why), "out of file descriptors (limit %ld, %ld kept for backends and telemetry)",
                      s->fd_limit, s->fd_reserve);
         else
             snprintf(why, sizeof(why), "too many clients (max_clients %ld)", s->cfg->max_clients);
+        if (stranger && !s->rq->draining)
+            s->rq->policies->refused_peers++;
         if (!s->rq->draining) {
             static struct log_limit lim;
             unsigned long held;

@@ -8,7 +8,7 @@
 /* X(name, help) */
 #define CORE_COUNTERS(X)                                                            \
     X(clients_accepted, "client connections accepted")                              \
-    X(clients_rejected, "connections refused: max_clients reached, or out of descriptors") \
+    X(clients_rejected, "connections refused: max_clients reached, out of descriptors, or no policy covers the peer") \
     X(clients_dropped_slow, "clients disconnected for not reading their responses") \
     X(clients_dropped_framing, "clients disconnected because framing was lost")     \
     X(clients_dropped_memory, "clients cut off because max_buffered was reached")   \

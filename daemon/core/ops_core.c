@@ -111,12 +111,45 @@ static void put_peers(struct cbuf *o, const struct client_set *set)
     }
 }
 
+/* The access policy: each policy's clients now, requests checked and
+ * requests denied (counts survive reloads, by name). */
+static void put_policies(struct cbuf *o, const struct server *s)
+{
+    const struct policy_set *set = &s->policies;
+    cbuf_str(o, "policies");
+    cbuf_map(o, 3);
+    cbuf_str(o, "file");
+    cbuf_str(o, s->cfg.policy_file);
+    cbuf_str(o, "refused_peers");
+    cbuf_uint(o, set->refused_peers);
+    cbuf_str(o, "by_name");
+    cbuf_map(o, set->n);
+    for (size_t i = 0; i < set->n; i++) {
+        const struct policy *p = &set->p[i];
+        uint64_t clients = 0;
+        const struct dlist *pos;
+        dlist_foreach(pos, &s->clients.list) {
+            const struct client *c = container_of(pos, struct client, node);
+            clients += !c->closing && c->has_cred && policy_find(set, c->uid, c->gid) == p;
+        }
+        cbuf_str(o, p->name);
+        cbuf_map(o, 3);
+        cbuf_str(o, "clients");
+        cbuf_uint(o, clients);
+        cbuf_str(o, "requests");
+        cbuf_uint(o, p->requests);
+        cbuf_str(o, "denied");
+        cbuf_uint(o, p->denied);
+    }
+}
+
 static int op_stats(void *ctx, struct request *r)
 {
     struct server *s = ctx;
     size_t at;
     struct cbuf *o = request_result_begin(r, &at);
-    cbuf_map(o, 8);
+    cbuf_map(o, 9);
+    put_policies(o, s);
     struct telemetry_counts tc;
     telemetry_counts(s->tel, &tc);
     cbuf_str(o, "telemetry");

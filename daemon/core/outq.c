@@ -7,6 +7,8 @@
 
 static void flush_one(struct outq *q);
 
+static bool has_work(const struct outq *q) { return q->pending.len > 0 || q->wake; }
+
 static void on_prepare(uv_prepare_t *h) { flusher_run(container_of(h, struct flusher, prepare)); }
 static void on_check(uv_check_t *h) { flusher_run(container_of(h, struct flusher, check)); }
 
@@ -47,6 +49,8 @@ void outq_init(struct outq *q, struct flusher *f, outq_done_cb done)
     q->enabled = false;
     dlist_init(&q->node);
     q->done = done;
+    q->seal = NULL;
+    q->wake = false;
 }
 
 void outq_enable(struct outq *q, uv_stream_t *stream)
@@ -58,8 +62,14 @@ void outq_enable(struct outq *q, uv_stream_t *stream)
 
 void outq_kick(struct outq *q)
 {
-    if (q->enabled && !q->busy && q->pending.len > 0 && !dlist_linked(&q->node))
+    if (q->enabled && !q->busy && has_work(q) && !dlist_linked(&q->node))
         dlist_push_tail(&q->flusher->dirty, &q->node);
+}
+
+void outq_wake(struct outq *q)
+{
+    q->wake = true;
+    outq_kick(q);
 }
 
 /* The write of `writing` ended, at once or in a write request: the next
@@ -69,7 +79,7 @@ static void write_ended(struct outq *q, int status)
     cbuf_reset(&q->writing, KEEP_BYTES);
     if (status < 0)
         q->done(q, status);
-    else if (q->pending.len > 0)
+    else if (has_work(q))
         outq_kick(q);
     else
         q->done(q, 0);
@@ -86,12 +96,27 @@ static void on_write(uv_write_t *w, int status)
 
 static void flush_one(struct outq *q)
 {
-    if (q->busy || !q->enabled || q->pending.len == 0)
+    if (q->busy || !q->enabled || !has_work(q))
         return;
-    struct cbuf t = q->writing;
-    q->writing = q->pending;
-    q->pending = t;
-    q->pending.len = 0;
+    if (q->seal) {
+        q->wake = false;
+        int rc = q->seal(q, &q->pending, &q->writing);
+        if (rc < 0) {
+            write_ended(q, rc);
+            return;
+        }
+        if (q->pending.len == 0)
+            cbuf_reset(&q->pending, KEEP_BYTES);
+        /* Nothing to write yet: the plaintext waits for the TLS
+         * handshake, whose end wakes the queue again. */
+        if (q->writing.len == 0)
+            return;
+    } else {
+        struct cbuf t = q->writing;
+        q->writing = q->pending;
+        q->pending = t;
+        q->pending.len = 0;
+    }
     uv_buf_t b = uv_buf_init((char *)q->writing.data, (unsigned)q->writing.len);
     /* Written at once, the common case, it needs no write request: libuv
      * 1.44 follows every completed uv_write with an epoll_ctl MOD of the
@@ -119,6 +144,7 @@ void outq_reset(struct outq *q)
 {
     dlist_remove(&q->node);
     q->enabled = false;
+    q->wake = false;
     q->pending.len = 0;
 }
 

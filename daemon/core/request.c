@@ -30,6 +30,7 @@
 #include "config.h"
 #include "counters.h"
 #include "log.h"
+#include "policy.h"
 #include "request.h"
 #include "telemetry.h"
 
@@ -80,6 +81,32 @@ static void answer_early(struct request_owner *o, bool has_id, uint64_t id, int 
     o->sent(o);
 }
 
+/* The access policy's first word on a request: whether its client is
+ * covered at all (again, after a reload) and whether its policy allows
+ * the op. Returns the policy, or NULL after answering 'denied'. The
+ * backends check the rest (commands, keys, names) at submit. */
+static struct policy *check_policy(struct request_ctx *s, struct request_owner *o, struct op *op, uint64_t id)
+{
+    if (o->policy_gen != s->policies->gen) {
+        o->policy = o->has_cred ? policy_find(s->policies, o->uid, o->gid) : NULL;
+        o->policy_gen = s->policies->gen;
+    }
+    struct policy *p = o->policy;
+    char msg[200];
+    if (!p) {
+        snprintf(msg, sizeof(msg), "no policy covers this peer (uid %u gid %u)", (unsigned)o->uid, (unsigned)o->gid);
+    } else {
+        p->requests++;
+        if (policy_allows_op(p, (unsigned)(op - s->ops->op)))
+            return p;
+        p->denied++;
+        snprintf(msg, sizeof(msg), "policy '%s' does not allow op '%s'", p->name, op->name);
+    }
+    op->outcomes[fe_index(FE_DENIED)]++;
+    answer_early(o, true, id, FE_DENIED, msg);
+    return NULL;
+}
+
 void request_handle(struct request_owner *o, struct client *c, const uint8_t *body, size_t len)
 {
     struct request_ctx *s = o->ctx;
@@ -107,6 +134,9 @@ void request_handle(struct request_owner *o, struct client *c, const uint8_t *bo
         answer_early(o, true, v.id, FE_SHUTTING_DOWN, NULL);
         return;
     }
+    struct policy *pol = NULL;
+    if (s->policies->n && (pol = check_policy(s, o, op, v.id)) == NULL)
+        return;
 
     struct request *r = xmalloc(sizeof(*r) + len);
     memcpy(r->frame, body, len);
@@ -124,6 +154,7 @@ void request_handle(struct request_owner *o, struct client *c, const uint8_t *bo
     r->owner = o;
     r->client = c;
     r->op = op;
+    r->policy = pol;
     r->id = v.id;
     r->start_ns = uv_hrtime();
     r->backend = NULL;

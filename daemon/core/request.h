@@ -17,6 +17,8 @@ struct backend;
 struct client;
 struct config;
 struct counters;
+struct policy;
+struct policy_set;
 struct telemetry;
 
 /* What every request needs from the daemon, and nothing more. The server
@@ -28,6 +30,7 @@ struct request_ctx {
     struct counters *counters;     /* refers */
     struct telemetry *tel;         /* refers */
     struct deadlines deadlines;    /* owns: every request's deadline */
+    struct policy_set *policies;   /* refers: the access policy; none when it holds no policy */
     bool draining;                 /* new requests are answered shutting_down */
 };
 
@@ -36,6 +39,12 @@ struct request_ctx {
 struct request_owner {
     struct request_ctx *ctx;       /* refers */
     uint64_t id;                   /* the client's, for logs */
+    bool has_cred;                 /* uid and gid are the kernel's word (SO_PEERCRED) */
+    uint32_t uid, gid;
+    /* refers: the policy covering it, valid while policy_gen is the
+     * set's (a reload re-resolves it at the next request) */
+    struct policy *policy;
+    unsigned policy_gen;
     struct cbuf *out;              /* refers: the owner's pending output */
     struct dlist inflight;         /* owns: its requests (struct request) */
     size_t ninflight;
@@ -52,6 +61,9 @@ struct request {
     struct client *client;      /* refers: the client that sent it, for backends (pushes,
                                  * what a client holds); opaque to the request path */
     struct op *op;              /* refers: entry in the op table */
+    /* refers: the policy its client is under, NULL without policies; to
+     * be read during submit only (a reload may free it later) */
+    struct policy *policy;
     uint64_t id;                /* the client's request id */
     uint64_t start_ns;          /* uv_hrtime() at arrival */
     struct req_view v;          /* fields, pointing into frame[] */

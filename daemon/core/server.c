@@ -39,6 +39,28 @@ static void on_clients_idle(void *arg)
 
 static void on_backend_changed(void *arg);
 
+static int op_index(void *ctx, const char *name)
+{
+    struct ops *t = ctx;
+    struct op *op = ops_find(t, name, strlen(name));
+    return op ? (int)(op - t->op) : -1;
+}
+
+int server_load_policies(struct server *s, char *err, size_t errlen)
+{
+    struct policy_set next;
+    memset(&next, 0, sizeof(next));
+    if (s->cfg.policy_file[0] && policy_load(&next, s->cfg.policy_file, op_index, &s->ops, err, errlen) != 0)
+        return -1;
+    policy_carry_counts(&next, &s->policies);
+    next.gen = s->policies.gen + 1;
+    for (size_t i = 0; i < next.n; i++)
+        next.p[i].gen = next.gen;
+    policy_free(&s->policies);
+    s->policies = next;
+    return 0;
+}
+
 void server_init(struct server *s)
 {
     s->loop = uv_default_loop();
@@ -168,8 +190,22 @@ static void server_reload(struct server *s)
         changed++;
         log_info("reload: key '%s' changed", k->name);
     }
-    config_free(&s->cfg);
+    /* The policy first: a bad policy file keeps the old policy, and the
+     * old policy_file with it, so that the two never disagree. */
+    char *old_policy = xstrdup(s->cfg.policy_file);
+    struct config prev = s->cfg;
     s->cfg = next;
+    if (server_load_policies(s, err, sizeof(err)) != 0) {
+        log_error("reload: %s; keeping the policy in force", err);
+        free(s->cfg.policy_file);
+        s->cfg.policy_file = old_policy;
+    } else {
+        if (strcmp(old_policy, s->cfg.policy_file) || s->cfg.policy_file[0])
+            log_info("reload: policy %s%s (%zu policies)", s->cfg.policy_file[0] ? "from " : "off",
+                     s->cfg.policy_file, s->policies.n);
+        free(old_policy);
+    }
+    config_free(&prev);
     log_threshold = (enum log_level)s->cfg.log_level;
     for (size_t i = 0; i < s->nbackends; i++)
         s->backends[i]->ops->reload(s->backends[i], &s->cfg);
@@ -303,6 +339,7 @@ int server_run(struct server *s)
     s->rq.ops = &s->ops;
     s->rq.counters = &s->counters;
     s->rq.tel = s->tel;
+    s->rq.policies = &s->policies;
     s->host.tel = s->tel;
     deadlines_init(&s->rq.deadlines, s->loop, request_expired);
     client_set_init(&s->clients, s->loop);
@@ -364,6 +401,7 @@ int server_run(struct server *s)
     for (size_t i = 0; i < s->nbackends; i++)
         s->backends[i]->ops->destroy(s->backends[i]);
     ops_free(&s->ops);
+    policy_free(&s->policies);
     log_info("exited");
     return s->exit_code;
 }

@@ -20,6 +20,7 @@
 #include "notify.h"
 #include "ops.h"
 #include "outq.h"
+#include "policy.h"
 #include "request.h"
 
 struct backend;
@@ -56,6 +57,8 @@ struct server {
     struct backend *backends[SERVER_MAX_BACKENDS]; /* owns */
     size_t nbackends;
 
+    struct policy_set policies;      /* owns: the access policy (policy_file); empty: none */
+
     struct counters counters;
     struct telemetry *tel;           /* owns */
     uint64_t started_ms;
@@ -66,6 +69,9 @@ struct server {
 /* Prepares s for config loading and for the backends' constructors: the
  * loop, the op table and the host the backends are given. */
 void server_init(struct server *s);
+/* Loads policy_file into s->policies, checking its op names against the
+ * op table (so after every op is registered). Returns 0, or -1 with err. */
+int server_load_policies(struct server *s, char *err, size_t errlen) __attribute__((warn_unused_result));
 /* Listens, starts the backends and runs the loop until shutdown. Returns
  * the process exit code. */
 int server_run(struct server *s);

@@ -22,6 +22,7 @@
 #include "reqring.h"
 #include "mq_settings.h"
 #include "ops.h"
+#include "policy.h"
 #include "request.h"
 
 /* How long a stopping worker may take to close the connection before its
@@ -133,6 +134,50 @@ static bool is_publish(int op)
 
 /* ---- the backend interface ---- */
 
+/* One name under a policy's list: NULL, or what to say. */
+static const char *check_name(const struct policy *p, enum policy_list l, const char *what, amqp_bytes_t name,
+                              char *msg, size_t len)
+{
+    if (policy_allows_name(p, l, name.bytes, name.len))
+        return NULL;
+    snprintf(msg, len, "policy '%s' does not allow %s '%.*s' (%s)", p->name, what, (int)(name.len > 64 ? 64 : name.len),
+             (const char *)name.bytes, policy_list_key(l));
+    return msg;
+}
+
+/* The names a command touches, in RabbitMQ's own terms: configure to
+ * declare or delete, write to publish to an exchange or bind a queue, read
+ * to consume, get or purge a queue, or to bind from an exchange. */
+static const char *check_policy(const struct policy *p, enum mq_op op, const struct mq_cmd *c, char *msg, size_t len)
+{
+    const char *bad = NULL;
+    switch (op) {
+    case MQ_OP_EXCHANGE_DECLARE:
+    case MQ_OP_EXCHANGE_DELETE:
+        return check_name(p, PL_AMQP_CONFIGURE, "exchange", c->name, msg, len);
+    case MQ_OP_QUEUE_DECLARE:
+    case MQ_OP_QUEUE_DELETE:
+        return check_name(p, PL_AMQP_CONFIGURE, "queue", c->name, msg, len);
+    case MQ_OP_QUEUE_BIND:
+    case MQ_OP_QUEUE_UNBIND:
+        bad = check_name(p, PL_AMQP_WRITE, "queue", c->name, msg, len);
+        return bad ? bad : check_name(p, PL_AMQP_READ, "exchange", c->exchange, msg, len);
+    case MQ_OP_QUEUE_PURGE:
+    case MQ_OP_GET:
+    case MQ_OP_CONSUME:
+        return check_name(p, PL_AMQP_READ, "queue", c->name, msg, len);
+    case MQ_OP_PUBLISH:
+    case MQ_OP_PUBLISH_BATCH:
+    case MQ_OP_PUBLISH_DELAYED:
+    case MQ_OP_RPC:
+        for (size_t i = 0; i < c->nmsgs && !bad; i++)
+            bad = check_name(p, PL_AMQP_WRITE, "exchange", c->msgs[i].exchange, msg, len);
+        return bad;
+    default:
+        return NULL; /* ack, nack, reject, cancel: only the client's own deliveries */
+    }
+}
+
 static void mb_submit(struct backend *b, struct request *r)
 {
     struct mq_backend *mb = mb_of(b);
@@ -155,6 +200,13 @@ static void mb_submit(struct backend *b, struct request *r)
     struct mq_cmd *c = mq_args_build(op, r->v.args, r->v.args_len, &ctx, &code, msg, sizeof(msg));
     if (!c) {
         request_fail(r, code, msg);
+        return;
+    }
+    const char *denied = r->policy ? check_policy(r->policy, op, c, msg, sizeof(msg)) : NULL;
+    if (denied) {
+        r->policy->denied++;
+        mq_cmd_free(c);
+        request_fail(r, FE_DENIED, denied);
         return;
     }
     if (op == MQ_OP_CANCEL) {

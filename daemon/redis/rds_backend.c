@@ -14,6 +14,7 @@
 #include "rds_conn.h"
 #include "ops.h"
 #include "rds_config.h"
+#include "rds_tls.h"
 #include "request.h"
 #include "telemetry.h"
 
@@ -224,6 +225,15 @@ static void rb_submit(struct backend *b, struct request *r)
         request_fail(r, FE_DENIED, msg);
         goto done;
     }
+    if (r->policy) {
+        int code = rds_policy_check(&rb->policy, &rb->commands, r->policy, argc, argv, lens, msg, sizeof(msg));
+        if (code) {
+            if (code == FE_DENIED)
+                r->policy->denied++;
+            request_fail(r, code, msg);
+            goto done;
+        }
+    }
     struct rds_conn *c = pick(rb);
     annotate(rb, r, c, argc, argv, lens);
     if (!c) {
@@ -280,6 +290,67 @@ static int rb_timeout_code(struct backend *b, struct request *r)
     return FE_TIMEOUT;
 }
 
+/* COMMAND INFO answered: the table the policy checks commands against. */
+static void on_command_info(void *arg, const redisReply *reply)
+{
+    struct rds_backend *rb = arg;
+    if (!reply)
+        return; /* the control connection failed: asked again when it is back */
+    char why[160];
+    if (reply->type == REDIS_REPLY_ERROR || rds_commands_build(&rb->commands, reply, why, sizeof(why)) != 0) {
+        log_warn("redis: cannot learn the server's commands (%s): policies' redis_commands and redis_keys "
+                 "refuse every command until it answers",
+                 reply->type == REDIS_REPLY_ERROR ? reply->str : why);
+        return;
+    }
+    log_info("redis: the server has %zu commands in %u categories", rb->commands.n, rb->commands.ncats);
+}
+
+/* COMMAND LIST answered: ask about each command and subcommand. Not
+ * COMMAND alone: a container's entry (CLIENT, XINFO ...) nests its
+ * subcommands' key specs deeper than hiredis 0.14's reader takes, while
+ * "COMMAND INFO client|kill" answers at the depth of any command. */
+static void on_command_list(void *arg, const redisReply *reply)
+{
+    struct rds_backend *rb = arg;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY) {
+        if (reply)
+            log_warn("redis: COMMAND LIST failed: %s", reply->type == REDIS_REPLY_ERROR ? reply->str : "not an array");
+        return;
+    }
+    char **names;
+    size_t n = rds_commands_names(reply, &names);
+    const char **argv = xcalloc(n + 2, sizeof(*argv));
+    size_t *lens = xcalloc(n + 2, sizeof(*lens));
+    argv[0] = "COMMAND";
+    argv[1] = "INFO";
+    lens[0] = 7;
+    lens[1] = 4;
+    for (size_t i = 0; i < n; i++) {
+        argv[i + 2] = names[i];
+        lens[i + 2] = strlen(names[i]);
+    }
+    if (rds_conn_call(rb->control, (int)n + 2, argv, lens, on_command_info, rb) != 0)
+        log_warn("redis: cannot ask for COMMAND INFO: the control connection is %s",
+                 rds_conn_state_name(rb->control->state));
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    free(argv);
+    free(lens);
+}
+
+/* The control connection is (again) ready: the server may have changed
+ * (a restart into another version, a module loaded). */
+static void on_control_ready(struct rds_target *t)
+{
+    struct rds_backend *rb = container_of(t, struct rds_backend, t);
+    const char *argv[2] = {"COMMAND", "LIST"};
+    size_t lens[2] = {7, 4};
+    if (rds_conn_call(rb->control, 2, argv, lens, on_command_list, rb) != 0)
+        log_warn("redis: cannot ask for COMMAND LIST");
+}
+
 static void on_target_changed(struct rds_target *t)
 {
     struct rds_backend *rb = container_of(t, struct rds_backend, t);
@@ -292,6 +363,10 @@ static int rb_start(struct backend *b)
     rb->t.loop = b->host->loop; /* the loop exists from server_run on */
     log_info("redis backend: %s, %zu connection%s", rb->t.url_redacted, rb->nconns,
              rb->nconns == 1 ? "" : "s");
+    const struct rds_config *rc = rb->t.rc;
+    if (!rb->t.addr.tls && (rc->tls_ca_file[0] || rc->tls_ca_dir[0] || rc->tls_cert[0] || rc->tls_key[0] ||
+                            rc->tls_server_name[0]))
+        log_warn("redis backend: redis_tls_* keys are set, but redis_url is not rediss://: they are ignored");
     for (size_t i = 0; i < rb->nconns; i++)
         rds_conn_start(rb->conns[i]);
     rds_conn_start(rb->control);
@@ -309,7 +384,7 @@ static void rb_stats(struct backend *b, struct cbuf *o)
     uint64_t refused = 0;
     for (size_t i = 0; i < rb->nconns; i++)
         refused += rb->conns[i]->refused;
-    cbuf_map(o, 8);
+    cbuf_map(o, 10);
     cbuf_str(o, "url");
     cbuf_str(o, rb->t.url_redacted);
     cbuf_str(o, "state");
@@ -324,6 +399,10 @@ static void rb_stats(struct backend *b, struct cbuf *o)
     cbuf_uint(o, rb->scripts_killed);
     cbuf_str(o, "control");
     cbuf_str(o, rds_conn_state_name(rb->control->state));
+    cbuf_str(o, "tls_handshakes");
+    cbuf_uint(o, rb->t.tls.handshakes);
+    cbuf_str(o, "tls_resumed");
+    cbuf_uint(o, rb->t.tls.resumed);
     cbuf_str(o, "connections");
     cbuf_array(o, rb->nconns);
     for (size_t i = 0; i < rb->nconns; i++) {
@@ -389,6 +468,16 @@ static void rb_reload(struct backend *b, const struct config *cfg)
     }
     rds_deny_free(&rb->deny);
     rb->deny = d;
+    if (rb->t.addr.tls) {
+        /* The files are read again even when their names did not change:
+         * a rotated certificate is what a reload is for. */
+        struct rds_tls_settings ts;
+        rds_config_tls(rds_config_of(cfg), rb->t.addr.host, &ts);
+        if (rds_tls_ctx_rebuild(&rb->t.tls, &ts, err, sizeof(err)) != 0)
+            log_error("reload: %s; keeping the TLS settings in force", err);
+        else
+            log_info("reload: the redis TLS settings were read again; new connections use them");
+    }
 }
 
 static void rb_close(struct backend *b)
@@ -408,6 +497,9 @@ static void rb_destroy(struct backend *b)
     if (rb->control)
         rds_conn_free(rb->control);
     rds_deny_free(&rb->deny);
+    rds_commands_free(&rb->commands);
+    rds_policy_free(&rb->policy);
+    rds_tls_ctx_free(&rb->t.tls);
     url_redis_free(&rb->t.addr);
     free(rb->shapes);
     free(rb);
@@ -447,12 +539,23 @@ static struct backend *rb_create(const struct backend_host *h, char *err, size_t
         free(rb);
         return NULL;
     }
+    if (rb->t.addr.tls) {
+        struct rds_tls_settings ts;
+        rds_config_tls(rc, rb->t.addr.host, &ts);
+        if (rds_tls_ctx_init(&rb->t.tls, &ts, err, errlen) != 0) {
+            rds_deny_free(&rb->deny);
+            url_redis_free(&rb->t.addr);
+            free(rb);
+            return NULL;
+        }
+    }
     url_redact(rc->url, rb->t.url_redacted, sizeof(rb->t.url_redacted));
     rb->t.rng = (uint32_t)time(NULL) ^ ((uint32_t)getpid() << 16);
     rb->t.cfg = h->cfg;
     rb->t.rc = rc;
     rb->t.flusher = h->flusher;
     rb->t.changed = on_target_changed;
+    rb->t.control_ready = on_control_ready;
     snprintf(rb->db_text, sizeof(rb->db_text), "%d", rb->t.addr.db);
     rb->path_len = strlen(rb->t.addr.path);
     rb->nconns = (size_t)rc->pool;

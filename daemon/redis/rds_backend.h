@@ -6,7 +6,9 @@
 #include <stdint.h>
 
 #include "backend.h"
+#include "rds_commands.h"
 #include "rds_conn.h"
+#include "rds_policy.h"
 #include "rds_deny.h"
 #include "url.h"
 
@@ -27,6 +29,8 @@ struct rds_backend {
     uint64_t rejected_unavailable;
     char db_text[8];             /* db index as text, for spans */
     size_t path_len;
+    struct rds_commands commands; /* owns: the server's command table; empty until learned */
+    struct rds_policy policy;    /* owns: policies' rules compiled against it */
     struct rb_shape *shapes;     /* owns: RB_SHAPES span shapes by command; NULL until traced */
 };
 

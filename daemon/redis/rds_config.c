@@ -5,6 +5,7 @@
 
 #include "rds_config.h"
 #include "rds_deny.h"
+#include "rds_tls.h"
 #include "url.h"
 
 #define OFF(f) offsetof(struct rds_config, f)
@@ -52,9 +53,18 @@ static int check_query_text(const char *v, char *why, size_t len)
     return 0;
 }
 
+static int check_yes_no(const char *v, char *why, size_t len)
+{
+    if (strcmp(v, "yes") && strcmp(v, "no")) {
+        snprintf(why, len, "'%s' is not yes or no", v);
+        return -1;
+    }
+    return 0;
+}
+
 static const struct cfg_key keys[] = {
     {"redis_url", CFG_STR, OFF(url), "redis://127.0.0.1:6379/0", 0, 0, false,
-     "redis://[user:password@]host:port[/db] or unix:///path/redis.sock[?db=N].", check_url},
+     "redis://[user:password@]host:port[/db], rediss://... (the same over TLS: redis_tls_*) or unix:///path/redis.sock[?db=N].", check_url},
     {"redis_pool", CFG_INT, OFF(pool), "1", 1, 64, false,
      "Connections to Redis; each carries many pipelined requests.", NULL},
     {"redis_connect_timeout_ms", CFG_INT, OFF(connect_timeout_ms), "2000", 10, 600000, true,
@@ -69,6 +79,22 @@ static const struct cfg_key keys[] = {
      "Comma-separated commands the 'redis' op refuses with 'denied'. 'CMD SUB' denies a subcommand; '*' is any argument; '[OPT] END' an option before END (see docs/protocol.md).", check_deny},
     {"redis_query_text", CFG_STR, OFF(query_text), "sanitized", 0, 0, true,
      "db.query.text on Redis spans: sanitized (arguments as ?), full, or off.", check_query_text},
+    {"redis_tls_ca_file", CFG_STR, OFF(tls_ca_file), "", 0, 0, true,
+     "rediss://: PEM file of the CAs that may sign Redis's certificate; with redis_tls_ca_dir empty too, the system's store.", rds_tls_check_ca_file},
+    {"redis_tls_ca_dir", CFG_STR, OFF(tls_ca_dir), "", 0, 0, true,
+     "rediss://: a directory of CA certificates (c_rehash layout), instead of or besides redis_tls_ca_file.", rds_tls_check_ca_dir},
+    {"redis_tls_cert", CFG_STR, OFF(tls_cert), "", 0, 0, true,
+     "rediss://: ferryd's client certificate chain (PEM), for Redis's tls-auth-clients; needs redis_tls_key.", rds_tls_check_cert},
+    {"redis_tls_key", CFG_STR, OFF(tls_key), "", 0, 0, true,
+     "rediss://: the private key (PEM, unencrypted) of redis_tls_cert.", rds_tls_check_key},
+    {"redis_tls_server_name", CFG_STR, OFF(tls_server_name), "", 0, 0, true,
+     "rediss://: the name sent as SNI and checked against the certificate; empty: the URL's host.", NULL},
+    {"redis_tls_min_version", CFG_STR, OFF(tls_min_version), "TLS1.2", 0, 0, true,
+     "rediss://: the oldest TLS version accepted: TLS1.2 or TLS1.3.", rds_tls_check_min_version},
+    {"redis_tls_ciphers", CFG_STR, OFF(tls_ciphers), "", 0, 0, true,
+     "rediss://: OpenSSL cipher list for TLS 1.2 (TLS 1.3 keeps its suites); empty: OpenSSL's default.", rds_tls_check_ciphers},
+    {"redis_tls_verify", CFG_STR, OFF(tls_verify), "yes", 0, 0, true,
+     "rediss://: check Redis's certificate and name (yes), or not (no: a warning at every connect).", check_yes_no},
 };
 
 static int validate(const void *values, char *err, size_t errlen)
@@ -79,7 +105,41 @@ static int validate(const void *values, char *err, size_t errlen)
                  c->backoff_max_ms, c->backoff_min_ms);
         return -1;
     }
+    if (!c->tls_cert[0] != !c->tls_key[0]) {
+        snprintf(err, errlen, "key '%s': mutual TLS needs both redis_tls_cert and redis_tls_key",
+                 c->tls_cert[0] ? "redis_tls_key" : "redis_tls_cert");
+        return -1;
+    }
+    /* What needs the keys together (a key that matches its certificate),
+     * checked by building the context the start would build. */
+    struct url_redis a;
+    memset(&a, 0, sizeof(a));
+    char why[256];
+    if (url_parse_redis(c->url, &a, why, sizeof(why)) == 0 && a.tls) {
+        struct rds_tls_settings ts;
+        struct rds_tls_ctx x;
+        rds_config_tls(c, a.host, &ts);
+        int rc = rds_tls_ctx_init(&x, &ts, err, errlen);
+        if (rc == 0)
+            rds_tls_ctx_free(&x);
+        url_redis_free(&a);
+        return rc;
+    }
+    url_redis_free(&a);
     return 0;
+}
+
+void rds_config_tls(const struct rds_config *c, const char *host, struct rds_tls_settings *s)
+{
+    s->ca_file = c->tls_ca_file;
+    s->ca_dir = c->tls_ca_dir;
+    s->cert = c->tls_cert;
+    s->key = c->tls_key;
+    s->server_name = c->tls_server_name;
+    s->host = host;
+    s->min_version = c->tls_min_version;
+    s->ciphers = c->tls_ciphers;
+    s->verify = strcmp(c->tls_verify, "no") != 0;
 }
 
 const struct cfg_section rds_config_section = {

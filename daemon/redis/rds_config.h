@@ -13,9 +13,22 @@ struct rds_config {
     long max_pending;
     char *deny;               /* owns */
     char *query_text;         /* owns: sanitized, full or off */
+    /* TLS (rediss:// only); each owns its string, "" when unset. */
+    char *tls_ca_file;
+    char *tls_ca_dir;
+    char *tls_cert;
+    char *tls_key;
+    char *tls_server_name;
+    char *tls_min_version;    /* TLS1.2 or TLS1.3 */
+    char *tls_ciphers;
+    char *tls_verify;         /* yes or no */
 };
 
 extern const struct cfg_section rds_config_section;
+
+struct rds_tls_settings;
+/* Fills s (borrowing c's strings) for a TLS target whose URL names host. */
+void rds_config_tls(const struct rds_config *c, const char *host, struct rds_tls_settings *s);
 
 /* The Redis values of c. */
 static inline const struct rds_config *rds_config_of(const struct config *c)

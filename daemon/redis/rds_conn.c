@@ -11,6 +11,12 @@
  * one coalesced write per loop iteration (outq.c). Commands are written in
  * RESP by rds_command.c, straight into that buffer.
  *
+ * Under TLS (rediss://) the socket is still libuv's: rds_tls.c encrypts
+ * the outq's pending bytes at each flush (its seal hook: one SSL_write per
+ * flush) and decrypts what uv_read brings before the guard and the reader
+ * see it. The TLS handshake is part of HANDSHAKE, within the same connect
+ * timeout; the RESP handshake queued behind it waits in the outq.
+ *
  * Replies are matched to commands in order through a ring of request
  * pointers. A cancelled request leaves a NULL in its slot, so its reply is
  * still read, and dropped, keeping the order intact.
@@ -38,11 +44,22 @@
 #define READ_BUF (64 * 1024)
 #define FEED_SLICE (4 * 1024)
 
-static char handshake_marker, kill_marker;
+static char handshake_marker, call_marker;
 #define HANDSHAKE_SLOT ((struct request *)&handshake_marker)
-/* A SCRIPT KILL or FUNCTION KILL sent on the control connection: its reply
- * is logged. */
-#define KILL_SLOT ((struct request *)&kill_marker)
+/* One of ferryd's own commands (rds_conn_call): its reply goes to the
+ * oldest entry of c->calls. */
+#define CALL_SLOT ((struct request *)&call_marker)
+
+/* Hands the oldest call its reply (NULL: none will come). */
+static void call_done(struct rds_conn *c, const redisReply *reply)
+{
+    if (!c->ncalls)
+        return;
+    struct rds_call k = c->calls[c->call_head];
+    c->call_head = (c->call_head + 1) % RDS_MAX_CALLS;
+    c->ncalls--;
+    k.fn(k.arg, reply);
+}
 
 static void begin_attempt(struct rds_conn *c);
 
@@ -62,7 +79,9 @@ static void fail_all(struct rds_conn *c, int code, const char *msg)
 {
     while (reqring_size(&c->ring)) {
         struct request *r = reqring_pop(&c->ring);
-        if (r && r != HANDSHAKE_SLOT && r != KILL_SLOT) {
+        if (r == CALL_SLOT)
+            call_done(c, NULL);
+        else if (r && r != HANDSHAKE_SLOT) {
             request_fail(r, code, msg);
         }
     }
@@ -94,6 +113,8 @@ static void on_io_closed(uv_handle_t *h)
 {
     struct rds_conn *c = container_of((uv_tcp_t *)h, struct rds_conn, io.tcp);
     c->io_open = false;
+    if (c->tls.ssl)
+        rds_tls_free(&c->tls);
     maybe_retry(c);
 }
 
@@ -102,8 +123,22 @@ static void close_io(struct rds_conn *c)
     outq_reset(&c->out);
     if (c->gai_busy)
         uv_cancel((uv_req_t *)&c->gai);
-    if (c->io_open && !uv_is_closing(&c->io.handle))
+    if (c->io_open && !uv_is_closing(&c->io.handle)) {
+        if (c->tls.ssl) {
+            /* The close_notify (or the alert of a failed handshake), in
+             * one write that may not wait: a peer gone or not reading
+             * does not get it, and the socket closes regardless. */
+            struct cbuf last;
+            cbuf_init(&last);
+            rds_tls_close(&c->tls, &last);
+            if (last.len) {
+                uv_buf_t b = uv_buf_init((char *)last.data, (unsigned)last.len);
+                (void)uv_try_write(&c->io.stream, &b, 1);
+            }
+            cbuf_free(&last);
+        }
         uv_close(&c->io.handle, on_io_closed);
+    }
 }
 
 /* The one failure path: every request on the connection gets
@@ -121,11 +156,16 @@ static void conn_fail(struct rds_conn *c, const char *why)
     } else {
         log_debug("redis connection %u to %s failed: %s", c->index, c->t->url_redacted, why);
     }
+    /* Before the TLS handshake ends, no command has gone out. */
+    bool unsent = c->state == RC_RESOLVING || c->state == RC_CONNECTING || (c->tls.ssl && !c->tls.up);
+    char msg[220];
+    snprintf(msg, sizeof(msg), "redis is unreachable (%s)", why);
     c->failures++;
     c->down = true;
     c->state = RC_CLOSING;
     uv_timer_stop(&c->timer);
-    fail_all(c, FE_UNAVAILABLE, "the connection to redis was lost; the command may or may not have run");
+    fail_all(c, FE_UNAVAILABLE,
+             unsent ? msg : "the connection to redis was lost; the command may or may not have run");
     close_io(c);
     maybe_retry(c);
     if (!c->control)
@@ -159,15 +199,13 @@ static void handle_reply(struct rds_conn *c, redisReply *reply)
             log_info("redis %s %u to %s ready", c->control ? "control connection" : "connection", c->index, c->t->url_redacted);
             if (!c->control)
                 c->t->changed(c->t);
+            else if (c->t->control_ready)
+                c->t->control_ready(c->t);
         }
         return;
     }
-    if (r == KILL_SLOT) {
-        if (reply->type == REDIS_REPLY_ERROR)
-            log_warn("redis: the kill of a busy script was refused: %.*s", (int)(reply->len > 200 ? 200 : reply->len),
-                     reply->str);
-        else
-            log_info("redis: the busy script was killed");
+    if (r == CALL_SLOT) {
+        call_done(c, reply);
         return;
     }
     if (!r)
@@ -249,7 +287,11 @@ static void refuse_reply(struct rds_conn *c)
         conn_fail(c, "the handshake's reply was refused");
         return;
     }
-    if (r == KILL_SLOT || !r)
+    if (r == CALL_SLOT) {
+        call_done(c, NULL);
+        return;
+    }
+    if (!r)
         return;
     if (c->guard.why == RESP_GUARD_UNWANTED) {
         conn_fail(c, "a reply wanted by nobody was awaited");
@@ -282,6 +324,62 @@ static bool reply_wanted(void *ctx, uint64_t nth)
     return c->ring.slots[nth & (c->ring.cap - 1)] != NULL;
 }
 
+/* Takes n bytes of RESP: through the guard, then to the reader. Returns
+ * false when the connection failed. */
+static bool consume(struct rds_conn *c, const char *p, size_t n)
+{
+    for (size_t off = 0; off < n;) {
+        bool skipping = c->guard.skipping;
+        size_t k = resp_guard_scan(&c->guard, p + off, n - off);
+        if (!skipping && k > 0 && !feed(c, p + off, k))
+            return false;
+        off += k;
+        if (!skipping && c->guard.skipping) {
+            refuse_reply(c);
+            if (c->state != RC_HANDSHAKE && c->state != RC_READY)
+                return false;
+        }
+    }
+    return true;
+}
+
+/* Takes n bytes of TLS records: advances the handshake, and once it is
+ * over, decrypts what there is into plainbuf and consumes it. Whatever
+ * TLS has to say back (handshake messages, a key update) goes out with
+ * the next flush. */
+static void tls_in(struct rds_conn *c, const char *p, size_t n)
+{
+    rds_tls_feed(&c->tls, p, n);
+    if (!c->tls.up) {
+        int rc = rds_tls_handshake(&c->tls);
+        if (rc < 0) {
+            conn_fail(c, c->tls.why);
+            return;
+        }
+        outq_wake(&c->out); /* its next messages; once up, the commands queued behind it */
+        if (rc == 0)
+            return;
+        char how[160];
+        rds_tls_describe(&c->tls, how, sizeof(how));
+        log_info("redis %s %u to %s: TLS up (%s)", c->control ? "control connection" : "connection", c->index,
+                 c->t->url_redacted, how);
+    }
+    ssize_t r;
+    do {
+        size_t used = 0;
+        while (used < READ_BUF && (r = rds_tls_read(&c->tls, c->plainbuf + used, READ_BUF - used)) > 0)
+            used += (size_t)r;
+        if (used > 0 && !consume(c, c->plainbuf, used))
+            return;
+        if (r < 0) {
+            conn_fail(c, c->tls.why);
+            return;
+        }
+    } while (r > 0); /* plainbuf filled up: there may be more */
+    if (rds_tls_has_output(&c->tls))
+        outq_wake(&c->out);
+}
+
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     struct rds_conn *c = container_of((uv_tcp_t *)st, struct rds_conn, io.tcp);
@@ -291,25 +389,24 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         conn_fail(c, nread == UV_EOF ? "redis closed the connection" : uv_strerror((int)nread));
         return;
     }
-    for (size_t off = 0; off < (size_t)nread;) {
-        bool skipping = c->guard.skipping;
-        size_t k = resp_guard_scan(&c->guard, buf->base + off, (size_t)nread - off);
-        if (!skipping && k > 0 && !feed(c, buf->base + off, k))
-            return;
-        off += k;
-        if (!skipping && c->guard.skipping) {
-            refuse_reply(c);
-            if (c->state != RC_HANDSHAKE && c->state != RC_READY)
-                return;
-        }
-    }
+    if (c->tls.ssl)
+        tls_in(c, buf->base, (size_t)nread);
+    else
+        consume(c, buf->base, (size_t)nread);
 }
 
 static void on_out_done(struct outq *q, int status)
 {
     struct rds_conn *c = container_of(q, struct rds_conn, out);
     if (status < 0)
-        conn_fail(c, uv_strerror(status));
+        conn_fail(c, c->tls.ssl && c->tls.broken ? c->tls.why : uv_strerror(status));
+}
+
+/* The outq's seal hook under TLS (outq.h). */
+static int on_seal(struct outq *q, struct cbuf *plain, struct cbuf *wire)
+{
+    struct rds_conn *c = container_of(q, struct rds_conn, out);
+    return rds_tls_seal(&c->tls, plain, wire) == 0 ? 0 : UV_EPROTO;
 }
 
 /* ---- connecting ---- */
@@ -337,8 +434,19 @@ static void on_connect(uv_connect_t *req, int status)
     }
     c->peer_gen++;
     c->state = RC_HANDSHAKE;
+    if (c->t->addr.tls) {
+        if (!c->t->tls.verify)
+            log_warn("redis connection %u to %s: redis_tls_verify is no: Redis's certificate is not checked",
+                     c->index, c->t->url_redacted);
+        if (rds_tls_start(&c->tls, &c->t->tls) != 0) {
+            conn_fail(c, c->tls.why);
+            return;
+        }
+    }
     uv_read_start(&c->io.stream, alloc_cb, on_read);
     outq_enable(&c->out, &c->io.stream);
+    if (c->tls.ssl)
+        outq_wake(&c->out); /* the ClientHello */
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
@@ -373,8 +481,9 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 static void on_connect_timeout(uv_timer_t *t)
 {
     struct rds_conn *c = container_of(t, struct rds_conn, timer);
-    conn_fail(c, c->state == RC_HANDSHAKE ? "no answer to the handshake in time"
-                                          : "connect timed out");
+    conn_fail(c, c->state != RC_HANDSHAKE               ? "connect timed out"
+                 : c->tls.ssl && !c->tls.up ? "no answer to the TLS handshake in time"
+                                             : "no answer to the handshake in time");
 }
 
 static void queue_handshake(struct rds_conn *c, int argc, const char **argv)
@@ -456,6 +565,10 @@ struct rds_conn *rds_conn_new(struct rds_target *t, unsigned index)
     c->guard.wanted = reply_wanted;
     c->guard.ctx = c;
     outq_init(&c->out, t->flusher, on_out_done);
+    if (t->addr.tls) {
+        c->out.seal = on_seal;
+        c->plainbuf = xmalloc(READ_BUF);
+    }
     return c;
 }
 
@@ -487,18 +600,37 @@ bool rds_conn_is_head(const struct rds_conn *c, const struct request *r)
     return reqring_size(&c->ring) && r->bseq == c->ring.head;
 }
 
+int rds_conn_call(struct rds_conn *c, int argc, const char *const *argv, const size_t *lens,
+                  void (*fn)(void *arg, const redisReply *reply), void *arg)
+{
+    if (c->state != RC_READY || c->ncalls == RDS_MAX_CALLS || rds_conn_pending(c) >= (size_t)c->t->rc->max_pending)
+        return -1;
+    c->calls[(c->call_head + c->ncalls) % RDS_MAX_CALLS] = (struct rds_call){fn, arg};
+    c->ncalls++;
+    reqring_push(&c->ring, CALL_SLOT);
+    rds_command_format(&c->out.pending, argc, argv, lens);
+    outq_kick(&c->out);
+    return 0;
+}
+
+static void on_kill_reply(void *arg, const redisReply *reply)
+{
+    (void)arg;
+    if (!reply)
+        return;
+    if (reply->type == REDIS_REPLY_ERROR)
+        log_warn("redis: the kill of a busy script was refused: %.*s", (int)(reply->len > 200 ? 200 : reply->len),
+                 reply->str);
+    else
+        log_info("redis: the busy script was killed");
+}
+
 void rds_conn_kill(struct rds_conn *c, const char *what)
 {
-    if (c->state != RC_READY || rds_conn_pending(c) >= (size_t)c->t->rc->max_pending) {
-        log_warn("redis: cannot send %s KILL: the control connection is %s", what,
-                 rds_conn_state_name(c->state));
-        return;
-    }
     const char *argv[2] = {what, "KILL"};
     size_t lens[2] = {strlen(what), 4};
-    reqring_push(&c->ring, KILL_SLOT);
-    rds_command_format(&c->out.pending, 2, argv, lens);
-    outq_kick(&c->out);
+    if (rds_conn_call(c, 2, argv, lens, on_kill_reply, NULL) != 0)
+        log_warn("redis: cannot send %s KILL: the control connection is %s", what, rds_conn_state_name(c->state));
 }
 
 void rds_conn_stop(struct rds_conn *c)
@@ -518,6 +650,9 @@ void rds_conn_free(struct rds_conn *c)
         redisReaderFree(c->reader);
     outq_free(&c->out);
     reqring_free(&c->ring);
+    if (c->tls.ssl)
+        rds_tls_free(&c->tls);
     free(c->readbuf);
+    free(c->plainbuf);
     free(c);
 }

@@ -11,6 +11,7 @@
 #include "url.h"
 #include "reqring.h"
 #include "resp_guard.h"
+#include "rds_tls.h"
 
 struct config;
 struct rds_config;
@@ -28,20 +29,26 @@ struct rds_target {
     const struct rds_config *rc;  /* refers: its Redis keys, inside cfg */
     uv_loop_t *loop;              /* refers */
     struct flusher *flusher;      /* refers: the daemon's coalesced writes */
+    struct rds_tls_ctx tls;       /* owns, for rediss:// (ssl_ctx NULL otherwise) */
     /* Called when a pooled connection becomes ready or fails: the
      * backend's readiness may have changed. */
     void (*changed)(struct rds_target *t);
+    /* Called when the control connection becomes ready (after each
+     * reconnect): the time to ask the server about itself. */
+    void (*control_ready)(struct rds_target *t);
 };
 
 enum rconn_state {
     RC_WAITING,    /* backing off before the next attempt */
     RC_RESOLVING,  /* looking up the host (libuv's thread pool) */
     RC_CONNECTING, /* connect() in progress */
-    RC_HANDSHAKE,  /* connected; AUTH/SELECT/PING sent, awaiting replies */
+    RC_HANDSHAKE,  /* connected; the TLS handshake (rediss://), then AUTH/SELECT/PING */
     RC_READY,
     RC_CLOSING,    /* the socket is closing after a failure */
     RC_STOPPED,    /* shut down for good */
 };
+
+#define RDS_MAX_CALLS 8
 
 struct rds_conn {
     struct rds_target *t;     /* refers: the backend's, shared by its connections */
@@ -62,12 +69,22 @@ struct rds_conn {
     redisReader *reader;        /* owns */
     struct resp_guard guard;    /* which replies the reader may see */
     char *readbuf;              /* owns: READ_BUF bytes for uv_read */
+    struct rds_tls tls;         /* owns, this attempt's; tls.ssl is NULL without TLS */
+    char *plainbuf;             /* owns, under TLS: READ_BUF bytes for decrypted replies */
 
     /* Commands awaiting replies, oldest first. A slot holds the request,
      * NULL when the request was cancelled (its reply is read and dropped),
      * or HANDSHAKE_SLOT. */
     struct reqring ring;
     unsigned handshake_left;    /* handshake replies still awaited */
+
+    /* ferryd's own commands awaiting replies (CALL_SLOT in the ring), in
+     * order: each gets its reply, borrowed, or NULL when none will come. */
+    struct rds_call {
+        void (*fn)(void *arg, const redisReply *reply);
+        void *arg;
+    } calls[RDS_MAX_CALLS];
+    unsigned call_head, ncalls;
 
     bool down;                  /* failed since last ready: fail fast */
     unsigned failures;          /* consecutive failed attempts */
@@ -89,6 +106,12 @@ void rds_conn_cancel(struct rds_conn *c, struct request *r);
 /* Sends "SCRIPT KILL" or "FUNCTION KILL" (what is "SCRIPT" or "FUNCTION")
  * on the control connection c, and logs its reply. */
 void rds_conn_kill(struct rds_conn *c, const char *what);
+/* Sends one of ferryd's own commands on c (the control connection); fn
+ * gets its reply, borrowed for the call, or NULL when the connection
+ * failed first. Returns 0, or -1 when c is not ready or too many are
+ * waiting. */
+int rds_conn_call(struct rds_conn *c, int argc, const char *const *argv, const size_t *lens,
+                  void (*fn)(void *arg, const redisReply *reply), void *arg);
 /* Whether r is the oldest command awaiting a reply on c: the one Redis is
  * running, or will run next. */
 bool rds_conn_is_head(const struct rds_conn *c, const struct request *r);

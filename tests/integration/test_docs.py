@@ -3,6 +3,7 @@ hello lists, the keys of stats, and the request rules the protocol states
 (deadline range, ids, traceparent, a stray 0xff). A doc that drifts from
 the daemon fails here."""
 
+import os
 import re
 import struct
 
@@ -10,7 +11,7 @@ import cbor2
 import pytest
 
 import ferry
-from conftest import ROOT
+from conftest import ROOT, wait_until
 
 PROTOCOL_MD = ROOT + "/docs/protocol.md"
 CDDL = ROOT + "/proto/ferry.cddl"
@@ -133,7 +134,26 @@ def row_matches(row, path):
     return True
 
 
-def test_every_stats_key_is_documented(amqp_ferryd):
+ALLOW_ALL_POLICY = """
+[everything]
+peers = uid:%d
+ops = *
+redis_commands = +@all
+redis_keys = *
+amqp_configure = *
+amqp_write = *
+amqp_read = *
+"""
+
+
+def test_every_stats_key_is_documented(make_ferryd, rabbit, tmp):
+    # With a policy in force, so that its per-policy keys are there too.
+    path = os.path.join(tmp, "policy.conf")
+    with open(path, "w") as f:
+        f.write(ALLOW_ALL_POLICY % os.getuid())
+    amqp_ferryd = make_ferryd(["--amqp", rabbit.url, "--set", "policy_file=" + path])
+    wait_until(lambda: amqp_ferryd.stats()["backends"]["amqp"]["state"] == "up", timeout=30, what="amqp up")
+    wait_until(lambda: "commands in" in amqp_ferryd.read_log(), timeout=15, what="the command table")
     with amqp_ferryd.client() as c:
         c.ping()
         c.redis("SET", "k", "v")

@@ -195,6 +195,15 @@ static void test_redis_urls(void **st)
     assert_int_equal(a.port, 6379);
     assert_int_equal(a.db, 0);
     assert_null(a.password);
+    assert_false(a.tls);
+    url_redis_free(&a);
+
+    assert_int_equal(url_parse_redis("rediss://u:pw@cache.example:6380/1", &a, err, sizeof(err)), 0);
+    assert_true(a.tls);
+    assert_string_equal(a.host, "cache.example");
+    assert_string_equal(a.password, "pw");
+    assert_int_equal(a.port, 6380);
+    assert_int_equal(a.db, 1);
     url_redis_free(&a);
 
     assert_int_equal(url_parse_redis("redis://bob:s%40cret@10.0.0.1:6380/3", &a, err, sizeof(err)), 0);
@@ -220,7 +229,7 @@ static void test_redis_urls(void **st)
 
     const char *bad[] = {"http://x", "redis://", "redis://h:0", "redis://h:70000", "redis://h:p",
                          "redis://h/x", "unix://rel.sock", "unix:///s?db=x", "redis://[::1",
-                         "redis://u:%zz@h", NULL};
+                         "redis://u:%zz@h", "rediss://", "redisss://h", "rediss:/h", NULL};
     for (int i = 0; bad[i]; i++) {
         err[0] = '\0';
         assert_int_equal(url_parse_redis(bad[i], &a, err, sizeof(err)), -1);
@@ -237,6 +246,8 @@ static void test_redact(void **st)
     assert_null(strstr(out, "secret"));
     url_redact("redis://:secret@h", out, sizeof(out));
     assert_string_equal(out, "redis://:***@h");
+    url_redact("rediss://:secret@h", out, sizeof(out));
+    assert_string_equal(out, "rediss://:***@h");
     url_redact("unix:///x.sock", out, sizeof(out));
     assert_string_equal(out, "unix:///x.sock");
 }

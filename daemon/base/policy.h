@@ -21,8 +21,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-struct ops;
-struct op;
+/* The op table's index of an op name, or -1 (given at load, so that an
+ * op name is checked against what this daemon serves). */
+typedef int (*policy_op_index_fn)(void *ctx, const char *name);
 
 /* The kinds of name a policy grants. */
 enum policy_list {
@@ -52,8 +53,9 @@ struct policy {
     size_t nlist[PL_NLISTS];
     bool has_list[PL_NLISTS];       /* the key was given (absent: nothing is granted) */
     int line;                       /* where it starts, for messages */
+    unsigned gen;                   /* its set's, so that a cache of it can tell a reload */
     /* Counters, carried across reloads by name. */
-    uint64_t clients, allowed, denied;
+    uint64_t requests, denied;
 };
 
 struct policy_set {
@@ -65,19 +67,19 @@ struct policy_set {
 };
 
 /* Parses the policy text (path names it in messages), resolving user and
- * group names, and checks op names against ops. Returns 0, or -1 with one
+ * group names, and checks op names with op_index (when not NULL). Returns 0, or -1 with one
  * line in err naming the file, line and what is wrong. */
-int policy_parse(struct policy_set *set, const char *path, const char *text, const struct ops *ops, char *err,
-                 size_t errlen) __attribute__((warn_unused_result));
-/* Reads and parses path. */
-int policy_load(struct policy_set *set, const char *path, const struct ops *ops, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
+int policy_parse(struct policy_set *set, const char *path, const char *text, policy_op_index_fn op_index,
+                 void *ctx, char *err, size_t errlen) __attribute__((warn_unused_result));
+/* Reads and parses path; op_index may be NULL (op names unchecked). */
+int policy_load(struct policy_set *set, const char *path, policy_op_index_fn op_index, void *ctx, char *err,
+                size_t errlen) __attribute__((warn_unused_result));
 void policy_free(struct policy_set *set);
 /* Moves the counters of policies of the same name from old to set. */
 void policy_carry_counts(struct policy_set *set, const struct policy_set *old);
 
 /* The policy covering a peer, or NULL when none does (refuse it). */
-const struct policy *policy_find(const struct policy_set *set, uint32_t uid, uint32_t gid);
+struct policy *policy_find(const struct policy_set *set, uint32_t uid, uint32_t gid);
 static inline bool policy_allows_op(const struct policy *p, unsigned op_index)
 {
     return p->all_ops || (op_index < 64 && (p->op_bits >> op_index) & 1);

@@ -1,15 +1,17 @@
 /* policy.c: parsing policy files and matching peers and names. */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <fnmatch.h>
 #include <grp.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cbuf.h"
-#include "ops.h"
 #include "policy.h"
 
 /* A policy file is small; a larger one is a mistake, not a policy. */
@@ -155,15 +157,15 @@ static int check_rule(const char *w, char *why, size_t len)
     return 0;
 }
 
-static int set_key(struct policy *p, const char *key, const char *value, const struct ops *ops, char *why,
-                   size_t len)
+static int set_key(struct policy *p, const char *key, const char *value, policy_op_index_fn op_index, void *ctx,
+                   char *why, size_t len)
 {
     char **w;
     size_t n = split(value, &w);
     if (!strcmp(key, "peers")) {
-        if (p->npeers) {
+        if (p->peers || n == 0) {
             free_words(w, n);
-            snprintf(why, len, "'peers' given twice");
+            snprintf(why, len, n ? "'peers' given twice" : "'peers' names nobody");
             return -1;
         }
         p->peers = xcalloc(n ? n : 1, sizeof(*p->peers));
@@ -188,13 +190,14 @@ static int set_key(struct policy *p, const char *key, const char *value, const s
                 p->all_ops = true;
                 continue;
             }
-            const struct op *op = ops ? ops_find((struct ops *)ops, w[i], strlen(w[i])) : NULL;
-            if (ops && !op) {
+            if (!op_index)
+                continue;
+            int k = op_index(ctx, w[i]);
+            if (k < 0 || k >= 64) {
                 snprintf(why, len, "no op named '%.64s' (hello lists them)", w[i]);
                 return -1;
             }
-            if (op)
-                p->op_bits |= 1ull << (op - ops->op);
+            p->op_bits |= 1ull << k;
         }
         return 0;
     }
@@ -220,8 +223,8 @@ static int set_key(struct policy *p, const char *key, const char *value, const s
     return -1;
 }
 
-int policy_parse(struct policy_set *set, const char *path, const char *text, const struct ops *ops, char *err,
-                 size_t errlen)
+int policy_parse(struct policy_set *set, const char *path, const char *text, policy_op_index_fn op_index,
+                 void *ctx, char *err, size_t errlen)
 {
     memset(set, 0, sizeof(*set));
     char *copy = xstrdup(text);
@@ -285,7 +288,7 @@ int policy_parse(struct policy_set *set, const char *path, const char *text, con
             break;
         }
         *eq = '\0';
-        if (set_key(cur, trim(s), trim(eq + 1), ops, why, sizeof(why)) != 0) {
+        if (set_key(cur, trim(s), trim(eq + 1), op_index, ctx, why, sizeof(why)) != 0) {
             rc = -1;
             break;
         }
@@ -314,10 +317,22 @@ int policy_parse(struct policy_set *set, const char *path, const char *text, con
     return 0;
 }
 
-int policy_load(struct policy_set *set, const char *path, const struct ops *ops, char *err, size_t errlen)
+int policy_load(struct policy_set *set, const char *path, policy_op_index_fn op_index, void *ctx, char *err,
+                size_t errlen)
 {
-    FILE *f = fopen(path, "r");
+    /* A regular file only: a FIFO or a device would block the loop on a
+     * reload, or never end. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "policy file %s: %s", path, fd < 0 ? strerror(errno) : "not a regular file");
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    FILE *f = fdopen(fd, "r");
     if (!f) {
+        close(fd);
         snprintf(err, errlen, "policy file %s: %s", path, strerror(errno));
         return -1;
     }
@@ -332,7 +347,7 @@ int policy_load(struct policy_set *set, const char *path, const struct ops *ops,
         return -1;
     }
     text[n] = '\0';
-    int rc = policy_parse(set, path, text, ops, err, errlen);
+    int rc = policy_parse(set, path, text, op_index, ctx, err, errlen);
     free(text);
     return rc;
 }
@@ -343,15 +358,15 @@ void policy_carry_counts(struct policy_set *set, const struct policy_set *old)
     for (size_t i = 0; i < set->n; i++)
         for (size_t j = 0; j < old->n; j++)
             if (!strcmp(set->p[i].name, old->p[j].name)) {
-                set->p[i].allowed = old->p[j].allowed;
+                set->p[i].requests = old->p[j].requests;
                 set->p[i].denied = old->p[j].denied;
             }
 }
 
-const struct policy *policy_find(const struct policy_set *set, uint32_t uid, uint32_t gid)
+struct policy *policy_find(const struct policy_set *set, uint32_t uid, uint32_t gid)
 {
     for (size_t i = 0; i < set->n; i++) {
-        const struct policy *p = &set->p[i];
+        struct policy *p = &set->p[i];
         for (size_t j = 0; j < p->npeers; j++)
             if ((p->peers[j].kind == PP_UID && p->peers[j].id == uid) ||
                 (p->peers[j].kind == PP_GID && p->peers[j].id == gid))

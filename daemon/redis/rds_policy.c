@@ -1,0 +1,102 @@
+/* rds_policy.c: Redis commands and keys under an access policy.
+ *
+ * The rules read as Redis's own ACL rules do: from nothing allowed, each
+ * +@category, -@category, +command or -command in order allows or
+ * removes what it names, so the last rule that names a command decides.
+ * A container's name (+client) covers its subcommands; +client|kill one
+ * of them. Categories and keys come from the server (COMMAND INFO), so a
+ * policy holds for commands a hand-written table would not know. */
+#include <string.h>
+#include <strings.h>
+
+#include "cbuf.h"
+#include "errors.h"
+#include "log.h"
+#include "rds_policy.h"
+
+#define MAX_KEYS 256
+
+static void compile(struct rds_acl *a, const struct policy *p, const struct rds_commands *t)
+{
+    free(a->rules);
+    a->p = p;
+    a->gen = p->gen;
+    a->version = t->version;
+    a->n = p->nlist[PL_REDIS_RULES];
+    a->rules = xcalloc(a->n ? a->n : 1, sizeof(*a->rules));
+    for (size_t i = 0; i < a->n; i++) {
+        const char *w = p->list[PL_REDIS_RULES][i];
+        struct rds_rule *r = &a->rules[i];
+        r->allow = w[0] == '+';
+        r->cat = -1;
+        if (w[1] == '@') {
+            r->all = strcasecmp(w + 2, "all") == 0;
+            if (!r->all && (r->cat = rds_commands_cat(t, w + 2)) < 0)
+                log_warn("policy '%s': the server has no category '%s'; the rule matches nothing", p->name, w + 1);
+        } else {
+            size_t n = strlen(w + 1) < sizeof(r->cmd) - 1 ? strlen(w + 1) : sizeof(r->cmd) - 1;
+            for (size_t k = 0; k < n; k++)
+                r->cmd[k] = (char)(w[1 + k] | (w[1 + k] >= 'A' && w[1 + k] <= 'Z' ? 0x20 : 0));
+        }
+    }
+}
+
+static bool rule_matches(const struct rds_rule *r, const struct rds_cmd *c)
+{
+    if (r->all)
+        return true;
+    if (r->cat >= 0)
+        return (c->cats >> r->cat) & 1;
+    if (!r->cmd[0])
+        return false;
+    if (!strcmp(r->cmd, c->name))
+        return true;
+    /* A container's rule covers its subcommands. */
+    return c->parent_len && strlen(r->cmd) == c->parent_len && !memcmp(r->cmd, c->name, c->parent_len);
+}
+
+int rds_policy_check(struct rds_policy *rp, const struct rds_commands *t, const struct policy *p, int argc,
+                     const char *const *argv, const size_t *lens, char *msg, size_t len)
+{
+    if (!t->n) {
+        snprintf(msg, len, "the Redis server's command table is not known yet (policy '%s' needs it)", p->name);
+        return FE_UNAVAILABLE;
+    }
+    const struct rds_cmd *c = rds_commands_find(t, argc, argv, lens);
+    if (!c) {
+        snprintf(msg, len, "policy '%s': '%.*s' is not a command this Redis server has", p->name,
+                 (int)(lens[0] > 40 ? 40 : lens[0]), argv[0]);
+        return FE_DENIED;
+    }
+    struct rds_acl *a = &rp->acl[p->index % 64];
+    if (a->p != p || a->gen != p->gen || a->version != t->version)
+        compile(a, p, t);
+    bool allow = false;
+    for (size_t i = 0; i < a->n; i++)
+        if (rule_matches(&a->rules[i], c))
+            allow = a->rules[i].allow;
+    if (!allow) {
+        snprintf(msg, len, "policy '%s' does not allow '%s' (redis_commands)", p->name, c->name);
+        return FE_DENIED;
+    }
+    int pos[MAX_KEYS];
+    int n = rds_commands_keys(c, argc, argv, lens, pos, MAX_KEYS);
+    if (n < 0 || n > MAX_KEYS) {
+        snprintf(msg, len, "policy '%s': cannot check the keys of this '%s' (%s)", p->name, c->name,
+                 n < 0 ? "a malformed key count" : "more than 256 keys");
+        return FE_DENIED;
+    }
+    for (int i = 0; i < n; i++)
+        if (!policy_allows_name(p, PL_REDIS_KEYS, argv[pos[i]], lens[pos[i]])) {
+            snprintf(msg, len, "policy '%s' does not allow key '%.*s' (redis_keys)", p->name,
+                     (int)(lens[pos[i]] > 64 ? 64 : lens[pos[i]]), argv[pos[i]]);
+            return FE_DENIED;
+        }
+    return 0;
+}
+
+void rds_policy_free(struct rds_policy *rp)
+{
+    for (size_t i = 0; i < 64; i++)
+        free(rp->acl[i].rules);
+}

@@ -1,0 +1,39 @@
+/* rds_policy.h: a policy's redis_commands and redis_keys, checked against
+ * the server's own command table (rds_commands.h). */
+#ifndef FERRY_RDS_POLICY_H
+#define FERRY_RDS_POLICY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "policy.h"
+#include "rds_commands.h"
+
+/* A policy's rules compiled against one version of the command table:
+ * each a category bit or a command, so that a check is a few bit tests. */
+struct rds_rule {
+    bool allow;
+    bool all;                       /* +@all / -@all */
+    int cat;                        /* category bit, or -1 */
+    char cmd[RDS_CMD_NAME];         /* a command or container|subcommand; "" for a category */
+};
+
+struct rds_acl {
+    const struct policy *p;         /* refers: the policy compiled (with p->gen) */
+    unsigned gen, version;          /* the policy's set and the table it was compiled against */
+    struct rds_rule *rules;         /* owns */
+    size_t n;
+};
+
+struct rds_policy {
+    struct rds_acl acl[64];         /* by policy index */
+};
+
+/* Whether policy p lets argv run: its command by redis_commands, every key
+ * by redis_keys. Returns 0, or FE_DENIED / FE_UNAVAILABLE with msg
+ * naming the rule or what is missing. */
+int rds_policy_check(struct rds_policy *rp, const struct rds_commands *t, const struct policy *p, int argc,
+                     const char *const *argv, const size_t *lens, char *msg, size_t len);
+void rds_policy_free(struct rds_policy *rp);
+
+#endif
