@@ -420,6 +420,11 @@ static int mb_start(struct backend *b)
         return FE_INTERNAL;
     }
     log_info("amqp backend: %s%s", mb->addrs[0].redacted, mb->naddrs > 1 ? " (and fallbacks)" : "");
+    bool any_tls = false;
+    for (size_t i = 0; i < mb->naddrs; i++)
+        any_tls = any_tls || mb->addrs[i].tls;
+    if (!any_tls && (mb->tls.ca_file[0] || mb->tls.cert[0] || mb->tls.key[0]))
+        log_warn("amqp backend: amqp_tls_* keys are set, but no amqp_url is amqps://: they are ignored");
     return 0;
 }
 

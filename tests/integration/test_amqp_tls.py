@@ -228,3 +228,9 @@ def test_tls_keys_are_checked_where_set(certs):
 
     r = check_config(tls_env(certs))
     assert r.returncode == 0, r.stderr
+
+
+def test_tls_keys_with_a_plain_url_are_ignored_with_a_warning(make_ferryd, tls_rabbit, certs):
+    f = make_ferryd(["--amqp", tls_rabbit.url], env=tls_env(certs))
+    wait_until(lambda: amqp_state(f) == "up", timeout=30 * SLOW, what="amqp up without TLS")
+    assert "amqp_tls_* keys are set, but no amqp_url is amqps://: they are ignored" in f.read_log()
