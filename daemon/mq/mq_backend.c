@@ -43,7 +43,7 @@ struct mq_backend {
     struct url_amqp *addrs; /* owns */
     size_t naddrs;
     bool enabled;            /* an amqp_url is configured */
-    struct mq_tls tls;       /* owns: the amqp_tls_* values, for amqps:// URLs */
+    struct mq_tls tls;       /* owns: the amqp_tls_* values in force (the worker copies them) */
     struct mq_worker *wk;    /* owns */
     uv_async_t async;        /* the worker's events arrive here */
     uv_timer_t stop_timer;
@@ -484,10 +484,16 @@ static void mb_metrics(struct backend *b, const struct metric_emit *e)
     }
 }
 
+/* amqp_max_pending and amqp_prefetch are read where used; the TLS keys go
+ * to the thread, whose next connection attempt takes them. */
 static void mb_reload(struct backend *b, const struct config *cfg)
 {
-    (void)b;
-    (void)cfg; /* amqp_max_pending and amqp_prefetch are read where used */
+    struct mq_backend *mb = mb_of(b);
+    const struct mq_settings *st = mq_settings_of(cfg);
+    mq_tls_free(&mb->tls);
+    mq_tls_set(&mb->tls, st->tls_ca_file, st->tls_cert, st->tls_key, st->tls_verify);
+    if (mb->enabled && !mb->stopping)
+        mq_worker_set_tls(mb->wk, &mb->tls);
 }
 
 static void mb_close(struct backend *b)
@@ -542,8 +548,7 @@ static struct backend *mb_create(const struct backend_host *h, char *err, size_t
     dlist_init(&mb->subs);
     reqring_init(&mb->pending);
     const struct mq_settings *st = mq_settings_of(h->cfg);
-    /* Copied: the thread reads them at every connect, and a reload may
-     * replace the configuration's strings meanwhile. */
+    /* Copied: a reload replaces the configuration's strings. */
     mq_tls_set(&mb->tls, st->tls_ca_file, st->tls_cert, st->tls_key, st->tls_verify);
     char *copy = xstrdup(st->url);
     for (char *save = NULL, *u = strtok_r(copy, ",", &save); u; u = strtok_r(NULL, ",", &save)) {

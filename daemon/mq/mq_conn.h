@@ -53,13 +53,13 @@ struct mq_conn {
     int wake_fd;               /* eventfd: the loop wakes the thread */
     uv_async_t *async;         /* refers: the thread wakes the loop */
     atomic_int sockfd;         /* the broker socket, for shutdown() at stop */
+    struct mq_tls *tls_next;   /* owns: amqp_tls_* from a reload, for the next connect */
     struct mq_counters counters;
 
     /* Set before the thread starts, then read-only. */
     struct url_amqp *addrs;   /* refers: owned by the backend */
     size_t naddrs;
     uint64_t connect_timeout_ms, backoff_min_ms, backoff_max_ms;
-    const struct mq_tls *tls;  /* refers: owned by the backend; used for amqps:// */
     /* Called by mq_conn_lost, after the connection is gone and before the
      * loop is told, so each layer drops what died with it. */
     void (*on_lost)(void *ctx, const char *why);
@@ -67,6 +67,7 @@ struct mq_conn {
 
     /* The thread's own from here on. */
     amqp_connection_state_t state; /* owns; NULL while disconnected */
+    struct mq_tls tls;         /* owns: what amqps:// connects use */
     bool blocked;              /* the broker said connection.blocked */
     unsigned failures;         /* connection attempts failed in a row */
     uint64_t retry_at;         /* mq_now_ms() of the next attempt */
@@ -98,6 +99,9 @@ void mq_conn_post_cmd(struct mq_conn *c, struct mq_cmd *cmd);
 void mq_conn_stop(struct mq_conn *c);
 /* Unblocks a thread stuck writing to a frozen broker. */
 void mq_conn_kick_socket(struct mq_conn *c);
+/* Hands a copy of t to the thread, for its next connection attempt (the
+ * open connection keeps what it was made with). */
+void mq_conn_set_tls(struct mq_conn *c, const struct mq_tls *t);
 /* Moves every event waiting for the loop to out. */
 void mq_conn_take_events(struct mq_conn *c, struct dlist *out);
 /* Gives back events the loop is done with (a list of struct mq_event),

@@ -41,13 +41,13 @@ static const struct cfg_key keys[] = {
      "AMQP requests queued for or awaiting the broker; past this requests get 'overloaded'.", NULL},
     {"amqp_prefetch", CFG_INT, OFF(prefetch), "100", 1, 65535, true,
      "Default prefetch (unacknowledged deliveries) of a consumer that names none.", NULL},
-    {"amqp_tls_ca_file", CFG_STR, OFF(tls_ca_file), "", 0, 0, false,
+    {"amqp_tls_ca_file", CFG_STR, OFF(tls_ca_file), "", 0, 0, true,
      "amqps://: PEM file of the CAs that may sign the broker's certificate; empty: the system's store.", mq_tls_check_ca_file},
-    {"amqp_tls_cert", CFG_STR, OFF(tls_cert), "", 0, 0, false,
+    {"amqp_tls_cert", CFG_STR, OFF(tls_cert), "", 0, 0, true,
      "amqps://: ferryd's client certificate chain (PEM), for a broker that asks for one (fail_if_no_peer_cert); needs amqp_tls_key.", mq_tls_check_cert},
-    {"amqp_tls_key", CFG_STR, OFF(tls_key), "", 0, 0, false,
+    {"amqp_tls_key", CFG_STR, OFF(tls_key), "", 0, 0, true,
      "amqps://: the private key (PEM, unencrypted) of amqp_tls_cert.", mq_tls_check_key},
-    {"amqp_tls_verify", CFG_STR, OFF(tls_verify), "yes", 0, 0, false,
+    {"amqp_tls_verify", CFG_STR, OFF(tls_verify), "yes", 0, 0, true,
      "amqps://: check the broker's certificate and name (yes), or not (no: a warning at every connect).", mq_tls_check_yes_no},
 };
 

@@ -20,6 +20,11 @@ void mq_tls_set(struct mq_tls *t, const char *ca_file, const char *cert, const c
     t->verify = strcmp(verify, "no") != 0;
 }
 
+void mq_tls_copy(struct mq_tls *dst, const struct mq_tls *src)
+{
+    mq_tls_set(dst, src->ca_file, src->cert, src->key, src->verify ? "yes" : "no");
+}
+
 void mq_tls_free(struct mq_tls *t)
 {
     free(t->ca_file);

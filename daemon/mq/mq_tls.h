@@ -4,7 +4,8 @@
  *
  * The files are read again at every attempt (rabbitmq-c makes a new
  * SSL_CTX per socket), so a certificate replaced under the same path is
- * used from the next reconnect on, without a reload. */
+ * used from the next reconnect on, without a reload; values changed by a
+ * reload are handed to the thread for its next attempt too. */
 #ifndef FERRY_MQ_TLS_H
 #define FERRY_MQ_TLS_H
 
@@ -24,6 +25,7 @@ struct mq_tls {
 
 /* Copies the values (amqp_tls_verify is "yes" or "no"). */
 void mq_tls_set(struct mq_tls *t, const char *ca_file, const char *cert, const char *key, const char *verify);
+void mq_tls_copy(struct mq_tls *dst, const struct mq_tls *src);
 void mq_tls_free(struct mq_tls *t);
 
 /* The keys' checks (struct cfg_key.check): "" passes; a file must exist,

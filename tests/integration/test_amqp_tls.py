@@ -6,6 +6,7 @@ second CA."""
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -198,6 +199,27 @@ def test_broker_restart_reconnects_over_tls(tls_ferryd, tls_rabbit):
         c.amqp.ack(sub, p["data"]["delivery_tag"])
         c.amqp.cancel(sub)
         c.amqp.delete_queue(q)
+
+
+def test_reload_takes_new_tls_keys_at_the_next_connect(tmp, make_ferryd, tls_rabbit, certs):
+    conf = os.path.join(tmp, "tls.conf")
+
+    def write(ca):
+        with open(conf, "w") as f:
+            f.write("amqp_url = %s\namqp_tls_ca_file = %s\namqp_tls_cert = %s\namqp_tls_key = %s\n"
+                    % (tls_rabbit.tls_url, certs[ca], certs["client.pem"], certs["client.key"]))
+
+    write("other-ca.pem")
+    f = make_ferryd(["--config", conf])
+    wait_until(lambda: "certificate was refused" in f.read_log(), timeout=30 * SLOW, what="the refusal")
+    write("ca.pem")
+    f.signal(signal.SIGHUP)
+    wait_until(lambda: "reloaded configuration" in f.read_log(), timeout=10 * SLOW, what="reload")
+    assert "reload: key 'amqp_tls_ca_file' changed\n" in f.read_log()
+    wait_until(lambda: amqp_state(f) == "up", timeout=30 * SLOW, what="amqp up with the new CA")
+    with f.client() as c:
+        q = c.amqp.declare_queue(uid("reloaded"), exclusive=True)["queue"]
+        assert c.amqp.publish("", q, b"x") == {"confirmed": True}
 
 
 def check_config(env):
