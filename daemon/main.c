@@ -10,6 +10,7 @@
 #include "log.h"
 #include "ops_core.h"
 #include "server.h"
+#include "server_metrics.h"
 #include "telemetry.h"
 
 static void usage(FILE *f)
@@ -139,7 +140,9 @@ int main(int argc, char **argv)
     /* --check-config takes the start's own path up to listening: every
      * value is checked as it is set (config_set), then the relations
      * (config_validate), the backends and telemetry as they are made. */
-    if (rc == 0 && telemetry_init(&srv.tel, &srv, err, sizeof(err)) != 0)
+    struct metrics_source src;
+    server_metrics_source(&srv, &src);
+    if (rc == 0 && telemetry_init(&srv.tel, &src, srv.cfg.duration_buckets, err, sizeof(err)) != 0)
         rc = -1;
     if (rc != 0) {
         for (size_t i = 0; i < srv.nbackends; i++)

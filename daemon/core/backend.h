@@ -19,6 +19,7 @@
 #include "cbuf.h"
 
 #include "config.h"
+#include "metrics.h"
 
 struct backend;
 struct client;
@@ -27,17 +28,6 @@ struct request;
 struct flusher;
 struct telemetry;
 struct uv_loop_s;
-
-/* Where a backend reports its metrics (telemetry.c provides it). */
-struct metric_emit {
-    void *ctx;
-    /* ferry.backend.connections: n connections in state; NULL when not
-     * collecting this family. */
-    void (*connections)(void *ctx, const char *backend, const char *state, uint64_t n);
-    /* A cumulative counter, e.g. ferry.backend.reconnects; NULL when not
-     * collecting this family. */
-    void (*counter)(void *ctx, const char *backend, const char *name, uint64_t v);
-};
 
 /* A backend's readiness, for the health op and systemd's READY=1. */
 enum backend_health {
@@ -49,9 +39,9 @@ enum backend_health {
 
 struct backend_ops {
     const char *name;
-    /* Spans of its requests may be left unrecorded until needed (see
-     * request_span): the backend gives a request's span a shape, or asks
-     * for the record. */
+    /* Spans of its requests may be left unrecorded until needed: the
+     * backend describes every request (reqtrace_describe), which finds
+     * the span's shape or records it. */
     bool spans_on_demand;
     /* Starts connecting. Never blocks; returns 0 or a negative fe code. */
     int (*start)(struct backend *b);

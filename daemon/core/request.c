@@ -17,6 +17,9 @@
  *   client.c     response appended to the client's outq
  *   outq.c       one coalesced write per loop iteration
  *
+ * Telemetry stays beside this path: reqtrace_begin() in request_handle(),
+ * reqtrace_describe() in the backend, reqtrace_end() in request_end().
+ *
  * Ownership: the request is malloc'd with a copy of its frame, so every
  * field of its view stays valid for its whole life whatever happens to the
  * client's input buffer. It is owned by its client's in-flight list; a
@@ -41,37 +44,15 @@ static void request_end(struct request *r, int outcome, const char *message)
     struct request_owner *o = r->owner;
     struct request_ctx *s = o->ctx;
     r->op->outcomes[outcome]++;
-    uint64_t now = uv_hrtime(), took = now - r->start_ns;
-    telemetry_request_done(s->tel, r->op, took);
-    if (r->db_system)
-        telemetry_db_operation(s->tel, r->db_system, r->db_operation, took);
-    if (r->span_on_demand) {
-        if (r->span_shape && outcome == OUTCOME_OK)
-            telemetry_span_shaped(s->tel, r->span_shape, r->start_ns, now);
-        else
-            request_span(r); /* an error adds attributes to the span */
-    }
-    if (r->span) {
-        const char *etype = outcome == OUTCOME_OK ? NULL
-                          : outcome == OUTCOME_ABANDONED ? "abandoned" : fe_name(-outcome - 1);
-        telemetry_span_end(s->tel, r->span, now, etype, message);
-    }
+    const char *etype = outcome == OUTCOME_OK          ? NULL
+                      : outcome == OUTCOME_ABANDONED ? "abandoned"
+                                                     : fe_name(-outcome - 1);
+    reqtrace_end(&r->trace, &r->op->duration, etype, message);
     deadline_remove(&s->deadlines, &r->deadline);
     dlist_remove(&r->client_node);
     o->ninflight--;
     free(r);
     o->done(o);
-}
-
-struct span *request_span(struct request *r)
-{
-    if (r->span_on_demand) {
-        r->span_on_demand = false;
-        r->span = telemetry_span_on_demand(r->owner->ctx->tel, r->op->name, r->start_ns);
-        if (r->span && r->span_shape)
-            span_use_shape(r->span, r->span_shape);
-    }
-    return r->span;
 }
 
 /* Answers a frame that never became a request. */
@@ -161,18 +142,10 @@ void request_handle(struct request_owner *o, struct client *c, const uint8_t *bo
     r->bseq = 0;
     r->bdata = NULL;
     r->bflags = 0;
-    r->db_system = NULL;
-    r->db_operation[0] = '\0';
-    /* ferryd serves the application: a SERVER span, unless the backend
-     * makes it a CLIENT, PRODUCER ... span of its own kind. A root span
-     * of a backend that names spans by shape is recorded only if needed. */
-    r->span_shape = NULL;
-    r->span_on_demand = !r->v.traceparent && op->backend && op->backend->ops->spans_on_demand &&
-                        telemetry_on_demand(s->tel);
-    r->span = r->span_on_demand ? NULL
-                                : telemetry_span_start(s->tel, r->v.traceparent, r->v.traceparent_len,
-                                                       r->v.tracestate, r->v.tracestate_len, SK_SERVER, op->name,
-                                                       r->start_ns);
+    /* A backend that describes its requests may leave the root span
+     * unrecorded until needed. */
+    reqtrace_begin(&r->trace, s->tel, op->name, r->start_ns, r->v.traceparent, r->v.traceparent_len, r->v.tracestate,
+                   r->v.tracestate_len, op->backend && op->backend->ops->spans_on_demand);
     dlist_init(&r->deadline.node);
     dlist_push_tail(&o->inflight, &r->client_node);
     o->ninflight++;

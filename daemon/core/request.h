@@ -12,6 +12,7 @@
 #include "deadline.h"
 #include "list.h"
 #include "ops.h"
+#include "reqtrace.h"
 
 struct backend;
 struct client;
@@ -74,14 +75,7 @@ struct request {
     void *bdata;                /* backend-private pointer */
     unsigned bflags;            /* backend-private flags */
 
-    struct span *span;          /* owns until it ends: NULL when not sampled, or on demand */
-    /* A root span not recorded yet (the backend's spans_on_demand): most
-     * requests end with only a shape, and their span goes straight into
-     * its batch without a record (telemetry_span_shaped). */
-    bool span_on_demand;
-    const struct span_shape *span_shape; /* refers: set by the backend, or NULL */
-    const char *db_system;      /* refers: "redis" when a database operation */
-    char db_operation[32];      /* the command, for db.client.operation.duration */
+    struct reqtrace trace;      /* its span and metrics, kept by telemetry */
 
     size_t frame_len;
     uint8_t frame[];            /* owns: a copy of the request frame body */
@@ -100,11 +94,6 @@ struct cbuf *request_result_begin(struct request *r, size_t *at);
 void request_result_end(struct request *r, size_t at);
 void request_result(struct request *r, const uint8_t *cbor, size_t len);
 void request_fail(struct request *r, int code, const char *message);
-
-/* r's span record, made now when it was left on demand; NULL when the
- * request is not traced. A backend that sets attributes beyond a shape
- * calls this. */
-struct span *request_span(struct request *r);
 
 /* Ends a request with no response because its client is gone. */
 void request_abandon(struct request *r);

@@ -380,7 +380,7 @@ int server_run(struct server *s)
             }
         }
         if (!s->stopping) {
-            telemetry_start(s->tel);
+            telemetry_start(s->tel, s->loop);
             log_info("ferryd %s ready (protocol %d, pid %d)", FERRY_VERSION, FERRY_PROTOCOL_VERSION,
                      (int)getpid());
             if (server_backends_up(s) || s->cfg.ready_timeout_ms == 0) {

@@ -24,6 +24,7 @@
 #include "request.h"
 
 struct backend;
+struct telemetry;
 
 /* Descriptors kept free of clients for ferryd's own use beyond what the
  * backends declare (the OTLP exporter's sockets, the AMQP thread, the

@@ -5,8 +5,8 @@
 #include <uv.h>
 
 #include "mq_trace.h"
+#include "reqtrace.h"
 #include "request.h"
-#include "server.h"
 #include "telemetry.h"
 #include "trace_context.h"
 
@@ -27,12 +27,6 @@ static void common_attrs(struct span *sp, const char *op_type, const char *op_na
         span_attr_cstr(sp, "server.address", server->host);
         span_attr_int(sp, "server.port", server->port);
     }
-}
-
-static void bytes_attr(struct span *sp, const char *key, amqp_bytes_t b)
-{
-    if (b.len)
-        span_attr_str(sp, key, b.bytes, b.len);
 }
 
 /* Puts traceparent (and tracestate) into a message's headers; ferryd's
@@ -70,31 +64,61 @@ static bool is_publish(enum mq_op op)
     return op == MQ_OP_PUBLISH || op == MQ_OP_PUBLISH_BATCH || op == MQ_OP_PUBLISH_DELAYED;
 }
 
+/* Attributes of a messaging span beyond what every description has. */
+struct extras {
+    struct reqtrace_attr a[10];
+    size_t n;
+};
+
+static void put_str(struct extras *x, const char *key, const char *v, size_t len)
+{
+    if (v && len && x->n < sizeof(x->a) / sizeof(x->a[0]))
+        x->a[x->n++] = (struct reqtrace_attr){.key = key, .str = v, .len = len};
+}
+
+static void put_int(struct extras *x, const char *key, int64_t v)
+{
+    if (x->n < sizeof(x->a) / sizeof(x->a[0]))
+        x->a[x->n++] = (struct reqtrace_attr){.key = key, .i = v};
+}
+
+static void put_common(struct extras *x, const char *op_type, const char *op_name, const char *dest)
+{
+    put_str(x, "messaging.system", "rabbitmq", 8);
+    if (op_type)
+        put_str(x, "messaging.operation.type", op_type, strlen(op_type));
+    put_str(x, "messaging.operation.name", op_name, strlen(op_name));
+    if (dest)
+        put_str(x, "messaging.destination.name", dest, strlen(dest));
+}
+
 void mq_trace_request(struct request *r, enum mq_op op, struct mq_cmd *c, const char *queue,
                       const struct url_amqp *server)
 {
-    struct span *sp = r->span;
     if (is_publish(op) || op == MQ_OP_RPC) {
-        /* Without a span of ours (not sampled), pass the client's context
+        /* Without a span of ours (not sampled), the client's context goes
          * on unchanged, so the trace stays whole downstream. */
         char tp[TRACEPARENT_LEN + 1];
-        struct trace_ctx tc;
-        const char *ts = r->v.tracestate;
-        size_t ts_len = r->v.tracestate_len;
-        if (sp)
-            span_traceparent(sp, tp);
-        else if (r->v.traceparent && trace_ctx_parse(r->v.traceparent, r->v.traceparent_len, &tc))
-            trace_ctx_format(&tc, tp);
-        else
-            tp[0] = '\0';
-        if (sp && !sp->trace_state_len)
-            ts = NULL, ts_len = 0;
-        for (size_t i = 0; tp[0] && i < c->nmsgs; i++)
-            inject(&c->pool, &c->msgs[i], tp, ts, ts_len);
+        const char *ts;
+        size_t ts_len;
+        if (reqtrace_traceparent(&r->trace, r->v.traceparent, r->v.traceparent_len, r->v.tracestate,
+                                 r->v.tracestate_len, tp, &ts, &ts_len))
+            for (size_t i = 0; i < c->nmsgs; i++)
+                inject(&c->pool, &c->msgs[i], tp, ts, ts_len);
     }
-    if (!sp)
-        return;
-    char dest[300];
+    char dest[300], name[340];
+    struct extras x = {.n = 0};
+    struct reqtrace_desc d = {
+        .kind = SK_CLIENT,
+        .system = "rabbitmq",
+        .operation = r->op->name,
+        .operation_len = strlen(r->op->name),
+        .span_name = name,
+        .server_address = server ? server->host : NULL,
+        .server_address_len = server ? strlen(server->host) : 0,
+        .server_port = server ? server->port : 0,
+        .conn = server ? (const void *)server : (const void *)r->op,
+    };
     switch (op) {
     case MQ_OP_PUBLISH:
     case MQ_OP_PUBLISH_BATCH:
@@ -104,43 +128,43 @@ void mq_trace_request(struct request *r, enum mq_op op, struct mq_cmd *c, const 
         snprintf(dest, sizeof(dest), "%.*s", (int)m->exchange.len, (char *)m->exchange.bytes);
         if (!dest[0])
             snprintf(dest, sizeof(dest), "amq.default");
-        sp->kind = op == MQ_OP_RPC ? SK_CLIENT : SK_PRODUCER;
-        span_set_name(sp, "%s %s", op == MQ_OP_RPC ? "rpc" : "publish", dest);
-        common_attrs(sp, "send", "publish", dest, server);
-        bytes_attr(sp, "messaging.rabbitmq.destination.routing_key", m->routing_key);
+        d.kind = op == MQ_OP_RPC ? SK_CLIENT : SK_PRODUCER;
+        snprintf(name, sizeof(name), "%s %s", op == MQ_OP_RPC ? "rpc" : "publish", dest);
+        put_common(&x, "send", "publish", dest);
+        put_str(&x, "messaging.rabbitmq.destination.routing_key", m->routing_key.bytes, m->routing_key.len);
         if (m->props._flags & AMQP_BASIC_MESSAGE_ID_FLAG)
-            bytes_attr(sp, "messaging.message.id", m->props.message_id);
+            put_str(&x, "messaging.message.id", m->props.message_id.bytes, m->props.message_id.len);
         if (m->props._flags & AMQP_BASIC_CORRELATION_ID_FLAG)
-            bytes_attr(sp, "messaging.message.conversation_id", m->props.correlation_id);
-        span_attr_int(sp, "messaging.message.body.size", (int64_t)m->body.len);
+            put_str(&x, "messaging.message.conversation_id", m->props.correlation_id.bytes,
+                    m->props.correlation_id.len);
+        put_int(&x, "messaging.message.body.size", (int64_t)m->body.len);
         if (c->nmsgs > 1)
-            span_attr_int(sp, "messaging.batch.message_count", (int64_t)c->nmsgs);
+            put_int(&x, "messaging.batch.message_count", (int64_t)c->nmsgs);
         break;
     }
     case MQ_OP_ACK:
     case MQ_OP_NACK:
     case MQ_OP_REJECT: {
-        const char *name = op == MQ_OP_ACK ? "ack" : op == MQ_OP_NACK ? "nack" : "reject";
-        sp->kind = SK_CLIENT;
-        span_set_name(sp, "%s %s", name, queue ? queue : "");
-        common_attrs(sp, "settle", name, queue, server);
-        span_attr_int(sp, "messaging.rabbitmq.message.delivery_tag", (int64_t)(c->delivery_tag & MQ_TAG_MASK));
+        const char *what = op == MQ_OP_ACK ? "ack" : op == MQ_OP_NACK ? "nack" : "reject";
+        snprintf(name, sizeof(name), "%s %s", what, queue ? queue : "");
+        put_common(&x, "settle", what, queue);
+        put_int(&x, "messaging.rabbitmq.message.delivery_tag", (int64_t)(c->delivery_tag & MQ_TAG_MASK));
         break;
     }
     case MQ_OP_GET:
         snprintf(dest, sizeof(dest), "%.*s", (int)c->name.len, (char *)c->name.bytes);
-        sp->kind = SK_CLIENT;
-        span_set_name(sp, "receive %s", dest);
-        common_attrs(sp, "receive", "receive", dest, server);
+        snprintf(name, sizeof(name), "receive %s", dest);
+        put_common(&x, "receive", "receive", dest);
         break;
     default:
         snprintf(dest, sizeof(dest), "%.*s", (int)c->name.len, (char *)c->name.bytes);
-        sp->kind = SK_CLIENT;
-        span_set_name(sp, "%s %s", r->op->name, dest);
-        span_attr_cstr(sp, "messaging.system", "rabbitmq");
-        span_attr_cstr(sp, "messaging.operation.name", r->op->name);
+        snprintf(name, sizeof(name), "%s %s", r->op->name, dest);
+        put_common(&x, NULL, r->op->name, NULL);
         break;
     }
+    d.extra = x.a;
+    d.nextra = x.n;
+    reqtrace_describe(&r->trace, &d);
 }
 
 struct span *mq_trace_delivery_start(struct telemetry *t, const char *queue, const struct mq_event *e,

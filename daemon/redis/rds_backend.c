@@ -83,123 +83,47 @@ static const char *parse_argv(const struct request *r, int *argc, const char ***
     return NULL;
 }
 
-/* Span shapes by command: a Redis span's attributes follow from the
- * command name, its argument count (the sanitized query text), the
- * connection it goes out on and the query text setting, so spans look
- * their shape up here instead of recording attributes. */
-#define RB_SHAPES 256
-
-/* The slot's key: the command name as two words (upper-cased, zero
- * padded), its length and argument count, the connection and the query
- * text setting. Comparing words instead of hashing and memcmp'ing the
- * name byte by byte makes finding its shape cheaper for every traced
- * request. Names of 16 bytes or more (few Redis commands) are never
- * shaped. */
-struct rb_shape {
-    uint64_t w[2];
-    int argc;
-    uint8_t n;
-    char mode;                     /* redis_query_text's first letter */
-    unsigned peer_gen;
-    const struct rds_conn *conn; /* refers; NULL: none was available */
-    const struct span_shape *shape; /* refers: owned by telemetry */
-};
-
-static struct rb_shape *shape_slot(struct rds_backend *rb, uint64_t h)
+/* Names the request's metrics and span after the command, per the
+ * database semantic conventions; telemetry does the rest. c is the
+ * connection it will go out on, or NULL when none is available. op is
+ * the command's name upper-cased, n bytes. Only the fields that differ
+ * from request to request are set here: the rest of rb->desc is filled
+ * once (describe_target). */
+static void annotate(struct rds_backend *rb, struct request *r, const struct rds_conn *c, int argc,
+                     const char **argv, const size_t *lens, const char *op, size_t n)
 {
-    if (!rb->shapes)
-        rb->shapes = xcalloc(RB_SHAPES, sizeof(*rb->shapes));
-    return &rb->shapes[(h >> 56) % RB_SHAPES];
+    struct reqtrace_desc *d = &rb->desc;
+    d->operation = op;
+    d->operation_len = n;
+    d->peer_address = c ? c->peer : NULL;
+    d->conn = c ? (const void *)c : (const void *)rb;
+    d->conn_gen = c ? c->peer_gen : 0;
+    d->argc = argc;
+    d->argv = argv;
+    d->lens = lens;
+    /* Scripts: the function (FCALL) or script digest (EVALSHA) run. */
+    bool script = argc > 1 && (op[0] == 'F' || op[0] == 'E') &&
+                  (!strcmp(op, "FCALL") || !strcmp(op, "FCALL_RO") || !strcmp(op, "EVALSHA") ||
+                   !strcmp(op, "EVALSHA_RO"));
+    d->procedure = script ? argv[1] : NULL;
+    d->procedure_len = script ? lens[1] : 0;
+    reqtrace_describe(&r->trace, d);
 }
 
-/* Names the request's metrics and span after the command, per the
- * database semantic conventions. c is the connection it will go out on,
- * or NULL when none is available. */
-static void annotate(struct rds_backend *rb, struct request *r, const struct rds_conn *c, int argc,
-                     const char **argv, const size_t *lens)
+/* What every request's description shares: the server, and the query
+ * text setting (reloadable). */
+static void describe_target(struct rds_backend *rb, const struct config *cfg)
 {
-    size_t n = lens[0] < sizeof(r->db_operation) - 1 ? lens[0] : sizeof(r->db_operation) - 1;
-    /* Zero padded, so that the first 16 bytes are the shape's key. */
-    memset(r->db_operation, 0, 16);
-    for (size_t i = 0; i < n; i++)
-        r->db_operation[i] = (char)toupper((unsigned char)argv[0][i]);
-    r->db_operation[n] = '\0';
-    r->db_system = "redis";
-    if (!r->span && !r->span_on_demand)
-        return; /* not traced */
-    const char *mode = rb->t.rc->query_text;
-    /* Scripts: the function (FCALL) or script digest (EVALSHA) run. */
-    bool script = argc > 1 && (r->db_operation[0] == 'F' || r->db_operation[0] == 'E') &&
-                  (!strcmp(r->db_operation, "FCALL") || !strcmp(r->db_operation, "FCALL_RO") ||
-                   !strcmp(r->db_operation, "EVALSHA") || !strcmp(r->db_operation, "EVALSHA_RO"));
-    /* A full query text, or a script's name, differs from request to
-     * request: such spans carry their own attributes. */
-    struct rb_shape *slot = NULL;
-    uint64_t w[2];
-    if (mode[0] != 'f' && !script && n < 16) {
-        memcpy(w, r->db_operation, 16);
-        uint64_t h = (w[0] * 0x9e3779b97f4a7c15ull) ^ (w[1] * 0xff51afd7ed558ccdull) ^
-                     ((uint64_t)(uintptr_t)c + (uint64_t)argc) * 0xc4ceb9fe1a85ec53ull;
-        slot = shape_slot(rb, h);
-        if (slot->shape && slot->w[0] == w[0] && slot->w[1] == w[1] && slot->n == n && slot->argc == argc &&
-            slot->conn == c && slot->mode == mode[0] && (!c || slot->peer_gen == c->peer_gen)) {
-            if (r->span)
-                span_use_shape(r->span, slot->shape);
-            else
-                r->span_shape = slot->shape; /* the span stays on demand */
-            return;
-        }
-    }
-    struct span *sp = request_span(r);
-    if (!sp)
-        return;
-    sp->kind = SK_CLIENT;
-    span_copy_name(sp, r->db_operation, n);
-    span_attr_str(sp, "db.system.name", "redis", 5);
-    span_attr_str(sp, "db.system", "redis", 5);
-    span_attr_str(sp, "db.operation.name", r->db_operation, n);
-    span_attr_cstr(sp, "db.namespace", rb->db_text);
-    if (rb->t.addr.is_unix) {
-        span_attr_str(sp, "server.address", rb->t.addr.path, rb->path_len);
-    } else {
-        span_attr_cstr(sp, "server.address", rb->t.addr.host);
-        span_attr_int(sp, "server.port", rb->t.addr.port);
-    }
-    if (script)
-        span_attr_str(sp, "db.stored_procedure.name", argv[1], lens[1]);
-    if (mode[0] != 'o') {
-        /* Sanitized: the command and a ? per argument, so values (which
-         * may be secrets or personal data) never leave the host. */
-        char q[256];
-        size_t u = 0;
-        bool full = mode[0] == 'f';
-        for (int i = 0; i < argc && u < sizeof(q) - 4; i++) {
-            if (i)
-                q[u++] = ' ';
-            const char *a = i == 0 ? r->db_operation : full ? argv[i] : "?";
-            size_t l = i == 0 ? strlen(a) : full ? lens[i] : 1;
-            if (l > sizeof(q) - 4 - u)
-                l = sizeof(q) - 4 - u;
-            memcpy(q + u, a, l);
-            u += l;
-        }
-        span_attr_str(sp, "db.query.text", q, u);
-    }
-    if (c)
-        span_attr_cstr(sp, "network.peer.address", c->peer);
-    if (slot) {
-        const struct span_shape *sh = telemetry_shape(rb->base.host->tel, sp);
-        if (sh) {
-            slot->w[0] = w[0];
-            slot->w[1] = w[1];
-            slot->n = (uint8_t)n;
-            slot->argc = argc;
-            slot->conn = c;
-            slot->peer_gen = c ? c->peer_gen : 0;
-            slot->mode = mode[0];
-            slot->shape = sh;
-        }
-    }
+    const char *mode = rds_config_of(cfg)->query_text;
+    struct reqtrace_desc *d = &rb->desc;
+    d->kind = SK_CLIENT;
+    d->database = true;
+    d->system = "redis";
+    d->db_namespace = rb->db_text;
+    d->server_address = rb->t.addr.is_unix ? rb->t.addr.path : rb->t.addr.host;
+    d->server_address_len = strlen(d->server_address);
+    d->server_port = rb->t.addr.is_unix ? 0 : rb->t.addr.port;
+    d->query = mode[0] == 'f' ? RQ_FULL : mode[0] == 'o' ? RQ_OFF : RQ_SANITIZED;
 }
 
 static void rb_submit(struct backend *b, struct request *r)
@@ -235,7 +159,12 @@ static void rb_submit(struct backend *b, struct request *r)
         }
     }
     struct rds_conn *c = pick(rb);
-    annotate(rb, r, c, argc, argv, lens);
+    char op[32];
+    size_t n = lens[0] < sizeof(op) - 1 ? lens[0] : sizeof(op) - 1;
+    for (size_t i = 0; i < n; i++)
+        op[i] = (char)toupper((unsigned char)argv[0][i]);
+    op[n] = '\0';
+    annotate(rb, r, c, argc, argv, lens, op, n);
     if (!c) {
         rb->rejected_unavailable++;
         snprintf(msg, sizeof(msg), "redis is unreachable (%s)",
@@ -248,11 +177,10 @@ static void rb_submit(struct backend *b, struct request *r)
         request_fail(r, rc, NULL);
         goto done;
     }
-    if ((r->db_operation[0] == 'E' || r->db_operation[0] == 'F')) {
-        if (!strcmp(r->db_operation, "EVAL") || !strcmp(r->db_operation, "EVALSHA") ||
-            !strcmp(r->db_operation, "EVAL_RO") || !strcmp(r->db_operation, "EVALSHA_RO"))
+    if ((op[0] == 'E' || op[0] == 'F')) {
+        if (!strcmp(op, "EVAL") || !strcmp(op, "EVALSHA") || !strcmp(op, "EVAL_RO") || !strcmp(op, "EVALSHA_RO"))
             r->bflags = RB_SCRIPT;
-        else if (!strcmp(r->db_operation, "FCALL") || !strcmp(r->db_operation, "FCALL_RO"))
+        else if (!strcmp(op, "FCALL") || !strcmp(op, "FCALL_RO"))
             r->bflags = RB_FUNCTION;
     }
 done:
@@ -283,7 +211,7 @@ static int rb_timeout_code(struct backend *b, struct request *r)
     if (r->bflags && c && rds_conn_is_head(c, r)) {
         const char *what = r->bflags == RB_SCRIPT ? "SCRIPT" : "FUNCTION";
         log_warn("redis: %s of request %llu is still running at its deadline; sending %s KILL",
-                 r->db_operation, (unsigned long long)r->id, what);
+                 reqtrace_operation(&r->trace), (unsigned long long)r->id, what);
         rb->scripts_killed++;
         rds_conn_kill(rb->control, what);
     }
@@ -298,7 +226,7 @@ static void on_command_info(void *arg, const redisReply *reply)
         return; /* the control connection failed: asked again when it is back */
     char why[160];
     if (reply->type == REDIS_REPLY_ERROR || rds_commands_build(&rb->commands, reply, why, sizeof(why)) != 0) {
-        log_warn("redis: cannot learn the server's commands (%s): policies' redis_commands and redis_keys "
+        log_warn("redis: cannot learn the server's commands (%s): policies' rds_commands and redis_keys "
                  "refuse every command until it answers",
                  reply->type == REDIS_REPLY_ERROR ? reply->str : why);
         return;
@@ -461,6 +389,7 @@ static void rb_reload(struct backend *b, const struct config *cfg)
     struct rds_backend *rb = rb_of(b);
     struct rds_deny d;
     char err[256];
+    describe_target(rb, cfg);
     /* A bad list in the new file keeps the old one in force. */
     if (rds_deny_parse(rds_config_of(cfg)->deny, &d, err, sizeof(err)) != 0) {
         log_error("reload: %s", err);
@@ -501,7 +430,6 @@ static void rb_destroy(struct backend *b)
     rds_policy_free(&rb->policy);
     rds_tls_ctx_free(&rb->t.tls);
     url_redis_free(&rb->t.addr);
-    free(rb->shapes);
     free(rb);
 }
 
@@ -557,7 +485,7 @@ static struct backend *rb_create(const struct backend_host *h, char *err, size_t
     rb->t.changed = on_target_changed;
     rb->t.control_ready = on_control_ready;
     snprintf(rb->db_text, sizeof(rb->db_text), "%d", rb->t.addr.db);
-    rb->path_len = strlen(rb->t.addr.path);
+    describe_target(rb, h->cfg);
     rb->nconns = (size_t)rc->pool;
     rb->base.fds = rc->pool + 1; /* and the control connection */
     rb->conns = xcalloc(rb->nconns, sizeof(*rb->conns));

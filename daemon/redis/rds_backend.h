@@ -8,8 +8,9 @@
 #include "backend.h"
 #include "rds_commands.h"
 #include "rds_conn.h"
-#include "rds_policy.h"
 #include "rds_deny.h"
+#include "rds_policy.h"
+#include "reqtrace.h"
 #include "url.h"
 
 
@@ -28,10 +29,11 @@ struct rds_backend {
     uint64_t denied;             /* requests refused by the deny-list */
     uint64_t rejected_unavailable;
     char db_text[8];             /* db index as text, for spans */
-    size_t path_len;
     struct rds_commands commands; /* owns: the server's command table; empty until learned */
     struct rds_policy policy;    /* owns: policies' rules compiled against it */
-    struct rb_shape *shapes;     /* owns: RB_SHAPES span shapes by command; NULL until traced */
+    /* What a request's span says: the fields all requests share, set
+     * once; the others set per request, valid during reqtrace_describe. */
+    struct reqtrace_desc desc;
 };
 
 /* The backend table's row (backends.c). */

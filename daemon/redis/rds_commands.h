@@ -3,7 +3,7 @@
  * COMMAND LIST and COMMAND INFO (never a hand-written table: the server
  * knows its version, its modules and its renamed commands).
  *
- * The access policy uses it (categories for redis_commands rules, key
+ * The access policy uses it (categories for rds_commands rules, key
  * positions for redis_keys), and so will Cluster routing. Pure: built
  * from hiredis replies, for unit tests. */
 #ifndef FERRY_RDS_COMMANDS_H

@@ -39,7 +39,6 @@
 #include "resp_guard.h"
 #include "request.h"
 #include "config.h"
-#include "telemetry.h"
 
 #define READ_BUF (64 * 1024)
 #define FEED_SLICE (4 * 1024)
@@ -213,9 +212,8 @@ static void handle_reply(struct rds_conn *c, redisReply *reply)
     if (reply->type == REDIS_REPLY_ERROR) {
         char msg[512];
         snprintf(msg, sizeof(msg), "%.*s", (int)reply->len, reply->str);
-        struct span *sp = request_span(r);
-        if (sp) /* the error prefix: WRONGTYPE, ERR, NOSCRIPT ... */
-            span_attr_str(sp, "db.response.status_code", msg, strcspn(msg, " "));
+        /* The error prefix: WRONGTYPE, ERR, NOSCRIPT ... */
+        reqtrace_status_code(&r->trace, msg, strcspn(msg, " "));
         request_fail(r, FE_BACKEND_ERROR, msg);
         return;
     }

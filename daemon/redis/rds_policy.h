@@ -1,4 +1,4 @@
-/* rds_policy.h: a policy's redis_commands and redis_keys, checked against
+/* rds_policy.h: a policy's rds_commands and redis_keys, checked against
  * the server's own command table (rds_commands.h). */
 #ifndef FERRY_RDS_POLICY_H
 #define FERRY_RDS_POLICY_H
@@ -29,7 +29,7 @@ struct rds_policy {
     struct rds_acl acl[64];         /* by policy index */
 };
 
-/* Whether policy p lets argv run: its command by redis_commands, every key
+/* Whether policy p lets argv run: its command by rds_commands, every key
  * by redis_keys. Returns 0, or FE_DENIED / FE_UNAVAILABLE with msg
  * naming the rule or what is missing. */
 int rds_policy_check(struct rds_policy *rp, const struct rds_commands *t, const struct policy *p, int argc,

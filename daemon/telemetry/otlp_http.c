@@ -13,11 +13,11 @@
 #include "config.h"
 #include "list.h"
 #include "log.h"
-#include "opentelemetry/proto/collector/metrics/v1/metrics_service.pb-c.h"
-#include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
-#include "otlp_encode.h"
+#include "backoff.h"
+#include "otlp_body.h"
 #include "otlp_http.h"
-#include "telemetry.h"
+#include "otlp_response.h"
+#include "tel_settings.h"
 
 /* At most this many POSTs are queued; a newer batch pushes out the oldest
  * waiting one, so a dead collector costs bounded memory. */
@@ -29,18 +29,11 @@
  * The OpenTelemetry Collector's own exporters send with ten. */
 #define MAX_IN_FLIGHT 4
 #define UPLOAD_BUFFER (256L * 1024)
-/* An OTLP response is an Export*ServiceResponse of a few bytes (with a
- * partial_success, a message). A collector that sends more, or a body
- * that never ends, would otherwise be read to the end or until the
- * export timeout, costing the loop what it spends on requests; past this
- * many bytes of headers or of body the transfer is cut off and the
- * export counts as failed, without a retry. */
+/* An OTLP response is a few bytes (a partial_success, a message). One
+ * that sends more, or never ends, would cost the loop what it spends on
+ * requests; past this many bytes of headers or of body the transfer is
+ * cut off and counts as failed, without a retry. */
 #define MAX_RESPONSE (64 * 1024)
-/* Retry-After values above this are taken as this: a value of 2^61
- * seconds, in milliseconds, wraps to 0. Longer than an export's default
- * budget (OTEL_BSP_EXPORT_TIMEOUT, 30 s), so such an export is then
- * given up at once. */
-#define RETRY_AFTER_MAX_S (5 * 60)
 /* Retries and failures are each logged at most once in this long; a
  * collector that refuses every POST would otherwise write a line per
  * POST. The next line written says how many were left out. */
@@ -61,7 +54,7 @@ struct job {
     struct cbuf response;     /* owns */
     size_t header_bytes;      /* of this attempt's response */
     bool too_large;           /* the response passed MAX_RESPONSE: cut off */
-    long retry_after_s;       /* from the response (at most RETRY_AFTER_MAX_S), or -1 */
+    long retry_after_s;       /* from the response (at most OTLP_RETRY_AFTER_MAX_S), or -1 */
 };
 
 struct sock {
@@ -101,7 +94,7 @@ struct conn_kit {
 
 struct otlp_http {
     uv_loop_t *loop;                        /* refers */
-    const struct telemetry_settings *set;   /* refers */
+    const struct tel_settings *set;   /* refers */
     CURLM *multi;                           /* owns */
     uv_timer_t curl_timer;                  /* curl's own timeouts */
     uv_idle_t kick;                         /* curl's timeout of 0 */
@@ -195,7 +188,7 @@ static void finish(struct otlp_http *h, struct job *j, bool ok)
 /* libcurl is loaded when an OTLP exporter is first needed, not linked:
  * it brings in a dozen libraries (HTTP/2, LDAP, Kerberos, GnuTLS ...)
  * whose pages would otherwise sit in every ferryd's RSS, exporting or
- * not (measured: 2.5 MiB of an 8.5 MiB idle RSS). */
+ * not. */
 static struct {
     void *lib;
 #define CU_FN(ret, name, args) ret(*name) args;
@@ -393,7 +386,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
 }
 
 /* curl reads the body through these: a batch's spans are written out
- * straight into curl's upload buffer (see "batches" in otlp_encode.c). */
+ * straight into curl's upload buffer (see "batches" in otlp_trace_encode.c). */
 static size_t on_read(char *p, size_t size, size_t n, void *arg)
 {
     struct job *j = arg;
@@ -419,72 +412,18 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
         j->too_large = true;
         return 0;
     }
-    if (k > 12 && strncasecmp(p, "Retry-After:", 12) == 0) {
-        char v[128];
-        size_t m = k - 12 < sizeof(v) - 1 ? k - 12 : sizeof(v) - 1;
-        memcpy(v, p + 12, m);
-        v[m] = '\0';
-        char *s = v;
-        while (*s == ' ')
-            s++;
-        s[strcspn(s, "\r\n")] = '\0';
-        char *end;
-        long secs = strtol(s, &end, 10); /* LONG_MAX when it does not fit */
-        if (end != s && *end == '\0') {
-            j->retry_after_s = secs < 0 ? 0 : secs;
-        } else {
-            time_t when = cu.getdate(s, NULL); /* an HTTP date */
-            time_t now = time(NULL);
-            if (when > 0)
-                j->retry_after_s = when > now ? (long)(when - now) : 0;
-        }
-        if (j->retry_after_s > RETRY_AFTER_MAX_S)
-            j->retry_after_s = RETRY_AFTER_MAX_S;
-    }
+    if (k > 12 && strncasecmp(p, "Retry-After:", 12) == 0)
+        j->retry_after_s = otlp_response_retry_after(p + 12, k - 12, time(NULL), cu.getdate);
     return k;
 }
 
 static void log_partial_success(struct otlp_http *h, struct job *j)
 {
-    if (j->traces) {
-        Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceResponse *r =
-            opentelemetry__proto__collector__trace__v1__export_trace_service_response__unpack(NULL, j->response.len,
-                                                                                              j->response.data);
-        if (!r)
-            return;
-        if (r->partial_success && (r->partial_success->rejected_spans || r->partial_success->error_message[0]))
-            gated_log(h, &h->partial_log, LOG_WARN, "otlp: the collector rejected %lld spans: %s",
-                      (long long)r->partial_success->rejected_spans, r->partial_success->error_message);
-        opentelemetry__proto__collector__trace__v1__export_trace_service_response__free_unpacked(r, NULL);
-    } else {
-        Opentelemetry__Proto__Collector__Metrics__V1__ExportMetricsServiceResponse *r =
-            opentelemetry__proto__collector__metrics__v1__export_metrics_service_response__unpack(
-                NULL, j->response.len, j->response.data);
-        if (!r)
-            return;
-        if (r->partial_success &&
-            (r->partial_success->rejected_data_points || r->partial_success->error_message[0]))
-            gated_log(h, &h->partial_log, LOG_WARN, "otlp: the collector rejected %lld data points: %s",
-                      (long long)r->partial_success->rejected_data_points, r->partial_success->error_message);
-        opentelemetry__proto__collector__metrics__v1__export_metrics_service_response__free_unpacked(r, NULL);
-    }
-}
-
-/* Exponential, from 1 s doubling to 30 s, with "equal jitter" (a random
- * point in the upper half), so the first retry waits 0.5 to 1 s. */
-static uint64_t backoff_ms(struct otlp_http *h, unsigned attempts)
-{
-    uint64_t d = 1000;
-    for (unsigned i = 1; i < attempts && d < 30000; i++)
-        d *= 2;
-    if (d > 30000)
-        d = 30000;
-    uint32_t x = h->rng ? h->rng : 0x2545f491u;
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    h->rng = x;
-    return d / 2 + x % (d / 2 + 1);
+    long long rejected;
+    char msg[256];
+    if (otlp_response_partial(j->traces, j->response.data, j->response.len, &rejected, msg, sizeof(msg)))
+        gated_log(h, &h->partial_log, LOG_WARN, "otlp: the collector rejected %lld %s: %s", rejected,
+                  j->traces ? "spans" : "data points", msg);
 }
 
 /* Network faults that may pass (the collector restarting); a failed
@@ -540,7 +479,7 @@ static void check_done(struct otlp_http *h)
         /* A Retry-After is a minimum: one shorter than the backoff (a
          * collector answering "Retry-After: 0" to every POST) waits the
          * backoff, so it cannot make the exporter spin. */
-        uint64_t wait = backoff_ms(h, j->attempts);
+        uint64_t wait = backoff_ms(&h->rng, j->attempts, 1000, 30000); /* the first retry after 0.5 to 1 s */
         if (j->retry_after_s >= 0 && (uint64_t)j->retry_after_s * 1000 > wait)
             wait = (uint64_t)j->retry_after_s * 1000;
         if (!retry || h->closing || h->last_try || now + wait > j->deadline) {
@@ -729,7 +668,7 @@ static void start_ready(struct otlp_http *h)
         uv_timer_start(&h->retry_timer, on_retry_timer, next - now, 0);
 }
 
-struct otlp_http *otlp_http_new(uv_loop_t *loop, const struct telemetry_settings *set, otlp_http_done done,
+struct otlp_http *otlp_http_new(uv_loop_t *loop, const struct tel_settings *set, otlp_http_done done,
                                 void *arg)
 {
     if (libcurl_load() != 0)

@@ -18,13 +18,13 @@
 struct otlp_body;
 struct otlp_http;
 struct otlp_signal;
-struct telemetry_settings;
+struct tel_settings;
 
 /* Called once per POST when it finally succeeds (ok) or is given up. */
 typedef void (*otlp_http_done)(void *arg, bool ok, size_t items, bool traces);
 
 /* Returns NULL when libcurl cannot be loaded (the error is logged). */
-struct otlp_http *otlp_http_new(uv_loop_t *loop, const struct telemetry_settings *set, otlp_http_done done,
+struct otlp_http *otlp_http_new(uv_loop_t *loop, const struct tel_settings *set, otlp_http_done done,
                                 void *arg);
 /* Queues body (taken) for sig's endpoint, with its headers, CA and
  * timeout (Content-Encoding: gzip when body->gzip). items is what it

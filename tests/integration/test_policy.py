@@ -40,7 +40,7 @@ for line in sys.stdin:
     try:
         print(json.dumps(run(c, json.loads(line)), default=lambda o: o.decode(errors="replace")
                          if isinstance(o, bytes) else repr(o)), flush=True)
-    except ferry.ConnectionClosed:
+    except (ferry.ConnectionClosed, OSError):
         print(json.dumps([["closed"]]), flush=True)
 """
 

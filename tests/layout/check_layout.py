@@ -74,7 +74,7 @@ def main():
         for line in text.splitlines():
             m = DEFINED.match(line)
             name = m and (m.group(1) or m.group(2))
-            if name and name.startswith(LIBRARY_PREFIXES):
+            if name and name.startswith(LIBRARY_PREFIXES) and name != "__attribute__":
                 findings.append("%s: '%s' is in a library's namespace" % (os.path.relpath(p, ROOT), name))
     # Circles: strongly connected components of the module graph.
     index, low, stack, on, comps = {}, {}, [], set(), []

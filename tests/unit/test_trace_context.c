@@ -4,13 +4,15 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
-#include "otlp_encode.h"
-#include "telemetry.h"
+#include "otlp_trace_encode.h"
+#include "histogram.h"
+#include "span.h"
 #include "trace_context.h"
 
 static bool parse(const char *s, struct trace_ctx *c) { return trace_ctx_parse(s, strlen(s), c); }
@@ -171,7 +173,7 @@ static void test_span_encoding_round_trip(void **st)
     assert_int_equal(req->resource_spans[0]->resource->attributes[1]->value->int_value, 42);
     opentelemetry__proto__collector__trace__v1__export_trace_service_request__free_unpacked(req, NULL);
     size_t plain = out.len;
-    assert_int_equal(otlp_gzip(&out), 0);
+    assert_int_equal(otlp_pb_gzip(&out), 0);
     assert_true(out.len > 10 && out.data[0] == 0x1f && out.data[1] == 0x8b); /* gzip magic */
     assert_true(plain > 0);
     cbuf_free(&out);

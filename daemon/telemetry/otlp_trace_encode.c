@@ -1,114 +1,17 @@
-/* otlp_encode.c: see otlp_encode.h. A span is added to its batch when it
- * ends, mostly as its shape's template and the values that differ, and
- * written out as the body is read (see "span templates" and "batches");
- * metrics are built on the stack and packed once per export. */
+/* otlp_trace_encode.c: see otlp_trace_encode.h. A span is added to its
+ * batch when it ends, mostly as its shape's template and the values that
+ * differ, and written out as the body is read (see "span templates" and
+ * "batches"). */
 #define _GNU_SOURCE /* memmem */
 #include <endian.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
-#include "opentelemetry/proto/collector/metrics/v1/metrics_service.pb-c.h"
 #include "ferry/otlp_packed.pb-c.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
 #include "config.h"
-#include "otlp_encode.h"
+#include "otlp_trace_encode.h"
 #include "trace_context.h"
-
-#define SCOPE_NAME "ferryd"
-
-/* protobuf-c's pack_to_buffer appends into a cbuf: it sizes nested
- * messages as it goes, which saves the separate get_packed_size pass over
- * the whole batch (a third of the encoding cost, measured). */
-struct cbuf_sink {
-    ProtobufCBuffer base;
-    struct cbuf *out;
-};
-
-static void sink_append(ProtobufCBuffer *b, size_t len, const uint8_t *data)
-{
-    cbuf_put(((struct cbuf_sink *)b)->out, data, len);
-}
-
-static void pack(const ProtobufCMessage *m, struct cbuf *out)
-{
-    struct cbuf_sink sink = {.base = {.append = sink_append}, .out = out};
-    protobuf_c_message_pack_to_buffer(m, &sink.base);
-}
-
-typedef Opentelemetry__Proto__Common__V1__KeyValue KeyValue;
-typedef Opentelemetry__Proto__Common__V1__AnyValue AnyValue;
-
-/* Key-value storage for one batch: each KeyValue needs its AnyValue. */
-struct kv_arena {
-    KeyValue *kv;
-    AnyValue *av;
-    KeyValue **ptrs;
-    size_t used, cap;
-};
-
-static void arena_init(struct kv_arena *a, size_t cap)
-{
-    a->kv = xcalloc(cap, sizeof(*a->kv));
-    a->av = xcalloc(cap, sizeof(*a->av));
-    a->ptrs = xcalloc(cap, sizeof(*a->ptrs));
-    a->used = 0;
-    a->cap = cap;
-}
-
-static void arena_free(struct kv_arena *a)
-{
-    free(a->kv);
-    free(a->av);
-    free(a->ptrs);
-}
-
-static KeyValue **kv_take(struct kv_arena *a, size_t n)
-{
-    if (a->used + n > a->cap)
-        abort(); /* sized by the caller from the data */
-    KeyValue **p = &a->ptrs[a->used];
-    for (size_t i = 0; i < n; i++) {
-        KeyValue *kv = &a->kv[a->used + i];
-        AnyValue *av = &a->av[a->used + i];
-        opentelemetry__proto__common__v1__key_value__init(kv);
-        opentelemetry__proto__common__v1__any_value__init(av);
-        kv->value = av;
-        p[i] = kv;
-    }
-    a->used += n;
-    return p;
-}
-
-static void set_str(KeyValue *kv, const char *key, char *v)
-{
-    kv->key = (char *)key;
-    kv->value->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE;
-    kv->value->string_value = v;
-}
-
-static void set_int(KeyValue *kv, const char *key, int64_t v)
-{
-    kv->key = (char *)key;
-    kv->value->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE;
-    kv->value->int_value = v;
-}
-
-static void set_kv(KeyValue *kv, const struct otlp_kv *src)
-{
-    if (src->str)
-        set_str(kv, src->key, (char *)src->str);
-    else
-        set_int(kv, src->key, src->ival);
-}
-
-static KeyValue **resource_attrs(struct kv_arena *a, const struct otlp_resource *r)
-{
-    KeyValue **kvs = kv_take(a, r->n);
-    for (size_t i = 0; i < r->n; i++)
-        set_kv(kvs[i], &r->attrs[i]);
-    return kvs;
-}
 
 /* ---- packed attributes, cached ---- */
 
@@ -116,10 +19,6 @@ static KeyValue **resource_attrs(struct kv_arena *a, const struct otlp_resource 
 #define CACHE_VALUE 64
 #define TPL_SLOTS 256
 #define SHAPE_TPL_SLOTS 512
-/* Bytes of a template at most: a span that packs larger is packed whole
- * (its reader keeps one on the stack when it is split across reads). */
-#define TPL_MAX 4096
-
 struct cache_entry {
     const char *key;     /* refers: attribute keys are static strings */
     uint8_t type;
@@ -128,25 +27,6 @@ struct cache_entry {
     char value[CACHE_VALUE];
     uint8_t *packed;     /* owns */
     size_t packed_len;
-};
-
-/* Where a template's fixed-width fields sit, in the order of struct
- * span_vars: trace id, span id, parent span id, start, end, flags. */
-enum { AT_TRACE, AT_SPAN, AT_PARENT, AT_START, AT_END, AT_FLAGS, AT_N };
-
-/* A span packed once with sentinel ids, times and flags: the packed bytes
- * of every span of the same shape (name, kind, status, attributes), with
- * those fixed-width fields overwritten. Batches refer to templates until
- * their bodies are sent, so a template is counted: the cache's slot holds
- * it, and so does each body that uses it (see tpl_release). */
-struct span_tpl {
-    uint8_t *bytes;      /* owns */
-    size_t len;          /* at most TPL_MAX */
-    uint32_t at[AT_N];
-    bool has_parent;
-    bool cached;         /* a cache slot holds it */
-    unsigned refs;       /* bodies that hold it */
-    uint64_t last_batch; /* the last batch that took a reference */
 };
 
 /* A template's slot, found by the shape's bytes (see shape_key). */
@@ -158,7 +38,7 @@ struct key_tpl {
     bool tried;          /* making the template was attempted (t says how it went) */
 };
 
-/* The template of spans that refer to a shape (telemetry.h): found by the
+/* The template of spans that refer to a shape (span.h): found by the
  * shape's address, with no key to build. Shapes live as long as the
  * cache, so an address is never reused for another shape. */
 struct shape_tpl {
@@ -178,21 +58,6 @@ struct otlp_span_cache {
     uint64_t templated, packed_whole; /* spans emitted each way, for tests */
 };
 
-/* Frees t once neither the cache nor a body holds it. */
-static void tpl_release(struct span_tpl *t, bool from_cache)
-{
-    if (!t)
-        return;
-    if (from_cache)
-        t->cached = false;
-    else
-        t->refs--;
-    if (!t->cached && !t->refs) {
-        free(t->bytes);
-        free(t);
-    }
-}
-
 struct otlp_span_cache *otlp_span_cache_new(void) { return xcalloc(1, sizeof(struct otlp_span_cache)); }
 
 void otlp_span_cache_free(struct otlp_span_cache *c)
@@ -203,10 +68,10 @@ void otlp_span_cache_free(struct otlp_span_cache *c)
         free(c->e[i].packed);
     for (size_t i = 0; i < TPL_SLOTS; i++) {
         free(c->t[i].key);
-        tpl_release(c->t[i].t, true);
+        otlp_body_tpl_release(c->t[i].t, true);
     }
     for (size_t i = 0; i < SHAPE_TPL_SLOTS; i++)
-        tpl_release(c->st[i].t, true);
+        otlp_body_tpl_release(c->st[i].t, true);
     free(c->graveyard);
     cbuf_free(&c->packed);
     free(c);
@@ -341,7 +206,7 @@ static void pack_span(struct otlp_span_cache *c, const struct span *s, const str
     st.message = s->error ? (char *)s->d->status_msg : (char *)"";
     sp.status = &st;
     /* protobuf-c would size the span once more before packing it; an
-     * upper bound of its size lets pack() run alone. The bound: every
+     * upper bound of its size lets otlp_pb_pack() run alone. The bound: every
      * field's tag (<= 2 bytes), length or varint (<= 10) and payload. */
     size_t bound = 160 + strlen(sp.name) + strlen(sp.trace_state) + strlen(st.message);
     for (size_t k = 0; k < sp.n_attributes; k++)
@@ -360,7 +225,7 @@ static void pack_span(struct otlp_span_cache *c, const struct span *s, const str
     ProtobufCBinaryData blob = {one->len, one->data};
     frame.n_spans = 1;
     frame.spans = &blob;
-    pack(&frame.base, out);
+    otlp_pb_pack(&frame.base, out);
     for (size_t k = 0; k < s->nattrs; k++)
         free(scratch[k]);
     for (size_t i = 0; i < c->ngrave; i++)
@@ -403,19 +268,6 @@ static uint64_t le64(const uint8_t *p)
     for (int i = 7; i >= 0; i--)
         v = v << 8 | p[i];
     return v;
-}
-
-/* fixed64 and fixed32 are little-endian on the wire. */
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    v = htole64(v);
-    memcpy(p, &v, 8);
-}
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    v = htole32(v);
-    memcpy(p, &v, 4);
 }
 
 /* Everything a template depends on, as bytes: what the encoder reads from
@@ -504,7 +356,7 @@ static struct span_tpl *build_template(struct otlp_span_cache *c, const struct s
     t->has_parent = s->has_parent;
     t->cached = true;
     if (t->len > TPL_MAX || !find_sentinels(t)) {
-        tpl_release(t, true);
+        otlp_body_tpl_release(t, true);
         return NULL;
     }
     return t;
@@ -538,7 +390,7 @@ static struct span_tpl *template_for(struct otlp_span_cache *c, const struct spa
      * AMQP delivery's tag differs every time): the first sighting only
      * notes the key, and the span is packed whole. */
     free(k->key);
-    tpl_release(k->t, true);
+    otlp_body_tpl_release(k->t, true);
     k->t = NULL;
     k->tried = false;
     k->hash = h;
@@ -568,25 +420,12 @@ static struct span_tpl *shape_template(struct otlp_span_cache *c, struct span *s
             span_materialize(s);
         return st->t;
     }
-    tpl_release(st->t, true);
+    otlp_body_tpl_release(st->t, true);
     st->shape = sh;
     st->has_parent = s->has_parent;
     span_materialize(s);
     st->t = build_template(c, s);
     return st->t;
-}
-
-/* The instrumentation scope (ferryd) and the resource every export carries. */
-static void scope_and_resource(Opentelemetry__Proto__Common__V1__InstrumentationScope *scope,
-                               Opentelemetry__Proto__Resource__V1__Resource *res, struct kv_arena *a,
-                               const struct otlp_resource *r)
-{
-    opentelemetry__proto__common__v1__instrumentation_scope__init(scope);
-    scope->name = (char *)SCOPE_NAME;
-    scope->version = (char *)FERRY_VERSION;
-    opentelemetry__proto__resource__v1__resource__init(res);
-    res->n_attributes = r->n;
-    res->attributes = resource_attrs(a, r);
 }
 
 /* ---- batches ----
@@ -610,191 +449,12 @@ static void scope_and_resource(Opentelemetry__Proto__Common__V1__Instrumentation
  * verbatim). The field's tag is the first span's own, so the envelope's
  * last byte is dropped, and the spans follow it. */
 
-struct otlp_entry {
-    struct span_tpl *t;      /* refers (the body holds a reference); NULL: packed whole */
-    union {
-        struct {             /* t: written over its sentinels, in the order of enum AT_ */
-            uint8_t trace_id[16], span_id[8], parent_id[8]; /* unset when draw */
-            uint64_t start, end;
-            uint32_t flags;
-            bool draw;       /* a root span's ids are drawn as it is written out */
-        } v;
-        struct {             /* !t: its bytes in the body's whole buffer */
-            size_t off, len;
-        } w;
-    };
-};
-
-/* ids: a root span's ids are new random ones that nothing has seen
- * before it is exported, so instead of drawing them as it ends and
- * keeping them in its entry, the i-th entry's three words are a
- * bijective mix of i plus the body's three random seeds. They come out
- * the same on every reading of the body (curl reads it again for a
- * retry), are unique within the body, and are never zero: each seed is
- * below 2^63 with its low bit set, so seed + i is not zero for any i, and
- * the mix (MurmurHash3's finalizer) maps only zero to zero. Drawing them
- * at add time and carrying them in the entry cost more per span (see
- * docs/performance.md, "root span ids drawn at write-out"). */
-static inline uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    return x ^ x >> 33;
-}
-
+/* The seeds of a body's drawn ids (see "ids" in otlp_body.c). */
 static void draw_seeds(uint64_t seed[3])
 {
     trace_random_id((uint8_t *)seed, 3 * sizeof(seed[0]));
     for (int k = 0; k < 3; k++)
         seed[k] = (seed[k] >> 1) | 1;
-}
-
-static inline void put_entry_values(uint8_t *p, const struct span_tpl *t, const struct otlp_entry *e,
-                                    const uint64_t *seed, size_t i)
-{
-    if (e->v.draw) {
-        uint64_t w[3] = {mix64(seed[0] + i), mix64(seed[1] + i), mix64(seed[2] + i)};
-        memcpy(p + t->at[AT_TRACE], w, 16);
-        memcpy(p + t->at[AT_SPAN], w + 2, 8);
-    } else {
-        memcpy(p + t->at[AT_TRACE], e->v.trace_id, 16);
-        memcpy(p + t->at[AT_SPAN], e->v.span_id, 8);
-    }
-    if (t->has_parent)
-        memcpy(p + t->at[AT_PARENT], e->v.parent_id, 8);
-    put_le64(p + t->at[AT_START], e->v.start);
-    put_le64(p + t->at[AT_END], e->v.end);
-    put_le32(p + t->at[AT_FLAGS], e->v.flags);
-}
-
-static size_t entry_len(const struct otlp_entry *e) { return e->t ? e->t->len : e->w.len; }
-
-void otlp_body_init(struct otlp_body *b) { memset(b, 0, sizeof(*b)); }
-
-void otlp_body_from(struct otlp_body *b, struct cbuf *bytes)
-{
-    otlp_body_init(b);
-    b->head = *bytes;
-    b->len = bytes->len;
-    cbuf_init(bytes);
-}
-
-size_t otlp_body_read(const struct otlp_body *b, struct otlp_cursor *c, uint8_t *dst, size_t cap)
-{
-    size_t n = 0;
-    if (c->pos < b->head.len) {
-        n = b->head.len - c->pos < cap ? b->head.len - c->pos : cap;
-        memcpy(dst, b->head.data + c->pos, n);
-        c->pos += n;
-    }
-    while (n < cap && c->i < b->ne) {
-        /* Whole templated spans that fit, the common case, without the
-         * bookkeeping of the cases below. */
-        if (c->in == 0) {
-            size_t i = c->i, from = n;
-            for (; i < b->ne; i++) {
-                const struct otlp_entry *e = &b->e[i];
-                const struct span_tpl *t = e->t;
-                if (!t || t->len > cap - n)
-                    break;
-                memcpy(dst + n, t->bytes, t->len);
-                put_entry_values(dst + n, t, e, b->id_seed, i);
-                n += t->len;
-            }
-            c->i = i;
-            c->pos += n - from;
-            if (n == cap || i == b->ne)
-                break;
-        }
-        /* A span packed whole, or a templated one cut across two reads. */
-        const struct otlp_entry *e = &b->e[c->i];
-        size_t len = entry_len(e), take = len - c->in < cap - n ? len - c->in : cap - n;
-        if (!e->t) {
-            memcpy(dst + n, b->whole.data + e->w.off + c->in, take);
-        } else { /* written out whole here, then cut */
-            uint8_t one[TPL_MAX];
-            memcpy(one, e->t->bytes, len);
-            put_entry_values(one, e->t, e, b->id_seed, c->i);
-            memcpy(dst + n, one + c->in, take);
-        }
-        n += take;
-        c->pos += take;
-        c->in += take;
-        if (c->in == len) {
-            c->i++;
-            c->in = 0;
-        }
-    }
-    return n;
-}
-
-bool otlp_body_seek(const struct otlp_body *b, struct otlp_cursor *c, size_t off)
-{
-    memset(c, 0, sizeof(*c));
-    if (off > b->len)
-        return false;
-    c->pos = off;
-    if (off <= b->head.len)
-        return true;
-    off -= b->head.len;
-    while (c->i < b->ne && off >= entry_len(&b->e[c->i]))
-        off -= entry_len(&b->e[c->i++]);
-    c->in = off;
-    return true;
-}
-
-void otlp_body_flatten(struct otlp_body *b)
-{
-    if (!b->ne)
-        return;
-    struct cbuf flat;
-    cbuf_init(&flat);
-    cbuf_reserve(&flat, b->len);
-    struct otlp_cursor c = {0};
-    flat.len = otlp_body_read(b, &c, flat.data, b->len);
-    size_t len = b->len;
-    otlp_body_free(b);
-    otlp_body_from(b, &flat);
-    if (b->len != len)
-        abort(); /* the entries' lengths do not add up: a bug */
-}
-
-int otlp_body_gzip(struct otlp_body *b)
-{
-    otlp_body_flatten(b);
-    if (otlp_gzip(&b->head) != 0)
-        return -1;
-    b->len = b->head.len;
-    b->gzip = true;
-    return 0;
-}
-
-void otlp_body_clear(struct otlp_body *b)
-{
-    for (size_t i = 0; i < b->ntpls; i++)
-        tpl_release(b->tpls[i], false);
-    b->ntpls = 0;
-    b->ne = 0;
-    b->len = 0;
-    b->gzip = false;
-    b->head.len = 0;
-    b->whole.len = 0;
-    /* Keep the memory a batch of ordinary spans needs, not that of one
-     * that carried unusually large ones. */
-    if (b->whole.cap > ((size_t)1 << 20))
-        cbuf_reset(&b->whole, 0);
-}
-
-void otlp_body_free(struct otlp_body *b)
-{
-    otlp_body_clear(b);
-    cbuf_free(&b->head);
-    cbuf_free(&b->whole);
-    free(b->e);
-    free(b->tpls);
-    otlp_body_init(b);
 }
 
 /* Stands for the spans among the envelope's bytes: never dereferenced. */
@@ -816,7 +476,7 @@ static void envelope_append(ProtobufCBuffer *b, size_t len, const uint8_t *data)
     }
     if (k->seen)
         abort(); /* protobuf-c put something after the spans: the layout below would be wrong */
-    sink_append(b, len, data);
+    otlp_pb_sink_append(b, len, data);
 }
 
 /* Packs the envelope (b's resource and scope, and spans_len bytes of
@@ -857,15 +517,15 @@ void otlp_batch_begin(const struct otlp_resource *r, struct otlp_span_batch *b, 
      * at the default batch of 512, busy ferryds start thousands a
      * second. */
     if (!b->env.len) {
-        struct kv_arena a;
-        arena_init(&a, r->n);
+        struct otlp_pb_arena a;
+        otlp_pb_arena_init(&a, r->n);
         Opentelemetry__Proto__Common__V1__InstrumentationScope scope;
         Opentelemetry__Proto__Resource__V1__Resource res;
-        scope_and_resource(&scope, &res, &a, r);
-        pack(&res.base, &b->env);
+        otlp_pb_scope_and_resource(&scope, &res, &a, r);
+        otlp_pb_pack(&res.base, &b->env);
         b->resource_len = b->env.len;
-        pack(&scope.base, &b->env);
-        arena_free(&a);
+        otlp_pb_pack(&scope.base, &b->env);
+        otlp_pb_arena_free(&a);
     }
 
     b->body = *mem;
@@ -885,8 +545,7 @@ static struct otlp_entry *new_entry(struct otlp_body *body)
         body->e = xrealloc(body->e, body->cap * sizeof(*body->e));
     }
     /* The entries were last written a batch ago, or never: ask for a
-     * later one now, so that writing it then does not wait on memory
-     * (that wait was a quarter of this function, measured with perf). */
+     * later one now, so that writing it then does not wait on memory. */
     if (body->ne + 4 < body->cap)
         __builtin_prefetch(&body->e[body->ne + 4], 1);
     return &body->e[body->ne++];
@@ -1012,152 +671,3 @@ void otlp_batch_finish(struct otlp_span_batch *b, struct otlp_body *body)
     b->last_t = NULL;
 }
 
-void otlp_encode_metrics(const struct otlp_resource *r, const struct otlp_metric *m, size_t n,
-                         const double *bounds, size_t nbounds, uint64_t start_ns, uint64_t now_ns,
-                         struct cbuf *out)
-{
-    size_t npts = 0, nkv = r->n;
-    for (size_t i = 0; i < n; i++) {
-        npts += m[i].npoints;
-        for (size_t k = 0; k < m[i].npoints; k++)
-            nkv += m[i].points[k].nattrs;
-    }
-    struct kv_arena a;
-    arena_init(&a, nkv);
-    Opentelemetry__Proto__Metrics__V1__Metric *mv = xcalloc(n ? n : 1, sizeof(*mv));
-    Opentelemetry__Proto__Metrics__V1__Metric **mp = xcalloc(n ? n : 1, sizeof(*mp));
-    Opentelemetry__Proto__Metrics__V1__Sum *sums = xcalloc(n ? n : 1, sizeof(*sums));
-    Opentelemetry__Proto__Metrics__V1__Gauge *gauges = xcalloc(n ? n : 1, sizeof(*gauges));
-    Opentelemetry__Proto__Metrics__V1__Histogram *hists = xcalloc(n ? n : 1, sizeof(*hists));
-    Opentelemetry__Proto__Metrics__V1__NumberDataPoint *nd = xcalloc(npts ? npts : 1, sizeof(*nd));
-    Opentelemetry__Proto__Metrics__V1__NumberDataPoint **ndp = xcalloc(npts ? npts : 1, sizeof(*ndp));
-    Opentelemetry__Proto__Metrics__V1__HistogramDataPoint *hd = xcalloc(npts ? npts : 1, sizeof(*hd));
-    Opentelemetry__Proto__Metrics__V1__HistogramDataPoint **hdp = xcalloc(npts ? npts : 1, sizeof(*hdp));
-    size_t pi = 0;
-    for (size_t i = 0; i < n; i++) {
-        Opentelemetry__Proto__Metrics__V1__Metric *x = &mv[i];
-        opentelemetry__proto__metrics__v1__metric__init(x);
-        x->name = (char *)m[i].name;
-        x->description = (char *)m[i].description;
-        x->unit = (char *)m[i].unit;
-        size_t first = pi;
-        for (size_t k = 0; k < m[i].npoints; k++, pi++) {
-            const struct otlp_point *p = &m[i].points[k];
-            KeyValue **kvs = kv_take(&a, p->nattrs);
-            for (size_t j = 0; j < p->nattrs; j++)
-                set_kv(kvs[j], &p->attrs[j]);
-            if (m[i].type == OM_HISTOGRAM) {
-                Opentelemetry__Proto__Metrics__V1__HistogramDataPoint *h = &hd[pi];
-                opentelemetry__proto__metrics__v1__histogram_data_point__init(h);
-                h->n_attributes = p->nattrs;
-                h->attributes = kvs;
-                h->start_time_unix_nano = start_ns;
-                h->time_unix_nano = now_ns;
-                h->count = p->hist->count;
-                h->sum = p->hist->sum;
-                h->min = p->hist->count ? p->hist->min : 0;
-                h->max = p->hist->count ? p->hist->max : 0;
-                h->n_bucket_counts = nbounds + 1;
-                h->bucket_counts = p->hist->counts;
-                h->n_explicit_bounds = nbounds;
-                h->explicit_bounds = (double *)bounds;
-                hdp[pi] = h;
-            } else {
-                Opentelemetry__Proto__Metrics__V1__NumberDataPoint *d = &nd[pi];
-                opentelemetry__proto__metrics__v1__number_data_point__init(d);
-                d->n_attributes = p->nattrs;
-                d->attributes = kvs;
-                d->start_time_unix_nano = start_ns;
-                d->time_unix_nano = now_ns;
-                d->value_case = OPENTELEMETRY__PROTO__METRICS__V1__NUMBER_DATA_POINT__VALUE_AS_INT;
-                d->as_int = p->value;
-                ndp[pi] = d;
-            }
-        }
-        switch (m[i].type) {
-        case OM_SUM:
-            opentelemetry__proto__metrics__v1__sum__init(&sums[i]);
-            sums[i].n_data_points = m[i].npoints;
-            sums[i].data_points = &ndp[first];
-            sums[i].aggregation_temporality =
-                OPENTELEMETRY__PROTO__METRICS__V1__AGGREGATION_TEMPORALITY__AGGREGATION_TEMPORALITY_CUMULATIVE;
-            sums[i].is_monotonic = m[i].monotonic;
-            x->data_case = OPENTELEMETRY__PROTO__METRICS__V1__METRIC__DATA_SUM;
-            x->sum = &sums[i];
-            break;
-        case OM_GAUGE:
-            opentelemetry__proto__metrics__v1__gauge__init(&gauges[i]);
-            gauges[i].n_data_points = m[i].npoints;
-            gauges[i].data_points = &ndp[first];
-            x->data_case = OPENTELEMETRY__PROTO__METRICS__V1__METRIC__DATA_GAUGE;
-            x->gauge = &gauges[i];
-            break;
-        case OM_HISTOGRAM:
-            opentelemetry__proto__metrics__v1__histogram__init(&hists[i]);
-            hists[i].n_data_points = m[i].npoints;
-            hists[i].data_points = &hdp[first];
-            hists[i].aggregation_temporality =
-                OPENTELEMETRY__PROTO__METRICS__V1__AGGREGATION_TEMPORALITY__AGGREGATION_TEMPORALITY_CUMULATIVE;
-            x->data_case = OPENTELEMETRY__PROTO__METRICS__V1__METRIC__DATA_HISTOGRAM;
-            x->histogram = &hists[i];
-            break;
-        }
-        mp[i] = x;
-    }
-    Opentelemetry__Proto__Common__V1__InstrumentationScope scope;
-    Opentelemetry__Proto__Resource__V1__Resource res;
-    scope_and_resource(&scope, &res, &a, r);
-    Opentelemetry__Proto__Metrics__V1__ScopeMetrics sm;
-    opentelemetry__proto__metrics__v1__scope_metrics__init(&sm);
-    sm.scope = &scope;
-    sm.n_metrics = n;
-    sm.metrics = mp;
-    Opentelemetry__Proto__Metrics__V1__ScopeMetrics *smp = &sm;
-    Opentelemetry__Proto__Metrics__V1__ResourceMetrics rm;
-    opentelemetry__proto__metrics__v1__resource_metrics__init(&rm);
-    rm.resource = &res;
-    rm.n_scope_metrics = 1;
-    rm.scope_metrics = &smp;
-    Opentelemetry__Proto__Metrics__V1__ResourceMetrics *rmp = &rm;
-    Opentelemetry__Proto__Collector__Metrics__V1__ExportMetricsServiceRequest req;
-    opentelemetry__proto__collector__metrics__v1__export_metrics_service_request__init(&req);
-    req.n_resource_metrics = 1;
-    req.resource_metrics = &rmp;
-    pack(&req.base, out);
-    free(mv);
-    free(mp);
-    free(sums);
-    free(gauges);
-    free(hists);
-    free(nd);
-    free(ndp);
-    free(hd);
-    free(hdp);
-    arena_free(&a);
-}
-
-int otlp_gzip(struct cbuf *b)
-{
-    z_stream z;
-    memset(&z, 0, sizeof(z));
-    /* windowBits 15 + 16: a gzip wrapper, which Content-Encoding: gzip means. */
-    if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
-        return -1;
-    struct cbuf out;
-    cbuf_init(&out);
-    cbuf_reserve(&out, deflateBound(&z, b->len) + 32);
-    z.next_in = b->data;
-    z.avail_in = (uInt)b->len;
-    z.next_out = out.data;
-    z.avail_out = (uInt)out.cap;
-    int rc = deflate(&z, Z_FINISH);
-    out.len = out.cap - z.avail_out;
-    deflateEnd(&z);
-    if (rc != Z_STREAM_END) {
-        cbuf_free(&out);
-        return -1;
-    }
-    cbuf_free(b);
-    *b = out;
-    return 0;
-}
