@@ -37,12 +37,17 @@ RABBIT_BIN = "/usr/lib/rabbitmq/bin"
 class RabbitMQ:
     """A rabbitmq-server node of our own: private ports, data and logs in a
     temp dir, the Erlang cookie there too. Started directly (the /usr/sbin
-    wrapper would drop these variables)."""
+    wrapper would drop these variables).
 
-    def __init__(self):
+    tls, when given, is a dict of PEM paths (cacertfile, certfile, keyfile):
+    the node then also listens for amqps on tls_port, and asks every client
+    there for a certificate signed by cacertfile. name tells apart nodes
+    that run at the same time."""
+
+    def __init__(self, tls=None, name=""):
         self.dir = tempfile.mkdtemp(prefix="ferry-rmq-")
         self.port = free_port()
-        self.node = "ferrytest%d@localhost" % os.getpid()
+        self.node = "ferrytest%d%s@localhost" % (os.getpid(), name)
         self.env = dict(os.environ)
         self.env.update({
             "HOME": self.dir,
@@ -62,11 +67,24 @@ class RabbitMQ:
         with open(cookie, "w") as f:
             f.write("ferrytestcookie")
         os.chmod(cookie, 0o400)
+        self.tls_port = None
+        if tls:
+            self.tls_port = free_port()
+            with open(os.path.join(self.dir, "rabbitmq.conf"), "w") as f:
+                f.write("listeners.ssl.default = %d\n" % self.tls_port)
+                for k in ("cacertfile", "certfile", "keyfile"):
+                    f.write("ssl_options.%s = %s\n" % (k, tls[k]))
+                f.write("ssl_options.verify = verify_peer\n"
+                        "ssl_options.fail_if_no_peer_cert = true\n")
         self.proc = None
 
     @property
     def url(self):
         return "amqp://guest:guest@127.0.0.1:%d/" % self.port
+
+    @property
+    def tls_url(self):
+        return "amqps://guest:guest@127.0.0.1:%d/" % self.tls_port
 
     def ctl(self, *args, timeout=60):
         return subprocess.run([RABBIT_BIN + "/rabbitmqctl", "-n", self.node] + list(args),

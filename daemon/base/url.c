@@ -225,8 +225,8 @@ int url_parse_amqp(const char *url, struct url_amqp *a, char *err, size_t errlen
     memset(a, 0, sizeof(*a));
     a->heartbeat = 10;
     url_redact(url, a->redacted, sizeof(a->redacted));
-    if (strncmp(url, "amqp://", 7) != 0) {
-        snprintf(err, errlen, "URL must start with amqp:// (amqps is not supported yet)");
+    if (strncmp(url, "amqp://", 7) != 0 && strncmp(url, "amqps://", 8) != 0) {
+        snprintf(err, errlen, "URL must start with amqp:// or amqps://");
         return -1;
     }
     char *copy = xstrdup(url);
@@ -236,7 +236,7 @@ int url_parse_amqp(const char *url, struct url_amqp *a, char *err, size_t errlen
     struct amqp_connection_info ci;
     amqp_default_connection_info(&ci);
     if (amqp_parse_url(copy, &ci) != AMQP_STATUS_OK) {
-        snprintf(err, errlen, "not a valid amqp:// URL");
+        snprintf(err, errlen, "not a valid amqp:// or amqps:// URL");
         free(copy);
         return -1;
     }
@@ -247,6 +247,7 @@ int url_parse_amqp(const char *url, struct url_amqp *a, char *err, size_t errlen
     }
     snprintf(a->host, sizeof(a->host), "%s", ci.host);
     a->port = ci.port;
+    a->tls = ci.ssl != 0; /* amqps://, whose default port amqp_parse_url makes 5671 */
     a->user = xstrdup(ci.user);
     a->password = xstrdup(ci.password);
     /* "amqp://host/" names the empty vhost by the letter of the AMQP URI

@@ -25,6 +25,7 @@ int url_parse_redis(const char *url, struct url_redis *out, char *err, size_t er
 void url_redis_free(struct url_redis *a);
 
 struct url_amqp {
+    bool tls;            /* amqps://: TLS (mq/mq_tls.c), port 5671 by default */
     char host[256];
     int port;
     char *user;          /* owns */
@@ -36,9 +37,10 @@ struct url_amqp {
 };
 
 /* Accepts amqp://[user[:password]@]host[:port][/vhost][?heartbeat=N&connection_name=S]
- * (rabbitmq-c's amqp_parse_url does the URL proper; defaults guest, guest,
- * localhost, 5672, "/"; an empty vhost, as in "amqp://host/", also means
- * "/"). Returns 0, or -1 with a message in err. */
+ * and amqps:// (the same over TLS, port 5671 by default); rabbitmq-c's
+ * amqp_parse_url does the URL proper (defaults guest, guest, localhost,
+ * 5672, "/"; an empty vhost, as in "amqp://host/", also means "/").
+ * Returns 0, or -1 with a message in err. */
 int url_parse_amqp(const char *url, struct url_amqp *out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 void url_amqp_free(struct url_amqp *a);

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "mq_args.h"
 #include "mq_backend.h"
+#include "mq_tls.h"
 #include "mq_trace.h"
 #include "mq_worker.h"
 #include "reqring.h"
@@ -42,6 +43,7 @@ struct mq_backend {
     struct url_amqp *addrs; /* owns */
     size_t naddrs;
     bool enabled;            /* an amqp_url is configured */
+    struct mq_tls tls;       /* owns: the amqp_tls_* values in force (the worker copies them) */
     struct mq_worker *wk;    /* owns */
     uv_async_t async;        /* the worker's events arrive here */
     uv_timer_t stop_timer;
@@ -411,12 +413,18 @@ static int mb_start(struct backend *b)
         .connect_timeout_ms = (uint64_t)st->connect_timeout_ms,
         .backoff_min_ms = (uint64_t)st->backoff_min_ms,
         .backoff_max_ms = (uint64_t)st->backoff_max_ms,
+        .tls = &mb->tls,
     };
     if (mq_worker_start(mb->wk, &cfg, &mb->async) != 0) {
         log_error("amqp: cannot start the worker thread");
         return FE_INTERNAL;
     }
     log_info("amqp backend: %s%s", mb->addrs[0].redacted, mb->naddrs > 1 ? " (and fallbacks)" : "");
+    bool any_tls = false;
+    for (size_t i = 0; i < mb->naddrs; i++)
+        any_tls = any_tls || mb->addrs[i].tls;
+    if (!any_tls && (mb->tls.ca_file[0] || mb->tls.cert[0] || mb->tls.key[0]))
+        log_warn("amqp backend: amqp_tls_* keys are set, but no amqp_url is amqps://: they are ignored");
     return 0;
 }
 
@@ -476,10 +484,16 @@ static void mb_metrics(struct backend *b, const struct metric_emit *e)
     }
 }
 
+/* amqp_max_pending and amqp_prefetch are read where used; the TLS keys go
+ * to the thread, whose next connection attempt takes them. */
 static void mb_reload(struct backend *b, const struct config *cfg)
 {
-    (void)b;
-    (void)cfg; /* amqp_max_pending and amqp_prefetch are read where used */
+    struct mq_backend *mb = mb_of(b);
+    const struct mq_settings *st = mq_settings_of(cfg);
+    mq_tls_free(&mb->tls);
+    mq_tls_set(&mb->tls, st->tls_ca_file, st->tls_cert, st->tls_key, st->tls_verify);
+    if (mb->enabled && !mb->stopping)
+        mq_worker_set_tls(mb->wk, &mb->tls);
 }
 
 static void mb_close(struct backend *b)
@@ -502,6 +516,7 @@ static void mb_destroy(struct backend *b)
     for (size_t i = 0; i < mb->naddrs; i++)
         url_amqp_free(&mb->addrs[i]);
     free(mb->addrs);
+    mq_tls_free(&mb->tls);
     reqring_free(&mb->pending);
     free(mb);
 }
@@ -532,7 +547,10 @@ static struct backend *mb_create(const struct backend_host *h, char *err, size_t
     mb->wk = mq_worker_new();
     dlist_init(&mb->subs);
     reqring_init(&mb->pending);
-    char *copy = xstrdup(mq_settings_of(h->cfg)->url);
+    const struct mq_settings *st = mq_settings_of(h->cfg);
+    /* Copied: a reload replaces the configuration's strings. */
+    mq_tls_set(&mb->tls, st->tls_ca_file, st->tls_cert, st->tls_key, st->tls_verify);
+    char *copy = xstrdup(st->url);
     for (char *save = NULL, *u = strtok_r(copy, ",", &save); u; u = strtok_r(NULL, ",", &save)) {
         while (*u == ' ')
             u++;

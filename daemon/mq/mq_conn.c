@@ -30,6 +30,7 @@ int mq_conn_init(struct mq_conn *c)
     dlist_init(&c->held);
     dlist_init(&c->local_spare);
     c->nspare = 0;
+    c->tls_next = NULL;
     atomic_store(&c->sockfd, -1);
     c->rng = (uint32_t)mq_now_ms() ^ (uint32_t)getpid();
     c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -61,6 +62,12 @@ void mq_conn_destroy(struct mq_conn *c)
     free_events(&c->spare);
     free_events(&c->held);
     free_events(&c->local_spare);
+    mq_tls_free(&c->tls);
+    if (c->tls_next) {
+        mq_tls_free(c->tls_next);
+        free(c->tls_next);
+        c->tls_next = NULL;
+    }
     pthread_mutex_destroy(&c->mu);
 }
 
@@ -94,6 +101,20 @@ void mq_conn_kick_socket(struct mq_conn *c)
     int fd = atomic_load(&c->sockfd);
     if (fd >= 0)
         shutdown(fd, SHUT_RDWR);
+}
+
+void mq_conn_set_tls(struct mq_conn *c, const struct mq_tls *t)
+{
+    struct mq_tls *next = xcalloc(1, sizeof(*next));
+    mq_tls_copy(next, t);
+    pthread_mutex_lock(&c->mu);
+    struct mq_tls *old = c->tls_next;
+    c->tls_next = next;
+    pthread_mutex_unlock(&c->mu);
+    if (old) {
+        mq_tls_free(old);
+        free(old);
+    }
 }
 
 void mq_conn_take_events(struct mq_conn *c, struct dlist *out)
@@ -370,15 +391,25 @@ static int try_connect(struct mq_conn *c, const struct url_amqp *a)
     struct timeval tv = {.tv_sec = (time_t)(c->connect_timeout_ms / 1000),
                          .tv_usec = (suseconds_t)(c->connect_timeout_ms % 1000) * 1000};
     amqp_connection_state_t conn = amqp_new_connection();
-    amqp_socket_t *sock = amqp_tcp_socket_new(conn);
+    char why[200];
+    snprintf(why, sizeof(why), "cannot create a socket");
+    amqp_socket_t *sock = a->tls ? mq_tls_socket(conn, &c->tls, a->host, c->tls_verdict, why, sizeof(why))
+                                 : amqp_tcp_socket_new(conn);
     if (!sock) {
         amqp_destroy_connection(conn);
-        snprintf(c->last_error, sizeof(c->last_error), "cannot create a socket");
+        snprintf(c->last_error, sizeof(c->last_error), "%.80s: %.170s", a->redacted, why);
         return -1;
     }
+    if (a->tls && !c->tls.verify)
+        log_warn("amqp: amqp_tls_verify is no: %s is not authenticated (its certificate and name are not checked)",
+                 a->redacted);
     int s = amqp_socket_open_noblock(sock, a->host, a->port, &tv);
     if (s != AMQP_STATUS_OK) {
-        snprintf(c->last_error, sizeof(c->last_error), "%.120s: %.70s", a->redacted, amqp_error_string2(s));
+        if (a->tls)
+            mq_tls_describe(s, c->tls_verdict, false, why, sizeof(why));
+        else
+            snprintf(why, sizeof(why), "%s", amqp_error_string2(s));
+        snprintf(c->last_error, sizeof(c->last_error), "%.80s: %.170s", a->redacted, why);
         amqp_destroy_connection(conn);
         return -1;
     }
@@ -402,9 +433,13 @@ static int try_connect(struct mq_conn *c, const struct url_amqp *a)
     amqp_rpc_reply_t r = amqp_login_with_properties(conn, a->vhost, 0, 131072, a->heartbeat, &client_props,
                                                     AMQP_SASL_METHOD_PLAIN, a->user, a->password);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-        char why[160];
-        mq_conn_describe(r, why, sizeof(why));
-        snprintf(c->last_error, sizeof(c->last_error), "%.100s: login: %.90s", a->redacted, why);
+        /* Over TLS 1.3 a broker that refuses the client certificate says
+         * so only after the handshake, so the login meets its alert. */
+        if (a->tls && r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION)
+            mq_tls_describe(r.library_error, c->tls_verdict, true, why, sizeof(why));
+        else
+            mq_conn_describe(r, why, sizeof(why));
+        snprintf(c->last_error, sizeof(c->last_error), "%.80s: login: %.160s", a->redacted, why);
         amqp_destroy_connection(conn);
         return -1;
     }
@@ -424,6 +459,15 @@ static int try_connect(struct mq_conn *c, const struct url_amqp *a)
 
 int mq_conn_connect(struct mq_conn *c)
 {
+    pthread_mutex_lock(&c->mu);
+    struct mq_tls *next = c->tls_next;
+    c->tls_next = NULL;
+    pthread_mutex_unlock(&c->mu);
+    if (next) {
+        mq_tls_free(&c->tls);
+        c->tls = *next;
+        free(next);
+    }
     for (size_t k = 0; k < c->naddrs; k++) {
         const struct url_amqp *a = &c->addrs[(c->addr_next + k) % c->naddrs];
         if (try_connect(c, a) == 0) {

@@ -22,6 +22,7 @@
 #include "cbuf.h"
 #include "list.h"
 #include "mq_cmd.h"
+#include "mq_tls.h"
 #include "url.h"
 
 /* Channels, each with one job, so that a broker error on one (a channel
@@ -52,6 +53,7 @@ struct mq_conn {
     int wake_fd;               /* eventfd: the loop wakes the thread */
     uv_async_t *async;         /* refers: the thread wakes the loop */
     atomic_int sockfd;         /* the broker socket, for shutdown() at stop */
+    struct mq_tls *tls_next;   /* owns: amqp_tls_* from a reload, for the next connect */
     struct mq_counters counters;
 
     /* Set before the thread starts, then read-only. */
@@ -65,12 +67,16 @@ struct mq_conn {
 
     /* The thread's own from here on. */
     amqp_connection_state_t state; /* owns; NULL while disconnected */
+    struct mq_tls tls;         /* owns: what amqps:// connects use */
     bool blocked;              /* the broker said connection.blocked */
     unsigned failures;         /* connection attempts failed in a row */
     uint64_t retry_at;         /* mq_now_ms() of the next attempt */
     uint32_t rng;              /* backoff jitter */
     int heartbeat;             /* seconds, of the connected URL */
-    char last_error[200];
+    char last_error[256];      /* the size of an event's message */
+    /* OpenSSL's reason for refusing the broker's certificate, written
+     * during a TLS handshake (mq_tls.h). */
+    char tls_verdict[MQ_TLS_VERDICT];
     size_t addr_next;          /* which URL to try next */
     uint64_t next_tag;         /* the next publish's tag on MQ_CH_PUB: 1 when it opens */
     /* Events made while the pump reads a run of frames, posted to the
@@ -93,6 +99,9 @@ void mq_conn_post_cmd(struct mq_conn *c, struct mq_cmd *cmd);
 void mq_conn_stop(struct mq_conn *c);
 /* Unblocks a thread stuck writing to a frozen broker. */
 void mq_conn_kick_socket(struct mq_conn *c);
+/* Hands a copy of t to the thread, for its next connection attempt (the
+ * open connection keeps what it was made with). */
+void mq_conn_set_tls(struct mq_conn *c, const struct mq_tls *t);
 /* Moves every event waiting for the loop to out. */
 void mq_conn_take_events(struct mq_conn *c, struct dlist *out);
 /* Gives back events the loop is done with (a list of struct mq_event),

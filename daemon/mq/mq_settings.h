@@ -11,6 +11,10 @@ struct mq_settings {
     long backoff_max_ms;
     long max_pending;
     long prefetch;
+    char *tls_ca_file;        /* owns; amqps:// (mq_tls.h), "" for the system's store */
+    char *tls_cert;           /* owns; "" for no client certificate */
+    char *tls_key;            /* owns */
+    char *tls_verify;         /* owns; "yes" or "no" */
 };
 
 extern const struct cfg_section mq_settings_section;

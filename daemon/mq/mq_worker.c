@@ -175,6 +175,7 @@ int mq_worker_start(struct mq_worker *wk, const struct mq_worker_config *cfg, uv
     conn->connect_timeout_ms = cfg->connect_timeout_ms;
     conn->backoff_min_ms = cfg->backoff_min_ms;
     conn->backoff_max_ms = cfg->backoff_max_ms;
+    mq_tls_copy(&conn->tls, cfg->tls);
     conn->on_lost = on_lost;
     conn->on_lost_ctx = wk;
     mq_topology_init(&wk->topo, conn);
@@ -214,6 +215,12 @@ void mq_worker_stop(struct mq_worker *wk)
 void mq_worker_kick_socket(struct mq_worker *wk)
 {
     mq_conn_kick_socket(&wk->conn);
+}
+
+void mq_worker_set_tls(struct mq_worker *wk, const struct mq_tls *t)
+{
+    if (wk->conn.started)
+        mq_conn_set_tls(&wk->conn, t);
 }
 
 void mq_worker_join(struct mq_worker *wk)

@@ -13,6 +13,7 @@
 
 #include "list.h"
 #include "mq_cmd.h"
+#include "mq_tls.h"
 #include "url.h"
 
 struct mq_worker;
@@ -21,6 +22,7 @@ struct mq_worker_config {
     struct url_amqp *addrs;   /* refers: must outlive the worker */
     size_t naddrs;
     uint64_t connect_timeout_ms, backoff_min_ms, backoff_max_ms;
+    const struct mq_tls *tls; /* for amqps:// URLs; copied */
 };
 
 struct mq_worker *mq_worker_new(void);
@@ -37,6 +39,8 @@ void mq_worker_recycle(struct mq_worker *wk, struct dlist *done);
 void mq_worker_stop(struct mq_worker *wk);
 /* Unblocks a thread stuck writing to a frozen broker. */
 void mq_worker_kick_socket(struct mq_worker *wk);
+/* New amqp_tls_* values (copied), for the next connection attempt. */
+void mq_worker_set_tls(struct mq_worker *wk, const struct mq_tls *t);
 /* Waits for the thread to exit (nothing when it never started). */
 void mq_worker_join(struct mq_worker *wk);
 /* Frees the worker, joining it first. */

@@ -73,7 +73,7 @@ def test_url_errors_name_file_line_and_variable(tmp):
     assert r.returncode == 2
     assert "environment FERRY_REDIS_URL: key 'redis_url': " in r.stderr
 
-    r = run_ferryd("--check-config", "--socket", tmp + "/u.sock", env={"FERRY_AMQP_URL": "amqps://h/"})
+    r = run_ferryd("--check-config", "--socket", tmp + "/u.sock", env={"FERRY_AMQP_URL": "amqpx://h/"})
     assert r.returncode == 2
     assert "environment FERRY_AMQP_URL: key 'amqp_url': " in r.stderr
 

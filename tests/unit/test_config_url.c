@@ -252,6 +252,39 @@ static void test_redact(void **st)
     assert_string_equal(out, "unix:///x.sock");
 }
 
+static void test_amqp_urls(void **st)
+{
+    (void)st;
+    struct url_amqp a;
+    char err[256];
+    assert_int_equal(url_parse_amqp("amqp://u:pw@mq.example/v", &a, err, sizeof(err)), 0);
+    assert_false(a.tls);
+    assert_int_equal(a.port, 5672);
+    assert_string_equal(a.vhost, "v");
+    url_amqp_free(&a);
+
+    assert_int_equal(url_parse_amqp("amqps://u:pw@mq.example/", &a, err, sizeof(err)), 0);
+    assert_true(a.tls);
+    assert_string_equal(a.host, "mq.example");
+    assert_int_equal(a.port, 5671);
+    assert_string_equal(a.vhost, "/");
+    assert_string_equal(a.redacted, "amqps://u:***@mq.example/");
+    url_amqp_free(&a);
+
+    assert_int_equal(url_parse_amqp("amqps://127.0.0.1:5999?heartbeat=0", &a, err, sizeof(err)), 0);
+    assert_true(a.tls);
+    assert_int_equal(a.port, 5999);
+    assert_int_equal(a.heartbeat, 0);
+    url_amqp_free(&a);
+
+    const char *bad[] = {"amqpx://h/", "amqps:/h", "http://h", "amqps://h:0/", "amqps://h/?x=1", NULL};
+    for (int i = 0; bad[i]; i++) {
+        err[0] = '\0';
+        assert_int_equal(url_parse_amqp(bad[i], &a, err, sizeof(err)), -1);
+        assert_true(err[0] != '\0');
+    }
+}
+
 /* The backends' keys, registered as main.c does. */
 static int register_sections(void **st)
 {
@@ -295,6 +328,7 @@ int main(void)
         cmocka_unit_test(test_example_file_parses_to_defaults),
         cmocka_unit_test(test_redis_urls),
         cmocka_unit_test(test_redact),
+        cmocka_unit_test(test_amqp_urls),
         cmocka_unit_test(test_sections_copy),
     };
     return cmocka_run_group_tests_name("config_url", tests, register_sections, NULL);
