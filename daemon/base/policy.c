@@ -231,11 +231,11 @@ int policy_parse(struct policy_set *set, const char *path, const char *text, pol
     char why[256];
     int lineno = 0, rc = 0;
     struct policy *cur = NULL;
-    for (char *save = NULL, *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+    for (char *line = copy, *next; line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
         lineno++;
-        /* strtok_r skips empty lines: count them back. */
-        for (char *q = line - 1; q > copy && *q == '\n' && q[-1] == '\n'; q--)
-            lineno++;
         char *hash = strchr(line, '#');
         if (hash)
             *hash = '\0';
