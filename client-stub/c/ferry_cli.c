@@ -214,7 +214,7 @@ static int check_result(ferry_msg_t *m, int rc)
     return 0;
 }
 
-struct amqp_opts {
+struct broker_opts {
     int durable, persistent, mandatory, no_ack, verbose, follow;
     long count;
     cbor_item_t *args;    /* --arg */
@@ -223,7 +223,7 @@ struct amqp_opts {
 };
 
 /* Splits the command's own flags from its positional words. */
-static int amqp_flags(int argc, char **argv, struct amqp_opts *o, char **pos, int *npos)
+static int broker_flags(int argc, char **argv, struct broker_opts *o, char **pos, int *npos)
 {
     *npos = 0;
     for (int i = 0; i < argc; i++) {
@@ -268,7 +268,7 @@ static int need(int npos, int want, const char *usage_line)
     return -1;
 }
 
-static cbor_item_t *message_args(char **pos, struct amqp_opts *o)
+static cbor_item_t *message_args(char **pos, struct broker_opts *o)
 {
     cbor_item_t *m = cbor_new_definite_map(8);
     map_put(m, "exchange", cbor_build_string(pos[0]));
@@ -371,7 +371,7 @@ static int settle(ferry_t *f, uint64_t sub, const cbor_item_t *delivery, uint32_
 /* Runs consume: prints each delivery and acks it after printing. It stops
  * after --count deliveries, or when --timeout passes with no delivery
  * (exit 3, so a script can tell "the queue ran dry" from "got them all"). */
-static int consume(ferry_t *f, const char *queue, struct amqp_opts *o, uint32_t deadline, int wait_ms)
+static int consume(ferry_t *f, const char *queue, struct broker_opts *o, uint32_t deadline, int wait_ms)
 {
     uint64_t sub;
     int status = subscribe(f, queue, o->count, o->no_ack, deadline, wait_ms, &sub);
@@ -405,7 +405,7 @@ static int consume(ferry_t *f, const char *queue, struct amqp_opts *o, uint32_t 
 /* Answers one request: runs the command on its body and publishes the
  * command's stdout to the request's reply_to, with its correlation_id.
  * Returns 0, or an exit status when ferryd failed us. */
-static int serve_one(ferry_t *f, const cbor_item_t *d, struct amqp_opts *o, uint32_t deadline, int wait_ms)
+static int serve_one(ferry_t *f, const cbor_item_t *d, struct broker_opts *o, uint32_t deadline, int wait_ms)
 {
     const cbor_item_t *body = map_get(d, "body"), *props = map_get(d, "properties");
     const cbor_item_t *reply_to = map_get(props, "reply_to"), *corr = map_get(props, "correlation_id");
@@ -449,7 +449,7 @@ static int serve_one(ferry_t *f, const cbor_item_t *d, struct amqp_opts *o, uint
 /* Runs serve: an RPC responder made of a command. The queue is declared
  * when missing, so callers' requests (published mandatory) are routable
  * from the moment it says "serving". Prefetch 1: one request at a time. */
-static int serve(ferry_t *f, const char *queue, struct amqp_opts *o, uint32_t deadline, int wait_ms)
+static int serve(ferry_t *f, const char *queue, struct broker_opts *o, uint32_t deadline, int wait_ms)
 {
     signal(SIGPIPE, SIG_IGN); /* a command that does not read its stdin */
     cbor_item_t *a = cbor_new_definite_map(2);
@@ -485,16 +485,16 @@ static int serve(ferry_t *f, const char *queue, struct amqp_opts *o, uint32_t de
     return 0;
 }
 
-static int amqp_command(ferry_t *f, const char *cmd, int argc, char **argv, uint32_t deadline, int wait_ms,
+static int broker_command(ferry_t *f, const char *cmd, int argc, char **argv, uint32_t deadline, int wait_ms,
                         int verbose)
 {
-    struct amqp_opts o = {.verbose = verbose, .args = cbor_new_definite_map(32),
+    struct broker_opts o = {.verbose = verbose, .args = cbor_new_definite_map(32),
                           .headers = cbor_new_definite_map(32)};
     char **pos = calloc((size_t)argc + 1, sizeof(char *));
     int npos, status = 64;
     cbor_item_t *a = NULL;
     const char *op = NULL;
-    if (amqp_flags(argc, argv, &o, pos, &npos) != 0)
+    if (broker_flags(argc, argv, &o, pos, &npos) != 0)
         goto out;
     if (!strcmp(cmd, "declare-exchange")) {
         if (need(npos, 2, "declare-exchange NAME TYPE [--durable]"))
@@ -805,7 +805,7 @@ int main(int argc, char **argv)
     int wait_ms = (int)timeout + 1000;
     int rc;
     if (is_amqp) {
-        int st = amqp_command(f, cmd, nwords, words, (uint32_t)timeout, wait_ms, verbose);
+        int st = broker_command(f, cmd, nwords, words, (uint32_t)timeout, wait_ms, verbose);
         ferry_close(f);
         free(words);
         return st;
