@@ -11,6 +11,7 @@
 #include "errors.h"
 #include "log.h"
 #include "rds_backend.h"
+#include "rds_command.h"
 #include "rds_conn.h"
 #include "ops.h"
 #include "rds_config.h"
@@ -24,7 +25,6 @@ enum { OP_REDIS = 1 };
 enum { RB_SCRIPT = 1, RB_FUNCTION = 2 };
 
 /* Commands of up to this many arguments are built on the stack. */
-#define SMALL_ARGC 16
 
 
 static struct rds_backend *rb_of(struct backend *b) { return container_of(b, struct rds_backend, base); }
@@ -51,37 +51,6 @@ static struct rds_conn *pick(struct rds_backend *rb)
 
 /* Parses args (an array of byte or text strings) into argv. Returns 0 or
  * what is wrong. */
-static const char *parse_argv(const struct request *r, int *argc, const char ***argv, size_t **lens,
-                              const char **small, size_t *small_lens)
-{
-    if (!r->v.args)
-        return "redis needs args: the command as an array of byte strings";
-    struct cursor c = {.buf = r->v.args, .len = r->v.args_len, .pos = 0};
-    struct tok t;
-    if (cursor_next(&c, &t) != 0 || t.type != TOK_ARRAY)
-        return "redis args must be an array of byte strings";
-    if (t.u == 0)
-        return "redis args must not be empty";
-    if (t.u > INT_MAX)
-        return "too many arguments";
-    int n = (int)t.u;
-    if (n <= SMALL_ARGC) {
-        *argv = small;
-        *lens = small_lens;
-    } else {
-        *argv = xmalloc((size_t)n * sizeof(**argv));
-        *lens = xmalloc((size_t)n * sizeof(**lens));
-    }
-    *argc = n;
-    for (int i = 0; i < n; i++) {
-        struct tok a;
-        if (cursor_next(&c, &a) != 0 || (a.type != TOK_BYTES && a.type != TOK_TEXT))
-            return "redis args must be byte strings (or text strings)";
-        (*argv)[i] = (const char *)a.p;
-        (*lens)[i] = a.n;
-    }
-    return NULL;
-}
 
 /* Names the request's metrics and span after the command, per the
  * database semantic conventions; telemetry does the rest. c is the
@@ -129,15 +98,15 @@ static void describe_target(struct rds_backend *rb, const struct config *cfg)
 static void rb_submit(struct backend *b, struct request *r)
 {
     struct rds_backend *rb = rb_of(b);
-    const char *small[SMALL_ARGC];
-    size_t small_lens[SMALL_ARGC];
+    const char *small[RDS_COMMAND_SMALL];
+    size_t small_lens[RDS_COMMAND_SMALL];
     const char **argv = NULL;
     size_t *lens = NULL;
     int argc = 0;
     int rc = 0;
     char msg[256];
 
-    const char *bad = parse_argv(r, &argc, &argv, &lens, small, small_lens);
+    const char *bad = rds_command_parse(r->v.args, r->v.args_len, &argc, &argv, &lens, small, small_lens);
     if (bad) {
         request_fail(r, FE_BAD_REQUEST, bad);
         goto done;

@@ -5,8 +5,11 @@
  * the length headers, plus a malloc, a copy into our buffer and a free per
  * command. The RESP array of bulk strings is the simplest part of the
  * protocol; writing it in place costs little. */
+#include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "codec.h"
 #include "rds_command.h"
 
 /* Writes "<prefix><n>\r\n" at p and returns the end. */
@@ -42,4 +45,39 @@ void rds_command_format(struct cbuf *out, int argc, const char *const *argv, con
         *p++ = '\n';
     }
     out->len += (size_t)(p - start);
+}
+
+const char *rds_command_parse(const uint8_t *args, size_t len, int *argc, const char ***argv, size_t **lens,
+                              const char **small, size_t *small_lens)
+{
+    *argv = NULL;
+    *lens = NULL;
+    *argc = 0;
+    if (!args)
+        return "redis needs args: the command as an array of byte strings";
+    struct cursor c = {.buf = args, .len = len, .pos = 0};
+    struct tok t;
+    if (cursor_next(&c, &t) != 0 || t.type != TOK_ARRAY)
+        return "redis args must be an array of byte strings";
+    if (t.u == 0)
+        return "redis args must not be empty";
+    if (t.u > INT_MAX)
+        return "too many arguments";
+    int n = (int)t.u;
+    if (n <= RDS_COMMAND_SMALL) {
+        *argv = small;
+        *lens = small_lens;
+    } else {
+        *argv = xmalloc((size_t)n * sizeof(**argv));
+        *lens = xmalloc((size_t)n * sizeof(**lens));
+    }
+    *argc = n;
+    for (int i = 0; i < n; i++) {
+        struct tok a;
+        if (cursor_next(&c, &a) != 0 || (a.type != TOK_BYTES && a.type != TOK_TEXT))
+            return "redis args must be byte strings (or text strings)";
+        (*argv)[i] = (const char *)a.p;
+        (*lens)[i] = a.n;
+    }
+    return NULL;
 }
