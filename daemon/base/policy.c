@@ -39,8 +39,22 @@ static void policy_clear(struct policy *p)
 {
     free(p->peers);
     free_words(p->ops, p->nops);
-    for (int l = 0; l < PL_NLISTS; l++)
+    for (int l = 0; l < PL_NLISTS; l++) {
         free_words(p->list[l], p->nlist[l]);
+        free(p->glob[l]);
+    }
+}
+
+static struct policy_glob classify(const char *g)
+{
+    size_t n = strlen(g), meta = strcspn(g, "*?[\\");
+    if (n == 1 && g[0] == '*')
+        return (struct policy_glob){PG_ALL, 0};
+    if (meta == n)
+        return (struct policy_glob){PG_EXACT, n};
+    if (meta == n - 1 && g[n - 1] == '*')
+        return (struct policy_glob){PG_PREFIX, n - 1};
+    return (struct policy_glob){PG_GLOB, 0};
 }
 
 void policy_free(struct policy_set *set)
@@ -212,6 +226,9 @@ static int set_key(struct policy *p, const char *key, const char *value, policy_
         p->has_list[l] = true;
         p->list[l] = w;
         p->nlist[l] = n;
+        p->glob[l] = xcalloc(n ? n : 1, sizeof(*p->glob[l]));
+        for (size_t i = 0; i < n; i++)
+            p->glob[l][i] = classify(w[i]);
         for (size_t i = 0; l == PL_REDIS_RULES && i < n; i++)
             if (check_rule(w[i], why, len) != 0)
                 return -1;
@@ -375,9 +392,37 @@ struct policy *policy_find(const struct policy_set *set, uint32_t uid, uint32_t 
     return set->fallback;
 }
 
+/* memcmp for the short prefixes and names of a policy, without a call. */
+static inline bool same_bytes(const char *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (a[i] != b[i])
+            return false;
+    return true;
+}
+
 bool policy_allows_name(const struct policy *p, enum policy_list l, const char *name, size_t len)
 {
-    if (!p->nlist[l])
+    bool generic = false;
+    const struct policy_glob *g = p->glob[l];
+    char *const *pat = p->list[l];
+    for (size_t i = 0, n = p->nlist[l]; i < n; i++) {
+        switch (g[i].kind) {
+        case PG_ALL:
+            return true;
+        case PG_PREFIX:
+            if (len >= g[i].len && same_bytes(name, pat[i], g[i].len))
+                return true;
+            break;
+        case PG_EXACT:
+            if (len == g[i].len && same_bytes(name, pat[i], len))
+                return true;
+            break;
+        default:
+            generic = true;
+        }
+    }
+    if (!generic)
         return false;
     char small[256];
     char *s = len < sizeof(small) ? small : xmalloc(len + 1);
@@ -386,8 +431,8 @@ bool policy_allows_name(const struct policy *p, enum policy_list l, const char *
     bool ok = false;
     /* A name with a NUL in it matches nothing but "*". */
     bool nul = memchr(name, '\0', len) != NULL;
-    for (size_t i = 0; i < p->nlist[l] && !ok; i++)
-        ok = !strcmp(p->list[l][i], "*") || (!nul && fnmatch(p->list[l][i], s, 0) == 0);
+    for (size_t i = 0; i < p->nlist[l] && !ok && !nul; i++)
+        ok = p->glob[l][i].kind == PG_GLOB && fnmatch(p->list[l][i], s, 0) == 0;
     if (s != small)
         free(s);
     return ok;

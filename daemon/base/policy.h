@@ -50,6 +50,13 @@ struct policy {
     size_t nops;
     uint64_t op_bits;               /* by op index in the table given at load */
     char **list[PL_NLISTS];         /* owns */
+    /* owns: what each glob of list[] is, so that the common ones ("*",
+     * "prefix*", a plain name) are matched without fnmatch: a key is
+     * checked on every request */
+    struct policy_glob {
+        enum { PG_ALL, PG_PREFIX, PG_EXACT, PG_GLOB } kind;
+        size_t len;                 /* PG_PREFIX: of the prefix; PG_EXACT: of the name */
+    } *glob[PL_NLISTS];
     size_t nlist[PL_NLISTS];
     bool has_list[PL_NLISTS];       /* the key was given (absent: nothing is granted) */
     int line;                       /* where it starts, for messages */

@@ -19,13 +19,32 @@ static bool str_is(const redisReply *r, const char *s)
     return is_str(r) && r->len == strlen(s) && strncasecmp(r->str, s, r->len) == 0;
 }
 
-/* FNV-1a over the lower-cased name. */
+/* ASCII letters folded to lower case (command names are ASCII; other
+ * bytes are left as they are, and so match only themselves). Inline,
+ * since a policed request looks its command up. */
+static inline unsigned char fold(unsigned char c)
+{
+    return c >= 'A' && c <= 'Z' ? (unsigned char)(c | 0x20) : c;
+}
+
+/* FNV-1a over the folded name. */
 static uint64_t hash_name(const char *s, size_t n)
 {
     uint64_t h = 1469598103934665603ull;
     for (size_t i = 0; i < n; i++)
-        h = (h ^ (uint8_t)tolower((unsigned char)s[i])) * 1099511628211ull;
+        h = (h ^ fold((unsigned char)s[i])) * 1099511628211ull;
     return h;
+}
+
+/* Whether name (len bytes, any case) is c's name, which is lower case. */
+static bool same_name(const struct rds_cmd *c, const char *name, size_t len)
+{
+    if (c->name_len != len)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)c->name[i] != fold((unsigned char)name[i]))
+            return false;
+    return true;
 }
 
 size_t rds_commands_names(const redisReply *list, char ***names)
@@ -146,6 +165,7 @@ static bool read_cmd(struct rds_commands *t, const redisReply *e, struct rds_cmd
     const redisReply *const *f = (const redisReply *const *)e->element;
     for (size_t k = 0; k < f[0]->len; k++)
         c->name[k] = (char)tolower((unsigned char)f[0]->str[k]);
+    c->name_len = f[0]->len;
     const char *bar = strchr(c->name, '|');
     c->parent_len = bar ? (size_t)(bar - c->name) : 0;
     if (f[1]->type != REDIS_REPLY_INTEGER || f[3]->type != REDIS_REPLY_INTEGER ||
@@ -193,7 +213,7 @@ static const struct rds_cmd *lookup(const struct rds_commands *t, const char *na
     size_t h = (size_t)hash_name(name, len) & (t->nslots - 1);
     while (t->slot[h]) {
         const struct rds_cmd *c = &t->cmd[t->slot[h] - 1];
-        if (strlen(c->name) == len && strncasecmp(c->name, name, len) == 0)
+        if (same_name(c, name, len))
             return c;
         h = (h + 1) & (t->nslots - 1);
     }
@@ -227,6 +247,7 @@ int rds_commands_build(struct rds_commands *t, const redisReply *info, char *why
             struct rds_cmd *c = &t->cmd[t->n++];
             memset(c, 0, sizeof(*c));
             memcpy(c->name, s->name, s->parent_len);
+            c->name_len = s->parent_len;
             c->container = true;
             c->specs_complete = true;
         }
@@ -235,8 +256,10 @@ int rds_commands_build(struct rds_commands *t, const redisReply *info, char *why
     while (t->nslots < t->n * 2)
         t->nslots *= 2;
     t->slot = xcalloc(t->nslots, sizeof(*t->slot));
-    for (size_t i = 0; i < t->n; i++)
+    for (size_t i = 0; i < t->n; i++) {
+        t->cmd[i].index = i;
         insert(t, i);
+    }
     return 0;
 }
 
@@ -283,6 +306,15 @@ int rds_commands_keys(const struct rds_cmd *c, int argc, const char *const *argv
                       int max)
 {
     int n = 0;
+    /* The common shape (GET, SET, HSET ...): one key at a fixed place. */
+    if (c->nspecs == 1 && c->specs_complete && c->spec[0].bs == BS_INDEX && c->spec[0].fk == FK_RANGE &&
+        c->spec[0].fk_lastkey == 0) {
+        if (c->spec[0].bs_index < 1 || c->spec[0].bs_index >= argc)
+            return 0;
+        if (max > 0)
+            pos[0] = c->spec[0].bs_index;
+        return 1;
+    }
     if (!c->specs_complete || c->nspecs == 0) {
         if (c->first == 0)
             return 0;

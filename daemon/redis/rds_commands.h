@@ -33,6 +33,8 @@ struct rds_keyspec {
 
 struct rds_cmd {
     char name[RDS_CMD_NAME];      /* lower case; "client|kill" for a subcommand */
+    size_t name_len;
+    size_t index;                 /* its place in the table */
     size_t parent_len;            /* a subcommand: the length of its container's name, else 0 */
     bool container;               /* has subcommands: look up argv[1] too */
     int arity;

@@ -16,31 +16,6 @@
 
 #define MAX_KEYS 256
 
-static void compile(struct rds_acl *a, const struct policy *p, const struct rds_commands *t)
-{
-    free(a->rules);
-    a->p = p;
-    a->gen = p->gen;
-    a->version = t->version;
-    a->n = p->nlist[PL_REDIS_RULES];
-    a->rules = xcalloc(a->n ? a->n : 1, sizeof(*a->rules));
-    for (size_t i = 0; i < a->n; i++) {
-        const char *w = p->list[PL_REDIS_RULES][i];
-        struct rds_rule *r = &a->rules[i];
-        r->allow = w[0] == '+';
-        r->cat = -1;
-        if (w[1] == '@') {
-            r->all = strcasecmp(w + 2, "all") == 0;
-            if (!r->all && (r->cat = rds_commands_cat(t, w + 2)) < 0)
-                log_warn("policy '%s': the server has no category '%s'; the rule matches nothing", p->name, w + 1);
-        } else {
-            size_t n = strlen(w + 1) < sizeof(r->cmd) - 1 ? strlen(w + 1) : sizeof(r->cmd) - 1;
-            for (size_t k = 0; k < n; k++)
-                r->cmd[k] = (char)(w[1 + k] | (w[1 + k] >= 'A' && w[1 + k] <= 'Z' ? 0x20 : 0));
-        }
-    }
-}
-
 static bool rule_matches(const struct rds_rule *r, const struct rds_cmd *c)
 {
     if (r->all)
@@ -55,6 +30,38 @@ static bool rule_matches(const struct rds_rule *r, const struct rds_cmd *c)
     return c->parent_len && strlen(r->cmd) == c->parent_len && !memcmp(r->cmd, c->name, c->parent_len);
 }
 
+/* Reads p's rules and decides every command of t once. */
+static void compile(struct rds_acl *a, const struct policy *p, const struct rds_commands *t)
+{
+    free(a->allowed);
+    a->p = p;
+    a->gen = p->gen;
+    a->version = t->version;
+    size_t n = p->nlist[PL_REDIS_RULES];
+    struct rds_rule *rules = xcalloc(n ? n : 1, sizeof(*rules));
+    for (size_t i = 0; i < n; i++) {
+        const char *w = p->list[PL_REDIS_RULES][i];
+        struct rds_rule *r = &rules[i];
+        r->allow = w[0] == '+';
+        r->cat = -1;
+        if (w[1] == '@') {
+            r->all = strcasecmp(w + 2, "all") == 0;
+            if (!r->all && (r->cat = rds_commands_cat(t, w + 2)) < 0)
+                log_warn("policy '%s': the server has no category '%s'; the rule matches nothing", p->name, w + 1);
+        } else {
+            size_t k = strlen(w + 1) < sizeof(r->cmd) - 1 ? strlen(w + 1) : sizeof(r->cmd) - 1;
+            for (size_t q = 0; q < k; q++)
+                r->cmd[q] = (char)(w[1 + q] | (w[1 + q] >= 'A' && w[1 + q] <= 'Z' ? 0x20 : 0));
+        }
+    }
+    a->allowed = xcalloc(t->n ? t->n : 1, sizeof(*a->allowed));
+    for (size_t c = 0; c < t->n; c++)
+        for (size_t i = 0; i < n; i++)
+            if (rule_matches(&rules[i], &t->cmd[c]))
+                a->allowed[c] = rules[i].allow;
+    free(rules);
+}
+
 int rds_policy_check(struct rds_policy *rp, const struct rds_commands *t, const struct policy *p, int argc,
                      const char *const *argv, const size_t *lens, char *msg, size_t len)
 {
@@ -62,7 +69,19 @@ int rds_policy_check(struct rds_policy *rp, const struct rds_commands *t, const 
         snprintf(msg, len, "the Redis server's command table is not known yet (policy '%s' needs it)", p->name);
         return FE_UNAVAILABLE;
     }
-    const struct rds_cmd *c = rds_commands_find(t, argc, argv, lens);
+    const struct rds_cmd *c;
+    if (rp->last_cmd && rp->last_version == t->version && lens[0] == rp->last_len &&
+        !memcmp(argv[0], rp->last, lens[0]) && !rp->last_cmd->container) {
+        c = rp->last_cmd;
+    } else {
+        c = rds_commands_find(t, argc, argv, lens);
+        if (c && !c->container && !c->parent_len && lens[0] <= sizeof(rp->last)) {
+            memcpy(rp->last, argv[0], lens[0]);
+            rp->last_len = lens[0];
+            rp->last_version = t->version;
+            rp->last_cmd = c;
+        }
+    }
     if (!c) {
         snprintf(msg, len, "policy '%s': '%.*s' is not a command this Redis server has", p->name,
                  (int)(lens[0] > 40 ? 40 : lens[0]), argv[0]);
@@ -71,11 +90,7 @@ int rds_policy_check(struct rds_policy *rp, const struct rds_commands *t, const 
     struct rds_acl *a = &rp->acl[p->index % 64];
     if (a->p != p || a->gen != p->gen || a->version != t->version)
         compile(a, p, t);
-    bool allow = false;
-    for (size_t i = 0; i < a->n; i++)
-        if (rule_matches(&a->rules[i], c))
-            allow = a->rules[i].allow;
-    if (!allow) {
+    if (!a->allowed[c->index]) {
         snprintf(msg, len, "policy '%s' does not allow '%s' (redis_commands)", p->name, c->name);
         return FE_DENIED;
     }
@@ -98,5 +113,5 @@ int rds_policy_check(struct rds_policy *rp, const struct rds_commands *t, const 
 void rds_policy_free(struct rds_policy *rp)
 {
     for (size_t i = 0; i < 64; i++)
-        free(rp->acl[i].rules);
+        free(rp->acl[i].allowed);
 }

@@ -21,12 +21,19 @@ struct rds_rule {
 struct rds_acl {
     const struct policy *p;         /* refers: the policy compiled (with p->gen) */
     unsigned gen, version;          /* the policy's set and the table it was compiled against */
-    struct rds_rule *rules;         /* owns */
-    size_t n;
+    /* owns: the rules' verdict on each command of the table, by index:
+     * a check is one load, however many rules there are */
+    bool *allowed;
 };
 
 struct rds_policy {
     struct rds_acl acl[64];         /* by policy index */
+    /* The last command looked up, as the client spelled it: traffic is
+     * mostly a few commands in a row, and a hit skips the table. */
+    char last[16];
+    size_t last_len;
+    unsigned last_version;
+    const struct rds_cmd *last_cmd; /* refers: into the table of last_version */
 };
 
 /* Whether policy p lets argv run: its command by rds_commands, every key

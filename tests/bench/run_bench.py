@@ -341,7 +341,7 @@ ops = ping
 peers = uid:%d
 ops = ping hello stats health redis
 redis_commands = +@read +@write -@dangerous -@admin +client|id -flushall -keys
-redis_keys = bench:* key:* memtier-* __rand_int__ *
+redis_keys = bench:* memtier-* __rand_int__ key:*
 
 [*]
 ops = ping

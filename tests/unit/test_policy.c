@@ -52,7 +52,10 @@ static void test_first_policy_covering_a_peer_wins(void **st)
     assert_true(policy_allows_name(a, PL_REDIS_KEYS, "app:1", 5));
     assert_true(policy_allows_name(a, PL_REDIS_KEYS, "xz", 2));
     assert_false(policy_allows_name(a, PL_REDIS_KEYS, "other", 5));
-    assert_false(policy_allows_name(a, PL_REDIS_KEYS, "app:\0x", 6)); /* a NUL matches no glob */
+    /* Binary keys: a prefix or a plain name matches bytes; a NUL never
+     * matches a glob with ? or [...] (fnmatch sees C strings). */
+    assert_true(policy_allows_name(a, PL_REDIS_KEYS, "app:\0x", 6));
+    assert_false(policy_allows_name(a, PL_REDIS_KEYS, "x\0", 2));
     assert_false(policy_allows_name(a, PL_AMQP_WRITE, "app.x", 5));   /* not given: nothing */
     policy_free(&set);
 }
