@@ -436,7 +436,7 @@ static void mb_stats(struct backend *b, struct cbuf *o)
     struct dlist *p;
     dlist_foreach(p, &mb->subs)
         nsubs++;
-    cbuf_map(o, 14);
+    cbuf_map(o, 15);
     cbuf_str(o, "url");
     cbuf_str(o, mb->naddrs ? mb->addrs[0].redacted : "");
     cbuf_str(o, "state");
@@ -452,7 +452,7 @@ static void mb_stats(struct backend *b, struct cbuf *o)
 #define K(name)                    \
     cbuf_str(o, #name);            \
     cbuf_uint(o, atomic_load(&k->name));
-    K(connects) K(drops) K(confirms) K(nacks) K(returns) K(republished) K(deliveries)
+    K(connects) K(drops) K(confirms) K(nacks) K(returns) K(republished) K(deliveries) K(acks_merged)
 #undef K
     cbuf_str(o, "max_body");
     cbuf_uint(o, MQ_ARGS_MAX_BODY);

@@ -102,6 +102,8 @@ struct mq_event {
 /* Counters the thread bumps and the loop reads for stats. */
 struct mq_counters {
     atomic_uint_fast64_t connects, drops, confirms, nacks, returns, republished, deliveries;
+    /* single acks that went to the broker inside one multiple ack */
+    atomic_uint_fast64_t acks_merged;
 };
 
 /* The delivery tag a client sees carries the channel's generation, so an

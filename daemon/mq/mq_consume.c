@@ -27,7 +27,17 @@ struct mq_consume_sub {
      * closes the channel over it (and requeues every other delivery). */
     struct mq_tagset open;
     bool over_prefetch_logged;
+    /* Single acks taken from the client and not yet sent: at the end of
+     * the batch of commands they came in (mq_consume_flush), they go to
+     * the broker as one multiple ack when no earlier delivery is still
+     * open, and one by one otherwise. Their requests are answered then. */
+    struct pending_ack {
+        uint64_t tag, seq;
+    } *acks;                       /* owns */
+    size_t nacks, cap_acks;
 };
+
+static void flush_one(struct mq_consumers *cs, struct mq_consume_sub *c);
 
 struct mq_consume_rpc {
     struct dlist node;             /* in cs->rpcs */
@@ -121,8 +131,19 @@ fail:
     return rc;
 }
 
+/* Answers the pending acks with an error: they will not reach the broker
+ * (the channel is going, or the connection went), and the broker will
+ * deliver their messages again. */
+static void fail_acks(struct mq_consumers *cs, struct mq_consume_sub *c, const char *why)
+{
+    for (size_t i = 0; i < c->nacks; i++)
+        mq_conn_reply_err(cs->conn, c->acks[i].seq, FE_UNAVAILABLE, "%s", why);
+    c->nacks = 0;
+}
+
 static void sub_free(struct mq_consume_sub *c)
 {
+    free(c->acks);
     dlist_remove(&c->node);
     amqp_bytes_free(c->queue);
     mq_tagset_free(&c->open);
@@ -157,6 +178,8 @@ static void consume(struct mq_consumers *cs, struct mq_cmd *cmd)
 
 static void drop(struct mq_consumers *cs, struct mq_consume_sub *c, bool requeue_unacked)
 {
+    flush_one(cs, c);
+    fail_acks(cs, c, "the subscription ended before the ack was sent");
     amqp_connection_state_t k = cs->conn->state;
     if (k && c->active) {
         if (requeue_unacked && !c->no_ack)
@@ -178,6 +201,11 @@ static void settle(struct mq_consumers *cs, struct mq_cmd *cmd)
     if (c->no_ack) {
         mq_conn_reply_err(conn, cmd->seq, FE_BAD_REQUEST, "the subscription acknowledges automatically (no_ack)");
         return;
+    }
+    if (cmd->kind != MC_ACK || cmd->multiple) {
+        /* On the wire in the order the client asked: what is pending
+         * first. */
+        flush_one(cs, c);
     }
     uint64_t gen = cmd->delivery_tag >> MQ_TAG_BITS, tag = cmd->delivery_tag & MQ_TAG_MASK;
     unsigned long long shown = (unsigned long long)cmd->delivery_tag;
@@ -213,6 +241,15 @@ static void settle(struct mq_consumers *cs, struct mq_cmd *cmd)
                           "delivery tag %llu was already acked, nacked or rejected, and no later delivery is "
                           "unsettled: to settle the earlier ones, name the last of them",
                           shown);
+        return;
+    }
+    if (cmd->kind == MC_ACK && !cmd->multiple) {
+        mq_tagset_settle(&c->open, tag, false);
+        if (c->nacks == c->cap_acks) {
+            c->cap_acks = c->cap_acks ? c->cap_acks * 2 : 16;
+            c->acks = xrealloc(c->acks, c->cap_acks * sizeof(*c->acks));
+        }
+        c->acks[c->nacks++] = (struct pending_ack){tag, cmd->seq};
         return;
     }
     int s;
@@ -307,6 +344,48 @@ static void rpc(struct mq_consumers *cs, struct mq_cmd *cmd)
         return;
     }
     dlist_push_tail(&cs->rpcs, &w->node);
+}
+
+/* Sends c's pending acks: one multiple ack for the highest when every
+ * earlier delivery is settled (they all are acked, or were settled
+ * before), else each alone. */
+static void flush_one(struct mq_consumers *cs, struct mq_consume_sub *c)
+{
+    if (!c->nacks)
+        return;
+    struct mq_conn *conn = cs->conn;
+    if (!conn->state || !c->active) {
+        fail_acks(cs, c, "connection lost before the ack was sent");
+        return;
+    }
+    uint64_t top = 0;
+    for (size_t i = 0; i < c->nacks; i++)
+        top = c->acks[i].tag > top ? c->acks[i].tag : top;
+    uint64_t low = mq_tagset_lowest(&c->open);
+    int s = AMQP_STATUS_OK;
+    if (c->nacks > 1 && (low == 0 || low > top)) {
+        s = amqp_basic_ack(conn->state, c->ch, top, 1);
+        if (s == AMQP_STATUS_OK)
+            atomic_fetch_add(&conn->counters.acks_merged, c->nacks);
+    } else {
+        for (size_t i = 0; i < c->nacks && s == AMQP_STATUS_OK; i++)
+            s = amqp_basic_ack(conn->state, c->ch, c->acks[i].tag, 0);
+    }
+    if (s != AMQP_STATUS_OK) {
+        mq_conn_lost(conn, amqp_error_string2(s));
+        fail_acks(cs, c, "connection lost");
+        return;
+    }
+    for (size_t i = 0; i < c->nacks; i++)
+        mq_conn_reply_empty(conn, c->acks[i].seq);
+    c->nacks = 0;
+}
+
+void mq_consume_flush(struct mq_consumers *cs)
+{
+    struct dlist *pos, *tmp;
+    dlist_foreach_safe(pos, tmp, &cs->list)
+        flush_one(cs, container_of(pos, struct mq_consume_sub, node));
 }
 
 void mq_consume_run(struct mq_consumers *cs, struct mq_cmd *cmd)
@@ -487,6 +566,7 @@ void mq_consume_on_channel_close(struct mq_consumers *cs, amqp_channel_t ch)
         struct mq_consume_sub *c = container_of(pos, struct mq_consume_sub, node);
         if (c->ch != ch || !c->active)
             continue;
+        fail_acks(cs, c, "the consumer's channel closed before the ack was sent");
         char err[200];
         if (subscribe(cs, c, err, sizeof(err)) != 0) {
             push_cancelled(cs, c->id, err);
@@ -516,8 +596,11 @@ bool mq_consume_restore(struct mq_consumers *cs)
 void mq_consume_on_lost(struct mq_consumers *cs, const char *why)
 {
     struct dlist *pos;
-    dlist_foreach(pos, &cs->list)
-        container_of(pos, struct mq_consume_sub, node)->active = false;
+    dlist_foreach(pos, &cs->list) {
+        struct mq_consume_sub *c = container_of(pos, struct mq_consume_sub, node);
+        fail_acks(cs, c, "connection lost before the ack was sent");
+        c->active = false;
+    }
     cs->next_ch = MQ_CH_FIRST_CONSUMER; /* a new connection has no channels open */
     /* Replies to RPCs cannot arrive on a new connection's reply-to. */
     while (!dlist_empty(&cs->rpcs)) {

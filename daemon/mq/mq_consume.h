@@ -26,8 +26,13 @@ struct mq_consumers {
 
 void mq_consume_init(struct mq_consumers *cs, struct mq_conn *conn, struct mq_topology *topo);
 /* Runs a consume, ack, nack, reject, cancel, get, rpc or client-gone
- * command. Does not take cmd. */
+ * command. Does not take cmd. A single ack is held until
+ * mq_consume_flush. */
 void mq_consume_run(struct mq_consumers *cs, struct mq_cmd *cmd);
+/* Sends the acks held since the last flush (one multiple ack per
+ * consumer where the broker's rules allow) and answers them: called once
+ * the batch of commands taken together has run. */
+void mq_consume_flush(struct mq_consumers *cs);
 /* A basic.deliver on ch, with its message. */
 void mq_consume_on_delivery(struct mq_consumers *cs, amqp_channel_t ch, const amqp_basic_deliver_t *d,
                             const amqp_message_t *m);

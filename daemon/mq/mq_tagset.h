@@ -47,5 +47,10 @@ enum mq_tagset_state mq_tagset_check(const struct mq_tagset *s, uint64_t tag, bo
 /* Settles tag (with multiple, every open tag up to it). Returns how many
  * were open. */
 size_t mq_tagset_settle(struct mq_tagset *s, uint64_t tag, bool multiple);
+/* The lowest open tag, or 0 when none is open. */
+static inline uint64_t mq_tagset_lowest(const struct mq_tagset *s)
+{
+    return s->n ? s->tags[s->off] : 0;
+}
 
 #endif

@@ -134,6 +134,7 @@ static void *worker_main(void *arg)
             dlist_remove(n);
             execute(wk, container_of(n, struct mq_cmd, node));
         }
+        mq_consume_flush(&wk->cons);
         if (conn->state)
             mq_pump_run(&wk->pump);
         uint64_t now = mq_now_ms();

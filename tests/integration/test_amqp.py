@@ -679,3 +679,36 @@ def test_long_unknown_key_is_cut_at_a_character(amqp_ferryd, op):
             c.call(op, args)
         assert e.value.code == "bad_request"
         assert "unknown key '%s' in %s args" % ("\u20ac" * 21, op) in e.value.message
+
+
+def test_single_acks_sent_together_go_as_one_multiple_ack(c, amqp_ferryd):
+    """Acks the worker takes in one batch go to the broker as one multiple
+    ack when every earlier delivery is settled (stats: acks_merged), and
+    one by one when one is not: an unacked delivery below them is never
+    acked by the merge."""
+    a = c.amqp
+    q = a.declare_queue(uid("acks"))["queue"]
+    sub = a.consume(q, prefetch=400)
+    with amqp_ferryd.client() as p:
+        for i in range(300):
+            p.amqp.publish("", q, b"%d" % i)
+    tags = [m["data"]["delivery_tag"] for m in drain_pushes(c, 300)]
+    before = amqp_ferryd.stats()["backends"]["amqp"]["acks_merged"]
+    # Every delivery but the first, acked one by one and pipelined.
+    ids = [c.send("ack", {"sub": sub, "delivery_tag": t}) for t in tags[1:]]
+    assert all(c.wait(i) == {} for i in ids)
+    # The first is still open: no merge may have covered it.
+    assert a.cancel(sub) == {}
+    wait_until(lambda: a.declare_queue(q)["message_count"] == 1, timeout=10 * SLOW, what="the one unacked requeued")
+    # Now all of them, in order: merges happen.
+    sub = a.consume(q, prefetch=400)
+    with amqp_ferryd.client() as p:
+        for i in range(299):
+            p.amqp.publish("", q, b"%d" % i)
+    tags = [m["data"]["delivery_tag"] for m in drain_pushes(c, 300)]
+    ids = [c.send("ack", {"sub": sub, "delivery_tag": t}) for t in tags]
+    assert all(c.wait(i) == {} for i in ids)
+    merged = amqp_ferryd.stats()["backends"]["amqp"]["acks_merged"] - before
+    assert merged > 0
+    assert a.cancel(sub) == {}
+    assert a.declare_queue(q)["message_count"] == 0   # every ack reached the broker
