@@ -13,6 +13,7 @@
 #include "config.h"
 #include "log.h"
 #include "policy.h"
+#include "text.h"
 #include "histogram.h"
 
 #define OFF(f) offsetof(struct config, f)
@@ -301,16 +302,6 @@ int config_set(struct config *c, const char *key, const char *value, const char 
     return -1;
 }
 
-static char *trim(char *s)
-{
-    while (isspace((unsigned char)*s))
-        s++;
-    char *e = s + strlen(s);
-    while (e > s && isspace((unsigned char)e[-1]))
-        *--e = '\0';
-    return s;
-}
-
 /* The file format: "key = value" lines, '#' comments, blank lines. A value
  * may be wrapped in double quotes to keep leading or trailing spaces. */
 int config_load_file(struct config *c, const char *path, bool must_exist, char *err, size_t errlen)
@@ -334,7 +325,7 @@ int config_load_file(struct config *c, const char *path, bool must_exist, char *
             rc = -1;
             break;
         }
-        char *s = trim(line);
+        char *s = text_trim(line);
         if (*s == '\0' || *s == '#')
             continue;
         char *eq = strchr(s, '=');
@@ -344,8 +335,8 @@ int config_load_file(struct config *c, const char *path, bool must_exist, char *
             break;
         }
         *eq = '\0';
-        char *key = trim(s);
-        char *value = trim(eq + 1);
+        char *key = text_trim(s);
+        char *value = text_trim(eq + 1);
         size_t vl = strlen(value);
         if (vl >= 2 && value[0] == '"' && value[vl - 1] == '"') {
             value[vl - 1] = '\0';

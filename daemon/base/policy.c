@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cbuf.h"
+#include "text.h"
 #include "policy.h"
 
 /* A policy file is small; a larger one is a mistake, not a policy. */
@@ -90,16 +91,6 @@ static size_t split(const char *v, char ***out)
     }
     *out = w;
     return n;
-}
-
-static char *trim(char *s)
-{
-    while (isspace((unsigned char)*s))
-        s++;
-    char *e = s + strlen(s);
-    while (e > s && isspace((unsigned char)e[-1]))
-        *--e = '\0';
-    return s;
 }
 
 /* Reads a number that must fit 32 bits. */
@@ -256,7 +247,7 @@ int policy_parse(struct policy_set *set, const char *path, const char *text, pol
         char *hash = strchr(line, '#');
         if (hash)
             *hash = '\0';
-        char *s = trim(line);
+        char *s = text_trim(line);
         if (!*s)
             continue;
         if (*s == '[') {
@@ -267,7 +258,7 @@ int policy_parse(struct policy_set *set, const char *path, const char *text, pol
                 break;
             }
             s[l - 1] = '\0';
-            char *name = trim(s + 1);
+            char *name = text_trim(s + 1);
             if (!*name || strlen(name) >= sizeof(cur->name) || strcspn(name, " \t[]") != strlen(name)) {
                 snprintf(why, sizeof(why), "a policy name is 1 to 63 characters without spaces or brackets");
                 rc = -1;
@@ -305,7 +296,7 @@ int policy_parse(struct policy_set *set, const char *path, const char *text, pol
             break;
         }
         *eq = '\0';
-        if (set_key(cur, trim(s), trim(eq + 1), op_index, ctx, why, sizeof(why)) != 0) {
+        if (set_key(cur, text_trim(s), text_trim(eq + 1), op_index, ctx, why, sizeof(why)) != 0) {
             rc = -1;
             break;
         }

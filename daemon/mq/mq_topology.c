@@ -86,6 +86,19 @@ static bool record(struct mq_topology *t, struct mq_cmd *c)
 
 /* Runs one topology RPC on MQ_CH_TOPO. Returns 0 or a code with err set;
  * on success the reply's fields go to out (when not NULL) as a CBOR map. */
+/* The end of a purge or a delete: the RPC's verdict, then what it
+ * counted, {"message_count": n}, when a result is wanted. */
+static int message_count(struct mq_topology *t, uint32_t n, struct cbuf *out, char *err, size_t errlen)
+{
+    int rc = mq_conn_check_rpc(t->conn, MQ_CH_TOPO, err, errlen);
+    if (rc == 0 && out) {
+        cbuf_map(out, 1);
+        cbuf_str(out, "message_count");
+        cbuf_uint(out, n);
+    }
+    return rc;
+}
+
 static int rpc(struct mq_topology *t, struct mq_cmd *c, struct cbuf *out, char *err, size_t errlen)
 {
     amqp_connection_state_t k = t->conn->state;
@@ -122,25 +135,11 @@ static int rpc(struct mq_topology *t, struct mq_cmd *c, struct cbuf *out, char *
         break;
     case MC_QUEUE_PURGE: {
         amqp_queue_purge_ok_t *ok = amqp_queue_purge(k, MQ_CH_TOPO, c->name);
-        if ((rc = mq_conn_check_rpc(t->conn, MQ_CH_TOPO, err, errlen)) != 0)
-            return rc;
-        if (out) {
-            cbuf_map(out, 1);
-            cbuf_str(out, "message_count");
-            cbuf_uint(out, ok->message_count);
-        }
-        return 0;
+        return message_count(t, ok ? ok->message_count : 0, out, err, errlen);
     }
     case MC_QUEUE_DELETE: {
         amqp_queue_delete_ok_t *ok = amqp_queue_delete(k, MQ_CH_TOPO, c->name, c->if_unused, c->if_empty);
-        if ((rc = mq_conn_check_rpc(t->conn, MQ_CH_TOPO, err, errlen)) != 0)
-            return rc;
-        if (out) {
-            cbuf_map(out, 1);
-            cbuf_str(out, "message_count");
-            cbuf_uint(out, ok->message_count);
-        }
-        return 0;
+        return message_count(t, ok ? ok->message_count : 0, out, err, errlen);
     }
     default:
         return FE_INTERNAL;

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import pytest
@@ -227,3 +228,45 @@ def amqp_ferryd(make_ferryd, rabbit):
 
 def amqp_state(f):
     return f.stats()["backends"]["amqp"]["state"]
+
+
+class RpcResponder:
+    """A second client of ferryd f answering RPCs on queue q with
+    b"re: " + the request's body, from a thread, while the with block
+    runs; the block's exit checks that it met no error."""
+
+    def __init__(self, f, q):
+        self.f, self.q = f, q
+        self.ready, self.stop, self.errors = threading.Event(), threading.Event(), []
+        self.t = threading.Thread(target=self.run)
+
+    def run(self):
+        try:
+            with self.f.client() as r:
+                r.amqp.declare_queue(self.q)
+                sub = r.amqp.consume(self.q)
+                self.ready.set()
+                while not self.stop.is_set():
+                    try:
+                        p = r.next_push(timeout=0.2)
+                    except Exception:
+                        continue
+                    d = p["data"]
+                    r.amqp.publish("", d["properties"]["reply_to"], b"re: " + d["body"],
+                                   correlation_id=d["properties"]["correlation_id"])
+                    r.amqp.ack(sub, d["delivery_tag"])
+        except Exception as e:
+            self.errors.append(repr(e))
+            self.ready.set()
+
+    def __enter__(self):
+        self.t.start()
+        self.ready.wait(30)
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.t.join(30)
+        if exc[0] is None:
+            assert self.errors == []
+

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 import ferry
-from conftest import SLOW, amqp_state, cli, wait_until
+from conftest import SLOW, RpcResponder, amqp_state, cli, wait_until
 
 
 def uid(prefix):
@@ -256,52 +256,21 @@ def test_no_ack_consumer(c):
 
 def test_rpc_round_trip(amqp_ferryd):
     q = uid("rpc")
-    stop = threading.Event()
-    errors = []
-
-    def responder():
-        try:
-            with amqp_ferryd.client() as r:
-                r.amqp.declare_queue(q)
-                sub = r.amqp.consume(q)
-                ready.set()
-                while not stop.is_set():
-                    try:
-                        p = r.next_push(timeout=0.2)
-                    except Exception:
-                        continue
-                    d = p["data"]
-                    r.amqp.publish("", d["properties"]["reply_to"], b"re: " + d["body"],
-                                   correlation_id=d["properties"]["correlation_id"])
-                    r.amqp.ack(sub, d["delivery_tag"])
-        except Exception as e:
-            errors.append(repr(e))
-            ready.set()
-
-    ready = threading.Event()
-    t = threading.Thread(target=responder)
-    t.start()
-    ready.wait(30)
-    try:
-        with amqp_ferryd.client() as c:
-            for i in range(3):
-                reply = c.amqp.rpc("", q, b"ping %d" % i, deadline=5000 * SLOW)
-                assert reply["body"] == b"re: ping %d" % i
-            # No queue: the request is returned at once (it is published
-            # mandatory), long before the deadline.
-            with pytest.raises(ferry.FerryError) as e:
-                c.amqp.rpc("", uid("nobody"), b"hello?", deadline=600000)
-            assert e.value.code == "unroutable" and "NO_ROUTE" in e.value.message
-            # A queue with nobody consuming it: the deadline answers.
-            idle = c.amqp.declare_queue(uid("idle"))["queue"]
-            with pytest.raises(ferry.FerryError) as e:
-                c.amqp.rpc("", idle, b"hello?", deadline=300)
-            assert e.value.code == "timeout"
-            c.amqp.delete_queue(idle)
-    finally:
-        stop.set()
-        t.join(30)
-    assert errors == []
+    with RpcResponder(amqp_ferryd, q), amqp_ferryd.client() as c:
+        for i in range(3):
+            reply = c.amqp.rpc("", q, b"ping %d" % i, deadline=5000 * SLOW)
+            assert reply["body"] == b"re: ping %d" % i
+        # No queue: the request is returned at once (it is published
+        # mandatory), long before the deadline.
+        with pytest.raises(ferry.FerryError) as e:
+            c.amqp.rpc("", uid("nobody"), b"hello?", deadline=600000)
+        assert e.value.code == "unroutable" and "NO_ROUTE" in e.value.message
+        # A queue with nobody consuming it: the deadline answers.
+        idle = c.amqp.declare_queue(uid("idle"))["queue"]
+        with pytest.raises(ferry.FerryError) as e:
+            c.amqp.rpc("", idle, b"hello?", deadline=300)
+        assert e.value.code == "timeout"
+        c.amqp.delete_queue(idle)
 
 
 def test_priority_ordering(c):

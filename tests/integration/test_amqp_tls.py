@@ -9,14 +9,13 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 import uuid
 
 import pytest
 
 import ferry
-from conftest import FERRYD, SLOW, amqp_state, wait_until
+from conftest import FERRYD, SLOW, RpcResponder, amqp_state, wait_until
 from harness import RabbitMQ
 
 
@@ -114,37 +113,8 @@ def test_publish_consume_and_rpc_over_mutual_tls(tls_ferryd):
 
     # RPC over direct reply-to, with a responder on a second client.
     rq = uid("tls.rpc")
-    ready, stop, errors = threading.Event(), threading.Event(), []
-
-    def responder():
-        try:
-            with f.client() as r:
-                r.amqp.declare_queue(rq)
-                rsub = r.amqp.consume(rq)
-                ready.set()
-                while not stop.is_set():
-                    try:
-                        p = r.next_push(timeout=0.2)
-                    except Exception:
-                        continue
-                    d = p["data"]
-                    r.amqp.publish("", d["properties"]["reply_to"], b"re: " + d["body"],
-                                   correlation_id=d["properties"]["correlation_id"])
-                    r.amqp.ack(rsub, d["delivery_tag"])
-        except Exception as e:
-            errors.append(repr(e))
-            ready.set()
-
-    t = threading.Thread(target=responder)
-    t.start()
-    ready.wait(30)
-    try:
-        with f.client() as c:
-            assert c.amqp.rpc("", rq, b"ping", deadline=5000 * SLOW)["body"] == b"re: ping"
-    finally:
-        stop.set()
-        t.join(30)
-    assert errors == []
+    with RpcResponder(f, rq), f.client() as c:
+        assert c.amqp.rpc("", rq, b"ping", deadline=5000 * SLOW)["body"] == b"re: ping"
 
 
 def test_a_broker_signed_by_another_ca_is_refused(make_ferryd, tls_rabbit, certs):
