@@ -19,7 +19,7 @@
 #include "request.h"
 #include "telemetry.h"
 
-enum { OP_REDIS = 1 };
+enum { OP_REDIS = 1, OP_MODULE0 = 2 };
 
 /* request.bflags: what to kill when the request passes its deadline. */
 enum { RB_SCRIPT = 1, RB_FUNCTION = 2 };
@@ -95,9 +95,25 @@ static void describe_target(struct rds_backend *rb, const struct config *cfg)
     d->query = mode[0] == 'f' ? RQ_FULL : mode[0] == 'o' ? RQ_OFF : RQ_SANITIZED;
 }
 
+/* A request of a module's op: described by the op's name (the commands
+ * it sends are ferryd's choice, not the client's), then handed over. */
+static void submit_module_op(struct rds_backend *rb, struct request *r)
+{
+    const struct rds_opdef *d = rb->opdefs[r->op->kind - OP_MODULE0];
+    struct rds_conn *c = pick(rb);
+    annotate(rb, r, c, 0, NULL, NULL, d->name, strlen(d->name));
+    int rc = d->submit(rb, r);
+    if (rc)
+        request_fail(r, rc, NULL);
+}
+
 static void rb_submit(struct backend *b, struct request *r)
 {
     struct rds_backend *rb = rb_of(b);
+    if (r->op->kind != OP_REDIS) {
+        submit_module_op(rb, r);
+        return;
+    }
     const char *small[RDS_COMMAND_SMALL];
     size_t small_lens[RDS_COMMAND_SMALL];
     const char **argv = NULL;
@@ -162,6 +178,12 @@ done:
 static void rb_cancel(struct backend *b, struct request *r)
 {
     (void)b;
+    if (r->bflags & RB_JOB) {
+        struct rds_job *j = r->bdata;
+        j->r = NULL;
+        j->cancel(j);
+        return;
+    }
     if (r->bdata)
         rds_conn_cancel(r->bdata, r);
 }
@@ -176,6 +198,8 @@ static void rb_cancel(struct backend *b, struct request *r)
 static int rb_timeout_code(struct backend *b, struct request *r)
 {
     struct rds_backend *rb = rb_of(b);
+    if (r->bflags & RB_JOB)
+        return FE_TIMEOUT;
     struct rds_conn *c = r->bdata;
     if (r->bflags && c && rds_conn_is_head(c, r)) {
         const char *what = r->bflags == RB_SCRIPT ? "SCRIPT" : "FUNCTION";
@@ -267,7 +291,18 @@ static int rb_start(struct backend *b)
     for (size_t i = 0; i < rb->nconns; i++)
         rds_conn_start(rb->conns[i]);
     rds_conn_start(rb->control);
+    for (size_t i = 0; i < rds_nmodules; i++)
+        if (rds_modules[i]->start)
+            rds_modules[i]->start(rb, rb->mod[i]);
     return 0;
+}
+
+static void rb_client_closed(struct backend *b, struct client *c)
+{
+    struct rds_backend *rb = rb_of(b);
+    for (size_t i = 0; i < rds_nmodules; i++)
+        if (rds_modules[i]->client_closed)
+            rds_modules[i]->client_closed(rb, rb->mod[i], c);
 }
 
 static void rb_stats(struct backend *b, struct cbuf *o)
@@ -281,7 +316,15 @@ static void rb_stats(struct backend *b, struct cbuf *o)
     uint64_t refused = 0;
     for (size_t i = 0; i < rb->nconns; i++)
         refused += rb->conns[i]->refused;
-    cbuf_map(o, 10);
+    size_t nmod = 0;
+    for (size_t i = 0; i < rds_nmodules; i++)
+        nmod += rds_modules[i]->stats != NULL;
+    cbuf_map(o, 10 + nmod);
+    for (size_t i = 0; i < rds_nmodules; i++)
+        if (rds_modules[i]->stats) {
+            cbuf_str(o, rds_modules[i]->name);
+            rds_modules[i]->stats(rb, rb->mod[i], o);
+        }
     cbuf_str(o, "url");
     cbuf_str(o, rb->t.url_redacted);
     cbuf_str(o, "state");
@@ -366,6 +409,9 @@ static void rb_reload(struct backend *b, const struct config *cfg)
     }
     rds_deny_free(&rb->deny);
     rb->deny = d;
+    for (size_t i = 0; i < rds_nmodules; i++)
+        if (rds_modules[i]->reload)
+            rds_modules[i]->reload(rb, rb->mod[i]);
     if (rb->t.addr.tls) {
         /* The files are read again even when their names did not change:
          * a rotated certificate is what a reload is for. */
@@ -384,11 +430,17 @@ static void rb_close(struct backend *b)
     for (size_t i = 0; i < rb->nconns; i++)
         rds_conn_stop(rb->conns[i]);
     rds_conn_stop(rb->control);
+    for (size_t i = 0; i < rds_nmodules; i++)
+        if (rds_modules[i]->close && rb->mod[i])
+            rds_modules[i]->close(rb, rb->mod[i]);
 }
 
 static void rb_destroy(struct backend *b)
 {
     struct rds_backend *rb = rb_of(b);
+    for (size_t i = 0; i < rds_nmodules; i++)
+        if (rds_modules[i]->destroy && rb->mod[i])
+            rds_modules[i]->destroy(rb, rb->mod[i]);
     for (size_t i = 0; i < rb->nconns; i++)
         rds_conn_free(rb->conns[i]);
     free(rb->conns);
@@ -409,6 +461,7 @@ static const struct backend_ops rds_ops = {
     .submit = rb_submit,
     .cancel = rb_cancel,
     .timeout_code = rb_timeout_code,
+    .client_closed = rb_client_closed,
     .health = rb_health,
     .stats = rb_stats,
     .metrics = rb_metrics,
@@ -467,7 +520,89 @@ static struct backend *rb_create(const struct backend_host *h, char *err, size_t
         rb_destroy(&rb->base);
         return NULL;
     }
+    for (size_t i = 0; i < rds_nmodules; i++) {
+        const struct rds_module *m = rds_modules[i];
+        if (m->create && m->create(rb, &rb->mod[i], err, errlen) != 0) {
+            rb_destroy(&rb->base);
+            return NULL;
+        }
+        for (size_t k = 0; k < m->nops; k++) {
+            if (rb->nopdefs == sizeof(rb->opdefs) / sizeof(rb->opdefs[0]) ||
+                ops_add(h->ops, m->ops[k].name, NULL, NULL, &rb->base, OP_MODULE0 + (int)rb->nopdefs) != 0) {
+                snprintf(err, errlen, "cannot register the op %s", m->ops[k].name);
+                rb_destroy(&rb->base);
+                return NULL;
+            }
+            rb->opdefs[rb->nopdefs++] = &m->ops[k];
+        }
+    }
     return &rb->base;
+}
+
+/* ---- what the modules use (rds_module.h) ---- */
+
+int rds_backend_call(struct rds_backend *rb, const char *key, size_t keylen, int argc, const char *const *argv,
+                     const size_t *lens, void (*fn)(void *arg, const redisReply *reply), void *arg)
+{
+    (void)key;
+    (void)keylen;
+    struct rds_conn *c = pick(rb);
+    if (!c) {
+        rb->rejected_unavailable++;
+        return FE_UNAVAILABLE;
+    }
+    return rds_conn_call(c, argc, argv, lens, fn, arg) == 0 ? 0 : FE_OVERLOADED;
+}
+
+int rds_backend_check(struct rds_backend *rb, struct request *r, bool deny_list, int argc,
+                      const char *const *argv, const size_t *lens, char *msg, size_t len)
+{
+    const struct deny_rule *deny = deny_list ? rds_deny_match(&rb->deny, argc, argv, lens) : NULL;
+    if (deny) {
+        rb->denied++;
+        snprintf(msg, len, "'%s' is denied by redis_deny", deny->text);
+        return FE_DENIED;
+    }
+    if (!r->policy)
+        return 0;
+    int code = rds_policy_check(&rb->policy, &rb->commands, r->policy, argc, argv, lens, msg, len);
+    if (code == FE_DENIED)
+        r->policy->denied++;
+    return code;
+}
+
+void rds_backend_hold(struct request *r, struct rds_job *j)
+{
+    j->r = r;
+    r->bdata = j;
+    r->bflags = RB_JOB;
+}
+
+void rds_backend_fail_reply(struct request *r, const redisReply *reply)
+{
+    if (!reply) {
+        request_fail(r, FE_UNAVAILABLE, "the connection to redis was lost; the command may or may not have run");
+        return;
+    }
+    char msg[512];
+    snprintf(msg, sizeof(msg), "%.*s", (int)reply->len, reply->str ? reply->str : "");
+    reqtrace_status_code(&r->trace, msg, strcspn(msg, " "));
+    request_fail(r, FE_BACKEND_ERROR, msg);
+}
+
+struct rds_conn *rds_backend_dedicated(struct rds_backend *rb)
+{
+    struct rds_conn *c = rds_conn_new(&rb->t, (unsigned)(rb->nconns + 1 + rb->dedicated++));
+    c->quiet = true;
+    return c;
+}
+
+void *rds_backend_state(struct rds_backend *rb, const struct rds_module *m)
+{
+    for (size_t i = 0; i < rds_nmodules; i++)
+        if (rds_modules[i] == m)
+            return rb->mod[i];
+    return NULL;
 }
 
 const struct backend_kind rds_backend_kind = {"redis", &rds_config_section, rb_create};

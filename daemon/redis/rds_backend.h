@@ -9,6 +9,7 @@
 #include "rds_commands.h"
 #include "rds_conn.h"
 #include "rds_deny.h"
+#include "rds_module.h"
 #include "rds_policy.h"
 #include "reqtrace.h"
 #include "url.h"
@@ -34,6 +35,12 @@ struct rds_backend {
     /* What a request's span says: the fields all requests share, set
      * once; the others set per request, valid during reqtrace_describe. */
     struct reqtrace_desc desc;
+    /* The patterns' modules (rds_module.h): each one's state, by its
+     * index in rds_modules[], and the ops they serve, by op kind - 2. */
+    void *mod[RDS_MAX_MODULES];
+    const struct rds_opdef *opdefs[48];
+    size_t nopdefs;
+    unsigned dedicated;          /* dedicated connections made, for their log names */
 };
 
 /* The backend table's row (backends.c). */

@@ -62,6 +62,15 @@ static int check_yes_no(const char *v, char *why, size_t len)
     return 0;
 }
 
+static int check_overflow(const char *v, char *why, size_t len)
+{
+    if (strcmp(v, "drop") && strcmp(v, "disconnect")) {
+        snprintf(why, len, "'%s' is not drop or disconnect", v);
+        return -1;
+    }
+    return 0;
+}
+
 static const struct cfg_key keys[] = {
     {"redis_url", CFG_STR, OFF(url), "redis://127.0.0.1:6379/0", 0, 0, false,
      "redis://[user:password@]host:port[/db], rediss://... (the same over TLS: redis_tls_*) or unix:///path/redis.sock[?db=N].", check_url},
@@ -95,6 +104,28 @@ static const struct cfg_key keys[] = {
      "rediss://: OpenSSL cipher list for TLS 1.2 (TLS 1.3 keeps its suites); empty: OpenSSL's default.", rds_tls_check_ciphers},
     {"redis_tls_verify", CFG_STR, OFF(tls_verify), "yes", 0, 0, true,
      "rediss://: check Redis's certificate and name (yes), or not (no: a warning at every connect).", check_yes_no},
+    {"redis_blocking_pool", CFG_INT, OFF(blocking_pool), "16", 1, 1024, false,
+     "Dedicated connections for blocking commands (redis.blocking), stream consumers and WATCH transactions; past them requests get 'overloaded'.", NULL},
+    {"redis_pubsub_buffer", CFG_INT, OFF(pubsub_buffer), "4194304", 4096, 1073741824, true,
+     "Bytes of pub/sub messages one client may leave unread; past it, see redis_pubsub_overflow.", NULL},
+    {"redis_pubsub_overflow", CFG_STR, OFF(pubsub_overflow), "drop", 0, 0, true,
+     "A subscriber past redis_pubsub_buffer: drop its messages (counted, and told with a 'dropped' push) or disconnect it.", check_overflow},
+    {"redis_stream_claim_idle_ms", CFG_INT, OFF(stream_claim_idle_ms), "30000", 100, 86400000, true,
+     "stream.consume: entries pending this long in any consumer are claimed (XAUTOCLAIM) and delivered again.", NULL},
+    {"redis_stream_max_deliveries", CFG_INT, OFF(stream_max_deliveries), "5", 1, 1000000, true,
+     "stream.consume: an entry delivered this many times goes to the dead-letter stream instead.", NULL},
+    {"redis_single_flight", CFG_STR, OFF(single_flight), "no", 0, 0, true,
+     "Identical GETs in flight at once share one round trip to Redis (yes or no).", check_yes_no},
+    {"redis_cluster", CFG_STR, OFF(cluster), "", 0, 0, false,
+     "Redis Cluster seed nodes, host:port,host:port...; when set, redis_url's host is not used (its password and TLS are). See docs/scale-out.md.", NULL},
+    {"redis_replica_reads", CFG_STR, OFF(replica_reads), "no", 0, 0, true,
+     "Redis Cluster: send read-only commands to replicas (READONLY) as well as primaries (yes or no).", check_yes_no},
+    {"redis_sentinel", CFG_STR, OFF(sentinel), "", 0, 0, false,
+     "Redis Sentinel addresses, host:port,...; with redis_sentinel_master, the primary is asked from them. See docs/scale-out.md.", NULL},
+    {"redis_sentinel_master", CFG_STR, OFF(sentinel_master), "", 0, 0, false,
+     "The name of the primary the sentinels watch (with redis_sentinel).", NULL},
+    {"redis_sentinel_password", CFG_STR, OFF(sentinel_password), "", 0, 0, false,
+     "The sentinels' own password, if they require one.", NULL},
 };
 
 static int validate(const void *values, char *err, size_t errlen)

@@ -22,6 +22,19 @@ struct rds_config {
     char *tls_min_version;    /* TLS1.2 or TLS1.3 */
     char *tls_ciphers;
     char *tls_verify;         /* yes or no */
+    /* The patterns (daemon/patterns/). */
+    long blocking_pool;       /* dedicated connections for blocking commands, stream consumers, WATCH */
+    long pubsub_buffer;       /* bytes of unread pushes one subscriber may hold */
+    char *pubsub_overflow;    /* owns: drop or disconnect */
+    long stream_claim_idle_ms;/* pending this long: claimed and delivered again */
+    long stream_max_deliveries; /* delivered this often: dead-lettered */
+    char *single_flight;      /* owns: yes or no */
+    /* Past one server (scale-out); "" when unset. */
+    char *cluster;            /* owns: seed nodes host:port,... */
+    char *replica_reads;      /* owns: yes or no */
+    char *sentinel;           /* owns: sentinels host:port,... */
+    char *sentinel_master;    /* owns: the master's name */
+    char *sentinel_password;  /* owns */
 };
 
 extern const struct cfg_section rds_config_section;

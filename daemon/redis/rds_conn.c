@@ -55,9 +55,25 @@ static void call_done(struct rds_conn *c, const redisReply *reply)
     if (!c->ncalls)
         return;
     struct rds_call k = c->calls[c->call_head];
-    c->call_head = (c->call_head + 1) % RDS_MAX_CALLS;
+    c->call_head = (c->call_head + 1) & (c->call_cap - 1);
     c->ncalls--;
     k.fn(k.arg, reply);
+}
+
+static void call_push(struct rds_conn *c, struct rds_call k)
+{
+    if (c->ncalls == c->call_cap) {
+        size_t cap = c->call_cap ? c->call_cap * 2 : 8;
+        struct rds_call *n = xcalloc(cap, sizeof(*n));
+        for (size_t i = 0; i < c->ncalls; i++)
+            n[i] = c->calls[(c->call_head + i) & (c->call_cap - 1)];
+        free(c->calls);
+        c->calls = n;
+        c->call_cap = cap;
+        c->call_head = 0;
+    }
+    c->calls[(c->call_head + c->ncalls) & (c->call_cap - 1)] = k;
+    c->ncalls++;
 }
 
 static void begin_attempt(struct rds_conn *c);
@@ -167,7 +183,9 @@ static void conn_fail(struct rds_conn *c, const char *why)
              unsent ? msg : "the connection to redis was lost; the command may or may not have run");
     close_io(c);
     maybe_retry(c);
-    if (!c->control)
+    if (c->hooks.lost)
+        c->hooks.lost(c, c->hooks.arg);
+    if (!c->control && !c->quiet)
         c->t->changed(c->t);
 }
 
@@ -175,6 +193,10 @@ static void conn_fail(struct rds_conn *c, const char *why)
 
 static void handle_reply(struct rds_conn *c, redisReply *reply)
 {
+    if (reqring_size(&c->ring) == 0 && c->hooks.sink && c->state == RC_READY) {
+        c->hooks.sink(c, c->hooks.arg, reply);
+        return;
+    }
     if (reqring_size(&c->ring) == 0) {
         conn_fail(c, "redis sent a reply to no command");
         return;
@@ -196,10 +218,12 @@ static void handle_reply(struct rds_conn *c, redisReply *reply)
             c->last_error[0] = '\0';
             uv_timer_stop(&c->timer);
             log_info("redis %s %u to %s ready", c->control ? "control connection" : "connection", c->index, c->t->url_redacted);
-            if (!c->control)
+            if (!c->control && !c->quiet)
                 c->t->changed(c->t);
-            else if (c->t->control_ready)
+            else if (c->control && c->t->control_ready)
                 c->t->control_ready(c->t);
+            if (c->hooks.ready)
+                c->hooks.ready(c, c->hooks.arg);
         }
         return;
     }
@@ -276,6 +300,8 @@ static void refuse_reply(struct rds_conn *c)
         abort();
     if (c->guard.why != RESP_GUARD_UNWANTED)
         c->refused++;
+    if (reqring_size(&c->ring) == 0 && c->hooks.sink && c->state == RC_READY)
+        return; /* a message too large for any frame: dropped, counted */
     if (reqring_size(&c->ring) == 0) {
         conn_fail(c, "redis sent a reply to no command");
         return;
@@ -608,11 +634,19 @@ bool rds_conn_is_head(const struct rds_conn *c, const struct request *r)
 int rds_conn_call(struct rds_conn *c, int argc, const char *const *argv, const size_t *lens,
                   void (*fn)(void *arg, const redisReply *reply), void *arg)
 {
-    if (c->state != RC_READY || c->ncalls == RDS_MAX_CALLS || rds_conn_pending(c) >= (size_t)c->t->rc->max_pending)
+    if (!rds_conn_usable(c) || rds_conn_pending(c) >= (size_t)c->t->rc->max_pending)
         return -1;
-    c->calls[(c->call_head + c->ncalls) % RDS_MAX_CALLS] = (struct rds_call){fn, arg};
-    c->ncalls++;
+    call_push(c, (struct rds_call){fn, arg});
     reqring_push(&c->ring, CALL_SLOT);
+    rds_command_format(&c->out.pending, argc, argv, lens);
+    outq_kick(&c->out);
+    return 0;
+}
+
+int rds_conn_send_raw(struct rds_conn *c, int argc, const char *const *argv, const size_t *lens)
+{
+    if (c->state != RC_READY)
+        return -1;
     rds_command_format(&c->out.pending, argc, argv, lens);
     outq_kick(&c->out);
     return 0;
@@ -659,5 +693,6 @@ void rds_conn_free(struct rds_conn *c)
         rds_tls_free(&c->tls);
     free(c->readbuf);
     free(c->plainbuf);
+    free(c->calls);
     free(c);
 }

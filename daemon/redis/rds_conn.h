@@ -48,7 +48,28 @@ enum rconn_state {
     RC_STOPPED,    /* shut down for good */
 };
 
-#define RDS_MAX_CALLS 8
+struct rds_conn;
+
+/* One of ferryd's own commands awaiting its reply (rds_conn_call). */
+struct rds_call {
+    void (*fn)(void *arg, const redisReply *reply);
+    void *arg;
+};
+
+/* What a connection's owner hears beyond the replies to requests. */
+struct rds_conn_hooks {
+    void *arg;
+    /* The handshake is over (after each reconnect): the time to send what
+     * the connection's role needs (SUBSCRIBE again, CLIENT ID ...). */
+    void (*ready)(struct rds_conn *c, void *arg);
+    /* A reply no command awaits: on a subscriber connection, the messages
+     * and (un)subscribe confirmations; NULL for other connections, where
+     * such a reply is a protocol fault. A reply too large for max_frame
+     * is dropped and counted in refused instead. */
+    void (*sink)(struct rds_conn *c, void *arg, const redisReply *reply);
+    /* The connection failed (it reconnects by itself). */
+    void (*lost)(struct rds_conn *c, void *arg);
+};
 
 struct rds_conn {
     struct rds_target *t;     /* refers: the backend's, shared by its connections */
@@ -80,15 +101,15 @@ struct rds_conn {
 
     /* ferryd's own commands awaiting replies (CALL_SLOT in the ring), in
      * order: each gets its reply, borrowed, or NULL when none will come. */
-    struct rds_call {
-        void (*fn)(void *arg, const redisReply *reply);
-        void *arg;
-    } calls[RDS_MAX_CALLS];
-    unsigned call_head, ncalls;
+    struct rds_call *calls;     /* owns: a ring of call_cap entries */
+    size_t call_cap, call_head, ncalls;
+    struct rds_conn_hooks hooks; /* its owner's, all optional */
+    uint64_t client_id;         /* CLIENT ID on the server, once learned (0: unknown) */
 
     bool down;                  /* failed since last ready: fail fast */
     unsigned failures;          /* consecutive failed attempts */
     bool control;               /* the control connection: never carries requests */
+    bool quiet;                 /* a dedicated connection: its state does not change the backend's health */
     uint64_t connects, drops;   /* counters for stats */
     uint64_t refused;           /* replies refused by the guard */
     char last_error[160];
@@ -103,13 +124,17 @@ void rds_conn_start(struct rds_conn *c);
 int rds_conn_send(struct rds_conn *c, struct request *r, int argc, const char *const *argv,
                     const size_t *lens) __attribute__((warn_unused_result));
 void rds_conn_cancel(struct rds_conn *c, struct request *r);
+/* Writes a command whose replies go to the sink hook (SUBSCRIBE and the
+ * like on a subscriber connection). Returns 0, or -1 when c is not ready. */
+int rds_conn_send_raw(struct rds_conn *c, int argc, const char *const *argv, const size_t *lens);
 /* Sends "SCRIPT KILL" or "FUNCTION KILL" (what is "SCRIPT" or "FUNCTION")
  * on the control connection c, and logs its reply. */
 void rds_conn_kill(struct rds_conn *c, const char *what);
-/* Sends one of ferryd's own commands on c (the control connection); fn
- * gets its reply, borrowed for the call, or NULL when the connection
- * failed first. Returns 0, or -1 when c is not ready or too many are
- * waiting. */
+/* Sends one of ferryd's own commands on c (any connection: the control
+ * one, or a pooled one for the pattern ops); fn gets its reply, borrowed
+ * for the call, or NULL when the connection failed first. Like a request,
+ * it may be queued while c connects. Returns 0, or -1 when c is down or
+ * max_pending replies are awaited. */
 int rds_conn_call(struct rds_conn *c, int argc, const char *const *argv, const size_t *lens,
                   void (*fn)(void *arg, const redisReply *reply), void *arg);
 /* Whether r is the oldest command awaiting a reply on c: the one Redis is

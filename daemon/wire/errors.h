@@ -22,7 +22,8 @@
     X(NACKED,        "nacked",        "the broker refused the message")      \
     X(UNROUTABLE,    "unroutable",    "no queue took the mandatory message") \
     X(UNCONFIRMED,   "unconfirmed",   "the broker did not confirm in time")  \
-    X(BLOCKED,       "blocked",       "the broker is blocking publishers")
+    X(BLOCKED,       "blocked",       "the broker is blocking publishers")   \
+    X(NOT_HELD,      "not_held",      "the lock is not held with this token")
 
 #define FE_OK 0
 
@@ -48,6 +49,7 @@ enum {
 #define FE_UNROUTABLE    FE_E(UNROUTABLE)
 #define FE_UNCONFIRMED   FE_E(UNCONFIRMED)
 #define FE_BLOCKED       FE_E(BLOCKED)
+#define FE_NOT_HELD      FE_E(NOT_HELD)
 
 /* Index 0..FE_NCODES-1 of a negative code; outcome tables put "ok" at
  * FE_NCODES. */

@@ -18,7 +18,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 DAEMON = os.path.join(ROOT, "daemon")
 # Lowest first. A folder may include from itself and from the folders
 # before it; main.c (at the top of daemon/) may include anything.
-LAYERS = ["base", "wire", "telemetry", "core", "redis", "mq"]
+LAYERS = ["base", "wire", "telemetry", "core", "redis", "patterns", "mq"]
 MAX_LINES = 800
 LIBRARY_PREFIXES = ("uv_", "redis", "amqp_", "cbor_", "curl_", "protobuf_c_", "__")
 
