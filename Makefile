@@ -22,7 +22,7 @@ MAKEFLAGS += --no-print-directory
 DAEMON_SRC = $(shell find daemon -name '*.c' | sort)
 DAEMON_LIB_SRC = $(filter-out daemon/main.c,$(DAEMON_SRC))
 LIBFERRY_SRC = client-stub/c/ferry.c
-CLI_SRC = client-stub/c/ferry_cli.c client-stub/c/cli_run.c
+CLI_SRC = $(wildcard client-stub/c/cli_*.c) client-stub/c/ferry_cli.c
 BENCH_SRC = tests/bench/ferry_bench.c
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
 

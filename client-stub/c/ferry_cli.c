@@ -20,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_cmds.h"
+#include "cli_print.h"
 #include "cli_run.h"
 #include "ferry.h"
 
@@ -56,6 +58,12 @@ static void usage(FILE *f)
             "                        COMMAND with each body on stdin, reply with its stdout\n"
             "                        (header exit_status), ack; one at a time, until N served\n"
             "  (k=v values: integers and true/false are typed, the rest is text)\n"
+            "\n");
+    if (cli_ncmds)
+        fprintf(f, "Redis patterns:\n");
+    for (size_t i = 0; i < cli_ncmds; i++)
+        fputs(cli_cmds[i]->usage, f);
+    fprintf(f,
             "\n"
             "options:\n"
             "  -s, --socket PATH     daemon socket (default $FERRY_SOCKET or %s)\n"
@@ -71,85 +79,7 @@ static void usage(FILE *f)
             FERRY_DEFAULT_SOCKET);
 }
 
-/* Prints a value the way redis-cli's raw mode does. */
-static void print_raw(const cbor_item_t *it)
-{
-    switch (cbor_typeof(it)) {
-    case CBOR_TYPE_BYTESTRING:
-    case CBOR_TYPE_STRING:
-        if (cbor_isa_bytestring(it) ? cbor_bytestring_is_definite(it) : cbor_string_is_definite(it)) {
-            size_t n = cbor_isa_bytestring(it) ? cbor_bytestring_length(it) : cbor_string_length(it);
-            const unsigned char *p = cbor_isa_bytestring(it) ? cbor_bytestring_handle(it) : cbor_string_handle(it);
-            fwrite(p, 1, n, stdout);
-        }
-        putchar('\n');
-        break;
-    case CBOR_TYPE_UINT:
-        printf("%" PRIu64 "\n", cbor_get_int(it));
-        break;
-    case CBOR_TYPE_NEGINT:
-        printf("-%" PRIu64 "\n", cbor_get_int(it) + 1);
-        break;
-    case CBOR_TYPE_ARRAY:
-        for (size_t i = 0; i < cbor_array_size(it); i++)
-            print_raw(cbor_array_handle((cbor_item_t *)it)[i]);
-        break;
-    case CBOR_TYPE_FLOAT_CTRL:
-        /* Test the width first: libcbor 0.8's cbor_is_bool() asserts on
-         * floats. */
-        if (cbor_float_get_width(it) != CBOR_FLOAT_0)
-            printf("%.17g\n", cbor_float_get_float(it));
-        else if (cbor_is_bool(it))
-            puts(cbor_get_bool(it) ? "true" : "false");
-        else
-            putchar('\n');
-        break;
-    case CBOR_TYPE_MAP: {
-        struct cbor_pair *p = cbor_map_handle((cbor_item_t *)it);
-        for (size_t i = 0; i < cbor_map_size(it); i++) {
-            print_raw(p[i].key);
-            print_raw(p[i].value);
-        }
-        break;
-    }
-    default:
-        putchar('\n');
-        break;
-    }
-}
-
-/* Prints a nested map as "a.b.c: value" lines, for stats. */
-static void print_flat(const char *prefix, const cbor_item_t *it)
-{
-    char key[512];
-    if (cbor_isa_map(it)) {
-        struct cbor_pair *p = cbor_map_handle((cbor_item_t *)it);
-        for (size_t i = 0; i < cbor_map_size(it); i++) {
-            const cbor_item_t *k = p[i].key;
-            int n = cbor_isa_string(k) ? (int)cbor_string_length(k) : 0;
-            snprintf(key, sizeof(key), "%s%s%.*s", prefix, prefix[0] ? "." : "", n,
-                     n ? (const char *)cbor_string_handle(k) : "");
-            print_flat(key, p[i].value);
-        }
-        return;
-    }
-    if (cbor_isa_array(it)) {
-        for (size_t i = 0; i < cbor_array_size(it); i++) {
-            snprintf(key, sizeof(key), "%s.%zu", prefix, i);
-            print_flat(key, cbor_array_handle((cbor_item_t *)it)[i]);
-        }
-        return;
-    }
-    printf("%s: ", prefix);
-    print_raw(it);
-}
-
 /* ---- RabbitMQ commands ---- */
-
-static void map_put(cbor_item_t *map, const char *key, cbor_item_t *value)
-{
-    cbor_map_add(map, (struct cbor_pair){.key = cbor_move(cbor_build_string(key)), .value = cbor_move(value)});
-}
 
 /* "k=v": integers and true/false become those types, the rest text. */
 static int put_kv(cbor_item_t *map, const char *kv)
@@ -172,7 +102,7 @@ static int put_kv(cbor_item_t *map, const char *kv)
         val = cbor_build_bool(!strcmp(v, "true"));
     else
         val = cbor_build_string(v);
-    map_put(map, key, val);
+    cli_map_put(map, key, val);
     return 0;
 }
 
@@ -194,24 +124,11 @@ static void print_message(const cbor_item_t *m, int verbose)
                 continue;
             char key[64];
             snprintf(key, sizeof(key), "%.*s", (int)cbor_string_length(k), (const char *)cbor_string_handle(k));
-            print_flat(key, p[i].value);
+            cli_print_flat(key, p[i].value);
         }
     }
     if (body)
-        print_raw(body);
-}
-
-static int check_result(ferry_msg_t *m, int rc)
-{
-    if (rc != 0) {
-        fprintf(stderr, "ferry: %s\n", ferry_strerror(rc));
-        return 2;
-    }
-    if (m->err_code) {
-        fprintf(stderr, "(error) %s: %s\n", m->err_code, m->err_message);
-        return 1;
-    }
-    return 0;
+        cli_print_raw(body);
 }
 
 struct broker_opts {
@@ -271,15 +188,15 @@ static int need(int npos, int want, const char *usage_line)
 static cbor_item_t *message_args(char **pos, struct broker_opts *o)
 {
     cbor_item_t *m = cbor_new_definite_map(8);
-    map_put(m, "exchange", cbor_build_string(pos[0]));
-    map_put(m, "routing_key", cbor_build_string(pos[1]));
-    map_put(m, "body", cbor_build_bytestring((cbor_data)pos[2], strlen(pos[2])));
+    cli_map_put(m, "exchange", cbor_build_string(pos[0]));
+    cli_map_put(m, "routing_key", cbor_build_string(pos[1]));
+    cli_map_put(m, "body", cbor_build_bytestring((cbor_data)pos[2], strlen(pos[2])));
     if (o->persistent)
-        map_put(m, "persistent", cbor_build_bool(true));
+        cli_map_put(m, "persistent", cbor_build_bool(true));
     if (o->mandatory)
-        map_put(m, "mandatory", cbor_build_bool(true));
+        cli_map_put(m, "mandatory", cbor_build_bool(true));
     if (cbor_map_size(o->headers))
-        map_put(m, "headers", cbor_incref(o->headers));
+        cli_map_put(m, "headers", cbor_incref(o->headers));
     return m;
 }
 
@@ -303,10 +220,10 @@ static int subscribe(ferry_t *f, const char *queue, long prefetch, int no_ack, u
                      uint64_t *sub)
 {
     cbor_item_t *a = cbor_new_definite_map(3);
-    map_put(a, "queue", cbor_build_string(queue));
-    map_put(a, "no_ack", cbor_build_bool(no_ack));
+    cli_map_put(a, "queue", cbor_build_string(queue));
+    cli_map_put(a, "no_ack", cbor_build_bool(no_ack));
     if (prefetch > 0 && prefetch <= 65535)
-        map_put(a, "prefetch", cbor_build_uint16((uint16_t)prefetch));
+        cli_map_put(a, "prefetch", cbor_build_uint16((uint16_t)prefetch));
     ferry_msg_t *m = NULL;
     int rc = ferry_send(f, "consume", a, deadline, sub);
     cbor_decref(&a);
@@ -321,7 +238,7 @@ static int subscribe(ferry_t *f, const char *queue, long prefetch, int no_ack, u
             m = NULL;
         }
     }
-    int status = check_result(m, rc);
+    int status = cli_check_result(m, rc);
     ferry_msg_free(m);
     return status;
 }
@@ -358,12 +275,12 @@ static int settle(ferry_t *f, uint64_t sub, const cbor_item_t *delivery, uint32_
 {
     const cbor_item_t *tag = map_get(delivery, "delivery_tag");
     cbor_item_t *ack = cbor_new_definite_map(2);
-    map_put(ack, "sub", cbor_build_uint64(sub));
-    map_put(ack, "delivery_tag", cbor_build_uint64(tag && cbor_isa_uint(tag) ? cbor_get_int(tag) : 0));
+    cli_map_put(ack, "sub", cbor_build_uint64(sub));
+    cli_map_put(ack, "delivery_tag", cbor_build_uint64(tag && cbor_isa_uint(tag) ? cbor_get_int(tag) : 0));
     ferry_msg_t *r = NULL;
     int rc = ferry_call(f, "ack", ack, deadline, &r, wait_ms);
     cbor_decref(&ack);
-    int status = check_result(r, rc);
+    int status = cli_check_result(r, rc);
     ferry_msg_free(r);
     return status;
 }
@@ -426,18 +343,18 @@ static int serve_one(ferry_t *f, const cbor_item_t *d, struct broker_opts *o, ui
         fprintf(stderr, "ferry: a request without reply_to: nobody to answer\n");
     } else {
         cbor_item_t *a = cbor_new_definite_map(5);
-        map_put(a, "exchange", cbor_build_string(""));
-        map_put(a, "routing_key", cbor_incref((cbor_item_t *)reply_to));
-        map_put(a, "body", cbor_build_bytestring(out ? out : (const uint8_t *)"", outlen));
+        cli_map_put(a, "exchange", cbor_build_string(""));
+        cli_map_put(a, "routing_key", cbor_incref((cbor_item_t *)reply_to));
+        cli_map_put(a, "body", cbor_build_bytestring(out ? out : (const uint8_t *)"", outlen));
         if (corr && cbor_isa_string(corr))
-            map_put(a, "correlation_id", cbor_incref((cbor_item_t *)corr));
+            cli_map_put(a, "correlation_id", cbor_incref((cbor_item_t *)corr));
         cbor_item_t *h = cbor_new_definite_map(1);
-        map_put(h, "exit_status", cbor_build_uint8((uint8_t)exit_status));
-        map_put(a, "headers", h);
+        cli_map_put(h, "exit_status", cbor_build_uint8((uint8_t)exit_status));
+        cli_map_put(a, "headers", h);
         ferry_msg_t *r = NULL;
         int rc = ferry_call(f, "publish", a, deadline, &r, wait_ms);
         cbor_decref(&a);
-        status = check_result(r, rc);
+        status = cli_check_result(r, rc);
         ferry_msg_free(r);
         if (status == 1)
             status = 0; /* the caller has gone (say): keep serving the others */
@@ -453,8 +370,8 @@ static int serve(ferry_t *f, const char *queue, struct broker_opts *o, uint32_t 
 {
     signal(SIGPIPE, SIG_IGN); /* a command that does not read its stdin */
     cbor_item_t *a = cbor_new_definite_map(2);
-    map_put(a, "name", cbor_build_string(queue));
-    map_put(a, "passive", cbor_build_bool(true));
+    cli_map_put(a, "name", cbor_build_string(queue));
+    cli_map_put(a, "passive", cbor_build_bool(true));
     ferry_msg_t *m = NULL;
     int rc = ferry_call(f, "queue.declare", a, deadline, &m, wait_ms);
     cbor_decref(&a);
@@ -462,11 +379,11 @@ static int serve(ferry_t *f, const char *queue, struct broker_opts *o, uint32_t 
         ferry_msg_free(m);
         m = NULL;
         a = cbor_new_definite_map(1);
-        map_put(a, "name", cbor_build_string(queue));
+        cli_map_put(a, "name", cbor_build_string(queue));
         rc = ferry_call(f, "queue.declare", a, deadline, &m, wait_ms);
         cbor_decref(&a);
     }
-    int status = check_result(m, rc);
+    int status = cli_check_result(m, rc);
     ferry_msg_free(m);
     uint64_t sub;
     if (status || (status = subscribe(f, queue, 1, 0, deadline, wait_ms, &sub)) != 0)
@@ -501,26 +418,26 @@ static int broker_command(ferry_t *f, const char *cmd, int argc, char **argv, ui
             goto out;
         op = "exchange.declare";
         a = cbor_new_definite_map(3);
-        map_put(a, "name", cbor_build_string(pos[0]));
-        map_put(a, "type", cbor_build_string(pos[1]));
-        map_put(a, "durable", cbor_build_bool(o.durable));
+        cli_map_put(a, "name", cbor_build_string(pos[0]));
+        cli_map_put(a, "type", cbor_build_string(pos[1]));
+        cli_map_put(a, "durable", cbor_build_bool(o.durable));
     } else if (!strcmp(cmd, "declare-queue")) {
         if (need(npos, 1, "declare-queue NAME [--durable] [--arg k=v]..."))
             goto out;
         op = "queue.declare";
         a = cbor_new_definite_map(3);
-        map_put(a, "name", cbor_build_string(pos[0]));
-        map_put(a, "durable", cbor_build_bool(o.durable));
+        cli_map_put(a, "name", cbor_build_string(pos[0]));
+        cli_map_put(a, "durable", cbor_build_bool(o.durable));
         if (cbor_map_size(o.args))
-            map_put(a, "arguments", cbor_incref(o.args));
+            cli_map_put(a, "arguments", cbor_incref(o.args));
     } else if (!strcmp(cmd, "bind")) {
         if (need(npos, 3, "bind QUEUE EXCHANGE KEY"))
             goto out;
         op = "queue.bind";
         a = cbor_new_definite_map(3);
-        map_put(a, "queue", cbor_build_string(pos[0]));
-        map_put(a, "exchange", cbor_build_string(pos[1]));
-        map_put(a, "routing_key", cbor_build_string(pos[2]));
+        cli_map_put(a, "queue", cbor_build_string(pos[0]));
+        cli_map_put(a, "exchange", cbor_build_string(pos[1]));
+        cli_map_put(a, "routing_key", cbor_build_string(pos[2]));
     } else if (!strcmp(cmd, "publish") || !strcmp(cmd, "rpc")) {
         if (need(npos, 3, !strcmp(cmd, "rpc") ? "rpc EXCHANGE KEY BODY"
                                                : "publish EXCHANGE ROUTING_KEY BODY [--persistent] "
@@ -533,7 +450,7 @@ static int broker_command(ferry_t *f, const char *cmd, int argc, char **argv, ui
             goto out;
         op = "get";
         a = cbor_new_definite_map(1);
-        map_put(a, "queue", cbor_build_string(pos[0]));
+        cli_map_put(a, "queue", cbor_build_string(pos[0]));
     } else if (!strcmp(cmd, "consume")) {
         if (need(npos, 1, "consume QUEUE [--count N] [--no-ack] [--follow]"))
             goto out;
@@ -551,7 +468,7 @@ static int broker_command(ferry_t *f, const char *cmd, int argc, char **argv, ui
     }
     ferry_msg_t *m = NULL;
     int rc = ferry_call(f, op, a, deadline, &m, wait_ms);
-    status = check_result(m, rc);
+    status = cli_check_result(m, rc);
     if (status == 1 && !strcmp(cmd, "rpc") && !strcmp(m->err_code, "timeout"))
         fprintf(stderr, "ferry: the request reached a queue, but no reply came: is anything consuming '%s'? "
                         "(e.g. ferry serve %s -- COMMAND)\n", pos[1], pos[1]);
@@ -563,7 +480,7 @@ static int broker_command(ferry_t *f, const char *cmd, int argc, char **argv, ui
                 putchar('\n');
         } else if (!strcmp(cmd, "declare-queue")) {
             struct cbor_pair *p = cbor_map_handle(m->result);
-            print_raw(p[0].value);
+            cli_print_raw(p[0].value);
         } else {
             puts("OK");
         }
@@ -729,10 +646,14 @@ int main(int argc, char **argv)
         return 64;
     }
     const char *cmd = argv[i];
+    const struct cli_cmd *pattern = NULL;
+    for (size_t k = 0; k < cli_ncmds; k++)
+        if (!strcmp(cmd, cli_cmds[k]->name))
+            pattern = cli_cmds[k];
     int is_redis = strcmp(cmd, "redis") == 0;
     int is_amqp = is_amqp_command(cmd);
     int is_health = strcmp(cmd, "health") == 0;
-    if (!is_redis && !is_amqp && !is_health && strcmp(cmd, "ping") && strcmp(cmd, "hello") && strcmp(cmd, "stats")) {
+    if (!pattern && !is_redis && !is_amqp && !is_health && strcmp(cmd, "ping") && strcmp(cmd, "hello") && strcmp(cmd, "stats")) {
         fprintf(stderr, "ferry: unknown command '%s'\n", cmd);
         usage(stderr);
         return 64;
@@ -745,8 +666,9 @@ int main(int argc, char **argv)
     for (int j = i + 1; j < argc; j++) {
         if (!only_words && !strcmp(argv[j], "--")) {
             only_words = true;
-            /* serve's own "--" separates its queue from the command it runs. */
-            if (!strcmp(cmd, "serve"))
+            /* serve's own "--" separates its queue from the command it
+             * runs; so does that of lock run and cache get-or-run. */
+            if (!strcmp(cmd, "serve") || pattern)
                 words[nwords++] = argv[j];
             continue;
         }
@@ -773,7 +695,7 @@ int main(int argc, char **argv)
         live = true;
         nwords = 0;
     }
-    if (!is_redis && !is_amqp && nwords > 0) {
+    if (!pattern && !is_redis && !is_amqp && nwords > 0) {
         fprintf(stderr, "ferry: %s takes no arguments, got '%s'\n", cmd, words[0]);
         free(words);
         return 64;
@@ -804,6 +726,13 @@ int main(int argc, char **argv)
      * arrives rather than a client-side one. */
     int wait_ms = (int)timeout + 1000;
     int rc;
+    if (pattern) {
+        struct cli_ctx ctx = {(uint32_t)timeout, wait_ms, verbose};
+        int st = pattern->run(f, nwords, words, &ctx);
+        ferry_close(f);
+        free(words);
+        return st;
+    }
     if (is_amqp) {
         int st = broker_command(f, cmd, nwords, words, (uint32_t)timeout, wait_ms, verbose);
         ferry_close(f);
@@ -822,9 +751,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "(error) %s: %s\n", m->err_code, m->err_message);
         status = 1;
     } else if (strcmp(cmd, "stats") == 0) {
-        print_flat("", m->result);
+        cli_print_flat("", m->result);
     } else {
-        print_raw(m->result);
+        cli_print_raw(m->result);
     }
     ferry_msg_free(m);
     ferry_close(f);
