@@ -3,10 +3,11 @@
  * adding its row here; the Redis backend takes the rest from the table. */
 #include <stddef.h>
 
+#include "dedpool.h"
 #include "rds_module.h"
 
 const struct rds_module *const rds_modules[] = {
-    NULL,
+    &dedpool_module,
 };
 
-const size_t rds_nmodules = 0;
+const size_t rds_nmodules = sizeof(rds_modules) / sizeof(rds_modules[0]);

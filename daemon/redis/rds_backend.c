@@ -143,6 +143,11 @@ static void rb_submit(struct backend *b, struct request *r)
             goto done;
         }
     }
+    for (size_t i = 0; i < rb->ninterceptors; i++) {
+        size_t m = rb->interceptors[i];
+        if (rds_modules[m]->intercept(rb, rb->mod[m], r, argc, argv, lens))
+            goto done;
+    }
     struct rds_conn *c = pick(rb);
     char op[32];
     size_t n = lens[0] < sizeof(op) - 1 ? lens[0] : sizeof(op) - 1;
@@ -526,6 +531,8 @@ static struct backend *rb_create(const struct backend_host *h, char *err, size_t
             rb_destroy(&rb->base);
             return NULL;
         }
+        if (m->intercept)
+            rb->interceptors[rb->ninterceptors++] = i;
         for (size_t k = 0; k < m->nops; k++) {
             if (rb->nopdefs == sizeof(rb->opdefs) / sizeof(rb->opdefs[0]) ||
                 ops_add(h->ops, m->ops[k].name, NULL, NULL, &rb->base, OP_MODULE0 + (int)rb->nopdefs) != 0) {

@@ -39,6 +39,9 @@ struct rds_backend {
      * index in rds_modules[], and the ops they serve, by op kind - 2. */
     void *mod[RDS_MAX_MODULES];
     const struct rds_opdef *opdefs[48];
+    /* The modules that see each redis command (intercept), by index. */
+    size_t interceptors[RDS_MAX_MODULES];
+    size_t ninterceptors;
     size_t nopdefs;
     unsigned dedicated;          /* dedicated connections made, for their log names */
 };

@@ -58,6 +58,11 @@ struct rds_module {
     /* At create: allocates the module's state into *state. Returns 0, or
      * -1 with err naming the config key. */
     int (*create)(struct rds_backend *rb, void **state, char *err, size_t errlen);
+    /* Sees each command of the redis op that passed the deny-list and the
+     * policy, before it is sent; returns true when it took r (single
+     * flight: it shares another request's round trip). */
+    bool (*intercept)(struct rds_backend *rb, void *state, struct request *r, int argc,
+                      const char *const *argv, const size_t *lens);
     /* The loop runs: start connecting what it owns. */
     void (*start)(struct rds_backend *rb, void *state);
     /* c is closing: drop its subscriptions, release its locks ... */

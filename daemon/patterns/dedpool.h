@@ -1,0 +1,33 @@
+/* dedpool.h: the bounded pool of dedicated Redis connections: one
+ * connection per blocking command (redis.blocking), per stream consumer
+ * (stream.consume) and per WATCH transaction (redis.multi with watch),
+ * never shared while in use, at most redis_blocking_pool of them.
+ *
+ * A connection taken is the taker's until it gives it back; the taker
+ * sends on it with rds_conn_send or rds_conn_call, and leaves c->hooks
+ * alone (the pool's). One given back while a command may still be
+ * blocked on it (its request was cancelled) is first unblocked: CLIENT
+ * UNBLOCK from a pooled connection (the blocked one cannot carry it),
+ * then a PING on the connection itself, whose reply comes after the
+ * blocked command's, marks it idle again. */
+#ifndef FERRY_DEDPOOL_H
+#define FERRY_DEDPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rds_module.h"
+
+struct rds_conn;
+
+/* An idle connection (ready or connecting), or a new one while fewer
+ * than redis_blocking_pool exist; NULL when all are taken. */
+struct rds_conn *dedpool_take(struct rds_backend *rb);
+/* Gives c back. maybe_blocked: a command sent on it may still be
+ * blocked in Redis (its request went away): unblock it first. */
+void dedpool_give(struct rds_backend *rb, struct rds_conn *c, bool maybe_blocked);
+
+extern const struct rds_module dedpool_module;
+
+#endif
