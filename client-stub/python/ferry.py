@@ -296,3 +296,18 @@ def _next_push(self, timeout=None):
 
 Client.amqp = property(_amqp)
 Client.next_push = _next_push
+
+
+# ---- Redis patterns: one class each, reached as a property of Client ----
+
+# -- pub/sub (client.pubsub) --
+
+
+# -- blocking commands, transactions, pipelines (client.blocking, client.multi, client.pipeline) --
+
+
+# -- streams (client.streams) --
+
+
+# -- locks, cache, rate limits, scripts (client.locks, client.cache, client.ratelimit, client.scripts) --
+
