@@ -309,5 +309,8 @@ Client.next_push = _next_push
 # -- streams (client.streams) --
 
 
-# -- locks, cache, rate limits, scripts (client.locks, client.cache, client.ratelimit, client.scripts) --
+# -- locks, rate limits, scripts (client.locks, client.ratelimit, client.scripts) --
+
+
+# -- cache (client.cache) --
 
