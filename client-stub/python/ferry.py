@@ -326,8 +326,7 @@ def _multi(self, commands, watch=None, expect=None, deadline=None):
     if watch is not None:
         args["watch"] = [to_bytes(k) for k in watch]
     if expect is not None:
-        args["expect"] = {k if isinstance(k, str) else k.decode(): None if v is None else to_bytes(v)
-                          for k, v in expect.items()}
+        args["expect"] = {k: None if v is None else to_bytes(v) for k, v in expect.items()}
     return self.call("redis.multi", args, deadline)
 
 

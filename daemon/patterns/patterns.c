@@ -6,10 +6,12 @@
 #include "blocking.h"
 #include "dedpool.h"
 #include "rds_module.h"
+#include "txn.h"
 
 const struct rds_module *const rds_modules[] = {
     &dedpool_module,
     &blocking_module,
+    &txn_module,
 };
 
 const size_t rds_nmodules = sizeof(rds_modules) / sizeof(rds_modules[0]);
