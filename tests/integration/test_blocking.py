@@ -159,3 +159,58 @@ def test_bad_input(ferryd):
             assert e.value.code == "bad_request"
         assert c.ping() == "PONG"
     assert dedicated_ok(ferryd)
+
+
+def test_deadline_passes_while_redis_is_frozen(ferryd, redis):
+    """The deadline passes before Redis even runs the command: the request
+    gets timeout, and once Redis is back the connection is unblocked and
+    given back, and the BLPOP took nothing."""
+    with ferryd.client() as c:
+        c.redis("PING")
+        redis.freeze()
+        try:
+            with pytest.raises(ferry.FerryError) as e:
+                c.blocking("BLPOP", "frozen", "0", deadline=300)
+            assert e.value.code == "timeout"
+        finally:
+            redis.thaw()
+        wait_until(lambda: dedicated(ferryd)["in_use"] == 0, timeout=10 * SLOW, what="connection given back")
+        c.redis("RPUSH", "frozen", "kept")
+        assert c.redis("LRANGE", "frozen", "0", "-1") == [b"kept"]
+    assert blocked_clients(redis) == []
+
+
+POLICY = """
+[me]
+peers = uid:%d
+ops = ping hello stats redis redis.blocking redis.pipeline redis.multi
+redis_commands = +@all
+redis_keys = app:*
+"""
+
+
+def test_policy_applies(make_ferryd, tmp):
+    import os
+    path = os.path.join(tmp, "policy.conf")
+    with open(path, "w") as f:
+        f.write(POLICY % os.getuid())
+    fd = make_ferryd(["--set", "policy_file=" + path])
+    with fd.client() as c:
+        c.redis("RPUSH", "app:q", "1")
+        assert c.blocking("BLPOP", "app:q", "0", deadline=2000) == [b"app:q", b"1"]
+        with pytest.raises(ferry.FerryError) as e:
+            c.blocking("BLPOP", "app:q", "other:q", "0", deadline=2000)
+        assert e.value.code == "denied" and "other:q" in e.value.message
+        with pytest.raises(ferry.FerryError) as e:
+            c.pipeline([["SET", "app:a", "1"], ["SET", "other:a", "1"]])
+        assert e.value.code == "denied" and "command 2" in e.value.message
+        with pytest.raises(ferry.FerryError) as e:
+            c.multi([["SET", "app:a", "1"]], watch=["other:w"])
+        assert e.value.code == "denied"
+        with pytest.raises(ferry.FerryError) as e:
+            c.multi([["SET", "app:a", "1"]], expect={"other:e": None})
+        assert e.value.code == "denied"
+        assert c.multi([["SET", "app:a", "2"]], watch=["app:a"], expect={"app:b": None}) == ["OK"]
+        # Nothing of the refused requests ran.
+        assert c.redis("GET", "app:a") == b"2"
+    assert dedicated_ok(fd)
