@@ -105,9 +105,9 @@ static int submit(struct rds_backend *rb, struct request *r)
     }
     struct rds_conn *c = dedpool_take(rb);
     if (!c) {
-        snprintf(msg, sizeof(msg), "all %ld dedicated connections (redis_blocking_pool) are in use",
-                 (long)rb->t.rc->blocking_pool);
-        request_fail(r, FE_OVERLOADED, msg);
+        code = dedpool_refusal(rb, msg, sizeof(msg));
+        request_fail(r, code, msg);
+        code = 0;
         goto done;
     }
     char tbuf[32];

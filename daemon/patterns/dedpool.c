@@ -5,6 +5,7 @@
 
 #include "cbuf.h"
 #include "dedpool.h"
+#include "errors.h"
 #include "log.h"
 #include "rds_backend.h"
 #include "rds_config.h"
@@ -124,13 +125,29 @@ struct rds_conn *dedpool_take(struct rds_backend *rb)
             rds_conn_start(c);
     }
     if (!best) {
-        p->refused++;
+        bool all_taken = true;
+        for (size_t i = 0; i < p->n; i++)
+            all_taken &= p->slots[i].st != DS_FREE;
+        p->refused += all_taken;
         return NULL;
     }
     best->st = DS_TAKEN;
     p->taken++;
     ask_id(best);
     return best->c;
+}
+
+int dedpool_refusal(struct rds_backend *rb, char *msg, size_t len)
+{
+    struct dedpool *p = pool_of(rb);
+    for (size_t i = 0; i < p->n; i++)
+        if (p->slots[i].st == DS_FREE) {
+            const struct rds_conn *c = p->slots[i].c;
+            snprintf(msg, len, "redis is unreachable (%s)", c->last_error[0] ? c->last_error : "reconnecting");
+            return FE_UNAVAILABLE;
+        }
+    snprintf(msg, len, "all %ld dedicated connections (redis_blocking_pool) are in use", (long)rb->t.rc->blocking_pool);
+    return FE_OVERLOADED;
 }
 
 /* The PING behind an unblocked command answered (or the connection

@@ -24,6 +24,10 @@ struct rds_conn;
 /* An idle connection (ready or connecting), or a new one while fewer
  * than redis_blocking_pool exist; NULL when all are taken. */
 struct rds_conn *dedpool_take(struct rds_backend *rb);
+/* Why dedpool_take returned NULL, for the request's answer: FE_OVERLOADED
+ * when every connection is taken, FE_UNAVAILABLE when the idle ones
+ * cannot reach Redis. Writes the message to msg. */
+int dedpool_refusal(struct rds_backend *rb, char *msg, size_t len);
 /* Gives c back. maybe_blocked: a command sent on it may still be
  * blocked in Redis (its request went away): unblock it first. */
 void dedpool_give(struct rds_backend *rb, struct rds_conn *c, bool maybe_blocked);

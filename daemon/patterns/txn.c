@@ -515,9 +515,7 @@ static int multi_submit(struct rds_backend *rb, struct request *r)
     }
     j->c = dedpool_take(rb);
     if (!j->c) {
-        snprintf(msg, sizeof(msg), "all %ld dedicated connections (redis_blocking_pool) are in use",
-                 (long)rb->t.rc->blocking_pool);
-        request_fail(r, FE_OVERLOADED, msg);
+        request_fail(r, dedpool_refusal(rb, msg, sizeof(msg)), msg);
         job_free(j);
         return 0;
     }

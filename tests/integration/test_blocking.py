@@ -214,3 +214,18 @@ def test_policy_applies(make_ferryd, tmp):
         # Nothing of the refused requests ran.
         assert c.redis("GET", "app:a") == b"2"
     assert dedicated_ok(fd)
+
+
+def test_redis_down_is_unavailable(make_ferryd, redis):
+    f = make_ferryd(["--set", "redis_blocking_pool=2"])
+    redis.kill()
+    with f.client() as c:
+        for _ in range(4):
+            with pytest.raises(ferry.FerryError) as e:
+                c.blocking("BLPOP", "q", "0", deadline=2000)
+            # Not overloaded: no connection is taken, Redis is just gone.
+            assert e.value.code == "unavailable"
+        with pytest.raises(ferry.FerryError) as e:
+            c.multi([["SET", "k", "1"]], watch=["k"], deadline=2000)
+        assert e.value.code == "unavailable"
+    assert dedicated(f)["refused"] == 0
