@@ -9,7 +9,10 @@
  * blocked on it (its request was cancelled) is first unblocked: CLIENT
  * UNBLOCK from a pooled connection (the blocked one cannot carry it),
  * then a PING on the connection itself, whose reply comes after the
- * blocked command's, marks it idle again. */
+ * blocked command's, marks it idle again. The connection's CLIENT ID is
+ * asked when it is taken, ahead of the taker's command, so that it is
+ * known by then; an UNBLOCK that finds nothing blocked while the command
+ * is still unanswered (it overtook the command) is sent again. */
 #ifndef FERRY_DEDPOOL_H
 #define FERRY_DEDPOOL_H
 
