@@ -5,9 +5,11 @@
 
 #include "dedpool.h"
 #include "rds_module.h"
+#include "stream.h"
 
 const struct rds_module *const rds_modules[] = {
     &dedpool_module,
+    &stream_module,
 };
 
 const size_t rds_nmodules = sizeof(rds_modules) / sizeof(rds_modules[0]);
