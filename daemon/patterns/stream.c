@@ -75,11 +75,11 @@ enum call_kind { CALL_XADD, CALL_GROUP, CALL_ACK };
 
 struct stream_call {
     struct rds_job job;
-    struct stream_mod *m;         /* refers */
+    struct stream_subs *m;         /* refers */
     enum call_kind kind;
 };
 
-static struct stream_mod *mod_of(struct rds_backend *rb)
+static struct stream_subs *mod_of(struct rds_backend *rb)
 {
     return rds_backend_state(rb, &stream_module);
 }
@@ -387,7 +387,7 @@ static int sm_create(struct rds_backend *rb, void **state, char *err, size_t err
 {
     (void)err;
     (void)errlen;
-    struct stream_mod *m = xcalloc(1, sizeof(*m));
+    struct stream_subs *m = xcalloc(1, sizeof(*m));
     m->rb = rb;
     dlist_init(&m->subs);
     cbuf_init(&m->scratch);
@@ -406,7 +406,7 @@ static void sm_client_closed(struct rds_backend *rb, void *state, struct client 
 static void sm_stats(struct rds_backend *rb, void *state, struct cbuf *o)
 {
     (void)rb;
-    struct stream_mod *m = state;
+    struct stream_subs *m = state;
     cbuf_map(o, 8);
     cbuf_str(o, "subscriptions");
     cbuf_uint(o, m->nsubs);
@@ -435,7 +435,7 @@ static void sm_close(struct rds_backend *rb, void *state)
 static void sm_destroy(struct rds_backend *rb, void *state)
 {
     (void)rb;
-    struct stream_mod *m = state;
+    struct stream_subs *m = state;
     stream_sub_free_all(m);
     cbuf_free(&m->scratch);
     free(m);

@@ -28,7 +28,7 @@ struct held {
 
 struct stream_sub {
     struct dlist node;            /* in m->subs */
-    struct stream_mod *m;         /* refers */
+    struct stream_subs *m;         /* refers */
     struct client *client;        /* refers; NULL once ended */
     uint64_t id;                  /* the consume request's id: the pushes' sub */
     struct rds_job job;           /* the consume request, until its first read answers */
@@ -119,7 +119,7 @@ static void held_drop(struct stream_sub *s, const char *id, size_t len)
  * An id already held (reclaimed from ourselves) takes no second slot. */
 static void deliver(struct stream_sub *s, const redisReply *e, uint64_t deliveries)
 {
-    struct stream_mod *m = s->m;
+    struct stream_subs *m = s->m;
     if (!e || e->type != REDIS_REPLY_ARRAY || e->elements < 2 || !e->element[0] ||
         e->element[0]->type != REDIS_REPLY_STRING || e->element[0]->len >= ID_MAX)
         return;
@@ -382,7 +382,7 @@ static char *copy_into(char **p, const char *src, size_t n)
     return at;
 }
 
-int stream_sub_start(struct stream_mod *m, struct request *r, const struct stream_sub_args *a)
+int stream_sub_start(struct stream_subs *m, struct request *r, const struct stream_sub_args *a)
 {
     struct rds_conn *c = dedpool_take(m->rb);
     if (!c)
@@ -421,7 +421,7 @@ int stream_sub_start(struct stream_mod *m, struct request *r, const struct strea
     return 0;
 }
 
-struct stream_sub *stream_sub_find(struct stream_mod *m, const struct client *c, uint64_t sub)
+struct stream_sub *stream_sub_find(struct stream_subs *m, const struct client *c, uint64_t sub)
 {
     struct dlist *it;
     dlist_foreach(it, &m->subs)
@@ -506,7 +506,7 @@ int stream_sub_ack(struct stream_sub *s, struct request *r, int n, const char *c
     return 0;
 }
 
-void stream_sub_end_all(struct stream_mod *m, const struct client *c)
+void stream_sub_end_all(struct stream_subs *m, const struct client *c)
 {
     struct dlist *it, *tmp;
     /* Ending drops no node (the timer's close does, later), so the walk
@@ -519,7 +519,7 @@ void stream_sub_end_all(struct stream_mod *m, const struct client *c)
     }
 }
 
-void stream_sub_free_all(struct stream_mod *m)
+void stream_sub_free_all(struct stream_subs *m)
 {
     struct dlist *it, *tmp;
     dlist_foreach_safe(it, tmp, &m->subs)
@@ -532,7 +532,7 @@ void stream_sub_free_all(struct stream_mod *m)
     }
 }
 
-uint64_t stream_sub_unacked(struct stream_mod *m)
+uint64_t stream_sub_unacked(struct stream_subs *m)
 {
     uint64_t n = 0;
     struct dlist *it;

@@ -20,7 +20,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "stream.h"
+#include "cbuf.h"
+#include "evalsha.h"
+#include "list.h"
+
+/* The module's state: its subscriptions, and what they share. */
+struct stream_subs {
+    struct rds_backend *rb;       /* refers */
+    struct dlist subs;            /* owns: struct stream_sub, open or ending */
+    size_t nsubs;                 /* of those, the open ones */
+    struct evalsha_script claim;  /* the reclaim and dead-letter script */
+    struct cbuf scratch;          /* owns: a push's data while it is built */
+    /* Counters for stats. */
+    uint64_t pushed, reclaimed, acked, dead_lettered, groups_recreated, read_errors;
+};
 
 struct client;
 struct request;
@@ -39,9 +52,9 @@ struct stream_sub_args {
 /* Starts a subscription for r (whose client it belongs to): r is
  * answered {"sub": r->id} once the first read answered, before the
  * first push. Returns 0, or a negative fe code with nothing started. */
-int stream_sub_start(struct stream_mod *m, struct request *r, const struct stream_sub_args *a);
+int stream_sub_start(struct stream_subs *m, struct request *r, const struct stream_sub_args *a);
 /* c's open subscription whose pushes carry sub, or NULL. */
-struct stream_sub *stream_sub_find(struct stream_mod *m, const struct client *c, uint64_t sub);
+struct stream_sub *stream_sub_find(struct stream_subs *m, const struct client *c, uint64_t sub);
 /* stream.ack on s: every id must be outstanding on s (else bad_request,
  * with msg, and nothing is acked). Answers r when XACK answers. */
 int stream_sub_ack(struct stream_sub *s, struct request *r, int n, const char *const *ids, const size_t *lens,
@@ -49,10 +62,10 @@ int stream_sub_ack(struct stream_sub *s, struct request *r, int n, const char *c
 /* Ends s: no push follows. */
 void stream_sub_end(struct stream_sub *s);
 /* Ends every subscription of c (c NULL: all of them). */
-void stream_sub_end_all(struct stream_mod *m, const struct client *c);
+void stream_sub_end_all(struct stream_subs *m, const struct client *c);
 /* Frees what is left at destroy. */
-void stream_sub_free_all(struct stream_mod *m);
+void stream_sub_free_all(struct stream_subs *m);
 /* Entries pushed and not yet acked, over all subscriptions (for stats). */
-uint64_t stream_sub_unacked(struct stream_mod *m);
+uint64_t stream_sub_unacked(struct stream_subs *m);
 
 #endif
