@@ -196,6 +196,16 @@ static void recreate_group(struct stream_sub *s)
         s->refs++;
 }
 
+/* Logs an error reply once, not at every try while it lasts. */
+static void note_error(struct stream_sub *s, const char *what, const redisReply *reply)
+{
+    if (strncmp(s->last_error, reply->str, sizeof(s->last_error) - 1) == 0)
+        return;
+    snprintf(s->last_error, sizeof(s->last_error), "%s", reply->str);
+    log_warn("stream: %s on %s for subscription %llu failed: %s; trying again", what, s->stream,
+             (unsigned long long)s->id, reply->str);
+}
+
 static void read_failed(struct stream_sub *s, const redisReply *reply)
 {
     s->m->read_errors++;
@@ -206,11 +216,7 @@ static void read_failed(struct stream_sub *s, const redisReply *reply)
         recreate_group(s);
         return;
     }
-    if (strncmp(s->last_error, reply->str, sizeof(s->last_error) - 1) != 0) {
-        snprintf(s->last_error, sizeof(s->last_error), "%s", reply->str);
-        log_warn("stream: XREADGROUP on %s for subscription %llu failed: %s; trying again", s->stream,
-                 (unsigned long long)s->id, reply->str);
-    }
+    note_error(s, "XREADGROUP", reply);
 }
 
 /* Entries of a read: [[stream, [entry, ...]]], or nil when none came. */
@@ -306,9 +312,10 @@ static void on_claim(void *arg, const redisReply *reply)
     }
     s->last_claim = uv_now(loop_of(s));
     if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2) {
-        if (reply && reply->type == REDIS_REPLY_ERROR && !(reply->len >= 7 && !memcmp(reply->str, "NOGROUP", 7)))
-            log_warn("stream: reclaiming on %s for subscription %llu failed: %s", s->stream,
-                     (unsigned long long)s->id, reply->str);
+        /* A missing group (after a restart) shows here too; the next
+         * read creates it again. */
+        if (reply && reply->type == REDIS_REPLY_ERROR)
+            note_error(s, "reclaiming", reply);
         s->wait_tick = !reply;
     } else {
         const redisReply *dead = reply->element[1];
