@@ -356,7 +356,10 @@ class Streams:
     def ack(self, ids, sub=None, stream=None, group=None, deadline=None):
         """XACK one id or a list of them: those of subscription sub, or
         (without sub) any of stream's group. Returns how many were acked."""
-        args = {"ids" if isinstance(ids, (list, tuple)) else "id": list(ids) if isinstance(ids, (list, tuple)) else ids}
+        if isinstance(ids, (list, tuple)):
+            args = {"ids": list(ids)}
+        else:
+            args = {"id": ids}
         if sub is not None:
             args["sub"] = sub
         else:

@@ -263,8 +263,9 @@ def test_refusals_from_redis_and_state(ferryd, redis):
             with pytest.raises(ferry.FerryError) as e:
                 other.streams.cancel(sub)
             assert e.value.code == "bad_request"
-    assert streams_stats(ferryd)["subscriptions"] == 0 or wait_until(
-        lambda: streams_stats(ferryd)["subscriptions"] == 0) is None
+    # Its client gone, the subscription ended and gave its connection back.
+    wait_until(lambda: streams_stats(ferryd)["subscriptions"] == 0)
+    wait_until(lambda: ferryd.stats()["backends"]["redis"]["dedicated"]["in_use"] == 0)
 
 
 def test_client_close_returns_connections(make_ferryd, redis):
