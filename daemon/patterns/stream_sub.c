@@ -301,6 +301,21 @@ static void read_more(struct stream_sub *s, size_t count, bool block)
     s->refs++;
 }
 
+/* An entry was dead-lettered (and acked in the group): whichever
+ * subscription of the group still holds it frees its slot, or a client
+ * that never acks a poison entry would stall its subscription. */
+static void drop_dead(struct stream_sub *s, const char *id, size_t len)
+{
+    struct dlist *it;
+    dlist_foreach(it, &s->m->subs)
+    {
+        struct stream_sub *o = container_of(it, struct stream_sub, node);
+        if (!o->ended && o->stream_len == s->stream_len && o->group_len == s->group_len &&
+            !memcmp(o->stream, s->stream, s->stream_len) && !memcmp(o->group, s->group, s->group_len))
+            held_drop(o, id, len);
+    }
+}
+
 /* The claim script answered: [[[id, fields, deliveries] ...], [dead id ...]]. */
 static void on_claim(void *arg, const redisReply *reply)
 {
@@ -322,7 +337,7 @@ static void on_claim(void *arg, const redisReply *reply)
         for (size_t i = 0; dead->type == REDIS_REPLY_ARRAY && i < dead->elements; i++) {
             s->m->dead_lettered++;
             if (dead->element[i]->type == REDIS_REPLY_STRING)
-                held_drop(s, dead->element[i]->str, dead->element[i]->len);
+                drop_dead(s, dead->element[i]->str, dead->element[i]->len);
         }
         const redisReply *got = reply->element[0];
         for (size_t i = 0; got->type == REDIS_REPLY_ARRAY && i < got->elements && !s->ended; i++) {

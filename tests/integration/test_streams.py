@@ -108,6 +108,26 @@ def test_dead_consumer_entries_are_reclaimed(ferryd, redis):
     assert streams_stats(ferryd)["reclaimed"] >= 3
 
 
+def test_reclaim_honours_prefetch(ferryd, redis):
+    with ferryd.client() as a:
+        a.streams.create_group("rp", "g", mkstream=True)
+        ids = [a.streams.add("rp", {"k": str(i)}) for i in range(3)]
+        sub = a.streams.consume("rp", "g", "dies", claim_idle_ms=100)
+        for _ in range(3):
+            entry(a.streams, sub)
+    with ferryd.client() as b:
+        sub = b.streams.consume("rp", "g", "lives", prefetch=1, claim_idle_ms=100)
+        got = []
+        for _ in range(3):
+            e = entry(b.streams, sub)
+            got.append(e["id"])
+            # One outstanding at most: nothing more comes until the ack.
+            assert no_push(b)
+            assert streams_stats(ferryd)["unacked"] == 1
+            assert b.streams.ack(e["id"], sub=sub) == 1
+        assert sorted(got) == ids
+
+
 def test_poison_entries_go_to_the_dead_letter_stream(ferryd, redis):
     with ferryd.client() as c:
         st = c.streams
