@@ -337,6 +337,72 @@ Client.multi = _multi
 
 # -- streams (client.streams) --
 
+class Streams:
+    """Redis streams with consumer groups (docs/patterns.md, "Streams with
+    consumer groups"): at-least-once, with reclaim and dead letters."""
+
+    def __init__(self, client):
+        self.c = client
+
+    def add(self, stream, fields, id=None, maxlen=None, approx=False, deadline=None):
+        """XADD: fields is a dict (or a list of (name, value) pairs);
+        returns the entry's id. maxlen trims (approx: MAXLEN ~ N)."""
+        if not isinstance(fields, dict):
+            fields = [list(p) for p in fields]
+        args = {"stream": stream, "fields": fields}
+        if id is not None:
+            args["id"] = id
+        if maxlen is not None:
+            args["maxlen"] = maxlen
+            if approx:
+                args["approx"] = True
+        return self.c.call("xadd", args, deadline)
+
+    def create_group(self, stream, group, id="$", mkstream=False, deadline=None):
+        """XGROUP CREATE; returns True when created, False when it existed."""
+        args = {"stream": stream, "group": group, "id": id, "mkstream": mkstream}
+        return self.c.call("group.create", args, deadline)["created"]
+
+    def consume(self, stream, group, consumer, prefetch=None, claim_idle_ms=None, max_deliveries=None,
+                dead_letter=None, deadline=None):
+        """Returns the subscription id; entries arrive as push frames of
+        kind "entry" with that "sub" (see next_entry)."""
+        args = {"stream": stream, "group": group, "consumer": consumer}
+        for k, v in (("prefetch", prefetch), ("claim_idle_ms", claim_idle_ms),
+                     ("max_deliveries", max_deliveries), ("dead_letter", dead_letter)):
+            if v is not None:
+                args[k] = v
+        return self.c.call("stream.consume", args, deadline)["sub"]
+
+    def next_entry(self, sub, timeout=None):
+        """The next push of subscription sub: (kind, data), kind "entry"
+        ({stream, id, fields, deliveries}) or "gap"."""
+        while True:
+            frame = self.c.next_push(timeout)
+            if frame.get("sub") == sub:
+                return frame["kind"], frame["data"]
+
+    def ack(self, ids, sub=None, stream=None, group=None, deadline=None):
+        """XACK one id or a list of them: those of subscription sub, or
+        (without sub) any of stream's group. Returns how many were acked."""
+        if isinstance(ids, (list, tuple)):
+            args = {"ids": list(ids)}
+        else:
+            args = {"id": ids}
+        if sub is not None:
+            args["sub"] = sub
+        else:
+            args["stream"] = stream
+            args["group"] = group
+        return self.c.call("stream.ack", args, deadline)["acked"]
+
+    def cancel(self, sub, deadline=None):
+        return self.c.call("stream.cancel", {"sub": sub}, deadline)
+
+
+Client.streams = property(lambda self: Streams(self))
+
+
 
 # -- locks, rate limits, scripts (client.locks, client.ratelimit, client.scripts) --
 

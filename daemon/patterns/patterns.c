@@ -6,12 +6,14 @@
 #include "blocking.h"
 #include "dedpool.h"
 #include "rds_module.h"
+#include "stream.h"
 #include "txn.h"
 
 const struct rds_module *const rds_modules[] = {
     &dedpool_module,
     &blocking_module,
     &txn_module,
+    &stream_module,
 };
 
 const size_t rds_nmodules = sizeof(rds_modules) / sizeof(rds_modules[0]);
