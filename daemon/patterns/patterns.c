@@ -4,10 +4,16 @@
 #include <stddef.h>
 
 #include "dedpool.h"
+#include "lock.h"
+#include "ratelimit.h"
+#include "scripts.h"
 #include "rds_module.h"
 
 const struct rds_module *const rds_modules[] = {
     &dedpool_module,
+    &lock_module,
+    &ratelimit_module,
+    &scripts_module,
 };
 
 const size_t rds_nmodules = sizeof(rds_modules) / sizeof(rds_modules[0]);
