@@ -348,7 +348,11 @@ static int read_ttl(const struct parg *a, char *msg, size_t msglen)
 static int acquire_submit(struct rds_backend *rb, struct request *r)
 {
     struct lock_state *L = state_of(rb);
-    struct parg a[] = {{.name = "name", .type = PA_STR, .required = true}, {.name = "ttl_ms", .type = PA_UINT, .required = true}, {.name = "wait_ms", .type = PA_UINT, .required = false}};
+    struct parg a[] = {
+        {.name = "name", .type = PA_STR, .required = true},
+        {.name = "ttl_ms", .type = PA_UINT, .required = true},
+        {.name = "wait_ms", .type = PA_UINT, .required = false},
+    };
     char msg[200];
     int rc;
     if (pargs_read(r->v.args, r->v.args_len, a, 3, msg, sizeof(msg)) || read_ttl(&a[1], msg, sizeof(msg))) {
@@ -442,7 +446,11 @@ static bool is_token(const struct parg *a)
 static int checked_submit(struct rds_backend *rb, struct request *r, enum lock_kind kind)
 {
     struct lock_state *L = state_of(rb);
-    struct parg a[] = {{.name = "name", .type = PA_STR, .required = true}, {.name = "token", .type = PA_STR, .required = true}, {.name = "ttl_ms", .type = PA_UINT, .required = kind == LK_EXTEND}};
+    struct parg a[] = {
+        {.name = "name", .type = PA_STR, .required = true},
+        {.name = "token", .type = PA_STR, .required = true},
+        {.name = "ttl_ms", .type = PA_UINT, .required = kind == LK_EXTEND},
+    };
     char msg[200];
     int rc;
     size_t na = kind == LK_EXTEND ? 3 : 2;

@@ -98,8 +98,13 @@ static void on_gcra(void *arg, const redisReply *reply)
 
 static int rl_submit(struct rds_backend *rb, struct request *r)
 {
-    struct parg a[] = {{.name = "key", .type = PA_STR, .required = true},       {.name = "rate", .type = PA_NUM, .required = true}, {.name = "period_ms", .type = PA_UINT, .required = false},
-                       {.name = "burst", .type = PA_UINT, .required = true},    {.name = "cost", .type = PA_UINT, .required = false}};
+    struct parg a[] = {
+        {.name = "key", .type = PA_STR, .required = true},
+        {.name = "rate", .type = PA_NUM, .required = true},
+        {.name = "period_ms", .type = PA_UINT, .required = false},
+        {.name = "burst", .type = PA_UINT, .required = true},
+        {.name = "cost", .type = PA_UINT, .required = false},
+    };
     char msg[200];
     if (pargs_read(r->v.args, r->v.args_len, a, 5, msg, sizeof(msg))) {
         request_fail(r, FE_BAD_REQUEST, msg);

@@ -125,7 +125,10 @@ static void on_load(void *arg, const redisReply *reply)
 static int load_submit(struct rds_backend *rb, struct request *r)
 {
     struct scripts_state *S = rds_backend_state(rb, &scripts_module);
-    struct parg a[] = {{.name = "name", .type = PA_STR, .required = true}, {.name = "body", .type = PA_STR, .required = true}};
+    struct parg a[] = {
+        {.name = "name", .type = PA_STR, .required = true},
+        {.name = "body", .type = PA_STR, .required = true},
+    };
     char msg[200];
     if (pargs_read(r->v.args, r->v.args_len, a, 2, msg, sizeof(msg))) {
         request_fail(r, FE_BAD_REQUEST, msg);
@@ -207,7 +210,11 @@ static int strings_at(const struct parg *a, const char **argv, size_t *lens, int
 static int call_submit(struct rds_backend *rb, struct request *r)
 {
     struct scripts_state *S = rds_backend_state(rb, &scripts_module);
-    struct parg a[] = {{.name = "name", .type = PA_STR, .required = true}, {.name = "keys", .type = PA_ARRAY, .required = false}, {.name = "args", .type = PA_ARRAY, .required = false}};
+    struct parg a[] = {
+        {.name = "name", .type = PA_STR, .required = true},
+        {.name = "keys", .type = PA_ARRAY, .required = false},
+        {.name = "args", .type = PA_ARRAY, .required = false},
+    };
     char msg[200];
     if (pargs_read(r->v.args, r->v.args_len, a, 3, msg, sizeof(msg))) {
         request_fail(r, FE_BAD_REQUEST, msg);
