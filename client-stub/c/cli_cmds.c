@@ -4,7 +4,8 @@
 #include "cli_cmds.h"
 
 const struct cli_cmd *const cli_cmds[] = {
-    NULL,
+    &cli_lock_cmd,
+    &cli_ratelimit_cmd,
 };
 
-const size_t cli_ncmds = 0;
+const size_t cli_ncmds = sizeof(cli_cmds) / sizeof(cli_cmds[0]);

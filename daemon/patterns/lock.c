@@ -77,7 +77,7 @@ enum lock_kind { LK_ACQUIRE, LK_RELEASE, LK_EXTEND };
 struct lock_job {
     struct rds_job job;      /* job.r: the request, NULL once cancelled */
     struct lock_state *L;    /* refers */
-    struct client *client;   /* refers: the request's client, recorded as the holder */
+    struct client *client;   /* refers: the request's client, recorded as the holder; NULL: detached */
     enum lock_kind kind;
     bool awaiting;           /* a script's reply is awaited */
     bool timer_open;         /* timer is initialised and not closed */
@@ -352,10 +352,11 @@ static int acquire_submit(struct rds_backend *rb, struct request *r)
         {.name = "name", .type = PA_STR, .required = true},
         {.name = "ttl_ms", .type = PA_UINT, .required = true},
         {.name = "wait_ms", .type = PA_UINT, .required = false},
+        {.name = "detach", .type = PA_BOOL, .required = false},
     };
     char msg[200];
     int rc;
-    if (pargs_read(r->v.args, r->v.args_len, a, 3, msg, sizeof(msg)) || read_ttl(&a[1], msg, sizeof(msg))) {
+    if (pargs_read(r->v.args, r->v.args_len, a, 4, msg, sizeof(msg)) || read_ttl(&a[1], msg, sizeof(msg))) {
         request_fail(r, FE_BAD_REQUEST, msg);
         return 0;
     }
@@ -374,6 +375,10 @@ static int acquire_submit(struct rds_backend *rb, struct request *r)
         return rc;
     }
     j->ttl_ms = a[1].u;
+    /* Detached: the lock outlives the connection (a shell script's
+     * acquire, then release from another process): not recorded. */
+    if (a[3].present && a[3].b)
+        j->client = NULL;
     /* The wait ends at wait_ms, or a little before the request's deadline
      * so that the answer is "not acquired" rather than "timeout". */
     uint64_t now = uv_now(rb->t.loop);

@@ -216,6 +216,17 @@ def test_cli_acquire_extend_release(ferryd, redis):
         assert redis.cli("EXISTS", "lock:{clilock}") == "0"
 
 
+def test_cli_detached_lock_outlives_the_command(ferryd, redis):
+    out = cli(ferryd, "lock", "acquire", "kept", "--ttl", "60000", "--detach")
+    assert out.returncode == 0, out.stderr
+    token = dict(line.split(": ", 1) for line in out.stdout.decode().strip().splitlines())["token"]
+    assert redis.cli("GET", "lock:{kept}") == token
+    busy = cli(ferryd, "lock", "acquire", "kept", "--ttl", "1000", "--wait", "100")
+    assert busy.returncode == 1 and b"not acquired" in busy.stderr
+    out = cli(ferryd, "lock", "release", "kept", token)
+    assert out.returncode == 0 and b"released: true" in out.stdout
+
+
 def test_cli_lock_run(ferryd, redis, tmp):
     probe = os.path.join(tmp, "probe")
     # The command runs while the lock is held, and its status is the CLI's.

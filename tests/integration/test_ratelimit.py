@@ -81,4 +81,4 @@ def test_cli(ferryd):
     assert second.returncode == 1, second.stderr
     assert b"allowed: false" in second.stdout and b"retry_after_ms: " in second.stdout
     bad = cli(ferryd, "ratelimit", "clikey", "--rate", "fast", "--burst", "1")
-    assert bad.returncode == 2
+    assert bad.returncode == 64
