@@ -161,15 +161,27 @@ static int check_keys(struct rds_backend *rb, struct request *r, const struct lo
 
 static void on_timer(uv_timer_t *t);
 
-/* Wakes the acquires of this ferryd that wait for the lock of key: it
- * was just released here, so trying now beats sleeping the backoff out. */
+/* When a lock surely is gone from Redis, for sweeping what its holder
+ * never released: its TTL from now, with a second to spare for clocks. */
+static uint64_t expiry(struct lock_state *L, uint64_t ttl_ms)
+{
+    return uv_now(L->rb->t.loop) + ttl_ms + 1000;
+}
+
+/* Wakes the acquire of this ferryd that has waited longest for the lock
+ * of key: it was just released here, so trying now beats sleeping the
+ * backoff out. One, not all: the others would only find it taken again
+ * (they keep polling, in case this one fails). */
 static void wake_waiters(struct lock_state *L, const char *key, size_t keylen)
 {
     struct dlist *pos;
     dlist_foreach(pos, &L->waiting) {
         struct lock_job *w = container_of(pos, struct lock_job, wait_node);
-        if (w->keylen == keylen && !memcmp(w->key, key, keylen))
+        if (w->keylen == keylen && !memcmp(w->key, key, keylen)) {
+            dlist_remove(&w->wait_node);
             uv_timer_start(&w->timer, on_timer, 0, 0);
+            return;
+        }
     }
 }
 
@@ -273,7 +285,8 @@ static void on_acquire(void *arg, const redisReply *reply)
     if (taken) {
         L->acquired++;
         if (j->client)
-            lock_holds_add(&L->holds, j->client, j->token, j->key, j->keylen);
+            lock_holds_add(&L->holds, j->client, j->token, j->key, j->keylen, expiry(L, j->ttl_ms),
+                           uv_now(L->rb->t.loop));
         answer_taken(j, r, reply->element[1]->integer);
         job_free(j);
         return;
@@ -411,6 +424,7 @@ static void on_checked(void *arg, const redisReply *reply)
         wake_waiters(L, j->key, j->keylen);
     } else if (held) {
         L->extended++;
+        lock_holds_touch(&L->holds, j->token, expiry(L, j->ttl_ms));
     } else if (answered) {
         L->not_held++;
     }

@@ -28,10 +28,30 @@ static struct lock_holder **holder_slot(struct lock_holds *h, const struct clien
     return p;
 }
 
-void lock_holds_add(struct lock_holds *h, struct client *c, const char *token, const char *key, size_t keylen)
+static void drop(struct lock_holds *h, struct lock_hold *e);
+
+static void sweep(struct lock_holds *h, uint64_t now)
 {
+    for (size_t b = 0; b < LOCK_HOLDS_TOKEN_BUCKETS; b++) {
+        struct lock_hold *e = h->tok[b];
+        while (e) {
+            struct lock_hold *next = e->next_tok;
+            if (e->expires < now)
+                drop(h, e);
+            e = next;
+        }
+    }
+    h->sweep_at = h->n * 2 > 1024 ? h->n * 2 : 1024;
+}
+
+void lock_holds_add(struct lock_holds *h, struct client *c, const char *token, const char *key, size_t keylen,
+                    uint64_t expires, uint64_t now)
+{
+    if (h->n >= h->sweep_at)
+        sweep(h, now);
     struct lock_hold *e = xmalloc(sizeof(*e) + keylen);
     e->c = c;
+    e->expires = expires;
     memcpy(e->token, token, 32);
     e->token[32] = '\0';
     e->keylen = keylen;
@@ -68,13 +88,26 @@ static void drop(struct lock_holds *h, struct lock_hold *e)
     h->n--;
 }
 
-void lock_holds_forget(struct lock_holds *h, const char *token)
+static struct lock_hold *find(struct lock_holds *h, const char *token)
 {
     for (struct lock_hold *e = h->tok[tok_bucket(token)]; e; e = e->next_tok)
-        if (!memcmp(e->token, token, 32)) {
-            drop(h, e);
-            return;
-        }
+        if (!memcmp(e->token, token, 32))
+            return e;
+    return NULL;
+}
+
+void lock_holds_touch(struct lock_holds *h, const char *token, uint64_t expires)
+{
+    struct lock_hold *e = find(h, token);
+    if (e)
+        e->expires = expires;
+}
+
+void lock_holds_forget(struct lock_holds *h, const char *token)
+{
+    struct lock_hold *e = find(h, token);
+    if (e)
+        drop(h, e);
 }
 
 void lock_holds_drop_client(struct lock_holds *h, struct client *c,

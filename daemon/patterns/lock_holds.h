@@ -25,6 +25,7 @@ struct lock_hold {
     struct dlist by_client;      /* in its holder's list */
     struct client *c;            /* refers: the holder; only compared, never followed */
     char token[33];              /* 32 hex digits and a NUL */
+    uint64_t expires;            /* loop time (ms) after which Redis has surely dropped it */
     size_t keylen;
     char key[];                  /* owns: the lock's key (lock.c), not NUL-terminated */
 };
@@ -40,10 +41,17 @@ struct lock_holds {
     struct lock_hold *tok[LOCK_HOLDS_TOKEN_BUCKETS];       /* owns the entries */
     struct lock_holder *cli[LOCK_HOLDS_CLIENT_BUCKETS];    /* owns the holders */
     size_t n;                                              /* entries */
+    size_t sweep_at;                                       /* n at which expired entries are swept */
 };
 
-/* Records that c holds the lock of key with token (32 hex digits). */
-void lock_holds_add(struct lock_holds *h, struct client *c, const char *token, const char *key, size_t keylen);
+/* Records that c holds the lock of key with token (32 hex digits) until
+ * expires (loop ms). Entries whose lock expired unreleased would pile up
+ * on a long-lived connection: adding sweeps them, each time the count
+ * has doubled since the last sweep (amortised O(1)). now: loop ms. */
+void lock_holds_add(struct lock_holds *h, struct client *c, const char *token, const char *key, size_t keylen,
+                    uint64_t expires, uint64_t now);
+/* Moves the expiry of token's entry (an extend). */
+void lock_holds_touch(struct lock_holds *h, const char *token, uint64_t expires);
 /* Forgets the entry of token, if any. */
 void lock_holds_forget(struct lock_holds *h, const char *token);
 /* Calls fn for each lock c holds, then forgets them all. */
