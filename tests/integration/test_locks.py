@@ -269,3 +269,45 @@ def test_cli_lock_run_busy(ferryd):
         c.locks.acquire("busy", 60000)
         out = cli(ferryd, "lock", "run", "busy", "--ttl", "1000", "--wait", "100", "--", "true")
         assert out.returncode != 0 and b"not acquired" in out.stderr
+
+
+KEYS_POLICY = """
+[me]
+peers = uid:%d
+ops = *
+redis_commands = +@all
+redis_keys = lock:{mine}* ratelimit:mine
+"""
+
+
+def test_policy_checks_the_locks_keys(make_ferryd, tmp):
+    path = os.path.join(tmp, "policy.conf")
+    with open(path, "w") as f:
+        f.write(KEYS_POLICY % os.getuid())
+    fd = make_ferryd(["--set", "policy_file=" + path])
+    wait_until(lambda: "commands in" in fd.read_log(), timeout=15, what="the command table")
+    with fd.client() as c:
+        got = c.locks.acquire("mine", 10000)
+        assert got["acquired"]
+        assert c.locks.release("mine", got["token"]) == {"released": True}
+        assert c.ratelimit("mine", 10, 10)["allowed"]
+        for call in (lambda: c.locks.acquire("theirs", 10000),
+                     lambda: c.locks.release("theirs", "0" * 32),
+                     lambda: c.ratelimit("theirs", 10, 10)):
+            with pytest.raises(ferry.FerryError) as e:
+                call()
+            assert e.value.code == "denied"
+
+
+def test_shutdown_with_waiting_and_held_locks(ferryd, redis):
+    a = ferryd.client()
+    b = ferryd.client()
+    held = a.locks.acquire("bye", 60000)
+    assert held["acquired"]
+    b.send("lock.acquire", {"name": "bye", "ttl_ms": 1000, "wait_ms": 60000}, deadline=60000)
+    wait_until(lambda: ferryd.stats()["backends"]["redis"]["locks"]["waiting"] == 1, what="a waiter")
+    # ferryd stops cleanly (the fixture checks the exit code, that no handle
+    # is left open, and the sanitizers' reports) with a waiter and a holder.
+    assert ferryd.stop() == 0
+    a.close()
+    b.close()
