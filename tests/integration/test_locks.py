@@ -311,3 +311,14 @@ def test_shutdown_with_waiting_and_held_locks(ferryd, redis):
     assert ferryd.stop() == 0
     a.close()
     b.close()
+
+
+def test_locks_survive_script_flush(ferryd, redis):
+    with ferryd.client() as c:
+        got = c.locks.acquire("flushed", 10000)
+        assert redis.cli("SCRIPT", "FLUSH") == "OK"
+        # The built-in scripts are loaded again on NOSCRIPT, unseen.
+        assert c.locks.extend("flushed", got["token"], 20000) == {"ttl_ms": 20000}
+        assert c.locks.release("flushed", got["token"]) == {"released": True}
+        assert c.locks.acquire("flushed", 10000)["fence"] == got["fence"] + 1
+        assert c.stats()["backends"]["redis"]["scripts"]["reloads"] >= 2
