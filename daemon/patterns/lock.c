@@ -138,8 +138,11 @@ static struct lock_job *job_new(struct lock_state *L, struct request *r, enum lo
     j->client = r->client;
     j->kind = kind;
     dlist_init(&j->wait_node);
-    j->keylen = (size_t)snprintf(j->key, name->n + 16, "lock:{%.*s}", (int)name->n, (const char *)name->p);
-    memcpy(j->key + j->keylen, ":fence", 7);
+    /* Copied, not printed: a name may hold any byte, NUL included. */
+    memcpy(j->key, "lock:{", 6);
+    memcpy(j->key + 6, name->p, name->n);
+    j->keylen = 6 + name->n + 1;
+    memcpy(j->key + j->keylen - 1, "}:fence", 8);
     j->fencelen = j->keylen + 6;
     return j;
 }

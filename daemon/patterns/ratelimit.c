@@ -128,7 +128,10 @@ static int rl_submit(struct rds_backend *rb, struct request *r)
         return 0;
     }
     char key[RL_KEY_MAX + 16];
-    int kn = snprintf(key, sizeof(key), "ratelimit:%.*s", (int)a[0].n, (const char *)a[0].p);
+    /* Copied, not printed: a key may hold any byte, NUL included. */
+    memcpy(key, "ratelimit:", 10);
+    memcpy(key + 10, a[0].p, a[0].n);
+    int kn = (int)(10 + a[0].n);
     const char *set[3] = {"SET", key, "x"};
     size_t setl[3] = {3, (size_t)kn, 1};
     int rc = rds_backend_check(rb, r, false, 3, set, setl, msg, sizeof(msg));

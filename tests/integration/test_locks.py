@@ -73,6 +73,15 @@ def test_bad_arguments(ferryd):
         assert c.ping() == "PONG"
 
 
+def test_names_are_bytes(ferryd):
+    with ferryd.client() as c:
+        got = c.locks.acquire(b"bin\x00name", 10000)
+        assert got["acquired"]
+        assert c.redis("GET", b"lock:{bin\x00name}") == got["token"].encode()
+        assert c.redis("GET", b"lock:{bin\x00name}:fence") == str(got["fence"]).encode()
+        assert c.locks.release(b"bin\x00name", got["token"]) == {"released": True}
+
+
 def test_fencing_numbers_strictly_increase(ferryd):
     with ferryd.client() as c:
         fences = []
