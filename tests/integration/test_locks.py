@@ -106,7 +106,7 @@ def test_twenty_clients_one_holder_at_a_time(ferryd):
         try:
             with ferryd.client() as c:
                 for _ in range(rounds):
-                    got = c.locks.acquire("race", 30000, wait_ms=60000)
+                    got = c.locks.acquire("race", 30000, wait_ms=60000, deadline=90000)
                     assert got["acquired"], got
                     # The invariant: nobody else inside.
                     inside = c.redis("INCR", "race:inside")
@@ -239,13 +239,13 @@ def test_cli_detached_lock_outlives_the_command(ferryd, redis):
 def test_cli_lock_run(ferryd, redis, tmp):
     probe = os.path.join(tmp, "probe")
     # The command runs while the lock is held, and its status is the CLI's.
-    out = cli(ferryd, "lock", "run", "runlock", "--ttl", "600", "--", "sh", "-c",
-              "redis-cli -s %s GET 'lock:{runlock}' > %s; sleep 1; exit 7" % (redis.sock, probe))
+    out = cli(ferryd, "lock", "run", "runlock", "--ttl", "1500", "--", "sh", "-c",
+              "redis-cli -s %s GET 'lock:{runlock}' > %s; sleep 2; exit 7" % (redis.sock, probe))
     assert out.returncode == 7, out.stderr
     with open(probe) as f:
         token = f.read().strip()
     assert len(token) == 32
-    # It ran past the first TTL (600 ms) because the CLI extended it, and
+    # It ran past the first TTL (1.5 s) because the CLI extended it, and
     # then released it.
     assert redis.cli("EXISTS", "lock:{runlock}") == "0"
     with ferryd.client() as c:
