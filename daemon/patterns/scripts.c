@@ -100,12 +100,12 @@ static void on_load(void *arg, const redisReply *reply)
         script_unref(sc);
     else
         S->loads++;
+    S->errors += !ok;
     if (!r)
         return;
     if (full) {
         request_fail(r, FE_OVERLOADED, "too many scripts are registered (1024); reuse names");
     } else if (!ok) {
-        S->errors++;
         if (reply && reply->type != REDIS_REPLY_ERROR)
             request_fail(r, FE_INTERNAL, "unexpected reply to SCRIPT LOAD");
         else
