@@ -39,7 +39,7 @@ UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 .SECONDARY:
 .PHONY: units all deps fuzz fuzzers check check-layout check-unit check-integration check-asan check-deploy k8s-validate-deps run bench clean install install-systemd uninstall man conf-check
 
-all: $(B)/ferryd $(B)/ferry $(B)/libferry.a $(B)/libferry.so $(B)/ferry-bench $(B)/libferry_check $(B)/amqp-bench $(B)/otlp-sink
+all: $(B)/ferryd $(B)/ferry $(B)/libferry.a $(B)/libferry.so $(B)/ferry-bench $(B)/libferry_check $(B)/amqp-bench $(B)/otlp-sink $(B)/lock-bench
 
 $(B)/obj/%.o: %.c | $(GEN_C)
 	@mkdir -p $(dir $@)
@@ -78,6 +78,10 @@ $(B)/libferry_check: $(B)/obj/tests/integration/c/libferry_check.o $(B)/libferry
 # The direct rabbitmq-c baseline for make bench.
 $(B)/amqp-bench: $(B)/obj/tests/bench/amqp_bench.o
 	$(CC) $(XLDFLAGS) -o $@ $^ -lrabbitmq
+
+# The direct hiredis baseline of make bench's lock row.
+$(B)/lock-bench: $(B)/obj/tests/bench/lock_bench.o $(B)/libferry.a
+	$(CC) $(XLDFLAGS) -o $@ $^ $(LDLIBS_C) -lhiredis
 
 # The local collector of make bench's tracing rows.
 $(B)/otlp-sink: $(B)/obj/tests/bench/otlp_sink.o

@@ -3,10 +3,10 @@
 
 #include "cli_cmds.h"
 
-extern const struct cli_cmd cli_stream_cmd;
-
 const struct cli_cmd *const cli_cmds[] = {
     &cli_stream_cmd,
+    &cli_lock_cmd,
+    &cli_ratelimit_cmd,
 };
 
 const size_t cli_ncmds = sizeof(cli_cmds) / sizeof(cli_cmds[0]);

@@ -30,4 +30,8 @@ struct cli_cmd {
 extern const struct cli_cmd *const cli_cmds[];
 extern const size_t cli_ncmds;
 
+extern const struct cli_cmd cli_lock_cmd;
+extern const struct cli_cmd cli_stream_cmd;
+extern const struct cli_cmd cli_ratelimit_cmd;
+
 #endif

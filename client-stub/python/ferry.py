@@ -406,6 +406,92 @@ Client.streams = property(lambda self: Streams(self))
 
 # -- locks, rate limits, scripts (client.locks, client.ratelimit, client.scripts) --
 
+class LockNotAcquired(Exception):
+    """Locks.hold could not take the lock within its wait."""
+
+
+class Locks:
+    """Distributed locks (docs/patterns.md#distributed-locks). A lock is
+    held by this client's connection: if it closes, ferryd releases it."""
+
+    def __init__(self, client):
+        self.c = client
+
+    def acquire(self, name, ttl_ms, wait_ms=None, **kw):
+        """{"acquired": True, "token", "fence", "ttl_ms"}, or
+        {"acquired": False} when still held by another after wait_ms."""
+        args = {"name": name, "ttl_ms": ttl_ms}
+        if wait_ms is not None:
+            args["wait_ms"] = wait_ms
+        return self.c.call("lock.acquire", args, **kw)
+
+    def release(self, name, token, **kw):
+        """Raises FerryError "not_held" unless held with token."""
+        return self.c.call("lock.release", {"name": name, "token": token}, **kw)
+
+    def extend(self, name, token, ttl_ms, **kw):
+        """Sets the TTL to ttl_ms from now; "not_held" unless held with token."""
+        return self.c.call("lock.extend", {"name": name, "token": token, "ttl_ms": ttl_ms}, **kw)
+
+    def hold(self, name, ttl_ms, wait_ms=None, **kw):
+        """A context manager: with client.locks.hold("n", 5000, wait_ms=1000) as lk:
+        lk["fence"] ... Raises LockNotAcquired when not taken within wait_ms.
+        The release on exit tolerates a lock that expired meanwhile."""
+        return _Held(self, name, ttl_ms, wait_ms, kw)
+
+
+class _Held:
+    def __init__(self, locks, name, ttl_ms, wait_ms, kw):
+        self.locks, self.name, self.ttl_ms, self.wait_ms, self.kw = locks, name, ttl_ms, wait_ms, kw
+        self.lock = None
+
+    def __enter__(self):
+        got = self.locks.acquire(self.name, self.ttl_ms, self.wait_ms, **self.kw)
+        if not got.get("acquired"):
+            raise LockNotAcquired(self.name)
+        self.lock = got
+        return got
+
+    def __exit__(self, *exc):
+        try:
+            self.locks.release(self.name, self.lock["token"])
+        except FerryError as e:
+            if e.code != "not_held":
+                raise
+        return False
+
+
+def _ratelimit(self, key, rate, burst, period_ms=None, cost=None, **kw):
+    """GCRA: {"allowed", "remaining", "retry_after_ms", "reset_after_ms"};
+    rate requests per period_ms (default 1000), bursts of up to burst."""
+    args = {"key": key, "rate": rate, "burst": burst}
+    if period_ms is not None:
+        args["period_ms"] = period_ms
+    if cost is not None:
+        args["cost"] = cost
+    return self.call("ratelimit", args, **kw)
+
+
+class Scripts:
+    """Lua scripts registered by name in ferryd, run by digest."""
+
+    def __init__(self, client):
+        self.c = client
+
+    def load(self, name, body, **kw):
+        """{"name", "sha"}; a load of an existing name replaces it."""
+        return self.c.call("script.load", {"name": name, "body": body}, **kw)
+
+    def call(self, name, keys=(), args=(), **kw):
+        """The script's reply, as the redis op gives replies."""
+        return self.c.call("script.call", {"name": name, "keys": [to_bytes(k) for k in keys],
+                                           "args": [to_bytes(a) for a in args]}, **kw)
+
+
+Client.locks = property(lambda self: Locks(self))
+Client.ratelimit = _ratelimit
+Client.scripts = property(lambda self: Scripts(self))
+
 
 # -- cache (client.cache) --
 

@@ -5,6 +5,9 @@
 
 #include "blocking.h"
 #include "dedpool.h"
+#include "lock.h"
+#include "ratelimit.h"
+#include "scripts.h"
 #include "rds_module.h"
 #include "stream.h"
 #include "txn.h"
@@ -14,6 +17,9 @@ const struct rds_module *const rds_modules[] = {
     &blocking_module,
     &txn_module,
     &stream_module,
+    &lock_module,
+    &ratelimit_module,
+    &scripts_module,
 };
 
 const size_t rds_nmodules = sizeof(rds_modules) / sizeof(rds_modules[0]);

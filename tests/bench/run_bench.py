@@ -12,6 +12,9 @@ requests (utime + stime from /proc). Then idle RSS of both proxies.
 Then TLS and the access policy (security_rows), each against the same
 ferryd without it.
 
+Then the Redis patterns (patterns_rows): a lock's acquire + release
+through ferryd against SET NX PX + EVALSHA straight to Redis.
+
 Then RabbitMQ: persistent publishes with confirms through ferryd against a
 direct rabbitmq-c publisher (tests/bench/amqp_bench.c) at 1 and 256 in
 flight, and deliveries per second to one consumer, through ferryd and
@@ -109,6 +112,8 @@ def main():
     ap.add_argument("--consume-pairs", type=int, default=7, help="alternating pairs for the consume row")
     ap.add_argument("--no-security", action="store_true", help="skip the TLS and policy rows")
     ap.add_argument("--security-only", action="store_true", help="only the TLS and policy rows")
+    ap.add_argument("--no-patterns", action="store_true", help="skip the Redis patterns' rows (locks)")
+    ap.add_argument("--patterns-only", action="store_true", help="only the Redis patterns' rows (locks)")
     args = ap.parse_args()
     build = os.path.abspath(args.build)
     tmp = tempfile.mkdtemp(prefix="ferry-bench-")
@@ -154,6 +159,9 @@ def main():
         if args.security_only:
             security_rows(build, tmp, args)
             return
+        if args.patterns_only:
+            patterns_rows(build, rsock, fsock, args)
+            return
         for c, p in ((1, 1), (1, 16), (50, 1), (50, 16)):
             for test in ("get", "set"):
                 n = args.n
@@ -179,6 +187,8 @@ def main():
             tracing_rows(build, tmp, rsock, fsock, fd.pid, args)
         if not args.no_security:
             security_rows(build, tmp, args)
+        if not args.no_patterns:
+            patterns_rows(build, rsock, fsock, args)
         if not args.no_amqp:
             amqp_rows(build, tmp, rsock, args)
     finally:
@@ -326,6 +336,44 @@ def tracing_rows(build, tmp, rsock, untraced_sock, untraced_pid, args):
             fd.wait(30)
         sink.terminate()
         sink.wait(10)
+
+
+PATTERN_PAIRS = 9
+
+
+def patterns_rows(build, rsock, fsock, args):
+    """The Redis patterns against what a careful client does directly.
+    Locks: lock.acquire + lock.release through ferryd (one connection, one
+    at a time) against SET NX PX + EVALSHA compare-and-delete straight to
+    redis-server with hiredis (build/lock-bench, tests/bench/lock_bench.c),
+    alternated PATTERN_PAIRS times, in turn first; the ratio is the median
+    of the pairs' p50 ratios. Also the Redis commands ferryd sent per
+    acquire + release (INFO commandstats): the target is at most 2 round
+    trips."""
+    n = max(args.n // 10, PATTERN_PAIRS * 100)
+    out = subprocess.run([os.path.join(build, "lock-bench"), "--socket", fsock, "--redis", rsock, "-n", str(n),
+                          "--pairs", str(PATTERN_PAIRS)], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit("lock-bench failed: " + out.stderr)
+    got = dict(line.split(": ", 1) for line in out.stdout.strip().splitlines())
+    trips = float(got["redis commands per acquire+release"].split()[0])
+    print()
+    if args.markdown:
+        print("| lock acquire+release, 1 conn | p50 / p99 |")
+        print("|---|---|")
+        print("| ferryd (lock.acquire, lock.release) | %s |" % got["ferryd"])
+        print("| direct (SET NX PX, EVALSHA) | %s |" % got["direct"])
+        print("| ferryd/direct p50 | %s |" % got["ratio"])
+        print("| Redis round trips per acquire+release | %.2f (target <= 2: %s) |"
+              % (trips, "met" if trips <= 2.001 else "MISSED"))
+    else:
+        print("lock acquire+release, 1 connection, %d each:" % n)
+        print("  ferryd (lock.acquire, lock.release): %s" % got["ferryd"])
+        print("  direct (SET NX PX, EVALSHA):         %s" % got["direct"])
+        print("  ferryd/direct p50:                   %s" % got["ratio"])
+        print("  Redis round trips per acquire+release: %.2f (target <= 2: %s)"
+              % (trips, "met" if trips <= 2.001 else "MISSED"))
+    sys.stdout.flush()
 
 
 SECURITY_PAIRS = 9
