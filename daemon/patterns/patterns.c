@@ -3,11 +3,15 @@
  * adding its row here; the Redis backend takes the rest from the table. */
 #include <stddef.h>
 
+#include "cache.h"
 #include "dedpool.h"
+#include "flight.h"
 #include "rds_module.h"
 
 const struct rds_module *const rds_modules[] = {
     &dedpool_module,
+    &cache_module,
+    &flight_module,
 };
 
 const size_t rds_nmodules = sizeof(rds_modules) / sizeof(rds_modules[0]);
