@@ -64,7 +64,8 @@ struct cwait {
     uint64_t lease_ms;
     uint64_t epoch;            /* cc->epoch when its script was sent */
     bool wait;
-    bool inflight;             /* its own script's reply is awaited */
+    bool peek;                 /* a plain GET only: no lease, no waiting */
+    bool inflight;             /* its own GET's or script's reply is awaited */
     char token[TOKEN_MAX];
     size_t keylen;
     char key[];                /* owns */
@@ -420,19 +421,41 @@ static void on_get(void *arg, const redisReply *reply)
     free(w);
 }
 
-static void on_peek(void *arg, const redisReply *reply)
+/* Sends the lease script for w, after a miss. Returns 0 or a negative fe code. */
+static int send_script(struct cwait *w)
+{
+    struct cache *cc = w->cc;
+    char ms[24];
+    int n = snprintf(ms, sizeof(ms), "%" PRIu64, w->lease_ms);
+    new_token(cc, w->token);
+    const char *args[2] = {w->token, ms};
+    size_t alens[2] = {strlen(w->token), (size_t)n};
+    w->epoch = cc->epoch;
+    return cachelease_run(cc->rb, CACHELEASE_GET, w->key, w->keylen, 2, args, alens, on_get, w);
+}
+
+/* The plain GET that every cache.get starts with. Why not the script at
+ * once: a hit is what a cache serves most, and a script run costs Redis
+ * several times a GET (Lua's call and its table), which would make a hit
+ * through cache.get far slower than a GET through the redis op. Only a
+ * miss pays for the script, which GETs again (the value may have been
+ * filled since) and takes the lease atomically. */
+static void on_first(void *arg, const redisReply *reply)
 {
     struct cwait *w = arg;
     struct request *r = w->job.r;
-    if (r) {
-        if (reply && reply->type == REDIS_REPLY_STRING) {
-            w->cc->hits++;
-            answer_hit(r, reply->str, reply->len);
-        } else if (reply && reply->type == REDIS_REPLY_NIL) {
-            answer_miss(r, NULL);
-        } else {
-            rds_backend_fail_reply(r, reply);
-        }
+    if (r && reply && reply->type == REDIS_REPLY_STRING) {
+        w->cc->hits++;
+        answer_hit(r, reply->str, reply->len);
+    } else if (r && reply && reply->type == REDIS_REPLY_NIL && w->peek) {
+        answer_miss(r, NULL);
+    } else if (r && reply && reply->type == REDIS_REPLY_NIL) {
+        int rc = send_script(w);
+        if (rc == 0)
+            return; /* still in flight: on_get takes it from here */
+        request_fail(r, rc, NULL);
+    } else if (r) {
+        rds_backend_fail_reply(r, reply);
     }
     free(w);
 }
@@ -493,26 +516,10 @@ static int cache_get(struct rds_backend *rb, struct request *r)
     w->keylen = a[0].n;
     w->lease_ms = a[1].present ? a[1].u : LEASE_MS_DEFAULT;
     w->wait = a[2].present ? a[2].b : true;
-    w->epoch = cc->epoch;
-    if (a[3].present && a[3].b) {
-        /* A peek: a plain GET, which never takes a lease nor waits. */
-        const char *argv[2] = {"GET", w->key};
-        size_t lens[2] = {3, w->keylen};
-        rc = rds_backend_call(rb, w->key, w->keylen, 2, argv, lens, on_peek, w);
-        if (rc) {
-            free(w);
-            return rc;
-        }
-        w->inflight = true;
-        rds_backend_hold(r, &w->job);
-        return 0;
-    }
-    char ms[24];
-    int n = snprintf(ms, sizeof(ms), "%" PRIu64, w->lease_ms);
-    new_token(cc, w->token);
-    const char *args[2] = {w->token, ms};
-    size_t alens[2] = {strlen(w->token), (size_t)n};
-    rc = cachelease_run(cc->rb, CACHELEASE_GET, w->key, w->keylen, 2, args, alens, on_get, w);
+    w->peek = a[3].present && a[3].b;
+    const char *argv[2] = {"GET", w->key};
+    size_t lens[2] = {3, w->keylen};
+    rc = rds_backend_call(rb, w->key, w->keylen, 2, argv, lens, on_first, w);
     if (rc) {
         free(w);
         return rc;

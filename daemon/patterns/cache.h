@@ -2,12 +2,13 @@
  * cache.invalidate (docs/patterns.md, "Cache-aside without stampedes").
  *
  * A miss hands out a lease (a token in the lease key, SET NX PX in the
- * same script as the GET) to one caller among all concurrent ones, across
- * ferryd instances; the others wait for the value:
+ * same script as a second GET) to one caller among all concurrent ones,
+ * across ferryd instances; the others wait for the value:
  *
- *   cache.get ──> GET script ── value ──────────────> {hit: true, value}
- *                    │ ─ lease taken by us ──────────> {hit: false, lease}
- *                    └ ─ lease held by another ─> waiters of the key
+ *   cache.get ──> GET ── value ─────────────────────> {hit: true, value}
+ *                  └ nil ─> script ── value ─────────> {hit: true, value}
+ *                             │ ─ lease taken by us ─> {hit: false, lease}
+ *                             └ ─ held by another ─> waiters of the key
  *                                                     │
  *   cache.fill (this ferryd) ─ stored ─> each waiter gets the value,
  *                                        with no round trip
