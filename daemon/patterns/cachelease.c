@@ -52,8 +52,7 @@ bool cachelease_key_ok(const char *key, size_t n)
     return cachelease_has_tag(key, n) || !memchr(key, '}', n);
 }
 
-/* The lease key of key: a malloc'd string of *len bytes. */
-static char *lease_key(const char *key, size_t n, size_t *len)
+char *cachelease_key(const char *key, size_t n, size_t *len)
 {
     bool tag = cachelease_has_tag(key, n);
     size_t sl = sizeof(LEASE_SUFFIX) - 1;
@@ -77,7 +76,7 @@ int cachelease_run(struct rds_backend *rb, enum cachelease_script s, const char 
                    void *arg)
 {
     size_t llen;
-    char *lk = lease_key(key, keylen, &llen);
+    char *lk = cachelease_key(key, keylen, &llen);
     const char *argv[5] = {key, lk};
     size_t lens[5] = {keylen, llen};
     for (int i = 0; i < nargs && i < 3; i++) {

@@ -37,6 +37,9 @@ bool cachelease_has_tag(const char *key, size_t n);
 /* Whether key can have a lease key in its slot: not when it holds a '}'
  * but no hash tag. */
 bool cachelease_key_ok(const char *key, size_t n);
+/* The lease key of key (cachelease_key_ok): a malloc'd string of *len
+ * bytes, NUL-terminated. */
+char *cachelease_key(const char *key, size_t n, size_t *len);
 /* Runs script s on key (cachelease_key_ok) and its lease key, with nargs
  * (at most 3) more arguments; fn gets the reply as evalsha_call's does.
  * Returns 0 or a negative fe code. */
