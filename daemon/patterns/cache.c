@@ -350,7 +350,13 @@ static void wake(struct cache *cc, const char *key, size_t keylen, const uint8_t
         struct dlist *p;
         dlist_foreach(p, &k->waiters)
             cc->woken++;
-        answer_all(k, (const char *)v, n, NULL, 0);
+        /* A copy: v is in the fill's request frame, which answering a
+         * waiter may free (a client waiting on its own fill, cut off for
+         * its output). */
+        char *copy = xmalloc(n ? n : 1);
+        memcpy(copy, v, n);
+        answer_all(k, copy, n, NULL, 0);
+        free(copy);
         ckey_drop(k);
     } else if (k->busy) {
         k->again = true;
@@ -546,6 +552,7 @@ static void on_fill(void *arg, const redisReply *reply)
         /* The value is in the request's frame while it lives; after, the
          * waiters read it back from Redis. */
         wake(cc, f->key, f->keylen, r ? f->value : NULL, f->vlen);
+        r = f->job.r; /* waking may have cancelled it */
         if (r) {
             size_t at;
             struct cbuf *o = request_result_begin(r, &at);

@@ -262,3 +262,24 @@ def test_cli_get_fill_invalidate(ferryd):
     assert p.returncode == 0 and p.stdout == b"deleted\n"
     p = cli(ferryd, "cache", "fill", "c:c2", "x")
     assert p.returncode == 64
+
+
+def test_redis_restart(ferryd, redis):
+    with ferryd.client() as c:
+        g = c.cache.get("c:rs", lease_ms=LONG)
+        redis.kill()
+        wait_until(lambda: ferryd.redis_state() != "up", timeout=10 * SLOW, what="redis down")
+        with pytest.raises(ferry.FerryError) as e:
+            c.cache.get("c:rs")
+        assert e.value.code == "unavailable"
+        redis.start()
+        wait_until(lambda: ferryd.redis_state() == "up", timeout=30 * SLOW, what="redis back")
+        # The lease is gone with the data: its fill stores nothing, and
+        # the next caller gets a new lease.
+        with pytest.raises(ferry.FerryError) as e:
+            c.cache.fill("c:rs", "old", 60000, lease=g["lease"])
+        assert e.value.code == "not_held"
+        g2 = c.cache.get("c:rs", lease_ms=LONG)
+        assert g2["hit"] is False and g2["lease"] != g["lease"]
+        c.cache.fill("c:rs", "new", 60000, lease=g2["lease"])
+        assert c.cache.get("c:rs") == {"hit": True, "value": b"new"}
