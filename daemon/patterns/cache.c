@@ -371,7 +371,7 @@ static void get_cancel(struct rds_job *j)
 {
     struct cwait *w = container_of(j, struct cwait, job);
     if (w->inflight)
-        return; /* on_get frees it */
+        return; /* the awaited reply's callback frees it */
     struct ckey *k = w->k;
     waiter_free(w);
     if (k)
