@@ -33,5 +33,6 @@ extern const size_t cli_ncmds;
 extern const struct cli_cmd cli_lock_cmd;
 extern const struct cli_cmd cli_stream_cmd;
 extern const struct cli_cmd cli_ratelimit_cmd;
+extern const struct cli_cmd cli_cache_cmd;
 
 #endif

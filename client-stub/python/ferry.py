@@ -494,4 +494,57 @@ Client.scripts = property(lambda self: Scripts(self))
 
 
 # -- cache (client.cache) --
+class Cache:
+    """Cache-aside without stampedes (docs/patterns.md): client.cache.get(...)."""
+
+    def __init__(self, client):
+        self.c = client
+
+    def get(self, key, lease_ms=None, wait=None, peek=None, deadline=None):
+        """{"hit": True, "value": bytes}, or on a miss {"hit": False,
+        "lease": token} (this caller must load and fill), or {"hit": False}
+        (wait=False and another caller holds the lease; or peek=True)."""
+        args = {"key": to_bytes(key)}
+        if lease_ms is not None:
+            args["lease_ms"] = lease_ms
+        if wait is not None:
+            args["wait"] = wait
+        if peek is not None:
+            args["peek"] = peek
+        return self.c.call("cache.get", args, deadline)
+
+    def fill(self, key, value, ttl_ms, lease=None, jitter_ms=None, deadline=None):
+        """Stores value for ttl_ms (plus jitter); with lease, only while the
+        lease is still this token (else FerryError "not_held")."""
+        args = {"key": to_bytes(key), "value": to_bytes(value), "ttl_ms": int(ttl_ms)}
+        if lease is not None:
+            args["lease"] = lease
+        if jitter_ms is not None:
+            args["jitter_ms"] = jitter_ms
+        return self.c.call("cache.fill", args, deadline)
+
+    def invalidate(self, key, deadline=None):
+        return self.c.call("cache.invalidate", {"key": to_bytes(key)}, deadline)
+
+    def get_or_load(self, key, fn, ttl, lease_ms=None, deadline=None):
+        """The value of key; on a miss, this caller alone among all runs
+        fn() (which returns bytes or str), stores it for ttl seconds and
+        returns it. Concurrent callers wait for that fill (up to their
+        deadline). A lease lost while fn ran (it outlived lease_ms, or
+        the key was invalidated) returns fn's value without storing it."""
+        r = self.get(key, lease_ms=lease_ms, deadline=deadline)
+        if r["hit"]:
+            return r["value"]
+        value = to_bytes(fn())
+        if "lease" not in r:
+            return value
+        try:
+            self.fill(key, value, int(ttl * 1000), lease=r["lease"], deadline=deadline)
+        except FerryError as e:
+            if e.code != "not_held":
+                raise
+        return value
+
+
+Client.cache = property(lambda self: Cache(self))
 

@@ -8,6 +8,8 @@
 #include "lock.h"
 #include "ratelimit.h"
 #include "scripts.h"
+#include "cache.h"
+#include "flight.h"
 #include "rds_module.h"
 #include "stream.h"
 #include "txn.h"
@@ -20,6 +22,8 @@ const struct rds_module *const rds_modules[] = {
     &lock_module,
     &ratelimit_module,
     &scripts_module,
+    &cache_module,
+    &flight_module,
 };
 
 const size_t rds_nmodules = sizeof(rds_modules) / sizeof(rds_modules[0]);

@@ -114,6 +114,8 @@ def main():
     ap.add_argument("--security-only", action="store_true", help="only the TLS and policy rows")
     ap.add_argument("--no-patterns", action="store_true", help="skip the Redis patterns' rows (locks)")
     ap.add_argument("--patterns-only", action="store_true", help="only the Redis patterns' rows (locks)")
+    ap.add_argument("--cache-only", action="store_true", help="only the cache rows")
+    ap.add_argument("--no-cache", action="store_true", help="skip the cache rows")
     args = ap.parse_args()
     build = os.path.abspath(args.build)
     tmp = tempfile.mkdtemp(prefix="ferry-bench-")
@@ -162,6 +164,9 @@ def main():
         if args.patterns_only:
             patterns_rows(build, rsock, fsock, args)
             return
+        if args.cache_only:
+            cache_rows(build, fsock, fd.pid, args)
+            return
         for c, p in ((1, 1), (1, 16), (50, 1), (50, 16)):
             for test in ("get", "set"):
                 n = args.n
@@ -189,6 +194,8 @@ def main():
             security_rows(build, tmp, args)
         if not args.no_patterns:
             patterns_rows(build, rsock, fsock, args)
+        if not args.no_cache:
+            cache_rows(build, fsock, fd.pid, args)
         if not args.no_amqp:
             amqp_rows(build, tmp, rsock, args)
     finally:
@@ -394,6 +401,44 @@ redis_keys = bench:* memtier-* __rand_int__ key:*
 [*]
 ops = ping
 """
+
+
+def cache_rows(build, fsock, pid, args):
+    """A cache hit: cache.get (one EVALSHA of the lease script, answered
+    {hit, value}) against the redis op's GET of the same 100-byte value,
+    through the same ferryd, 50 connections. Each row alternates the two
+    PAIRS times, in turn first, as the tracing rows do; the ratio is the
+    median of the pairs' (paired()), with their lowest and highest. The
+    cpu column is ferryd's CPU time per cache.get over per GET, summed
+    over all the runs. Target: a ratio of 0.90 or more."""
+    out = subprocess.run([os.path.join(build, "ferry-bench"), "--socket", fsock, "-t", "set", "-n", "1000",
+                          "-c", "1", "-d", "100", "-q"], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit("ferry-bench failed: " + out.stderr)
+    print()
+    print("Cache hit, cache.get against redis GET through one ferryd (50 conns; target ratio >= 0.90):")
+    print("%-28s %12s %12s %7s %13s %6s" % ("row", "GET rps", "cache rps", "ratio", "spread", "cpu"))
+    for p in (1, 16):
+        n = args.n if p == 1 else args.n * 4
+        u, t = [], []
+        cpu_u = cpu_t = 0.0
+        for k in range(PAIRS):
+            order = ("get", "cacheget") if k % 2 == 0 else ("cacheget", "get")
+            for test in order:
+                t0 = cpu_seconds(pid)
+                rps = bench_rps(build, fsock, test, n, 50, p)
+                dt = cpu_seconds(pid) - t0
+                if test == "get":
+                    u.append(rps)
+                    cpu_u += dt
+                else:
+                    t.append(rps)
+                    cpu_t += dt
+        ratio, lo, hi = paired(u, t)
+        med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+        print("%-28s %12.0f %12.0f %7.2f %6.2f-%-6.2f %6.2f" % (
+            "cache hit, %d in flight" % p, med(u), med(t), ratio, lo, hi, cpu_t / cpu_u if cpu_u else 0))
+        sys.stdout.flush()
 
 
 def make_certs(tmp):
