@@ -4,10 +4,12 @@
 #include <stddef.h>
 
 #include "dedpool.h"
+#include "pubsub.h"
 #include "rds_module.h"
 
 const struct rds_module *const rds_modules[] = {
     &dedpool_module,
+    &pubsub_module,
 };
 
 const size_t rds_nmodules = sizeof(rds_modules) / sizeof(rds_modules[0]);
