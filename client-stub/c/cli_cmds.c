@@ -3,8 +3,10 @@
 
 #include "cli_cmds.h"
 
+extern const struct cli_cmd cli_subscribe_cmd;
+
 const struct cli_cmd *const cli_cmds[] = {
-    NULL,
+    &cli_subscribe_cmd,
 };
 
-const size_t cli_ncmds = 0;
+const size_t cli_ncmds = sizeof(cli_cmds) / sizeof(cli_cmds[0]);
