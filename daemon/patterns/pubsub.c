@@ -10,6 +10,7 @@
 #include "errors.h"
 #include "log.h"
 #include "pargs.h"
+#include "policy.h"
 #include "pubsub.h"
 #include "pubsub_names.h"
 #include "rds_backend.h"
@@ -426,6 +427,26 @@ static int bad(struct request *r, const char *msg)
     return 0;
 }
 
+/* Redis does not count channels as keys (COMMAND INFO names none), so
+ * the policy's command check passes them all; ferryd holds channels to
+ * redis_keys itself, as security.md says it treats them. A pattern must
+ * itself fall within the globs: "app:*" under "app:*", never "*". */
+static int check_channels(struct request *r, const char *const *names, const size_t *lens, int n, char *msg,
+                          size_t len)
+{
+    if (!r->policy)
+        return 0;
+    for (int i = 0; i < n; i++) {
+        if (!policy_allows_name(r->policy, PL_REDIS_KEYS, names[i], lens[i])) {
+            r->policy->denied++;
+            snprintf(msg, len, "policy '%s' does not allow channel '%.*s' (redis_keys)", r->policy->name,
+                     (int)(lens[i] > 100 ? 100 : lens[i]), names[i]);
+            return FE_DENIED;
+        }
+    }
+    return 0;
+}
+
 /* Adds s's names: each new one is subscribed (when the connection is
  * ready; otherwise the ready hook does it). */
 static void join_names(struct pubsub *ps, struct ps_sub *s, bool pattern, const char *const *names,
@@ -480,6 +501,8 @@ static int subscribe(struct rds_backend *rb, struct request *r, bool pattern)
     argv[0] = pattern ? "PSUBSCRIBE" : "SUBSCRIBE";
     lens[0] = strlen(argv[0]);
     int code = rds_backend_check(rb, r, false, n + 1, argv, lens, msg, sizeof(msg));
+    if (!code)
+        code = check_channels(r, argv + 1, lens + 1, n, msg, sizeof(msg));
     if (code) {
         request_fail(r, code, msg);
         return 0;
@@ -588,6 +611,8 @@ static int op_publish(struct rds_backend *rb, struct request *r)
     size_t lens[3] = {7, spec[0].n, spec[1].n};
     /* On a pooled connection, so redis_deny applies, as to the redis op. */
     int code = rds_backend_check(rb, r, true, 3, argv, lens, msg, sizeof(msg));
+    if (!code)
+        code = check_channels(r, argv + 1, lens + 1, 1, msg, sizeof(msg));
     if (code) {
         request_fail(r, code, msg);
         return 0;

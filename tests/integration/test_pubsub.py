@@ -295,16 +295,56 @@ def test_policy_refuses_pubsub(make_ferryd, tmp, redis):
     path = os.path.join(tmp, "policy.ini")
     with open(path, "w") as fh:
         fh.write("[root]\npeers = uid:0\nops = *\nredis_commands = +@all -subscribe -psubscribe\n"
-                 "redis_keys = *\n")
+                 "redis_keys = app:*\n")
     f = make_ferryd(["--set", "policy_file=" + path])
+    wait_until(lambda: "commands in" in f.read_log(), timeout=15 * SLOW, what="the command table")
     with f.client() as c:
-        for op, args in (("pubsub.subscribe", {"channels": ["x"]}),
-                         ("pubsub.psubscribe", {"patterns": ["x*"]})):
+        for op, args in (("pubsub.subscribe", {"channels": ["app:x"]}),
+                         ("pubsub.psubscribe", {"patterns": ["app:*"]})):
             with pytest.raises(ferry.FerryError) as e:
                 c.call(op, args)
             assert e.value.code == "denied"
-        assert c.pubsub.publish("x", "m") == 0
-    assert numsub(redis, "x") == 0
+        assert c.pubsub.publish("app:x", "m") == 0
+        # Channels are held to redis_keys, as keys are.
+        with pytest.raises(ferry.FerryError) as e:
+            c.pubsub.publish("other", "m")
+        assert e.value.code == "denied" and "channel 'other'" in e.value.message
+    assert numsub(redis, "app:x") == 0
+
+
+def test_policy_holds_channels_to_redis_keys(make_ferryd, tmp, redis):
+    path = os.path.join(tmp, "policy.ini")
+    with open(path, "w") as fh:
+        fh.write("[root]\npeers = uid:0\nops = *\nredis_commands = +@all\nredis_keys = app:*\n")
+    f = make_ferryd(["--set", "policy_file=" + path])
+    wait_until(lambda: "commands in" in f.read_log(), timeout=15 * SLOW, what="the command table")
+    with f.client() as c:
+        for op, args in (("pubsub.subscribe", {"channels": ["app:1", "secret"]}),
+                         ("pubsub.psubscribe", {"patterns": ["*"]})):
+            with pytest.raises(ferry.FerryError) as e:
+                c.call(op, args)
+            assert e.value.code == "denied", op
+        assert numsub(redis, "app:1") == 0
+        sub = c.pubsub.subscribe("app:*", pattern=True)
+        c.pubsub.publish("app:2", "ok")
+        assert c.next_push(timeout=5)["sub"] == sub
+
+
+def test_deadline_while_redis_is_frozen(ferryd, redis):
+    with ferryd.client() as c:
+        c.pubsub.subscribe("warm")  # the subscriber connection is up
+        redis.freeze()
+        try:
+            with pytest.raises(ferry.FerryError) as e:
+                c.call("pubsub.subscribe", {"channels": ["frozen"]}, deadline=300)
+            assert e.value.code == "timeout"
+            assert pubsub_stats(ferryd)["subscriptions"] == 1
+        finally:
+            redis.thaw()
+        wait_until(lambda: pubsub_stats(ferryd)["channels"] == 1, what="the timed-out channel forgotten")
+        wait_until(lambda: numsub(redis, "frozen") == 0, what="frozen unsubscribed on redis")
+        assert c.pubsub.publish("warm", "still") == 1
+        assert c.next_push(timeout=5)["data"]["payload"] == b"still"
 
 
 def test_cli_subscribe(ferryd, redis):
