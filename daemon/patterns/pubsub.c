@@ -21,6 +21,8 @@
 /* Names one request may subscribe to, and names one (UN)SUBSCRIBE carries. */
 #define PS_MAX_NAMES 1024
 #define PS_CHUNK 256
+/* Scratch kept between messages; a larger one is freed after use. */
+#define PS_KEEP (256 * 1024)
 
 struct ps_sub;
 
@@ -279,6 +281,11 @@ static void fan_out(struct pubsub *ps, struct ps_name *e, const redisReply *patt
         struct ps_sub *s = container_of(pos, struct ps_member, node)->sub;
         if (s->client && s->active)
             deliver(ps, s);
+    }
+    /* One large message should not pin its size for good. */
+    if (o->cap > PS_KEEP) {
+        cbuf_free(o);
+        cbuf_init(o);
     }
 }
 
