@@ -387,3 +387,33 @@ def test_cli_subscribe_pattern_and_timeout(ferryd, redis):
     assert r.returncode == 3, r
     r = cli(ferryd, "subscribe")
     assert r.returncode == 64, r
+
+
+def test_client_leaves_while_its_subscribe_waits(ferryd, redis):
+    with ferryd.client() as c:
+        c.pubsub.subscribe("warm")
+    redis.freeze()
+    try:
+        c = ferryd.client()
+        c.send("pubsub.subscribe", {"channels": ["left"]})
+        wait_until(lambda: pubsub_stats(ferryd)["subscriptions"] == 1, what="the subscribe held")
+        c.close()
+        wait_until(lambda: pubsub_stats(ferryd)["subscriptions"] == 0, what="the subscription gone with its client")
+    finally:
+        redis.thaw()
+    wait_until(lambda: pubsub_stats(ferryd)["channels"] == 0, what="every name forgotten")
+    assert numsub(redis, "left") == 0 and numsub(redis, "warm") == 0
+
+
+def test_subscribe_while_redis_is_down(ferryd, redis):
+    with ferryd.client() as c:
+        sub = c.pubsub.subscribe("before")
+        redis.kill()
+        wait_until(lambda: pubsub_stats(ferryd)["state"] != "ready", what="the subscriber connection lost")
+        with pytest.raises(ferry.FerryError) as e:
+            c.pubsub.subscribe("during")
+        assert e.value.code == "unavailable"
+        redis.start()
+        m = c.next_push(timeout=30 * SLOW)
+        assert m["sub"] == sub and m["kind"] == "gap"
+        assert numsub(redis, "before") == 1 and numsub(redis, "during") == 0
