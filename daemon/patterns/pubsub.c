@@ -339,25 +339,38 @@ static void on_sink(struct rds_conn *c, void *arg, const redisReply *reply)
 
 /* ---- the subscriber connection's life ---- */
 
-static void resend(struct ps_name *e, void *arg)
+/* Names to subscribe again after a reconnect, by kind. */
+struct ps_resend {
+    struct ps_name **names[2]; /* owns: channels, patterns */
+    size_t n[2];
+};
+
+static void collect(struct ps_name *e, void *arg)
 {
-    struct pubsub *ps = arg;
+    struct ps_resend *rs = arg;
     e->inflight = 0;
-    if (!e->want)
-        return;
-    const char *cmd = e->pattern ? "PSUBSCRIBE" : "SUBSCRIBE";
-    send_names(ps, cmd, &e, 1);
+    if (e->want)
+        rs->names[e->pattern][rs->n[e->pattern]++] = e;
 }
 
-/* After each (re)connect: everything wanted is subscribed again. One
- * command per name keeps this simple; a reconnect is rare. */
+/* After each (re)connect: everything wanted is subscribed again, in
+ * commands of PS_CHUNK names. */
 static void on_ready(struct rds_conn *c, void *arg)
 {
     struct pubsub *ps = arg;
     if (c->connects > 1)
         ps->resubscribes++;
     enter(ps);
-    pubsub_names_each(&ps->names, resend, ps);
+    struct ps_resend rs = {{NULL, NULL}, {0, 0}};
+    if (ps->names.n) {
+        rs.names[0] = xmalloc(ps->names.n * sizeof(*rs.names[0]));
+        rs.names[1] = xmalloc(ps->names.n * sizeof(*rs.names[1]));
+        pubsub_names_each(&ps->names, collect, &rs);
+        send_names(ps, "SUBSCRIBE", rs.names[0], rs.n[0]);
+        send_names(ps, "PSUBSCRIBE", rs.names[1], rs.n[1]);
+    }
+    free(rs.names[0]);
+    free(rs.names[1]);
     leave(ps);
 }
 

@@ -115,7 +115,7 @@ def test_unsubscribe_and_close_drop_refcounts(ferryd, redis):
     assert numsub(redis, "c1") == 1  # a2 holds it
     assert numsub(redis, "c2") == 1  # b holds it
     a.pubsub.unsubscribe(a2)
-    assert numsub(redis, "c1") == 0
+    wait_until(lambda: numsub(redis, "c1") == 0, what="c1 unsubscribed when its last subscription ended")
     # No push after the unsubscribe's result.
     a.pubsub.publish("c1", "after")
     a.ping()
@@ -417,3 +417,21 @@ def test_subscribe_while_redis_is_down(ferryd, redis):
         m = c.next_push(timeout=30 * SLOW)
         assert m["sub"] == sub and m["kind"] == "gap"
         assert numsub(redis, "before") == 1 and numsub(redis, "during") == 0
+
+
+def test_many_channels_across_a_restart(ferryd, redis):
+    names = ["many.%d" % i for i in range(1024)]
+    with ferryd.client() as a, ferryd.client() as p:
+        sub = a.pubsub.subscribe(*names)
+        assert int(redis.cli("PUBSUB", "NUMSUB", *names[::97]).split("\n")[1]) == 1
+        assert len(redis.cli("PUBSUB", "CHANNELS", "many.*").split("\n")) == 1024
+        redis.stop()
+        redis.start()
+        m = a.next_push(timeout=30 * SLOW)
+        assert m["sub"] == sub and m["kind"] == "gap"
+        assert len(redis.cli("PUBSUB", "CHANNELS", "many.*").split("\n")) == 1024
+        wait_until(lambda: ferryd.redis_state() == "up", what="pool up")
+        assert p.pubsub.publish("many.1023", "end") == 1
+        assert a.next_push(timeout=5)["data"]["channel"] == "many.1023"
+        a.pubsub.unsubscribe(sub)
+        wait_until(lambda: redis.cli("PUBSUB", "CHANNELS", "many.*") == "", what="all 1024 unsubscribed")
