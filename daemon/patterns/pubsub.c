@@ -78,8 +78,9 @@ static void enter(struct pubsub *ps)
 
 /* ---- talking to Redis ---- */
 
-/* Sends cmd with the names of the kind pattern in names[] (want toggled),
- * in chunks. Each is counted in flight until its confirmation. */
+/* Sends cmd naming names[], PS_CHUNK of them per command. Redis confirms
+ * each name with a reply of its own; until it comes, the name counts one
+ * more command in flight. */
 static void send_names(struct pubsub *ps, const char *cmd, struct ps_name **names, size_t n)
 {
     const char *argv[PS_CHUNK + 1];
@@ -213,7 +214,10 @@ static void sub_ready(struct pubsub *ps, struct ps_sub *s)
     }
 }
 
-/* One message to one subscription, unless its client is over its bound. */
+/* One message to one subscription, unless its client is over its bound:
+ * its unwritten output (acct_out, which includes every other response
+ * queued for it) plus this push. A client with nothing queued always gets
+ * the message, so one larger than the bound still reaches readers. */
 static void deliver(struct pubsub *ps, struct ps_sub *s)
 {
     struct client *c = s->client;
@@ -222,7 +226,7 @@ static void deliver(struct pubsub *ps, struct ps_sub *s)
     const struct rds_config *rc = ps->rb->t.rc;
     size_t bound = (size_t)rc->pubsub_buffer, need = ps->data.len + 48;
     if (c->acct_out > 0 && c->acct_out + need > bound) {
-        if (rc->pubsub_overflow[0] == 'd' && rc->pubsub_overflow[1] == 'i') {
+        if (!strcmp(rc->pubsub_overflow, "disconnect")) {
             ps->disconnected++;
             char why[160];
             snprintf(why, sizeof(why), "not reading its pub/sub messages (%zu bytes unwritten, redis_pubsub_buffer %zu)",
