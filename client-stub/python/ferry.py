@@ -335,6 +335,35 @@ Client.pubsub = property(PubSub)
 
 # -- blocking commands, transactions, pipelines (client.blocking, client.multi, client.pipeline) --
 
+def _blocking(self, *argv, deadline=None):
+    """Runs one blocking command (BLPOP, XREAD ... BLOCK, WAIT ...) on a
+    dedicated connection; its timeout is capped at the deadline (ms)."""
+    return self.call("redis.blocking", [to_bytes(a) for a in argv], deadline)
+
+
+def _pipeline(self, commands, deadline=None):
+    """Runs commands (lists of arguments) in one request; returns their
+    replies in order, an error reply as {"error": text}."""
+    return self.call("redis.pipeline", {"commands": [[to_bytes(a) for a in c] for c in commands]},
+                     deadline)
+
+
+def _multi(self, commands, watch=None, expect=None, deadline=None):
+    """Runs commands in MULTI/EXEC. Returns the list of replies, or
+    {"aborted": True, "reason": "watch" | "expect", ...} when a watched key
+    changed or an expected value differed."""
+    args = {"commands": [[to_bytes(a) for a in c] for c in commands]}
+    if watch is not None:
+        args["watch"] = [to_bytes(k) for k in watch]
+    if expect is not None:
+        args["expect"] = {k: None if v is None else to_bytes(v) for k, v in expect.items()}
+    return self.call("redis.multi", args, deadline)
+
+
+Client.blocking = _blocking
+Client.pipeline = _pipeline
+Client.multi = _multi
+
 
 # -- streams (client.streams) --
 

@@ -5,129 +5,224 @@
 
 #include "cbuf.h"
 #include "dedpool.h"
+#include "errors.h"
 #include "log.h"
 #include "rds_backend.h"
 #include "rds_config.h"
 #include "rds_conn.h"
 
+/* What a dedicated connection is doing. */
+enum dslot_state {
+    DS_FREE,     /* idle: dedpool_take may hand it out */
+    DS_TAKEN,    /* its taker's */
+    DS_DRAINING, /* given back while a command may still block on it */
+};
+
+struct dslot {
+    struct rds_conn *c;       /* owns */
+    enum dslot_state st;
+    bool asking;              /* a CLIENT ID awaits its reply on it */
+    unsigned retries;         /* CLIENT UNBLOCKs that found it not (yet) blocked */
+};
+
 struct dedpool {
     struct rds_backend *rb;     /* refers */
-    struct rds_conn **conns;    /* owns: every dedicated connection made */
-    bool *busy;                 /* by index: taken, or being unblocked */
+    struct dslot *slots;        /* owns: every dedicated connection made */
     size_t n, cap;
     bool started;               /* the loop runs: new connections may start */
     uint64_t taken, refused, unblocks;
 };
+
+/* A CLIENT UNBLOCK that finds its target not blocked is sent again this
+ * many times at most: the command may not have reached Redis yet. */
+#define UNBLOCK_RETRIES 100
 
 static struct dedpool *pool_of(struct rds_backend *rb)
 {
     return rds_backend_state(rb, &dedpool_module);
 }
 
-static size_t index_of(struct dedpool *p, const struct rds_conn *c)
+static struct dslot *slot_of(struct dedpool *p, const struct rds_conn *c)
 {
     for (size_t i = 0; i < p->n; i++)
-        if (p->conns[i] == c)
-            return i;
+        if (p->slots[i].c == c)
+            return &p->slots[i];
     abort();
 }
 
-/* Each (re)connect: learn its id, which CLIENT UNBLOCK names. */
+static void send_unblock(struct dedpool *p, struct dslot *s);
+
+/* CLIENT ID answered: the id CLIENT UNBLOCK names. A connection given
+ * back before its id was known is unblocked now. */
 static void on_client_id(void *arg, const redisReply *reply)
 {
     struct rds_conn *c = arg;
-    if (reply && reply->type == REDIS_REPLY_INTEGER)
+    struct dedpool *p = c->hooks.arg;
+    struct dslot *s = slot_of(p, c);
+    s->asking = false;
+    if (reply && reply->type == REDIS_REPLY_INTEGER) {
         c->client_id = (uint64_t)reply->integer;
+        if (s->st == DS_DRAINING && rds_conn_pending(c) >= 2)
+            send_unblock(p, s);
+    }
+}
+
+/* Asks c's CLIENT ID. Why at take, ahead of the taker's command, and not
+ * only once the handshake is over: a connection taken while it connects
+ * already holds its taker's command, queued behind the handshake, and a
+ * CLIENT ID sent from the ready hook would be answered only after that
+ * command (a BLPOP: maybe never), when the id is needed to unblock it. */
+static void ask_id(struct dslot *s)
+{
+    const char *argv[2] = {"CLIENT", "ID"};
+    size_t lens[2] = {6, 2};
+    if (s->asking || s->c->client_id)
+        return;
+    if (rds_conn_call(s->c, 2, argv, lens, on_client_id, s->c) == 0)
+        s->asking = true;
+    else
+        log_warn("redis: cannot ask a dedicated connection's CLIENT ID");
 }
 
 static void on_ready(struct rds_conn *c, void *arg)
 {
+    struct dedpool *p = arg;
+    struct dslot *s = slot_of(p, c);
+    if (s->st == DS_FREE)
+        ask_id(s);
+}
+
+/* The id belonged to the connection that was lost. */
+static void on_lost(struct rds_conn *c, void *arg)
+{
     (void)arg;
-    const char *argv[2] = {"CLIENT", "ID"};
-    size_t lens[2] = {6, 2};
     c->client_id = 0;
-    if (rds_conn_call(c, 2, argv, lens, on_client_id, c) != 0)
-        log_warn("redis: cannot ask a dedicated connection's CLIENT ID");
 }
 
 struct rds_conn *dedpool_take(struct rds_backend *rb)
 {
     struct dedpool *p = pool_of(rb);
-    struct rds_conn *best = NULL;
-    size_t bi = 0;
+    struct dslot *best = NULL;
     for (size_t i = 0; i < p->n; i++) {
-        struct rds_conn *c = p->conns[i];
-        if (p->busy[i] || !rds_conn_usable(c))
+        struct dslot *s = &p->slots[i];
+        if (s->st != DS_FREE || !rds_conn_usable(s->c))
             continue;
-        if (!best || (c->state == RC_READY && best->state != RC_READY)) {
-            best = c;
-            bi = i;
-        }
+        if (!best || (s->c->state == RC_READY && best->c->state != RC_READY))
+            best = s;
     }
     if (!best && p->n < (size_t)rb->t.rc->blocking_pool) {
         if (p->n == p->cap) {
             p->cap = p->cap ? p->cap * 2 : 4;
-            p->conns = xrealloc(p->conns, p->cap * sizeof(*p->conns));
-            p->busy = xrealloc(p->busy, p->cap * sizeof(*p->busy));
+            p->slots = xrealloc(p->slots, p->cap * sizeof(*p->slots));
         }
-        best = rds_backend_dedicated(rb);
-        best->hooks.ready = on_ready;
-        best->hooks.arg = p;
-        bi = p->n++;
-        p->conns[bi] = best;
+        struct rds_conn *c = rds_backend_dedicated(rb);
+        c->hooks.ready = on_ready;
+        c->hooks.lost = on_lost;
+        c->hooks.arg = p;
+        best = &p->slots[p->n++];
+        *best = (struct dslot){.c = c};
         if (p->started)
-            rds_conn_start(best);
+            rds_conn_start(c);
     }
     if (!best) {
-        p->refused++;
+        bool all_taken = true;
+        for (size_t i = 0; i < p->n; i++)
+            all_taken &= p->slots[i].st != DS_FREE;
+        p->refused += all_taken;
         return NULL;
     }
-    p->busy[bi] = true;
+    best->st = DS_TAKEN;
     p->taken++;
-    return best;
+    ask_id(best);
+    return best->c;
 }
 
-/* The PING behind an unblocked command answered: the connection is free. */
+int dedpool_refusal(struct rds_backend *rb, char *msg, size_t len)
+{
+    struct dedpool *p = pool_of(rb);
+    for (size_t i = 0; i < p->n; i++)
+        if (p->slots[i].st == DS_FREE) {
+            const struct rds_conn *c = p->slots[i].c;
+            snprintf(msg, len, "redis is unreachable (%s)", c->last_error[0] ? c->last_error : "reconnecting");
+            return FE_UNAVAILABLE;
+        }
+    snprintf(msg, len, "all %ld dedicated connections (redis_blocking_pool) are in use", (long)rb->t.rc->blocking_pool);
+    return FE_OVERLOADED;
+}
+
+/* The PING behind an unblocked command answered (or the connection
+ * failed): nothing is blocked on it any more. */
 static void on_drained(void *arg, const redisReply *reply)
 {
     (void)reply;
     struct rds_conn *c = arg;
     struct dedpool *p = c->hooks.arg;
-    p->busy[index_of(p, c)] = false;
+    struct dslot *s = slot_of(p, c);
+    if (s->st == DS_DRAINING)
+        s->st = DS_FREE;
 }
 
+/* CLIENT UNBLOCK answered: 1 when it unblocked the command, 0 when the
+ * connection was not blocked. 0 while the command's reply is still
+ * awaited (it and the PING behind it pending) means the command had not
+ * reached Redis yet (the UNBLOCK, on another connection, overtook it):
+ * try again, or the command would block until its timeout, and could
+ * take an element nobody will receive. */
 static void on_unblock(void *arg, const redisReply *reply)
 {
-    (void)arg;
-    if (reply && reply->type == REDIS_REPLY_ERROR)
+    struct rds_conn *c = arg;
+    struct dedpool *p = c->hooks.arg;
+    struct dslot *s = slot_of(p, c);
+    if (!reply)
+        return;
+    if (reply->type == REDIS_REPLY_ERROR) {
         log_warn("redis: CLIENT UNBLOCK refused: %.*s", (int)(reply->len > 200 ? 200 : reply->len), reply->str);
+        return;
+    }
+    if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0 && s->st == DS_DRAINING &&
+        rds_conn_pending(c) >= 2 && c->state == RC_READY) {
+        if (s->retries++ < UNBLOCK_RETRIES)
+            send_unblock(p, s);
+        else
+            log_warn("redis: a dedicated connection's command could not be unblocked; it ends at its timeout");
+    }
+}
+
+/* Why CLIENT UNBLOCK rather than dropping the connection: it keeps the
+ * connection (no reconnect, no handshake), and Redis answers the blocked
+ * command at once with its timeout reply, which is read and dropped. It
+ * goes on a pooled connection: the blocked one cannot carry it. */
+static void send_unblock(struct dedpool *p, struct dslot *s)
+{
+    char id[24];
+    int n = snprintf(id, sizeof(id), "%llu", (unsigned long long)s->c->client_id);
+    const char *argv[4] = {"CLIENT", "UNBLOCK", id, "TIMEOUT"};
+    size_t lens[4] = {6, 7, (size_t)n, 7};
+    if (rds_backend_call(p->rb, NULL, 0, 4, argv, lens, on_unblock, s->c) == 0)
+        p->unblocks++;
 }
 
 void dedpool_give(struct rds_backend *rb, struct rds_conn *c, bool maybe_blocked)
 {
     struct dedpool *p = pool_of(rb);
-    size_t i = index_of(p, c);
-    if (!maybe_blocked || rds_conn_pending(c) == 0 || c->state != RC_READY) {
-        p->busy[i] = false;
+    struct dslot *s = slot_of(p, c);
+    /* Pending replies on a connection that is not usable were failed
+     * already; one still connecting writes its commands once connected,
+     * so it is drained like a ready one. */
+    if (!maybe_blocked || rds_conn_pending(c) == 0 || !rds_conn_usable(c)) {
+        s->st = DS_FREE;
         return;
     }
-    /* Why CLIENT UNBLOCK rather than dropping the connection: it keeps
-     * the connection (no reconnect, no handshake), and Redis answers the
-     * blocked command at once with its timeout reply, which is read and
-     * dropped (its slot is empty). A connection that is gone is not
-     * unblocked: it reconnects by itself. */
-    if (c->client_id) {
-        char id[24];
-        int n = snprintf(id, sizeof(id), "%llu", (unsigned long long)c->client_id);
-        const char *argv[4] = {"CLIENT", "UNBLOCK", id, "TIMEOUT"};
-        size_t lens[4] = {6, 7, (size_t)n, 7};
-        if (rds_backend_call(rb, NULL, 0, 4, argv, lens, on_unblock, NULL) == 0)
-            p->unblocks++;
-    }
+    s->st = DS_DRAINING;
+    s->retries = 0;
+    /* Without its id yet (taken while connecting), on_client_id sends
+     * the UNBLOCK once the id is known. */
+    if (c->client_id)
+        send_unblock(p, s);
     const char *ping[1] = {"PING"};
     size_t plen[1] = {4};
     if (rds_conn_call(c, 1, ping, plen, on_drained, c) != 0)
-        p->busy[i] = false; /* it failed: nothing is blocked on it any more */
+        s->st = DS_FREE; /* it failed: nothing is blocked on it any more */
 }
 
 static int dp_create(struct rds_backend *rb, void **state, char *err, size_t errlen)
@@ -148,7 +243,7 @@ static void dp_start(struct rds_backend *rb, void *state)
     struct dedpool *p = state;
     p->started = true;
     for (size_t i = 0; i < p->n; i++)
-        rds_conn_start(p->conns[i]);
+        rds_conn_start(p->slots[i].c);
 }
 
 static void dp_stats(struct rds_backend *rb, void *state, struct cbuf *o)
@@ -156,8 +251,8 @@ static void dp_stats(struct rds_backend *rb, void *state, struct cbuf *o)
     struct dedpool *p = state;
     size_t busy = 0, ready = 0;
     for (size_t i = 0; i < p->n; i++) {
-        busy += p->busy[i];
-        ready += p->conns[i]->state == RC_READY;
+        busy += p->slots[i].st != DS_FREE;
+        ready += p->slots[i].c->state == RC_READY;
     }
     cbuf_map(o, 7);
     cbuf_str(o, "size");
@@ -181,7 +276,7 @@ static void dp_close(struct rds_backend *rb, void *state)
     (void)rb;
     struct dedpool *p = state;
     for (size_t i = 0; i < p->n; i++)
-        rds_conn_stop(p->conns[i]);
+        rds_conn_stop(p->slots[i].c);
 }
 
 static void dp_destroy(struct rds_backend *rb, void *state)
@@ -189,9 +284,8 @@ static void dp_destroy(struct rds_backend *rb, void *state)
     (void)rb;
     struct dedpool *p = state;
     for (size_t i = 0; i < p->n; i++)
-        rds_conn_free(p->conns[i]);
-    free(p->conns);
-    free(p->busy);
+        rds_conn_free(p->slots[i].c);
+    free(p->slots);
     free(p);
 }
 

@@ -9,7 +9,10 @@
  * blocked on it (its request was cancelled) is first unblocked: CLIENT
  * UNBLOCK from a pooled connection (the blocked one cannot carry it),
  * then a PING on the connection itself, whose reply comes after the
- * blocked command's, marks it idle again. */
+ * blocked command's, marks it idle again. The connection's CLIENT ID is
+ * asked when it is taken, ahead of the taker's command, so that it is
+ * known by then; an UNBLOCK that finds nothing blocked while the command
+ * is still unanswered (it overtook the command) is sent again. */
 #ifndef FERRY_DEDPOOL_H
 #define FERRY_DEDPOOL_H
 
@@ -24,6 +27,10 @@ struct rds_conn;
 /* An idle connection (ready or connecting), or a new one while fewer
  * than redis_blocking_pool exist; NULL when all are taken. */
 struct rds_conn *dedpool_take(struct rds_backend *rb);
+/* Why dedpool_take returned NULL, for the request's answer: FE_OVERLOADED
+ * when every connection is taken, FE_UNAVAILABLE when the idle ones
+ * cannot reach Redis. Writes the message to msg. */
+int dedpool_refusal(struct rds_backend *rb, char *msg, size_t len);
 /* Gives c back. maybe_blocked: a command sent on it may still be
  * blocked in Redis (its request went away): unblock it first. */
 void dedpool_give(struct rds_backend *rb, struct rds_conn *c, bool maybe_blocked);

@@ -3,13 +3,17 @@
  * adding its row here; the Redis backend takes the rest from the table. */
 #include <stddef.h>
 
+#include "blocking.h"
 #include "dedpool.h"
 #include "pubsub.h"
 #include "rds_module.h"
+#include "txn.h"
 
 const struct rds_module *const rds_modules[] = {
     &dedpool_module,
     &pubsub_module,
+    &blocking_module,
+    &txn_module,
 };
 
 const size_t rds_nmodules = sizeof(rds_modules) / sizeof(rds_modules[0]);
