@@ -12,6 +12,7 @@
 #include "pargs.h"
 #include "policy.h"
 #include "pubsub.h"
+#include "pubsub_clients.h"
 #include "pubsub_names.h"
 #include "rds_backend.h"
 #include "rds_config.h"
@@ -39,6 +40,7 @@ struct ps_sub {
     struct rds_job job;      /* its request, while it waits for Redis's confirmations */
     struct pubsub *ps;       /* refers */
     struct dlist node;       /* in ps->subs, then in ps->ended once it ended */
+    struct dlist cnode;      /* in its client's entry of ps->clients while live */
     struct client *client;   /* refers; NULL once ended */
     uint64_t id;             /* the subscribe request's id: the pushes' sub */
     bool active;             /* its result was sent: pushes may follow */
@@ -54,6 +56,7 @@ struct pubsub {
     struct rds_conn *conn;   /* owns: the subscriber connection, made at the first subscribe */
     bool started;            /* the loop runs */
     struct pubsub_names names; /* owns */
+    struct pubsub_clients clients; /* owns: each client's live subscriptions */
     struct dlist subs;       /* owns: the live subscriptions */
     /* owns: subscriptions ended while something walks the members (a
      * push may close a client, whose subscriptions end at once); they
@@ -162,6 +165,10 @@ static void sub_end(struct pubsub *ps, struct ps_sub *s)
 {
     if (!s->client)
         return;
+    struct ps_client *pc = pubsub_clients_find(&ps->clients, s->client);
+    dlist_remove(&s->cnode);
+    if (dlist_empty(&pc->subs))
+        pubsub_clients_remove(&ps->clients, pc);
     s->client = NULL;
     dlist_remove(&s->node);
     dlist_push_tail(&ps->ended, &s->node);
@@ -436,11 +443,14 @@ static void sub_cancel(struct rds_job *j)
 
 static struct ps_sub *find_sub(struct pubsub *ps, struct client *c, uint64_t id)
 {
+    struct ps_client *pc = pubsub_clients_find(&ps->clients, c);
     struct dlist *pos;
-    dlist_foreach(pos, &ps->subs) {
-        struct ps_sub *s = container_of(pos, struct ps_sub, node);
-        if (s->client == c && s->id == id)
-            return s;
+    if (pc) {
+        dlist_foreach(pos, &pc->subs) {
+            struct ps_sub *s = container_of(pos, struct ps_sub, cnode);
+            if (s->id == id)
+                return s;
+        }
     }
     return NULL;
 }
@@ -550,6 +560,7 @@ static int subscribe(struct rds_backend *rb, struct request *r, bool pattern)
     s->n = (size_t)n;
     s->job.cancel = sub_cancel;
     dlist_push_tail(&ps->subs, &s->node);
+    dlist_push_tail(&pubsub_clients_add(&ps->clients, r->client)->subs, &s->cnode);
     ps->nsubs++;
     enter(ps);
     join_names(ps, s, pattern, argv + 1, lens + 1, (size_t)n);
@@ -660,12 +671,10 @@ static void ps_client_closed(struct rds_backend *rb, void *state, struct client 
     (void)rb;
     struct pubsub *ps = state;
     enter(ps);
-    struct dlist *pos, *tmp;
-    dlist_foreach_safe(pos, tmp, &ps->subs) {
-        struct ps_sub *s = container_of(pos, struct ps_sub, node);
-        if (s->client == c)
-            sub_end(ps, s);
-    }
+    /* The entry goes with its last subscription. */
+    struct ps_client *pc;
+    while ((pc = pubsub_clients_find(&ps->clients, c)))
+        sub_end(ps, container_of(pc->subs.next, struct ps_sub, cnode));
     leave(ps);
 }
 
@@ -757,6 +766,7 @@ static void ps_destroy(struct rds_backend *rb, void *state)
     free_list(&ps->subs);
     free_list(&ps->ended);
     pubsub_names_free(&ps->names);
+    pubsub_clients_free(&ps->clients);
     cbuf_free(&ps->data);
     cbuf_free(&ps->small);
     free(ps);
