@@ -8,6 +8,7 @@ const struct cli_cmd *const cli_cmds[] = {
     &cli_lock_cmd,
     &cli_ratelimit_cmd,
     &cli_cache_cmd,
+    &cli_subscribe_cmd,
 };
 
 const size_t cli_ncmds = sizeof(cli_cmds) / sizeof(cli_cmds[0]);

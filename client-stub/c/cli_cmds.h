@@ -34,5 +34,6 @@ extern const struct cli_cmd cli_lock_cmd;
 extern const struct cli_cmd cli_stream_cmd;
 extern const struct cli_cmd cli_ratelimit_cmd;
 extern const struct cli_cmd cli_cache_cmd;
+extern const struct cli_cmd cli_subscribe_cmd;
 
 #endif

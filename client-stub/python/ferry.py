@@ -302,6 +302,36 @@ Client.next_push = _next_push
 
 # -- pub/sub (client.pubsub) --
 
+class PubSub:
+    """Redis pub/sub through ferryd (docs/patterns.md#pubsub): messages
+    arrive as push frames {"sub", "kind": "message", "data": {"channel",
+    "pattern", "payload"}}, and "dropped" / "gap" pushes say what was lost."""
+
+    def __init__(self, client):
+        self.c = client
+
+    def subscribe(self, *channels, pattern=False, deadline=None):
+        """Subscribes to channels (patterns with pattern=True); returns the
+        subscription id, the "sub" of its pushes (see Client.next_push)."""
+        names = [to_bytes(ch) for ch in channels]
+        if pattern:
+            id = self.c.send("pubsub.psubscribe", {"patterns": names}, deadline)
+        else:
+            id = self.c.send("pubsub.subscribe", {"channels": names}, deadline)
+        return self.c.wait(id)["sub"]
+
+    def unsubscribe(self, sub, **kw):
+        return self.c.call("pubsub.unsubscribe", {"sub": sub}, **kw)
+
+    def publish(self, channel, message, deadline=None):
+        """Returns the number of subscribers Redis reached (every ferryd
+        subscriber connection counts once)."""
+        return self.c.call("pubsub.publish", {"channel": to_bytes(channel), "message": to_bytes(message)},
+                           deadline)["receivers"]
+
+
+Client.pubsub = property(PubSub)
+
 
 # -- blocking commands, transactions, pipelines (client.blocking, client.multi, client.pipeline) --
 

@@ -10,12 +10,14 @@
 #include "scripts.h"
 #include "cache.h"
 #include "flight.h"
+#include "pubsub.h"
 #include "rds_module.h"
 #include "stream.h"
 #include "txn.h"
 
 const struct rds_module *const rds_modules[] = {
     &dedpool_module,
+    &pubsub_module,
     &blocking_module,
     &txn_module,
     &stream_module,

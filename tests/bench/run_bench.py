@@ -14,6 +14,8 @@ ferryd without it.
 
 Then the Redis patterns (patterns_rows): a lock's acquire + release
 through ferryd against SET NX PX + EVALSHA straight to Redis.
+Then Redis pub/sub fan-out (pubsub_rows): 1 publisher, 20 subscribers
+through ferryd against 20 subscribed to Redis directly.
 
 Then RabbitMQ: persistent publishes with confirms through ferryd against a
 direct rabbitmq-c publisher (tests/bench/amqp_bench.c) at 1 and 256 in
@@ -116,6 +118,10 @@ def main():
     ap.add_argument("--patterns-only", action="store_true", help="only the Redis patterns' rows (locks)")
     ap.add_argument("--cache-only", action="store_true", help="only the cache rows")
     ap.add_argument("--no-cache", action="store_true", help="skip the cache rows")
+    ap.add_argument("--no-pubsub", action="store_true", help="skip the pub/sub fan-out row")
+    ap.add_argument("--pubsub-only", action="store_true", help="only the pub/sub fan-out row")
+    ap.add_argument("--pubsub-n", type=int, default=100000, help="messages published per pub/sub run")
+    ap.add_argument("--pubsub-pairs", type=int, default=7, help="alternating pairs for the pub/sub row")
     args = ap.parse_args()
     build = os.path.abspath(args.build)
     tmp = tempfile.mkdtemp(prefix="ferry-bench-")
@@ -167,6 +173,9 @@ def main():
         if args.cache_only:
             cache_rows(build, fsock, fd.pid, args)
             return
+        if args.pubsub_only:
+            pubsub_rows(build, tmp, rsock, args)
+            return
         for c, p in ((1, 1), (1, 16), (50, 1), (50, 16)):
             for test in ("get", "set"):
                 n = args.n
@@ -196,6 +205,8 @@ def main():
             patterns_rows(build, rsock, fsock, args)
         if not args.no_cache:
             cache_rows(build, fsock, fd.pid, args)
+        if not args.no_pubsub:
+            pubsub_rows(build, tmp, rsock, args)
         if not args.no_amqp:
             amqp_rows(build, tmp, rsock, args)
     finally:
@@ -666,6 +677,140 @@ def amqp_rows(build, tmp, rsock, args):
             fd.send_signal(signal.SIGTERM)
             fd.wait(30)
         rabbit.stop()
+
+
+# What marks one message in each side's byte stream: RESP's
+# "*3 $7 message ..." from Redis, the push's "kind": "message" (CBOR) from
+# ferryd. Counting marks in raw reads keeps Python's work per message
+# small (bytes.count runs in C), so the reader is not the bottleneck.
+RESP_MARK = b"$7\r\nmessage\r\n"
+PUSH_MARK = b"\x64kind\x67message"
+
+
+def fanout_run(socks, mark, publish, total):
+    """Reads socks (subscribed already) while publish (a Popen) runs;
+    returns messages received per second, all subscribers together, from
+    the start to the last message."""
+    import selectors
+    sel = selectors.DefaultSelector()
+    tails = {}
+    for s in socks:
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ)
+        tails[s] = b""
+    got, t0, last = 0, time.monotonic(), None
+    idle_since = None
+    while got < total:
+        events = sel.select(0.5)
+        if not events:
+            if publish.poll() is not None:
+                idle_since = idle_since or time.monotonic()
+                if time.monotonic() - idle_since > 2:
+                    break
+            continue
+        idle_since = None
+        for key, _ in events:
+            try:
+                data = key.fileobj.recv(1 << 20)
+            except BlockingIOError:
+                continue
+            if not data:
+                sel.unregister(key.fileobj)
+                continue
+            buf = tails[key.fileobj] + data
+            n = buf.count(mark)
+            if n:
+                got += n
+                last = time.monotonic()
+                # Keep the bytes after the last mark, or a mark's length
+                # of the end: a mark split across two reads counts once.
+                cut = buf.rfind(mark) + len(mark)
+                buf = buf[cut:]
+            tails[key.fileobj] = buf[-(len(mark) - 1):]
+    publish.wait()
+    sel.close()
+    if got < total:
+        print("  (received %d of %d)" % (got, total))
+    return got / ((last or time.monotonic()) - t0)
+
+
+def pubsub_rows(build, tmp, rsock, args):
+    """Pub/sub fan-out: one publisher (redis-benchmark, PUBLISH of 100
+    bytes, 64 in flight, straight to Redis) and 20 subscribers, either
+    subscribed to Redis directly or to ferryd (one subscriber connection
+    for all 20). Messages received per second, all subscribers together;
+    the median of alternating pairs' ratios, as the tracing rows. Each
+    ferryd client may leave 12 MiB unread (20 of them stay under
+    max_buffered); a run that lost messages says how many it received."""
+    import socket
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "client-stub",
+                                    "python"))
+    import ferry
+    subprocess.run(["redis-cli", "-s", rsock, "CONFIG", "SET", "client-output-buffer-limit", "pubsub 0 0 0"],
+                   capture_output=True)
+    fsock = os.path.join(tmp, "ferry-pubsub.sock")
+    off = dict(os.environ, OTEL_TRACES_EXPORTER="none", OTEL_METRICS_EXPORTER="none")
+    fd = subprocess.Popen([os.path.join(build, "ferryd"), "--socket", fsock, "--redis", "unix://" + rsock,
+                           "--log-level", "warn", "--set", "redis_pubsub_buffer=12582912"], env=off)
+    n, subs = args.pubsub_n, 20
+    payload = "x" * 100
+    try:
+        wait_socket(fsock, fd, "ferryd")
+        time.sleep(0.5)
+
+        def publisher(ch):
+            return subprocess.Popen(["redis-benchmark", "-s", rsock, "-n", str(n), "-c", "1", "-P", "64", "-q",
+                                     "PUBLISH", ch, payload], stdout=subprocess.DEVNULL)
+
+        def direct(k):
+            ch = "bench.direct.%d" % k
+            socks = []
+            for _ in range(subs):
+                s = socket.socket(socket.AF_UNIX)
+                s.connect(rsock)
+                s.sendall(b"SUBSCRIBE %s\r\n" % ch.encode())
+                s.recv(4096)  # the confirmation
+                socks.append(s)
+            r = fanout_run(socks, RESP_MARK, publisher(ch), n * subs)
+            for s in socks:
+                s.close()
+            return r
+
+        def through(k):
+            ch = "bench.ferry.%d" % k
+            clients = [ferry.Client(fsock, timeout=30) for _ in range(subs)]
+            for c in clients:
+                c.pubsub.subscribe(ch)
+            r = fanout_run([c.sock for c in clients], PUSH_MARK, publisher(ch), n * subs)
+            for c in clients:
+                c.sock.close()
+            return r
+
+        u, t = [], []
+        for k in range(args.pubsub_pairs):
+            if k % 2:
+                t.append(through(k))
+                u.append(direct(k))
+            else:
+                u.append(direct(k))
+                t.append(through(k))
+        med, lo, hi = paired(u, t)
+        print()
+        label = "pub/sub fan-out, 1 publisher, %d subscribers, 100 B (%d pairs)" % (subs, len(u))
+        if args.markdown:
+            print("| Redis pub/sub (%d messages) | direct msg/s received | through ferryd msg/s | ferryd/direct |" % n)
+            print("|---|---|---|---|")
+            print("| %s | %.0f | %.0f | %.2fx (%.2f-%.2f) |" % (label, sorted(u)[len(u) // 2], sorted(t)[len(t) // 2],
+                                                            med, lo, hi))
+        else:
+            print("%-62s %12s %12s %8s" % ("Redis pub/sub (%d messages)" % n, "direct", "ferryd", "ratio"))
+            print("%-62s %12.0f %12.0f %7.2fx (pairs %.2f-%.2f)" % (label, sorted(u)[len(u) // 2],
+                                                                   sorted(t)[len(t) // 2], med, lo, hi))
+        print("target: fan-out through ferryd >= 0.8x direct")
+    finally:
+        if fd.poll() is None:
+            fd.send_signal(signal.SIGTERM)
+            fd.wait(30)
 
 
 def fmt(v, spec):
