@@ -83,17 +83,19 @@ def test_truncated_frame_then_disconnect(ferryd):
 
 
 def test_frame_over_maximum_closes(make_ferryd):
-    f = make_ferryd(["--set", "max_frame=1024", "--set", "client_max_output=65536"])
+    # Large enough for the stats reply read at the end.
+    m = 8192
+    f = make_ferryd(["--set", "max_frame=%d" % m, "--set", "client_max_output=65536"])
     s = raw(f)
-    s.sendall(struct.pack(">I", 1025) + b"\xa0" * 64)
+    s.sendall(struct.pack(">I", m + 1) + b"\xa0" * 64)
     resp = read_frame(s)
     assert resp["error"]["code"] == "too_large"
     assert "id" not in resp
     assert_closed(s)
     # Exactly max_frame is fine.
-    body = cbor2.dumps({"id": 1, "op": "redis", "args": [b"SET", b"k", b"x" * 980]})
-    body = cbor2.dumps({"id": 1, "op": "redis", "args": [b"SET", b"k", b"x" * (980 + 1024 - len(body))]})
-    assert len(body) == 1024
+    body = cbor2.dumps({"id": 1, "op": "redis", "args": [b"SET", b"k", b"x" * (m - 44)]})
+    body = cbor2.dumps({"id": 1, "op": "redis", "args": [b"SET", b"k", b"x" * (m - 44 + m - len(body))]})
+    assert len(body) == m
     assert ask(f, body) == {"id": 1, "result": "OK"}
     assert f.stats()["counters"]["clients_dropped_framing"] == 1
 
