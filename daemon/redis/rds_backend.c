@@ -13,6 +13,7 @@
 #include "rds_backend.h"
 #include "rds_cljob.h"
 #include "rds_cluster.h"
+#include "rds_sentinel.h"
 #include "rds_command.h"
 #include "rds_conn.h"
 #include "ops.h"
@@ -184,6 +185,12 @@ static void rb_submit(struct backend *b, struct request *r)
     char op[32];
     size_t n = op_name(argc, argv, lens, op, sizeof(op));
     annotate(rb, r, c, argc, argv, lens, op, n);
+    if (rb->sentinel && !rds_sentinel_confirmed(rb->sentinel)) {
+        rb->rejected_unavailable++;
+        snprintf(msg, sizeof(msg), "no confirmed redis primary: %s", rds_sentinel_why(rb->sentinel));
+        request_fail(r, FE_UNAVAILABLE, msg);
+        goto done;
+    }
     if (!c) {
         rb->rejected_unavailable++;
         snprintf(msg, sizeof(msg), "redis is unreachable (%s)",
@@ -333,6 +340,34 @@ static void on_target_changed(struct rds_target *t)
     backend_changed(&rb->base);
 }
 
+static void start_pool(struct rds_backend *rb)
+{
+    for (size_t i = 0; i < rb->nconns; i++)
+        rds_conn_start(rb->conns[i]);
+    rds_conn_start(rb->control);
+    rb->pool_started = true;
+}
+
+/* The sentinels named a (new) primary: t's address is already its own. */
+static void on_sentinel_switched(void *arg)
+{
+    struct rds_backend *rb = arg;
+    if (!rb->pool_started) {
+        start_pool(rb);
+        return;
+    }
+    for (size_t i = 0; i < rb->nconns; i++)
+        rds_conn_reconnect(rb->conns[i], "the primary changed (sentinel)");
+    rds_conn_reconnect(rb->control, "the primary changed (sentinel)");
+    backend_changed(&rb->base);
+}
+
+static void on_sentinel_changed(void *arg)
+{
+    struct rds_backend *rb = arg;
+    backend_changed(&rb->base);
+}
+
 static int rb_start(struct backend *b)
 {
     struct rds_backend *rb = rb_of(b);
@@ -343,9 +378,10 @@ static int rb_start(struct backend *b)
     if (!rb->t.addr.tls && (rc->tls_ca_file[0] || rc->tls_ca_dir[0] || rc->tls_cert[0] || rc->tls_key[0] ||
                             rc->tls_server_name[0]))
         log_warn("redis backend: redis_tls_* keys are set, but redis_url is not rediss://: they are ignored");
-    for (size_t i = 0; i < rb->nconns; i++)
-        rds_conn_start(rb->conns[i]);
-    rds_conn_start(rb->control);
+    if (rb->sentinel)
+        rds_sentinel_start(rb->sentinel); /* the pool starts once it names the primary */
+    else
+        start_pool(rb);
     if (rb->cluster)
         rds_cluster_start(rb->cluster);
     for (size_t i = 0; i < rds_nmodules; i++)
@@ -376,7 +412,13 @@ static void rb_stats(struct backend *b, struct cbuf *o)
     size_t nmod = 0;
     for (size_t i = 0; i < rds_nmodules; i++)
         nmod += rds_modules[i]->stats != NULL;
-    cbuf_map(o, 10 + nmod + (rb->cluster != NULL));
+    if (rb->sentinel && !rds_sentinel_confirmed(rb->sentinel))
+        ready = 0;
+    cbuf_map(o, 10 + nmod + (rb->cluster != NULL) + (rb->sentinel != NULL));
+    if (rb->sentinel) {
+        cbuf_str(o, "sentinel");
+        rds_sentinel_stats(rb->sentinel, o);
+    }
     if (rb->cluster) {
         cbuf_str(o, "cluster");
         rds_cluster_stats(rb->cluster, o);
@@ -434,6 +476,10 @@ static enum backend_health rb_health(struct backend *b, char *why, size_t len)
     struct rds_backend *rb = rb_of(b);
     if (rb->cluster)
         return rds_cluster_health(rb->cluster, why, len);
+    if (rb->sentinel && !rds_sentinel_confirmed(rb->sentinel)) {
+        snprintf(why, len, "%s", rds_sentinel_why(rb->sentinel));
+        return BH_CONNECTING;
+    }
     bool usable = false;
     for (size_t i = 0; i < rb->nconns; i++) {
         if (rb->conns[i]->state == RC_READY)
@@ -501,6 +547,8 @@ static void rb_close(struct backend *b)
     for (size_t i = 0; i < rb->nconns; i++)
         rds_conn_stop(rb->conns[i]);
     rds_conn_stop(rb->control);
+    if (rb->sentinel)
+        rds_sentinel_stop(rb->sentinel);
     if (rb->cluster) {
         rds_cljob_stop(rb->cluster);
         rds_cluster_stop(rb->cluster);
@@ -522,6 +570,7 @@ static void rb_destroy(struct backend *b)
     if (rb->control)
         rds_conn_free(rb->control);
     rds_cluster_free(rb->cluster);
+    rds_sentinel_free(rb->sentinel);
     rds_deny_free(&rb->deny);
     rds_commands_free(&rb->commands);
     rds_policy_free(&rb->policy);
@@ -612,6 +661,15 @@ static struct backend *rb_create(const struct backend_host *h, char *err, size_t
         rb->conns[i] = rds_conn_new(&rb->t, (unsigned)i);
     rb->control = rds_conn_new(&rb->t, (unsigned)rb->nconns);
     rb->control->control = true;
+    if (rc->sentinel[0]) {
+        struct rds_sentinel_host sh = {&rb->t, rb, on_sentinel_switched, on_sentinel_changed};
+        rb->sentinel = rds_sentinel_new(&sh, err, errlen);
+        if (!rb->sentinel) {
+            rb_destroy(&rb->base);
+            return NULL;
+        }
+        rb->base.fds += 3;
+    }
     if (ops_add(h->ops, "redis", NULL, NULL, &rb->base, OP_REDIS) != 0) {
         snprintf(err, errlen, "cannot register the redis op");
         rb_destroy(&rb->base);
@@ -646,7 +704,7 @@ int rds_backend_call(struct rds_backend *rb, const char *key, size_t keylen, int
     if (rb->cluster)
         return rds_cljob_call(rb->cluster, key, keylen, argc, argv, lens, fn, arg);
     struct rds_conn *c = pick(rb);
-    if (!c) {
+    if (!c || (rb->sentinel && !rds_sentinel_confirmed(rb->sentinel))) {
         rb->rejected_unavailable++;
         return FE_UNAVAILABLE;
     }

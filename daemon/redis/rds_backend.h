@@ -16,6 +16,7 @@
 
 
 struct rds_cluster;
+struct rds_sentinel;
 
 struct rds_backend {
     struct backend base;
@@ -50,6 +51,10 @@ struct rds_backend {
      * routing (rds_cluster.c, rds_cljob.c); the pool is empty then, and
      * the control connection goes to the first seed. */
     struct rds_cluster *cluster;
+    /* owns, with redis_sentinel (else NULL): t's address follows the
+     * primary it names; requests wait for its ROLE confirmation. */
+    struct rds_sentinel *sentinel;
+    bool pool_started;           /* with a sentinel: once the primary is known */
     struct rds_conn *learning;   /* refers: the connection COMMAND LIST/INFO were sent on */
 };
 
