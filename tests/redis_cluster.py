@@ -116,6 +116,17 @@ class Cluster:
             return True
         wait_until(synced, timeout=timeout, interval=0.1, what="every replica in sync")
 
+        def known():
+            # Every node's map names every replica (gossip spreads it).
+            for n in self.nodes:
+                if n.alive():
+                    lines = n.cli("CLUSTER", "NODES").splitlines()
+                    if sum(1 for ln in lines if "slave" in ln.split()[2]) < self.primaries * self.replicas - \
+                            sum(1 for m in self.nodes if not m.alive()):
+                        return False
+            return True
+        wait_until(known, timeout=timeout, interval=0.1, what="every node to know every replica")
+
     @property
     def seeds(self):
         return ",".join("127.0.0.1:%d" % n.port for n in self.nodes[:self.primaries])

@@ -166,17 +166,88 @@ static int part_send(struct clu_part *p, struct clu_node *n, bool asking, int ar
         return rds_conn_usable(n->conn) ? FE_OVERLOADED : FE_UNAVAILABLE;
     p->node = n->index;
     j->held++;
+    if (p->slot >= 0 && !j->read_only) { /* reads from replicas are unordered anyway */
+        struct rds_cluster *cl = j->cl;
+        uint16_t via = (uint16_t)(n->index + 1);
+        if (cl->inflight[p->slot]++ == 0)
+            cl->via[p->slot] = via;
+        else if (cl->via[p->slot] != via)
+            cl->via[p->slot] = RDS_CLUSTER_MIXED;
+    }
     return 0;
+}
+
+static void part_redispatch(struct clu_part *p, struct clu_node *forced, bool asking, bool bypass);
+
+/* A part of slot s was answered (or left the retry list): once none is
+ * in flight, the parts held back for s go, in the order they came. */
+static void slot_drop(struct rds_cluster *cl, int s)
+{
+    if (s < 0 || --cl->inflight[s] > 0 || cl->stopped)
+        return;
+    cl->via[s] = 0;
+    if (!cl->waiting[s])
+        return;
+    struct clu_part *go = NULL, **tail = &go, **pp = &cl->held;
+    cl->held_tail = NULL;
+    while (*pp) {
+        struct clu_part *p = *pp;
+        if (p->slot == s) {
+            *pp = p->next;
+            p->next = NULL;
+            *tail = p;
+            tail = &p->next;
+        } else {
+            cl->held_tail = p;
+            pp = &p->next;
+        }
+    }
+    cl->waiting[s] = 0;
+    while (go) {
+        struct clu_part *p = go;
+        go = p->next;
+        struct clu_job *j = p->job;
+        j->held--;
+        if (j->job.r)
+            part_redispatch(p, NULL, false, true);
+        job_release(j);
+    }
+}
+
+/* Whether a new part of slot s may go to n now: not while an earlier
+ * one is held back, nor while earlier ones are in flight to another
+ * node (after a MOVED, a map change), whose redirections would then
+ * arrive after it. */
+static bool slot_free(const struct rds_cluster *cl, int s, const struct clu_node *n)
+{
+    return s < 0 || (!cl->waiting[s] && (!cl->inflight[s] || cl->via[s] == n->index + 1));
+}
+
+static void hold(struct clu_part *p)
+{
+    struct rds_cluster *cl = p->job->cl;
+    p->next = NULL;
+    if (cl->held_tail)
+        cl->held_tail->next = p;
+    else
+        cl->held = p;
+    cl->held_tail = p;
+    cl->waiting[p->slot]++;
+    p->job->held++;
 }
 
 /* Sends p to forced, or to the node its slot maps to now. Fails the
  * whole request when there is none that can take it. */
-static void part_dispatch(struct clu_part *p, struct clu_node *forced, bool asking, int argc,
+static void part_dispatch(struct clu_part *p, struct clu_node *forced, bool asking, bool bypass, int argc,
                           const char *const *argv, const size_t *lens)
 {
     struct clu_job *j = p->job;
     struct rds_cluster *cl = j->cl;
     struct clu_node *n = forced ? forced : rds_cluster_route(cl, p->slot, j->read_only);
+    if (n && !forced && !bypass && !j->read_only && !slot_free(cl, p->slot, n)) {
+        hold(p);
+        return;
+    }
     char msg[320];
     if (!n) {
         cl->unavailable++;
@@ -202,7 +273,7 @@ static void part_dispatch(struct clu_part *p, struct clu_node *forced, bool aski
 }
 
 /* Sends p again, its command read anew from the request's frame. */
-static void part_redispatch(struct clu_part *p, struct clu_node *forced, bool asking)
+static void part_redispatch(struct clu_part *p, struct clu_node *forced, bool asking, bool bypass)
 {
     struct request *r = p->job->job.r;
     const char *small[RDS_COMMAND_SMALL];
@@ -215,7 +286,7 @@ static void part_redispatch(struct clu_part *p, struct clu_node *forced, bool as
         job_fail(p->job, FE_INTERNAL, bad); /* it parsed at submit */
         return;
     }
-    part_dispatch(p, forced, asking, argc, argv, lens);
+    part_dispatch(p, forced, asking, bypass, argc, argv, lens);
     if (argv != small) {
         free(argv);
         free(lens);
@@ -267,31 +338,33 @@ static void on_retry(uv_timer_t *t)
         struct clu_part *p = due;
         due = p->next;
         struct clu_job *j = p->job;
+        int s = j->read_only ? -1 : p->slot;
         j->held--;
         if (j->job.r)
-            part_redispatch(p, NULL, false);
+            part_redispatch(p, NULL, false, true);
         job_release(j);
+        slot_drop(cl, s); /* it held its slot while it waited */
     }
     retry_arm(cl);
 }
 
-/* A part's reply: a redirection to follow, or its answer. */
-static void on_part_reply(void *arg, const redisReply *reply)
+/* A part's reply: a redirection to follow, or its answer. Returns true
+ * when the part waits in the retry list, still holding its slot. */
+static bool part_reply(struct clu_part *p, const redisReply *reply)
 {
-    struct clu_part *p = arg;
     struct clu_job *j = p->job;
     struct rds_cluster *cl = j->cl;
     j->held--;
     if (!j->job.r || cl->stopped) {
         job_fail(j, FE_SHUTTING_DOWN, NULL);
         job_release(j);
-        return;
+        return false;
     }
     if (!reply) {
         cl->refresh_wanted = true;
         job_fail(j, FE_UNAVAILABLE, "the connection to a redis cluster node was lost; the command may or may not have run");
         job_release(j);
-        return;
+        return false;
     }
     if (reply->type == REDIS_REPLY_ERROR) {
         int slot, port;
@@ -313,23 +386,22 @@ static void on_part_reply(void *arg, const redisReply *reply)
                     job_fail(j, FE_UNAVAILABLE, "the cluster names more nodes than ferryd keeps");
                 } else if (k == RDS_REDIRECT_MOVED) {
                     cl->moved++;
-                    cl->owner[slot] = (uint16_t)(n->index + 1);
-                    rds_cluster_refresh(cl, true);
+                    rds_cluster_moved(cl, slot, n);
                     /* Two nodes that each name the other (a slot being
                      * handed over, one SETSLOT applied and not the other):
                      * after the second hop, give them a moment. */
                     if (p->redirects > 2) {
                         retry_later(p);
-                        return;
+                        return true;
                     }
-                    part_redispatch(p, n, false);
+                    part_redispatch(p, n, false, true);
                 } else {
                     cl->asks++;
-                    part_redispatch(p, n, true);
+                    part_redispatch(p, n, true, true);
                 }
             }
             job_release(j);
-            return;
+            return false;
         }
         if (busy) {
             /* A multi-key command while its slot migrates, or the cluster
@@ -339,7 +411,7 @@ static void on_part_reply(void *arg, const redisReply *reply)
             if (reply->str[0] == 'C')
                 cl->refresh_wanted = true;
             retry_later(p);
-            return;
+            return true;
         }
         if (j->merge == M_NONE || !j->code) {
             j->code = FE_BACKEND_ERROR;
@@ -355,7 +427,7 @@ static void on_part_reply(void *arg, const redisReply *reply)
         rds_reply_encode(reply, out);
         request_result_end(r, at);
         job_release(j);
-        return;
+        return false;
     } else if (j->merge == M_MGET) {
         if (reply->type != REDIS_REPLY_ARRAY || reply->elements != (size_t)p->n) {
             j->code = FE_BACKEND_ERROR;
@@ -380,6 +452,18 @@ static void on_part_reply(void *arg, const redisReply *reply)
     if (--j->left == 0)
         job_finish(j);
     job_release(j);
+    return false;
+}
+
+static void on_part_reply(void *arg, const redisReply *reply)
+{
+    struct clu_part *p = arg;
+    struct rds_cluster *cl = p->job->cl;
+    int s = p->job->read_only ? -1 : p->slot;
+    /* After the redirection's resend, if any: it goes before what was
+     * held back behind it. */
+    if (!part_reply(p, reply))
+        slot_drop(cl, s);
 }
 
 static int cmp_slot(const void *a, const void *b)
@@ -500,7 +584,7 @@ void rds_cljob_submit(struct rds_cluster *cl, struct request *r, int argc, const
     free(pairs);
     rds_backend_hold(r, &j->job);
     for (int k = 0; k < nparts && j->job.r; k++)
-        part_dispatch(&j->part[k], NULL, false, argc, argv, lens);
+        part_dispatch(&j->part[k], NULL, false, false, argc, argv, lens);
     job_release(j);
 done:
     if (pos != small)
@@ -556,8 +640,7 @@ static void on_call_reply(void *arg, const redisReply *reply)
             if (kind == RDS_REDIRECT_MOVED) {
                 cl->moved++;
                 if (n)
-                    cl->owner[slot] = (uint16_t)(n->index + 1);
-                rds_cluster_refresh(cl, true);
+                    rds_cluster_moved(cl, slot, n);
             } else {
                 cl->asks++;
             }
@@ -598,6 +681,16 @@ int rds_cljob_call(struct rds_cluster *cl, const char *key, size_t keylen, int a
 
 void rds_cljob_stop(struct rds_cluster *cl)
 {
+    cl->stopped = true; /* no held part is released from here on */
+    while (cl->held) {
+        struct clu_part *p = cl->held;
+        cl->held = p->next;
+        struct clu_job *j = p->job;
+        j->held--;
+        job_fail(j, FE_SHUTTING_DOWN, NULL);
+        job_release(j);
+    }
+    cl->held_tail = NULL;
     while (cl->retry) {
         struct clu_part *p = cl->retry;
         cl->retry = p->next;

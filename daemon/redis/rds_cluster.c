@@ -39,7 +39,7 @@ static void on_node_changed(struct rds_target *t)
     if (n->conn && n->conn->state == RC_READY) {
         cl->h.node_ready(cl->h.arg, n->conn);
         if (!cl->map_known)
-            rds_cluster_refresh(cl, false);
+            rds_cluster_refresh(cl, NULL);
     } else if (n->role == ROLE_PRIMARY && n->slots) {
         /* Its slots are served by nobody until a replica is promoted: the
          * map timer asks every tick from now on. */
@@ -158,7 +158,9 @@ static void on_slots(void *arg, const redisReply *reply)
             }
         }
         for (int s = g->start; s <= g->end; s++) {
-            owner[s] = (uint16_t)(p->index + 1);
+            /* A MOVED newer than this question knows better. */
+            bool newer = cl->map_known && (int32_t)(cl->moved_at[s] - cl->moves_asked) > 0;
+            owner[s] = newer ? cl->owner[s] : (uint16_t)(p->index + 1);
             replica[s] = rep ? (uint16_t)(rep->index + 1) : 0;
         }
     }
@@ -187,18 +189,13 @@ static void on_slots(void *arg, const redisReply *reply)
     cl->h.changed(cl->h.arg);
 }
 
-void rds_cluster_refresh(struct rds_cluster *cl, bool moved)
+void rds_cluster_refresh(struct rds_cluster *cl, struct clu_node *prefer)
 {
     if (cl->refreshing || cl->stopped)
         return;
-    uint64_t now = uv_now(cl->h.tmpl->loop);
-    if (moved && cl->map_known && now - cl->map_at < REFRESH_MIN_MS) {
-        cl->refresh_wanted = true; /* the next tick */
-        return;
-    }
     /* A ready primary of the map first; a seed or former node else. */
-    struct clu_node *pick = NULL;
-    for (size_t k = 0; k < cl->nnodes; k++) {
+    struct clu_node *pick = prefer && prefer->conn && prefer->conn->state == RC_READY ? prefer : NULL;
+    for (size_t k = 0; k < cl->nnodes && !pick; k++) {
         struct clu_node *n = cl->node[(cl->rr + k) % cl->nnodes];
         if (!n->conn || n->conn->state != RC_READY)
             continue;
@@ -210,8 +207,20 @@ void rds_cluster_refresh(struct rds_cluster *cl, bool moved)
         return;
     const char *argv[2] = {"CLUSTER", "SLOTS"};
     size_t lens[2] = {7, 5};
-    if (rds_conn_call(pick->conn, 2, argv, lens, on_slots, pick) == 0)
+    if (rds_conn_call(pick->conn, 2, argv, lens, on_slots, pick) == 0) {
         cl->refreshing = true;
+        cl->moves_asked = cl->moves;
+    }
+}
+
+void rds_cluster_moved(struct rds_cluster *cl, int slot, struct clu_node *n)
+{
+    cl->owner[slot] = (uint16_t)(n->index + 1);
+    cl->moved_at[slot] = ++cl->moves;
+    if (cl->map_known && uv_now(cl->h.tmpl->loop) - cl->map_at < REFRESH_MIN_MS)
+        cl->refresh_wanted = true; /* the next tick */
+    else
+        rds_cluster_refresh(cl, n);
 }
 
 static void on_map_tick(uv_timer_t *t)
@@ -224,7 +233,7 @@ static void on_map_tick(uv_timer_t *t)
         want = n->role == ROLE_PRIMARY && n->slots && (!n->conn || n->conn->state != RC_READY);
     }
     if (want)
-        rds_cluster_refresh(cl, false);
+        rds_cluster_refresh(cl, NULL);
 }
 
 struct rds_cluster *rds_cluster_new(const struct rds_cluster_host *h, const char *seeds, char *err, size_t errlen)
@@ -384,8 +393,6 @@ void rds_cluster_metrics(struct rds_cluster *cl, const struct metric_emit *e)
             reconnects += c && c->connects > 1 ? c->connects - 1 : 0;
         }
         e->counter(e->ctx, "redis", "ferry.backend.reconnects", reconnects);
-        e->counter(e->ctx, "redis", "ferry.redis.cluster.moved", cl->moved);
-        e->counter(e->ctx, "redis", "ferry.redis.cluster.map_refreshes", cl->refreshes);
     }
 }
 

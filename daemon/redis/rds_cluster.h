@@ -41,6 +41,7 @@ struct rds_cluster_host {
 };
 
 #define RDS_CLUSTER_MAX_NODES 512
+#define RDS_CLUSTER_MIXED 0xFFFF
 
 enum clu_role { ROLE_UNKNOWN, ROLE_PRIMARY, ROLE_REPLICA };
 
@@ -64,6 +65,11 @@ struct rds_cluster {
     size_t nnodes, cap;
     uint16_t owner[RDS_SLOTS];   /* each slot's primary: node index + 1, 0 for none */
     uint16_t replica[RDS_SLOTS]; /* with replica reads, a replica of it: index + 1, 0 for none */
+    /* Per slot, the value of moves when a MOVED last moved it: a map
+     * asked before that (from a node whose view lags) does not move it
+     * back. */
+    uint32_t moved_at[RDS_SLOTS];
+    uint32_t moves, moves_asked;  /* MOVEDs applied; moves when the map in flight was asked */
     bool map_known;
     bool refreshing;           /* a CLUSTER SLOTS is awaited */
     bool refresh_wanted;       /* at the next tick */
@@ -73,6 +79,14 @@ struct rds_cluster {
     uv_timer_t map_timer;
     uv_timer_t retry_timer;    /* rds_cljob.c's, for TRYAGAIN and CLUSTERDOWN */
     struct clu_part *retry;    /* refers: parts waiting to be sent again (rds_cljob.c) */
+    /* Per slot, for keeping commands to one slot in order (rds_cljob.c):
+     * parts in flight (or waiting to be retried), the node they went to
+     * (index + 1; RDS_CLUSTER_MIXED: more than one), and parts held back
+     * until those are answered, in cl->held. */
+    uint16_t inflight[RDS_SLOTS];
+    uint16_t via[RDS_SLOTS];
+    uint16_t waiting[RDS_SLOTS];
+    struct clu_part *held, *held_tail; /* refers: FIFO */
     size_t rr;                 /* round-robin start for keyless commands */
     uint64_t moved, asks, tryagain, crossslot, split, unavailable, replica_reads;
     uint64_t refreshes, refresh_failures;
@@ -86,9 +100,12 @@ void rds_cluster_start(struct rds_cluster *cl);
 struct clu_node *rds_cluster_node(struct rds_cluster *cl, const char *host, int port, bool create);
 /* Gives n its connection (started once the cluster is). */
 void rds_cluster_connect(struct clu_node *n);
-/* Asks for the slot map again, unless a request for it is out. moved:
- * because of a MOVED (then at most once per 100 ms). */
-void rds_cluster_refresh(struct rds_cluster *cl, bool moved);
+/* Asks for the slot map again (from prefer when it is ready), unless a
+ * request for it is out. */
+void rds_cluster_refresh(struct rds_cluster *cl, struct clu_node *prefer);
+/* A MOVED said slot is n's now: routes it there at once, and asks n
+ * (at most once per 100 ms) for the whole map. */
+void rds_cluster_moved(struct rds_cluster *cl, int slot, struct clu_node *n);
 /* The node to send slot's command to (slot < 0: keyless, any usable
  * primary); NULL when the map names none. read_only: a replica may do. */
 struct clu_node *rds_cluster_route(struct rds_cluster *cl, int slot, bool read_only);

@@ -126,6 +126,41 @@ def test_stats_show_the_nodes(cf, cluster):
     assert cf.stats()["backends"]["redis"]["state"] == "up"
 
 
+def test_cluster_stats_keys_are_documented(cf):
+    from test_docs import PROTOCOL_MD, key_paths, read, row_matches, stats_doc_rows
+    with cf.client() as c:
+        c.redis("MGET", "a", "b")
+        st = c.stats()
+    paths = {p for p in key_paths(st) if p[:3] == ("backends", "redis", "cluster")}
+    assert ("backends", "redis", "cluster", "nodes[]", "address") in paths
+    rows = [r for r in stats_doc_rows(read(PROTOCOL_MD)) if r.startswith("backends.redis.cluster")]
+    assert sorted(".".join(p) for p in paths if not any(row_matches(r, p) for r in rows)) == []
+    assert [r for r in rows if not any(row_matches(r, p) for p in paths)] == []
+
+
+def test_replica_reads(make_ferryd, cluster):
+    seed = cluster.nodes[0].port
+    f = make_ferryd(["--set", "redis_cluster=" + cluster.seeds, "--set", "redis_replica_reads=yes"],
+                    redis_url="redis://127.0.0.1:%d/0" % seed, name="replicas.sock")
+    keys = ["rr:%d" % i for i in range(30)]
+    with f.client() as c:
+        for k in keys:
+            assert c.redis("SET", k, k) == "OK"
+        for p in cluster.primaries_now():
+            cluster.node(p).cli("WAIT", 1, 2000)
+        wait_until(lambda: all(n["state"] == "ready" for n in cstats(f)["nodes"]), timeout=10,
+                   what="replica connections")
+        for _ in range(3):
+            for k in keys:
+                got = c.redis("GET", k)
+                assert got == k.encode() or got is None  # a replica may lag; never another key's value
+        # Writes still go to primaries.
+        assert c.redis("SET", keys[0], "new") == "OK"
+    st = cstats(f)
+    assert st["replica_reads"] > 0
+    assert len([n for n in st["nodes"] if n["role"] == "replica" and n["state"] == "ready"]) == 3
+
+
 def _node_id(node):
     return node.cli("CLUSTER", "MYID")
 
@@ -178,8 +213,32 @@ def test_moved_and_ask_during_live_reshard(cf, cluster):
                 rounds += 1
         done.append(rounds)
 
+    incr_bad, incr_done = [], []
+
+    def incr():
+        """A window of 32 INCRs always in flight on one key: the nth sent
+        must read n, so a command lost, run twice or run out of order
+        shows."""
+        ctr = (tag + ":ctr").encode()
+        with cf.client() as c:
+            base = c.redis("GET", ctr)
+            base = int(base) if base else 0
+            sent, seen, want = 0, 0, {}
+            while not stop.is_set() or seen < sent:
+                while sent - seen < 32 and not stop.is_set():
+                    sent += 1
+                    want[c.send("redis", [b"INCR", ctr], deadline=5000)] = base + sent
+                fr = c.recv()
+                seen += 1
+                exp = want.pop(fr["id"])
+                if fr.get("result") != exp:
+                    incr_bad.append((exp, fr))
+            incr_done.append(sent)
+
     t = threading.Thread(target=load)
+    t2 = threading.Thread(target=incr)
     t.start()
+    t2.start()
     try:
         time.sleep(0.3)
         src = cluster.node(cluster.owner_of(tag))
@@ -191,7 +250,10 @@ def test_moved_and_ask_during_live_reshard(cf, cluster):
     finally:
         stop.set()
         t.join(60)
-    assert not t.is_alive()
+        t2.join(60)
+    assert not t.is_alive() and not t2.is_alive()
+    assert incr_done and incr_done[0] > 0
+    assert incr_bad == []
     assert done and done[0] >= 3
     assert errors == []
     assert wrong == []
@@ -202,8 +264,8 @@ def test_moved_and_ask_during_live_reshard(cf, cluster):
     owner = cluster.node(cluster.owner_of(tag))
     for k in keys:
         assert owner.cli("GET", k) == "%s=%d" % (k, last)
-    print("\nreshard: %d pipelined rounds of %d commands; moved %d, ask %d, tryagain %d; 0 errors"
-          % (done[0], 2 * len(keys), st["moved"], st["ask"], st["tryagain"]))
+    print("\nreshard: %d pipelined rounds of %d commands and %d INCRs 32 in flight; moved %d, ask %d, "
+          "tryagain %d; 0 errors" % (done[0], 2 * len(keys), incr_done[0], st["moved"], st["ask"], st["tryagain"]))
 
 
 def test_failover_of_a_primary(cf, cluster):

@@ -78,5 +78,10 @@ def test_follows_the_primary_through_a_failover(make_ferryd, sentinels):
     assert st["primary"] == "127.0.0.1:%d" % new.port
     assert st["switches"] == 1
     assert st["confirmed"] is True
+    from test_docs import PROTOCOL_MD, key_paths, read, row_matches, stats_doc_rows
+    paths = {p for p in key_paths(f.stats()) if p[:3] == ("backends", "redis", "sentinel")}
+    rows = [r for r in stats_doc_rows(read(PROTOCOL_MD)) if r.startswith("backends.redis.sentinel")]
+    assert sorted(".".join(p) for p in paths if not any(row_matches(r, p) for r in rows)) == []
+    assert [r for r in rows if not any(row_matches(r, p) for p in paths)] == []
     print("\nsentinel failover: writes failed for %.2f s (%d attempts failed), down-after %d ms"
           % (first_ok - t0, failures, sentinels.down_after_ms))
