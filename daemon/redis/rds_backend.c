@@ -749,7 +749,10 @@ void rds_backend_fail_reply(struct request *r, const redisReply *reply)
 
 struct rds_conn *rds_backend_dedicated(struct rds_backend *rb)
 {
-    struct rds_conn *c = rds_conn_new(&rb->t, (unsigned)(rb->nconns + 1 + rb->dedicated++));
+    /* On a cluster: a ready primary's (blocking commands are not routed
+     * by key there yet; docs/scale-out.md). */
+    struct rds_target *t = rb->cluster ? rds_cluster_any_target(rb->cluster) : &rb->t;
+    struct rds_conn *c = rds_conn_new(t ? t : &rb->t, (unsigned)(rb->nconns + 1 + rb->dedicated++));
     c->quiet = true;
     return c;
 }

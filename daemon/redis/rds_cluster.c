@@ -296,7 +296,7 @@ struct clu_node *rds_cluster_route(struct rds_cluster *cl, int slot, bool read_o
     return cl->owner[slot] ? cl->node[cl->owner[slot] - 1] : NULL;
 }
 
-const struct rds_target *rds_cluster_any_target(struct rds_cluster *cl)
+struct rds_target *rds_cluster_any_target(struct rds_cluster *cl)
 {
     struct clu_node *n = rds_cluster_any(cl);
     return n ? &n->t : cl->nnodes ? &cl->node[0]->t : NULL;

@@ -112,7 +112,7 @@ struct clu_node *rds_cluster_route(struct rds_cluster *cl, int slot, bool read_o
 struct clu_node *rds_cluster_any(struct rds_cluster *cl);
 /* A node's target, for dedicated connections (blocking commands): a
  * ready primary's, else the first seed's. */
-const struct rds_target *rds_cluster_any_target(struct rds_cluster *cl);
+struct rds_target *rds_cluster_any_target(struct rds_cluster *cl);
 enum backend_health rds_cluster_health(struct rds_cluster *cl, char *why, size_t len);
 /* Appends one map: nodes, map age and version, counters. */
 void rds_cluster_stats(struct rds_cluster *cl, struct cbuf *o);
