@@ -52,8 +52,17 @@ struct clu_job {
     struct clu_part part[];
 };
 
+#define MAX_SPARE 1024
+
 static void job_free(struct clu_job *j)
 {
+    struct rds_cluster *cl = j->cl;
+    if (j->nparts == 1 && !j->vals && !j->keys && cl->nspare < MAX_SPARE) {
+        *(void **)j = cl->spare;
+        cl->spare = j;
+        cl->nspare++;
+        return;
+    }
     if (j->vals) {
         for (int i = 0; i < j->nkeys; i++)
             free(j->vals[i].s);
@@ -558,7 +567,16 @@ void rds_cljob_submit(struct rds_cluster *cl, struct request *r, int argc, const
             keys[i] = pairs[i][1];
         cl->split++;
     }
-    struct clu_job *j = xcalloc(1, sizeof(*j) + (size_t)nparts * sizeof(struct clu_part));
+    size_t size = sizeof(struct clu_job) + (size_t)nparts * sizeof(struct clu_part);
+    struct clu_job *j;
+    if (nparts == 1 && cl->spare) {
+        j = cl->spare;
+        cl->spare = *(void **)j;
+        cl->nspare--;
+        memset(j, 0, size);
+    } else {
+        j = xcalloc(1, size);
+    }
     j->cl = cl;
     j->job.cancel = job_cancel;
     j->merge = cross ? m : M_NONE;

@@ -420,5 +420,10 @@ void rds_cluster_free(struct rds_cluster *cl)
         free(n);
     }
     free(cl->node);
+    while (cl->spare) {
+        void *next = *(void **)cl->spare;
+        free(cl->spare);
+        cl->spare = next;
+    }
     free(cl);
 }

@@ -1,20 +1,36 @@
 /* rds_slots.c: see rds_slots.h. */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "rds_slots.h"
 
-/* CRC16-CCITT (XMODEM), the variant Redis Cluster uses (polynomial 0x1021,
- * initial value 0), bit by bit: keys are short, and a table would be the
- * one thing here worth getting wrong. */
-uint16_t rds_slots_crc16(const char *p, size_t len)
+/* CRC16-CCITT (XMODEM), the variant Redis Cluster uses (polynomial
+ * 0x1021, initial value 0), a byte at a time through a table that is
+ * computed from the polynomial at first use rather than written out:
+ * the bitwise loop, at eight steps a byte, was a tenth of ferryd's time
+ * routing GETs. */
+static uint16_t crc_table[256];
+static bool crc_ready;
+
+static void crc_init(void)
 {
-    uint16_t crc = 0;
-    for (size_t i = 0; i < len; i++) {
-        crc ^= (uint16_t)((uint8_t)p[i] << 8);
+    for (int i = 0; i < 256; i++) {
+        uint16_t crc = (uint16_t)(i << 8);
         for (int b = 0; b < 8; b++)
             crc = (crc & 0x8000) ? (uint16_t)((crc << 1) ^ 0x1021) : (uint16_t)(crc << 1);
+        crc_table[i] = crc;
     }
+    crc_ready = true;
+}
+
+uint16_t rds_slots_crc16(const char *p, size_t len)
+{
+    if (!crc_ready)
+        crc_init();
+    uint16_t crc = 0;
+    for (size_t i = 0; i < len; i++)
+        crc = (uint16_t)((crc << 8) ^ crc_table[((crc >> 8) ^ (uint8_t)p[i]) & 0xff]);
     return crc;
 }
 
