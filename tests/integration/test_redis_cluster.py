@@ -161,6 +161,27 @@ def test_replica_reads(make_ferryd, cluster):
     assert len([n for n in st["nodes"] if n["role"] == "replica" and n["state"] == "ready"]) == 3
 
 
+def test_spans_name_the_node(make_ferryd, cluster):
+    from otlp_collector import Collector
+    col = Collector().start()
+    try:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": col.endpoint, "OTEL_TRACES_EXPORTER": "otlp",
+               "OTEL_METRICS_EXPORTER": "none", "OTEL_BSP_SCHEDULE_DELAY": "100"}
+        f = make_ferryd(["--set", "redis_cluster=" + cluster.seeds], env=env,
+                        redis_url="redis://127.0.0.1:%d/0" % cluster.nodes[0].port, name="spans.sock")
+        keys = ["span:%d" % i for i in range(12)]
+        with f.client() as c:
+            for k in keys:
+                c.redis("INCR", k)
+        wait_until(lambda: len([s for s in col.spans() if s["name"] == "INCR"]) >= len(keys), timeout=15,
+                   what="the INCR spans")
+        ports = sorted(s["attributes"]["server.port"] for s in col.spans() if s["name"] == "INCR")
+        assert ports == sorted(cluster.owner_of(k) for k in keys)
+        assert len(set(ports)) > 1
+    finally:
+        col.stop()
+
+
 def _node_id(node):
     return node.cli("CLUSTER", "MYID")
 
