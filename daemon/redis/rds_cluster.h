@@ -83,7 +83,7 @@ struct rds_cluster {
      * parts in flight (or waiting to be retried), the node they went to
      * (index + 1; RDS_CLUSTER_MIXED: more than one), and parts held back
      * until those are answered, in cl->held. */
-    uint16_t inflight[RDS_SLOTS];
+    uint32_t inflight[RDS_SLOTS];
     uint16_t via[RDS_SLOTS];
     uint16_t waiting[RDS_SLOTS];
     struct clu_part *held, *held_tail; /* refers: FIFO */
