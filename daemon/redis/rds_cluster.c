@@ -10,7 +10,7 @@
  *
  * When to refresh: at start (from whichever seed answers first), at each
  * MOVED (at most once per REFRESH_MIN_MS, however many arrive: the MOVED
- * itself already moved its slot), every second while a primary of the map
+ * itself already moved its slot), every 250 ms while a primary of the map
  * is unreachable (waiting for its replica's promotion), and every
  * REFRESH_IDLE_MS otherwise. */
 #include <stdlib.h>
@@ -21,7 +21,7 @@
 #include "rds_cluster.h"
 #include "rds_config.h"
 
-#define REFRESH_TICK_MS 1000
+#define REFRESH_TICK_MS 250
 #define REFRESH_IDLE_MS 10000
 #define REFRESH_MIN_MS 100
 
