@@ -120,9 +120,10 @@ static void on_slots(void *arg, const redisReply *reply)
     struct rds_slots_map m;
     char why[160];
     if (reply->type == REDIS_REPLY_ERROR || rds_slots_parse(reply, asked->t.addr.host, &m, why, sizeof(why)) != 0) {
-        cl->refresh_failures++;
-        log_warn("redis cluster: %s cannot give the slot map: %s", asked->t.url_redacted,
-                 reply->type == REDIS_REPLY_ERROR ? reply->str : why);
+        /* Asked again every tick: say so once in a while only. */
+        if (cl->refresh_failures++ % 40 == 0)
+            log_warn("redis cluster: %s cannot give the slot map: %s", asked->t.url_redacted,
+                     reply->type == REDIS_REPLY_ERROR ? reply->str : why);
         return;
     }
     bool replicas = !strcmp(cl->h.tmpl->rc->replica_reads, "yes");

@@ -333,3 +333,18 @@ def test_failover_of_a_primary(cf, cluster):
     # Bring the old primary back: it rejoins as a replica.
     victim.start()
     cluster.wait_ok()
+
+
+def test_a_seed_that_is_not_a_cluster(make_ferryd, redis):
+    """A plain redis-server named as a seed: no map, so requests get
+    unavailable, health says why, and ferryd stays up."""
+    f = make_ferryd(["--set", "redis_cluster=127.0.0.1:%d" % redis.port],
+                    redis_url="redis://127.0.0.1:%d/0" % redis.port, wait_redis=False, name="plain.sock")
+    wait_until(lambda: "cannot give the slot map" in f.read_log(), timeout=10, what="the map refused")
+    with f.client() as c:
+        with pytest.raises(ferry.FerryError) as e:
+            c.redis("GET", "k")
+        assert e.value.code == "unavailable"
+        h = c.health()
+        assert h["backends"]["redis"] != "up" and "slot map" in h["errors"]["redis"]
+    assert f.stats()["backends"]["redis"]["cluster"]["map_version"] == 0
