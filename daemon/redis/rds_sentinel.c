@@ -86,8 +86,11 @@ static void follow(struct rds_sentinel *s, const char *host, size_t hlen, int po
         return;
     if (s->known)
         s->switches++;
-    log_warn("redis sentinel: the primary of %s is %.*s:%d (%s%s%s:%d)", s->h.t->rc->sentinel_master, (int)hlen, host,
-             port, how, s->known ? "; was " : "", s->known ? t->addr.host : "", s->known ? t->addr.port : 0);
+    if (s->known)
+        log_warn("redis sentinel: the primary of %s is now %.*s:%d (%s; was %s:%d)", s->h.t->rc->sentinel_master,
+                 (int)hlen, host, port, how, t->addr.host, t->addr.port);
+    else
+        log_info("redis sentinel: the primary of %s is %.*s:%d", s->h.t->rc->sentinel_master, (int)hlen, host, port);
     memcpy(t->addr.host, host, hlen);
     t->addr.host[hlen] = '\0';
     t->addr.port = port;
