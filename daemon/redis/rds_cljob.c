@@ -325,6 +325,10 @@ static void retry_later(struct clu_part *p)
     p->next = cl->retry;
     cl->retry = p;
     p->job->held++;
+    /* It still counts in its slot's inflight, but is on no node: what
+     * comes next for the slot waits behind it. */
+    if (p->slot >= 0 && !p->job->read_only)
+        cl->via[p->slot] = RDS_CLUSTER_MIXED;
     retry_arm(cl);
 }
 

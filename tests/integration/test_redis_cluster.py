@@ -289,6 +289,39 @@ def test_moved_and_ask_during_live_reshard(cf, cluster):
           "tryagain %d; 0 errors" % (done[0], 2 * len(keys), incr_done[0], st["moved"], st["ask"], st["tryagain"]))
 
 
+def test_tryagain_is_waited_out(cf, cluster):
+    """A multi-key command whose keys are half migrated gets TRYAGAIN from
+    Redis: ferryd sends it again until the migration ends, within the
+    deadline."""
+    tag = "{try}"
+    slot = cluster.keyslot(tag)
+    src = cluster.node(cluster.owner_of(tag))
+    dst = cluster.node(next(p for p in cluster.primaries_now() if p != src.port))
+    a, b = tag + "a", tag + "b"
+    with cf.client() as c:
+        assert c.redis("MSET", a, "1", b, "2") == "OK"
+        sid, did = _node_id(src), _node_id(dst)
+        assert dst.cli("CLUSTER", "SETSLOT", slot, "IMPORTING", sid) == "OK"
+        assert src.cli("CLUSTER", "SETSLOT", slot, "MIGRATING", did) == "OK"
+        assert src.cli("MIGRATE", "127.0.0.1", dst.port, "", 0, 5000, "KEYS", a) == "OK"
+        rid = c.send("redis", [b"MGET", a.encode(), b.encode()], deadline=10000)
+        wait_until(lambda: cstats(cf)["tryagain"] > 0, timeout=5, what="TRYAGAIN")
+        # Sent once the MGET waits to be retried: held behind it. (A command
+        # pipelined before its TRYAGAIN came back would run first: Redis
+        # ran it already.)
+        wid = c.send("redis", [b"SET", b.encode(), b"3"], deadline=10000)
+        time.sleep(0.3)
+        assert src.cli("MIGRATE", "127.0.0.1", dst.port, "", 0, 5000, "KEYS", b) == "OK"
+        for n in [dst, src] + [n for n in cluster.nodes if n not in (dst, src)]:
+            if n.alive() and n.cli("ROLE").split("\n")[0] == "master":
+                n.cli("CLUSTER", "SETSLOT", slot, "NODE", did)
+        assert c.wait(rid) == [b"1", b"2"]   # not the SET sent after it
+        assert c.wait(wid) == "OK"
+        assert c.redis("GET", b) == b"3"
+    assert dst.cli("GET", b) == "3"
+    assert cstats(cf)["tryagain"] > 0
+
+
 def test_failover_of_a_primary(cf, cluster):
     """kill -9 a primary: its replica is promoted; ferryd serves its slots
     from the new primary with no restart. The time writes failed is
