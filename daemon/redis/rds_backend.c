@@ -11,6 +11,9 @@
 #include "errors.h"
 #include "log.h"
 #include "rds_backend.h"
+#include "rds_cljob.h"
+#include "rds_cluster.h"
+#include "rds_sentinel.h"
 #include "rds_command.h"
 #include "rds_conn.h"
 #include "ops.h"
@@ -67,6 +70,12 @@ static void annotate(struct rds_backend *rb, struct request *r, const struct rds
     d->peer_address = c ? c->peer : NULL;
     d->conn = c ? (const void *)c : (const void *)rb;
     d->conn_gen = c ? c->peer_gen : 0;
+    if (rb->cluster && c) {
+        /* The node the command goes to, not the seed. */
+        d->server_address = c->t->addr.host;
+        d->server_address_len = strlen(d->server_address);
+        d->server_port = c->t->addr.port;
+    }
     d->argc = argc;
     d->argv = argv;
     d->lens = lens;
@@ -105,6 +114,26 @@ static void submit_module_op(struct rds_backend *rb, struct request *r)
     int rc = d->submit(rb, r);
     if (rc)
         request_fail(r, rc, NULL);
+}
+
+/* The command's name upper-cased into op (len bytes); returns its length. */
+static size_t op_name(int argc, const char *const *argv, const size_t *lens, char *op, size_t len)
+{
+    size_t n = argc < 1 ? 0 : lens[0] < len - 1 ? lens[0] : len - 1;
+    for (size_t i = 0; i < n; i++)
+        op[i] = (char)toupper((unsigned char)argv[0][i]);
+    op[n] = '\0';
+    return n;
+}
+
+/* The cluster's describe hook: the span of a command about to go to c. */
+static void cluster_describe(void *arg, struct request *r, const struct rds_conn *c, int argc,
+                             const char *const *argv, const size_t *lens)
+{
+    struct rds_backend *rb = arg;
+    char op[32];
+    size_t n = op_name(argc, argv, lens, op, sizeof(op));
+    annotate(rb, r, c, argc, (const char **)argv, lens, op, n);
 }
 
 static void rb_submit(struct backend *b, struct request *r)
@@ -148,13 +177,20 @@ static void rb_submit(struct backend *b, struct request *r)
         if (rds_modules[m]->intercept(rb, rb->mod[m], r, argc, argv, lens))
             goto done;
     }
+    if (rb->cluster) {
+        rds_cljob_submit(rb->cluster, r, argc, argv, lens);
+        goto done;
+    }
     struct rds_conn *c = pick(rb);
     char op[32];
-    size_t n = lens[0] < sizeof(op) - 1 ? lens[0] : sizeof(op) - 1;
-    for (size_t i = 0; i < n; i++)
-        op[i] = (char)toupper((unsigned char)argv[0][i]);
-    op[n] = '\0';
+    size_t n = op_name(argc, argv, lens, op, sizeof(op));
     annotate(rb, r, c, argc, argv, lens, op, n);
+    if (rb->sentinel && !rds_sentinel_confirmed(rb->sentinel)) {
+        rb->rejected_unavailable++;
+        snprintf(msg, sizeof(msg), "no confirmed redis primary: %s", rds_sentinel_why(rb->sentinel));
+        request_fail(r, FE_UNAVAILABLE, msg);
+        goto done;
+    }
     if (!c) {
         rb->rejected_unavailable++;
         snprintf(msg, sizeof(msg), "redis is unreachable (%s)",
@@ -256,9 +292,9 @@ static void on_command_list(void *arg, const redisReply *reply)
         argv[i + 2] = names[i];
         lens[i + 2] = strlen(names[i]);
     }
-    if (rds_conn_call(rb->control, (int)n + 2, argv, lens, on_command_info, rb) != 0)
-        log_warn("redis: cannot ask for COMMAND INFO: the control connection is %s",
-                 rds_conn_state_name(rb->control->state));
+    if (!rb->learning || rds_conn_call(rb->learning, (int)n + 2, argv, lens, on_command_info, rb) != 0)
+        log_warn("redis: cannot ask for COMMAND INFO: the connection is %s",
+                 rb->learning ? rds_conn_state_name(rb->learning->state) : "gone");
     for (size_t i = 0; i < n; i++)
         free(names[i]);
     free(names);
@@ -268,18 +304,67 @@ static void on_command_list(void *arg, const redisReply *reply)
 
 /* The control connection is (again) ready: the server may have changed
  * (a restart into another version, a module loaded). */
+static void learn_commands(struct rds_backend *rb, struct rds_conn *c)
+{
+    const char *argv[2] = {"COMMAND", "LIST"};
+    size_t lens[2] = {7, 4};
+    rb->learning = c;
+    if (rds_conn_call(c, 2, argv, lens, on_command_list, rb) != 0)
+        log_warn("redis: cannot ask for COMMAND LIST");
+}
+
 static void on_control_ready(struct rds_target *t)
 {
     struct rds_backend *rb = container_of(t, struct rds_backend, t);
-    const char *argv[2] = {"COMMAND", "LIST"};
-    size_t lens[2] = {7, 4};
-    if (rds_conn_call(rb->control, 2, argv, lens, on_command_list, rb) != 0)
-        log_warn("redis: cannot ask for COMMAND LIST");
+    learn_commands(rb, rb->control);
+}
+
+/* On a cluster, the first node ready teaches the command table when the
+ * control connection (to the first seed) has not: that seed may be down. */
+static void on_node_ready(void *arg, struct rds_conn *c)
+{
+    struct rds_backend *rb = arg;
+    if (!rb->commands.n && (!rb->learning || rb->learning->state != RC_READY))
+        learn_commands(rb, c);
+}
+
+static void on_cluster_changed(void *arg)
+{
+    struct rds_backend *rb = arg;
+    backend_changed(&rb->base);
 }
 
 static void on_target_changed(struct rds_target *t)
 {
     struct rds_backend *rb = container_of(t, struct rds_backend, t);
+    backend_changed(&rb->base);
+}
+
+static void start_pool(struct rds_backend *rb)
+{
+    for (size_t i = 0; i < rb->nconns; i++)
+        rds_conn_start(rb->conns[i]);
+    rds_conn_start(rb->control);
+    rb->pool_started = true;
+}
+
+/* The sentinels named a (new) primary: t's address is already its own. */
+static void on_sentinel_switched(void *arg)
+{
+    struct rds_backend *rb = arg;
+    if (!rb->pool_started) {
+        start_pool(rb);
+        return;
+    }
+    for (size_t i = 0; i < rb->nconns; i++)
+        rds_conn_reconnect(rb->conns[i], "the primary changed (sentinel)");
+    rds_conn_reconnect(rb->control, "the primary changed (sentinel)");
+    backend_changed(&rb->base);
+}
+
+static void on_sentinel_changed(void *arg)
+{
+    struct rds_backend *rb = arg;
     backend_changed(&rb->base);
 }
 
@@ -293,9 +378,12 @@ static int rb_start(struct backend *b)
     if (!rb->t.addr.tls && (rc->tls_ca_file[0] || rc->tls_ca_dir[0] || rc->tls_cert[0] || rc->tls_key[0] ||
                             rc->tls_server_name[0]))
         log_warn("redis backend: redis_tls_* keys are set, but redis_url is not rediss://: they are ignored");
-    for (size_t i = 0; i < rb->nconns; i++)
-        rds_conn_start(rb->conns[i]);
-    rds_conn_start(rb->control);
+    if (rb->sentinel)
+        rds_sentinel_start(rb->sentinel); /* the pool starts once it names the primary */
+    else
+        start_pool(rb);
+    if (rb->cluster)
+        rds_cluster_start(rb->cluster);
     for (size_t i = 0; i < rds_nmodules; i++)
         if (rds_modules[i]->start)
             rds_modules[i]->start(rb, rb->mod[i]);
@@ -324,7 +412,21 @@ static void rb_stats(struct backend *b, struct cbuf *o)
     size_t nmod = 0;
     for (size_t i = 0; i < rds_nmodules; i++)
         nmod += rds_modules[i]->stats != NULL;
-    cbuf_map(o, 10 + nmod);
+    if (rb->sentinel && !rds_sentinel_confirmed(rb->sentinel))
+        ready = 0;
+    cbuf_map(o, 10 + nmod + (rb->cluster != NULL) + (rb->sentinel != NULL));
+    if (rb->sentinel) {
+        cbuf_str(o, "sentinel");
+        rds_sentinel_stats(rb->sentinel, o);
+    }
+    if (rb->cluster) {
+        cbuf_str(o, "cluster");
+        rds_cluster_stats(rb->cluster, o);
+        char why[8];
+        enum backend_health h = rds_cluster_health(rb->cluster, why, sizeof(why));
+        ready = h == BH_UP;
+        usable = h != BH_DOWN;
+    }
     for (size_t i = 0; i < rds_nmodules; i++)
         if (rds_modules[i]->stats) {
             cbuf_str(o, rds_modules[i]->name);
@@ -372,6 +474,12 @@ static void rb_stats(struct backend *b, struct cbuf *o)
 static enum backend_health rb_health(struct backend *b, char *why, size_t len)
 {
     struct rds_backend *rb = rb_of(b);
+    if (rb->cluster)
+        return rds_cluster_health(rb->cluster, why, len);
+    if (rb->sentinel && !rds_sentinel_confirmed(rb->sentinel)) {
+        snprintf(why, len, "%s", rds_sentinel_why(rb->sentinel));
+        return BH_CONNECTING;
+    }
     bool usable = false;
     for (size_t i = 0; i < rb->nconns; i++) {
         if (rb->conns[i]->state == RC_READY)
@@ -385,6 +493,10 @@ static enum backend_health rb_health(struct backend *b, char *why, size_t len)
 static void rb_metrics(struct backend *b, const struct metric_emit *e)
 {
     struct rds_backend *rb = rb_of(b);
+    if (rb->cluster) {
+        rds_cluster_metrics(rb->cluster, e);
+        return;
+    }
     if (e->connections) {
         uint64_t by_state[RC_STOPPED + 1] = {0};
         for (size_t i = 0; i < rb->nconns; i++)
@@ -435,6 +547,12 @@ static void rb_close(struct backend *b)
     for (size_t i = 0; i < rb->nconns; i++)
         rds_conn_stop(rb->conns[i]);
     rds_conn_stop(rb->control);
+    if (rb->sentinel)
+        rds_sentinel_stop(rb->sentinel);
+    if (rb->cluster) {
+        rds_cljob_stop(rb->cluster);
+        rds_cluster_stop(rb->cluster);
+    }
     for (size_t i = 0; i < rds_nmodules; i++)
         if (rds_modules[i]->close && rb->mod[i])
             rds_modules[i]->close(rb, rb->mod[i]);
@@ -451,6 +569,8 @@ static void rb_destroy(struct backend *b)
     free(rb->conns);
     if (rb->control)
         rds_conn_free(rb->control);
+    rds_cluster_free(rb->cluster);
+    rds_sentinel_free(rb->sentinel);
     rds_deny_free(&rb->deny);
     rds_commands_free(&rb->commands);
     rds_policy_free(&rb->policy);
@@ -515,11 +635,41 @@ static struct backend *rb_create(const struct backend_host *h, char *err, size_t
     describe_target(rb, h->cfg);
     rb->nconns = (size_t)rc->pool;
     rb->base.fds = rc->pool + 1; /* and the control connection */
+    if (rc->cluster[0]) {
+        struct rds_cluster_host ch = {&rb->t, &rb->commands, rb, on_cluster_changed, on_node_ready, cluster_describe};
+        struct rds_addr seed;
+        char why[160];
+        (void)rds_config_addrs(rc->cluster, &seed, 1, why, sizeof(why));
+        rb->cluster = rds_cluster_new(&ch, rc->cluster, err, errlen);
+        if (!rb->cluster) {
+            rds_deny_free(&rb->deny);
+            url_redis_free(&rb->t.addr);
+            free(rb);
+            return NULL;
+        }
+        /* The control connection (COMMAND, SCRIPT KILL) goes to the first
+         * seed; requests go to the nodes, none to a pool. */
+        snprintf(rb->t.addr.host, sizeof(rb->t.addr.host), "%s", seed.host);
+        rb->t.addr.port = seed.port;
+        snprintf(rb->t.url_redacted, sizeof(rb->t.url_redacted), "redis://%s:%d (cluster seed)", seed.host, seed.port);
+        describe_target(rb, h->cfg);
+        rb->nconns = 0;
+        rb->base.fds = 1 + 3 * 16; /* a guess: 16 primaries, 2 replicas each */
+    }
     rb->conns = xcalloc(rb->nconns, sizeof(*rb->conns));
     for (size_t i = 0; i < rb->nconns; i++)
         rb->conns[i] = rds_conn_new(&rb->t, (unsigned)i);
     rb->control = rds_conn_new(&rb->t, (unsigned)rb->nconns);
     rb->control->control = true;
+    if (rc->sentinel[0]) {
+        struct rds_sentinel_host sh = {&rb->t, rb, on_sentinel_switched, on_sentinel_changed};
+        rb->sentinel = rds_sentinel_new(&sh, err, errlen);
+        if (!rb->sentinel) {
+            rb_destroy(&rb->base);
+            return NULL;
+        }
+        rb->base.fds += 3;
+    }
     if (ops_add(h->ops, "redis", NULL, NULL, &rb->base, OP_REDIS) != 0) {
         snprintf(err, errlen, "cannot register the redis op");
         rb_destroy(&rb->base);
@@ -551,10 +701,10 @@ static struct backend *rb_create(const struct backend_host *h, char *err, size_t
 int rds_backend_call(struct rds_backend *rb, const char *key, size_t keylen, int argc, const char *const *argv,
                      const size_t *lens, void (*fn)(void *arg, const redisReply *reply), void *arg)
 {
-    (void)key;
-    (void)keylen;
+    if (rb->cluster)
+        return rds_cljob_call(rb->cluster, key, keylen, argc, argv, lens, fn, arg);
     struct rds_conn *c = pick(rb);
-    if (!c) {
+    if (!c || (rb->sentinel && !rds_sentinel_confirmed(rb->sentinel))) {
         rb->rejected_unavailable++;
         return FE_UNAVAILABLE;
     }
@@ -599,7 +749,10 @@ void rds_backend_fail_reply(struct request *r, const redisReply *reply)
 
 struct rds_conn *rds_backend_dedicated(struct rds_backend *rb)
 {
-    struct rds_conn *c = rds_conn_new(&rb->t, (unsigned)(rb->nconns + 1 + rb->dedicated++));
+    /* On a cluster: a ready primary's (blocking commands are not routed
+     * by key there yet; docs/scale-out.md). */
+    struct rds_target *t = rb->cluster ? rds_cluster_any_target(rb->cluster) : &rb->t;
+    struct rds_conn *c = rds_conn_new(t ? t : &rb->t, (unsigned)(rb->nconns + 1 + rb->dedicated++));
     c->quiet = true;
     return c;
 }

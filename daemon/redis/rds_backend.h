@@ -15,6 +15,9 @@
 #include "url.h"
 
 
+struct rds_cluster;
+struct rds_sentinel;
+
 struct rds_backend {
     struct backend base;
     struct rds_target t;       /* owns: what its connections share */
@@ -44,6 +47,15 @@ struct rds_backend {
     size_t ninterceptors;
     size_t nopdefs;
     unsigned dedicated;          /* dedicated connections made, for their log names */
+    /* owns, with redis_cluster (else NULL): the nodes, the slot map, the
+     * routing (rds_cluster.c, rds_cljob.c); the pool is empty then, and
+     * the control connection goes to the first seed. */
+    struct rds_cluster *cluster;
+    /* owns, with redis_sentinel (else NULL): t's address follows the
+     * primary it names; requests wait for its ROLE confirmation. */
+    struct rds_sentinel *sentinel;
+    bool pool_started;           /* with a sentinel: once the primary is known */
+    struct rds_conn *learning;   /* refers: the connection COMMAND LIST/INFO were sent on */
 };
 
 /* The backend table's row (backends.c). */

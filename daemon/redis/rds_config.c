@@ -71,6 +71,64 @@ static int check_overflow(const char *v, char *why, size_t len)
     return 0;
 }
 
+int rds_config_addrs(const char *list, struct rds_addr *out, int max, char *why, size_t len)
+{
+    int n = 0;
+    const char *p = list;
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (!*p)
+            break;
+        const char *end = p + strcspn(p, ", ");
+        size_t k = (size_t)(end - p);
+        const char *colon = NULL;
+        for (const char *q = p; q < end; q++)
+            if (*q == ':')
+                colon = q;
+        if (!colon || colon == p || colon + 1 == end) {
+            snprintf(why, len, "'%.*s' is not host:port", (int)k, p);
+            return -1;
+        }
+        const char *h = p, *he = colon;
+        if (*h == '[' && he[-1] == ']') {
+            h++;
+            he--;
+        }
+        long port = 0;
+        for (const char *q = colon + 1; q < end; q++) {
+            if (*q < '0' || *q > '9' || port > 65535) {
+                port = -1;
+                break;
+            }
+            port = port * 10 + (*q - '0');
+        }
+        if (port <= 0 || port > 65535) {
+            snprintf(why, len, "'%.*s' has no valid port", (int)k, p);
+            return -1;
+        }
+        if (n == max) {
+            snprintf(why, len, "more than %d addresses", max);
+            return -1;
+        }
+        if ((size_t)(he - h) >= sizeof(out[n].host) || he == h) {
+            snprintf(why, len, "'%.*s' has no valid host", (int)k, p);
+            return -1;
+        }
+        snprintf(out[n].host, sizeof(out[n].host), "%.*s", (int)(he - h), h);
+        out[n].port = (int)port;
+        n++;
+        p = end;
+    }
+    return n;
+}
+
+static int check_addrs(const char *v, char *why, size_t len)
+{
+    struct rds_addr a[RDS_MAX_ADDRS];
+    return rds_config_addrs(v, a, RDS_MAX_ADDRS, why, len) < 0 ? -1 : 0;
+}
+
 static const struct cfg_key keys[] = {
     {"redis_url", CFG_STR, OFF(url), "redis://127.0.0.1:6379/0", 0, 0, false,
      "redis://[user:password@]host:port[/db], rediss://... (the same over TLS: redis_tls_*) or unix:///path/redis.sock[?db=N].", check_url},
@@ -117,11 +175,11 @@ static const struct cfg_key keys[] = {
     {"redis_single_flight", CFG_STR, OFF(single_flight), "no", 0, 0, true,
      "Identical GETs in flight at once share one round trip to Redis (yes or no).", check_yes_no},
     {"redis_cluster", CFG_STR, OFF(cluster), "", 0, 0, false,
-     "Redis Cluster seed nodes, host:port,host:port...; when set, redis_url's host is not used (its password and TLS are). See docs/scale-out.md.", NULL},
+     "Redis Cluster seed nodes, host:port,host:port...; when set, redis_url's host is not used (its password and TLS are). See docs/scale-out.md.", check_addrs},
     {"redis_replica_reads", CFG_STR, OFF(replica_reads), "no", 0, 0, true,
      "Redis Cluster: send read-only commands to replicas (READONLY) as well as primaries (yes or no).", check_yes_no},
     {"redis_sentinel", CFG_STR, OFF(sentinel), "", 0, 0, false,
-     "Redis Sentinel addresses, host:port,...; with redis_sentinel_master, the primary is asked from them. See docs/scale-out.md.", NULL},
+     "Redis Sentinel addresses, host:port,...; with redis_sentinel_master, the primary is asked from them. See docs/scale-out.md.", check_addrs},
     {"redis_sentinel_master", CFG_STR, OFF(sentinel_master), "", 0, 0, false,
      "The name of the primary the sentinels watch (with redis_sentinel).", NULL},
     {"redis_sentinel_password", CFG_STR, OFF(sentinel_password), "", 0, 0, false,
@@ -140,6 +198,32 @@ static int validate(const void *values, char *err, size_t errlen)
         snprintf(err, errlen, "key '%s': mutual TLS needs both redis_tls_cert and redis_tls_key",
                  c->tls_cert[0] ? "redis_tls_key" : "redis_tls_cert");
         return -1;
+    }
+    if (c->sentinel[0] && !c->sentinel_master[0]) {
+        snprintf(err, errlen, "key 'redis_sentinel_master': redis_sentinel needs the name of the primary");
+        return -1;
+    }
+    if (c->sentinel[0] && c->cluster[0]) {
+        snprintf(err, errlen, "key 'redis_sentinel': redis_sentinel and redis_cluster exclude each other");
+        return -1;
+    }
+    if (c->cluster[0] || c->sentinel[0]) {
+        const char *key = c->cluster[0] ? "redis_cluster" : "redis_sentinel";
+        struct url_redis u;
+        memset(&u, 0, sizeof(u));
+        char why2[256];
+        int bad = 0;
+        if (url_parse_redis(c->url, &u, why2, sizeof(why2)) == 0) {
+            if (u.is_unix)
+                bad = snprintf(err, errlen, "key '%s': redis_url must be redis:// (its host is replaced), not a Unix socket", key);
+            else if (u.tls)
+                bad = snprintf(err, errlen, "key '%s': rediss:// is not supported with %s yet", key, key);
+            else if (u.db && c->cluster[0])
+                bad = snprintf(err, errlen, "key 'redis_cluster': Redis Cluster has only database 0, redis_url selects %d", u.db);
+        }
+        url_redis_free(&u);
+        if (bad)
+            return -1;
     }
     /* What needs the keys together (a key that matches its certificate),
      * checked by building the context the start would build. */

@@ -39,6 +39,16 @@ struct rds_config {
 
 extern const struct cfg_section rds_config_section;
 
+/* One host:port of redis_cluster or redis_sentinel. */
+struct rds_addr {
+    char host[256];
+    int port;
+};
+#define RDS_MAX_ADDRS 32
+/* Reads a list "host:port,host:port" ([v6]:port too) into out (at most
+ * max). Returns how many, or -1 with why. */
+int rds_config_addrs(const char *list, struct rds_addr *out, int max, char *why, size_t len);
+
 struct rds_tls_settings;
 /* Fills s (borrowing c's strings) for a TLS target whose URL names host. */
 void rds_config_tls(const struct rds_config *c, const char *host, struct rds_tls_settings *s);

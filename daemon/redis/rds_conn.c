@@ -672,6 +672,19 @@ void rds_conn_kill(struct rds_conn *c, const char *what)
         log_warn("redis: cannot send %s KILL: the control connection is %s", what, rds_conn_state_name(c->state));
 }
 
+void rds_conn_reconnect(struct rds_conn *c, const char *why)
+{
+    if (c->state == RC_STOPPED)
+        return;
+    c->failures = 0; /* the shortest backoff: the new address is likely up */
+    if (c->state == RC_WAITING) {
+        uv_timer_stop(&c->timer);
+        begin_attempt(c);
+        return;
+    }
+    conn_fail(c, why);
+}
+
 void rds_conn_stop(struct rds_conn *c)
 {
     if (c->state == RC_STOPPED)

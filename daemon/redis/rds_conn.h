@@ -140,6 +140,9 @@ int rds_conn_call(struct rds_conn *c, int argc, const char *const *argv, const s
 /* Whether r is the oldest command awaiting a reply on c: the one Redis is
  * running, or will run next. */
 bool rds_conn_is_head(const struct rds_conn *c, const struct request *r);
+/* Drops the connection (its commands fail as on a loss) and connects
+ * again soon, to t's address as it is then (a Sentinel failover). */
+void rds_conn_reconnect(struct rds_conn *c, const char *why);
 void rds_conn_stop(struct rds_conn *c);
 void rds_conn_free(struct rds_conn *c);
 static inline size_t rds_conn_pending(const struct rds_conn *c) { return reqring_size(&c->ring); }

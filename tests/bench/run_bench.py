@@ -122,6 +122,8 @@ def main():
     ap.add_argument("--pubsub-only", action="store_true", help="only the pub/sub fan-out row")
     ap.add_argument("--pubsub-n", type=int, default=100000, help="messages published per pub/sub run")
     ap.add_argument("--pubsub-pairs", type=int, default=7, help="alternating pairs for the pub/sub row")
+    ap.add_argument("--no-cluster", action="store_true", help="skip the Redis Cluster rows")
+    ap.add_argument("--cluster-only", action="store_true", help="only the Redis Cluster rows")
     args = ap.parse_args()
     build = os.path.abspath(args.build)
     tmp = tempfile.mkdtemp(prefix="ferry-bench-")
@@ -176,6 +178,9 @@ def main():
         if args.pubsub_only:
             pubsub_rows(build, tmp, rsock, args)
             return
+        if args.cluster_only:
+            cluster_rows(build, tmp, args)
+            return
         for c, p in ((1, 1), (1, 16), (50, 1), (50, 16)):
             for test in ("get", "set"):
                 n = args.n
@@ -207,6 +212,8 @@ def main():
             cache_rows(build, fsock, fd.pid, args)
         if not args.no_pubsub:
             pubsub_rows(build, tmp, rsock, args)
+        if not args.no_cluster:
+            cluster_rows(build, tmp, args)
         if not args.no_amqp:
             amqp_rows(build, tmp, rsock, args)
     finally:
@@ -549,6 +556,80 @@ def security_rows(build, tmp, args):
                     p.wait(10)
                 except subprocess.TimeoutExpired:
                     p.kill()
+
+
+CLUSTER_PAIRS = 7
+
+
+def cluster_rows(build, tmp, args):
+    """ferryd on a 3-primary Redis Cluster against ferryd on
+    one redis-server over TCP on the same machine, alternated
+    CLUSTER_PAIRS times (see alternate() and paired()); with
+    redis-benchmark --cluster against the same cluster and redis-benchmark
+    against the same single server as the anchor. ferry-bench's key is
+    fixed, so its load goes to one primary: the row measures what the
+    routing costs, not how the cluster scales. No replicas: on a small
+    machine, a replica copying every SET takes CPU from the primary and
+    from ferryd, which would be counted against the routing."""
+    from redis_cluster import Cluster  # noqa: E402
+    cl = Cluster(primaries=3, replicas=0).start()
+    port = free_port()
+    rs = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                           "--appendonly", "no", "--dir", tmp, "--logfile", os.path.join(tmp, "redis-single.log")])
+    off = dict(os.environ, OTEL_TRACES_EXPORTER="none", OTEL_METRICS_EXPORTER="none")
+    daemons = []
+    try:
+        for _ in range(100):
+            if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+
+        def ferryd(name, url, *extra):
+            sock = os.path.join(tmp, name + ".sock")
+            p = subprocess.Popen([os.path.join(build, "ferryd"), "--socket", sock, "--redis", url,
+                                  "--log-level", "error"] + list(extra), env=off)
+            daemons.append(p)
+            wait_socket(sock, p, "ferryd (%s)" % name)
+            return sock
+        single = ferryd("single", "redis://127.0.0.1:%d" % port)
+        clus = ferryd("cluster", "redis://127.0.0.1:%d" % cl.nodes[0].port, "--set", "redis_cluster=" + cl.seeds)
+        time.sleep(1.0)   # the cluster's ferryd learns the map and the commands
+        rows = []
+        for test in ("get", "set"):
+            u, t = alternate(build, single, clus, test, args.n * 4, 16, runs=CLUSTER_PAIRS)
+            r, lo, hi = paired(u, t)
+            rows.append(("%s 50x16 on a 3-primary cluster / one redis" % test.upper(), sorted(u)[len(u) // 2],
+                         sorted(t)[len(t) // 2], r, lo, hi))
+        anchor = {}
+        for name, extra in (("single", ["-p", str(port)]), ("cluster", ["-p", str(cl.nodes[0].port), "--cluster"])):
+            out = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-t", "get,set", "-c", "50", "-P", "16",
+                                  "-n", str(args.n * 4), "-d", "100", "-q"] + extra, capture_output=True, text=True)
+            anchor[name] = parse(out.stdout)
+        print()
+        if args.markdown:
+            print("| 50 clients x 16 in flight, 100-byte values | one redis (rps) | cluster (rps) | cluster/one | spread |")
+            print("|---|---|---|---|---|")
+            for name, a, b, r, lo, hi in rows:
+                print("| %s | %.0f | %.0f | %.2fx | %.2f-%.2f |" % (name, a, b, r, lo, hi))
+        else:
+            print("%-44s %12s %12s %8s %11s" % ("cluster (median of %d pairs)" % CLUSTER_PAIRS, "one redis",
+                                                 "cluster", "ratio", "spread"))
+            for name, a, b, r, lo, hi in rows:
+                print("%-44s %12.0f %12.0f %7.2fx %5.2f-%.2f" % (name, a, b, r, lo, hi))
+        for test in ("GET", "SET"):
+            one, many = anchor["single"].get(test, (0,))[0], anchor["cluster"].get(test, (0,))[0]
+            print("anchor: redis-benchmark %s 50x16 direct, one redis %.0f rps, --cluster %.0f rps (%.2fx)"
+                  % (test, one, many, many / one if one else 0))
+        print("targets: ferryd on a cluster >= 0.8x ferryd on one redis")
+    finally:
+        for p in daemons + [rs]:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        cl.stop()
 
 
 def telemetry_stats(build, sock):
