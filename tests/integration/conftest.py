@@ -136,10 +136,15 @@ class Ferryd:
             return c.stats()
 
     def redis_state(self):
-        # health, not stats: its answer stays small enough for any
-        # max_frame a test sets.
+        # health first: its answer stays small enough for any max_frame a
+        # test sets; stats where a policy allows only that.
         with self.client() as c:
-            return c.call("health")["backends"]["redis"]
+            try:
+                return c.call("health")["backends"]["redis"]
+            except ferry.FerryError as e:
+                if e.code != "denied":
+                    raise
+        return self.stats()["backends"]["redis"]["state"]
 
     def read_log(self):
         with open(self.log, "rb") as f:

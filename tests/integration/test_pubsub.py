@@ -11,7 +11,7 @@ import time
 import pytest
 
 import ferry
-from conftest import FERRY_CLI, SLOW, cli, wait_until
+from conftest import SANITIZED, FERRY_CLI, SLOW, cli, wait_until
 
 
 def numsub(redis, ch):
@@ -179,7 +179,10 @@ def test_slow_subscriber_is_bounded_and_others_get_everything(make_ferryd, redis
     assert fast_counts == [count, count]
     rss1 = vm_rss_kb(f.proc.pid)
     # 200 MiB went through; the slow client holds at most its 4 MiB.
-    assert rss1 - rss0 < 40 * 1024, (rss0, rss1)
+    # (Under ASan, freed memory waits in its quarantine, so RSS says
+    # nothing there; the counts below still hold.)
+    if not SANITIZED:
+        assert rss1 - rss0 < 40 * 1024, (rss0, rss1)
     st = pubsub_stats(f)
     print("VmRSS %d kB -> %d kB; dropped %d" % (rss0, rss1, st["dropped"]))
     assert st["dropped"] > 0
