@@ -34,7 +34,9 @@ static struct rds_backend *rb_of(struct backend *b) { return container_of(b, str
 
 /* Picks the connection with the fewest replies outstanding, preferring
  * ready ones; NULL when none can take a request now. */
-static struct rds_conn *pick(struct rds_backend *rb)
+/* Inlined: both are on every request's path, and a call each cost more
+ * than their bodies once the module ops shared them. */
+static inline __attribute__((always_inline)) struct rds_conn *pick(struct rds_backend *rb)
 {
     struct rds_conn *best = NULL;
     /* Round robin without `%`: the divisions, one per connection per
@@ -61,7 +63,7 @@ static struct rds_conn *pick(struct rds_backend *rb)
  * the command's name upper-cased, n bytes. Only the fields that differ
  * from request to request are set here: the rest of rb->desc is filled
  * once (describe_target). */
-static void annotate(struct rds_backend *rb, struct request *r, const struct rds_conn *c, int argc,
+static inline __attribute__((always_inline)) void annotate(struct rds_backend *rb, struct request *r, const struct rds_conn *c, int argc,
                      const char **argv, const size_t *lens, const char *op, size_t n)
 {
     struct reqtrace_desc *d = &rb->desc;
