@@ -4,7 +4,8 @@
  * the first failure.
  *
  *   libferry_check SOCKET              Redis ops, trees and views
- *   libferry_check SOCKET amqp QUEUE   publish and consume through views */
+ *   libferry_check SOCKET amqp QUEUE   publish and consume through views
+ *   libferry_check SOCKET patterns     the Redis patterns' ops through ferry_call */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -227,12 +228,93 @@ static int amqp_checks(const char *sock, const char *queue)
     return 0;
 }
 
+
+/* The value of key in map m, or NULL. */
+static const cbor_item_t *get_key(const cbor_item_t *m, const char *key)
+{
+    if (!m || !cbor_isa_map(m))
+        return NULL;
+    struct cbor_pair *p = cbor_map_handle(m);
+    for (size_t i = 0; i < cbor_map_size(m); i++)
+        if (cbor_isa_string(p[i].key) && cbor_string_length(p[i].key) == strlen(key) &&
+            !memcmp(cbor_string_handle(p[i].key), key, strlen(key)))
+            return p[i].value;
+    return NULL;
+}
+
+/* Calls op with a map of n text keys; returns the answer (caller frees). */
+static ferry_msg_t *call_map(ferry_t *f, const char *op, int n, const char **keys, cbor_item_t **vals)
+{
+    cbor_item_t *args = pair_map(n, keys, vals);
+    ferry_msg_t *m = NULL;
+    int rc = ferry_call(f, op, args, 5000, &m, 10000);
+    cbor_decref(&args);
+    if (rc != 0) {
+        fprintf(stderr, "FAILED: %s: %s\n", op, ferry_strerror(rc));
+        exit(1);
+    }
+    return m;
+}
+
+/* The patterns' ops need nothing of libferry but ferry_call and pushes. */
+static int patterns_checks(const char *sock)
+{
+    int err;
+    ferry_t *f = ferry_connect(sock, &err);
+    CHECK(f != NULL, "connect");
+
+    const char *lk[] = {"name", "ttl_ms"};
+    cbor_item_t *lv[] = {cbor_build_string("libferry-lock"), cbor_build_uint32(10000)};
+    ferry_msg_t *m = call_map(f, "lock.acquire", 2, lk, lv);
+    const cbor_item_t *tok = get_key(m->result, "token"), *fence = get_key(m->result, "fence");
+    CHECK(!m->err_code && tok && cbor_isa_string(tok) && fence && cbor_isa_uint(fence), "lock.acquire gives a token and a fence");
+    char token[64];
+    snprintf(token, sizeof(token), "%.*s", (int)cbor_string_length(tok), (const char *)cbor_string_handle(tok));
+    ferry_msg_free(m);
+    const char *rk[] = {"name", "token"};
+    cbor_item_t *rv[] = {cbor_build_string("libferry-lock"), cbor_build_string("0123456789abcdef0123456789abcdef")};
+    m = call_map(f, "lock.release", 2, rk, rv);
+    CHECK(m->err_code && !strcmp(m->err_code, "not_held"), "lock.release with another token: not_held");
+    ferry_msg_free(m);
+    cbor_item_t *rv2[] = {cbor_build_string("libferry-lock"), cbor_build_string(token)};
+    m = call_map(f, "lock.release", 2, rk, rv2);
+    CHECK(!m->err_code, "lock.release with its token");
+    ferry_msg_free(m);
+
+    const char *sk[] = {"channels"};
+    cbor_item_t *chans = cbor_new_definite_array(1);
+    (void)cbor_array_push(chans, cbor_move(cbor_build_string("libferry-ch")));
+    cbor_item_t *sv[] = {chans};
+    m = call_map(f, "pubsub.subscribe", 1, sk, sv);
+    const cbor_item_t *sub = get_key(m->result, "sub");
+    CHECK(!m->err_code && sub && cbor_isa_uint(sub), "pubsub.subscribe gives a subscription");
+    uint64_t subid = cbor_get_int(sub);
+    ferry_msg_free(m);
+    const char *pk[] = {"channel", "message"};
+    cbor_item_t *pv[] = {cbor_build_string("libferry-ch"), cbor_build_string("hi")};
+    m = call_map(f, "pubsub.publish", 2, pk, pv);
+    CHECK(!m->err_code && cbor_isa_uint(get_key(m->result, "receivers")), "pubsub.publish");
+    ferry_msg_free(m);
+    CHECK(ferry_recv(f, &m, 10000) == 0 && m->kind == FERRY_PUSH && m->sub == subid &&
+              !strcmp(m->push_kind, "message"),
+          "the message comes as a push of the subscription");
+    const cbor_item_t *payload = get_key(m->data, "payload");
+    CHECK(payload && cbor_isa_bytestring(payload) && cbor_bytestring_length(payload) == 2, "its payload");
+    ferry_msg_free(m);
+
+    ferry_close(f);
+    printf("all checks passed\n");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 3 && strcmp(argv[2], "patterns") == 0)
+        return patterns_checks(argv[1]);
     if (argc == 4 && strcmp(argv[2], "amqp") == 0)
         return amqp_checks(argv[1], argv[3]);
     if (argc != 2) {
-        fprintf(stderr, "usage: libferry_check SOCKET [amqp QUEUE]\n");
+        fprintf(stderr, "usage: libferry_check SOCKET [amqp QUEUE | patterns]\n");
         return 64;
     }
     int err;
