@@ -322,7 +322,8 @@ def test_out_of_descriptors_is_overloaded_and_counted(make_ferryd):
     def low_nofile():
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
 
-    f = make_ferryd(start=False)
+    # A small pool of dedicated connections, so that some clients fit.
+    f = make_ferryd(["--set", "redis_blocking_pool=2"], start=False)
     f.preexec = low_nofile
     f.start()
     assert "cannot fit in the open files limit" in f.read_log()
