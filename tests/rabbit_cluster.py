@@ -9,7 +9,7 @@ import signal
 import subprocess
 import time
 
-from harness import RABBIT_BIN, RabbitMQ
+from harness import RABBIT_BIN, RabbitMQ, free_port
 
 
 class Node(RabbitMQ):
@@ -21,9 +21,33 @@ class Node(RabbitMQ):
             self.proc.wait()
 
     def launch(self):
-        self.log = open(os.path.join(self.dir, "server.out"), "ab")
+        path = os.path.join(self.dir, "server.out")
+        self.out_from = os.path.getsize(path) if os.path.exists(path) else 0
+        self.log = open(path, "ab")
         self.proc = subprocess.Popen([RABBIT_BIN + "/rabbitmq-server"], env=self.env,
                                      stdout=self.log, stderr=self.log, start_new_session=True)
+
+    def boot(self, tries=3):
+        """Launches a fresh node and waits for it. free_port() races with
+        other programs on the machine: a node that finds its port taken
+        tries again on new ports."""
+        for attempt in range(tries):
+            if attempt:
+                self.launch()
+            try:
+                self.await_up()
+                return
+            except AssertionError:
+                self.kill()
+                self.log.close()
+                with open(os.path.join(self.dir, "server.out"), "rb") as f:
+                    f.seek(self.out_from)
+                    taken = b"eaddrinuse" in f.read()
+                if not taken or attempt == tries - 1:
+                    raise
+                self.port = free_port()
+                self.env["RABBITMQ_NODE_PORT"] = str(self.port)
+                self.env["RABBITMQ_DIST_PORT"] = str(free_port())
 
     def restart(self):
         """Starts a killed node again on its data: it rejoins the cluster."""
@@ -41,11 +65,18 @@ class Cluster:
         self.nodes = [Node(name=chr(ord("a") + i)) for i in range(size)]
 
     def start(self):
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self):
         # Started together: boots overlap, which saves most of the wait.
         for n in self.nodes:
             n.launch()
         for n in self.nodes:
-            n.await_up()
+            n.boot()
         first = self.nodes[0].node
         for n in self.nodes[1:]:
             for args in (("stop_app",), ("join_cluster", first), ("start_app",)):
@@ -85,4 +116,8 @@ class Cluster:
 
     def stop(self):
         for n in reversed(self.nodes):
+            if n.proc is None:
+                continue
+            if n.log.closed:
+                n.log = open(os.devnull, "ab")
             n.stop()

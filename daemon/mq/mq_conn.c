@@ -345,7 +345,7 @@ int mq_conn_open_channel(struct mq_conn *c, amqp_channel_t ch)
     amqp_channel_open(c->state, ch);
     if (amqp_get_rpc_reply(c->state).reply_type != AMQP_RESPONSE_NORMAL)
         return -1;
-    if (ch == MQ_CH_PUB) {
+    if (ch == MQ_CH_PUB || ch == MQ_CH_PUB_ALT) {
         amqp_confirm_select(c->state, ch);
         c->next_tag = 1;
     } else if (ch == MQ_CH_TX) {
@@ -459,6 +459,8 @@ static int try_connect(struct mq_conn *c, const struct url_amqp *a)
             return -1;
         }
     }
+    c->pub_ch = MQ_CH_PUB;
+    c->pub_closing = false;
     atomic_store(&c->sockfd, amqp_get_sockfd(conn));
     return 0;
 }

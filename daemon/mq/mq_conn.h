@@ -33,6 +33,9 @@ enum {
     MQ_CH_TOPO = 2,             /* topology RPCs, passive checks and basic.get */
     MQ_CH_TX = 3,               /* transactional batches */
     MQ_CH_RPC = 4,              /* requests over direct reply-to */
+    /* The confirm channel's stand-in: publishing moves between it and
+     * MQ_CH_PUB when the broker nacks (mq_publish.c says why). */
+    MQ_CH_PUB_ALT = 5,
     MQ_CH_FIRST_CONSUMER = 10,
 };
 
@@ -78,7 +81,9 @@ struct mq_conn {
      * during a TLS handshake (mq_tls.h). */
     char tls_verdict[MQ_TLS_VERDICT];
     size_t addr_next;          /* which URL is connected, or to try next */
-    uint64_t next_tag;         /* the next publish's tag on MQ_CH_PUB: 1 when it opens */
+    uint64_t next_tag;         /* the next publish's tag on pub_ch: 1 when it opens */
+    amqp_channel_t pub_ch;     /* the confirm channel in use: MQ_CH_PUB or MQ_CH_PUB_ALT */
+    bool pub_closing;          /* the other one was closed and its close-ok has not come yet */
     /* Events made while the pump reads a run of frames, posted to the
      * loop together when it ends: one lock and one wake-up for a burst of
      * deliveries, not one each. */

@@ -6,7 +6,19 @@
  * drops, sent messages go back to unsent and are published again after
  * reconnecting, while their deadline allows; so a message the client saw
  * confirmed was confirmed by the broker, and one it did not see may arrive
- * twice. */
+ * twice.
+ *
+ * A nack parks the message, and publishing moves to a fresh confirm
+ * channel (MQ_CH_PUB and MQ_CH_PUB_ALT take turns), where the parked
+ * messages are sent again with whatever was in flight. The reason is
+ * RabbitMQ 3.10's quorum queues: a channel that published to one while its
+ * leader was being elected (as right after its node died and ferryd moved
+ * to another) goes on nacking every message for that queue, while a new
+ * channel on the same connection is confirmed at once. A nack for a real
+ * reason (a full queue with x-overflow reject-publish) comes again; the
+ * third nack of a message, or its deadline, answers it 'nacked'. Moves
+ * are at most one per MQ_PUB_MOVE_MS, so a queue that keeps nacking costs
+ * one channel, and a few duplicates of the messages in flight, a second. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +29,11 @@
 
 struct mq_publish_group;
 
+/* The shortest time between two moves to a fresh confirm channel, and
+ * how many nacks of one message are answered by sending it again. */
+#define MQ_PUB_MOVE_MS 1000
+#define MQ_PUB_NACK_RETRIES 2
+
 /* One message awaiting the broker's confirm. */
 struct mq_publish_msg {
     struct dlist node;             /* in pb->pubs, in publish order */
@@ -26,6 +43,8 @@ struct mq_publish_msg {
     amqp_bytes_t routing_key;
     uint64_t tag;                  /* broker delivery tag; 0 while unsent */
     bool resolved;
+    unsigned nacks;                /* how often the broker nacked it */
+    bool parked;                   /* nacked, and waits unsent for a fresh channel */
     int code;                      /* outcome once resolved */
     char text[200];
 };
@@ -49,6 +68,7 @@ void mq_publish_init(struct mq_publisher *pb, struct mq_conn *conn, struct mq_to
     dlist_init(&pb->pubs);
     pb->holding = NULL;
     pb->nholding = 0;
+    pb->moved_at = 0;
 }
 
 static void group_done(struct mq_publisher *pb, struct mq_publish_group *g)
@@ -120,7 +140,7 @@ static int send_one(struct mq_publisher *pb, struct mq_publish_msg *p)
         resolve(pb, p, FE_BACKEND_ERROR, err);
         return rc;
     }
-    int s = amqp_basic_publish(pb->conn->state, MQ_CH_PUB, p->exchange, p->routing_key, p->msg->mandatory, 0,
+    int s = amqp_basic_publish(pb->conn->state, pb->conn->pub_ch, p->exchange, p->routing_key, p->msg->mandatory, 0,
                                &p->msg->props, p->msg->body);
     if (s != AMQP_STATUS_OK) {
         mq_conn_lost(pb->conn, amqp_error_string2(s));
@@ -130,16 +150,26 @@ static int send_one(struct mq_publisher *pb, struct mq_publish_msg *p)
     return 0;
 }
 
-void mq_publish_on_confirm(struct mq_publisher *pb, uint64_t tag, bool multiple, bool ack)
+static bool covers(const struct mq_publish_msg *p, uint64_t tag, bool multiple)
 {
+    return p->tag != 0 && (multiple ? p->tag <= tag : p->tag == tag);
+}
+
+void mq_publish_on_confirm(struct mq_publisher *pb, amqp_channel_t ch, uint64_t tag, bool multiple, bool ack)
+{
+    if (ch != pb->conn->pub_ch)
+        return; /* from a confirm channel given up: its messages were sent again */
+    size_t parked = 0;
     struct dlist *pos, *tmp;
     dlist_foreach_safe(pos, tmp, &pb->pubs) {
         struct mq_publish_msg *p = container_of(pos, struct mq_publish_msg, node);
-        if (p->tag == 0 || p->tag > tag)
+        if (!covers(p, tag, multiple))
             continue;
-        if (!multiple && p->tag != tag)
-            continue;
-        if (!ack) {
+        if (!ack && ++p->nacks <= MQ_PUB_NACK_RETRIES) {
+            p->parked = true;
+            p->tag = 0;
+            parked++;
+        } else if (!ack) {
             atomic_fetch_add(&pb->conn->counters.nacks, 1);
             resolve(pb, p, FE_NACKED, "the broker nacked the message");
         } else if (p->text[0] && p->code == FE_UNROUTABLE) {
@@ -151,13 +181,55 @@ void mq_publish_on_confirm(struct mq_publisher *pb, uint64_t tag, bool multiple,
             resolve(pb, p, 0, NULL);
         }
     }
+    if (parked)
+        mq_publish_retry(pb, mq_now_ms());
+}
+
+void mq_publish_retry(struct mq_publisher *pb, uint64_t now)
+{
+    struct mq_conn *c = pb->conn;
+    size_t parked = 0;
+    struct dlist *pos, *tmp;
+    dlist_foreach_safe(pos, tmp, &pb->pubs) {
+        struct mq_publish_msg *p = container_of(pos, struct mq_publish_msg, node);
+        if (!p->parked)
+            continue;
+        if (p->g->cmd->deadline <= now) {
+            /* The broker's last word was a nack: that is the answer. */
+            atomic_fetch_add(&c->counters.nacks, 1);
+            resolve(pb, p, FE_NACKED, "the broker nacked the message, and the deadline passed before it was sent again");
+        } else
+            parked++;
+    }
+    if (!parked || !c->state || c->blocked || c->pub_closing ||
+        (pb->moved_at && now - pb->moved_at < MQ_PUB_MOVE_MS))
+        return;
+    pb->moved_at = now;
+    amqp_channel_t old = c->pub_ch, next = old == MQ_CH_PUB ? MQ_CH_PUB_ALT : MQ_CH_PUB;
+    log_info("amqp: the broker nacked %zu messages; sending them again on a fresh channel (%u)", parked, next);
+    /* The old channel is closed without waiting for its close-ok: what it
+     * still says is ignored, and its number serves again once the
+     * close-ok has come (mq_pump.c). */
+    amqp_channel_close_t cl = {.reply_code = AMQP_REPLY_SUCCESS, .reply_text = amqp_cstring_bytes("moving on")};
+    if (mq_conn_open_channel(c, next) != 0 || amqp_send_method(c->state, old, AMQP_CHANNEL_CLOSE_METHOD, &cl) != 0) {
+        /* Whatever waits is sent again after reconnecting. */
+        mq_conn_lost(c, "could not open a fresh confirm channel");
+        return;
+    }
+    c->pub_ch = next;
+    c->pub_closing = true;
+    atomic_fetch_add(&c->counters.republished, parked);
+    mq_publish_resend(pb);
 }
 
 /* The return names no delivery tag; it precedes the message's ack, so it
  * belongs to the oldest unconfirmed mandatory message with the same
  * exchange, key and body. */
-void mq_publish_on_return(struct mq_publisher *pb, const amqp_basic_return_t *ret, const amqp_message_t *m)
+void mq_publish_on_return(struct mq_publisher *pb, amqp_channel_t ch, const amqp_basic_return_t *ret,
+                          const amqp_message_t *m)
 {
+    if ((ch == MQ_CH_PUB || ch == MQ_CH_PUB_ALT) && ch != pb->conn->pub_ch)
+        return;
     atomic_fetch_add(&pb->conn->counters.returns, 1);
     struct dlist *pos;
     dlist_foreach(pos, &pb->pubs) {
@@ -189,6 +261,8 @@ void mq_publish_flush(struct mq_publisher *pb)
             resolve(pb, p, FE_UNCONFIRMED, "the deadline passed before the broker confirmed");
             continue;
         }
+        if (p->parked)
+            continue;
         if (send_one(pb, p) == FE_UNAVAILABLE)
             return;
     }
@@ -199,6 +273,7 @@ void mq_publish_resend(struct mq_publisher *pb)
     struct dlist *pos;
     dlist_foreach(pos, &pb->pubs) {
         struct mq_publish_msg *p = container_of(pos, struct mq_publish_msg, node);
+        p->parked = false;
         if (p->tag) {
             p->tag = 0;
             atomic_fetch_add(&pb->conn->counters.republished, 1);
@@ -234,8 +309,11 @@ void mq_publish_on_lost(struct mq_publisher *pb)
     /* Sent-but-unconfirmed messages go back to unsent, to be published
      * again after reconnecting while their deadline allows. */
     struct dlist *pos;
-    dlist_foreach(pos, &pb->pubs)
-        container_of(pos, struct mq_publish_msg, node)->tag = 0;
+    dlist_foreach(pos, &pb->pubs) {
+        struct mq_publish_msg *p = container_of(pos, struct mq_publish_msg, node);
+        p->tag = 0;
+        p->parked = false; /* a new connection brings new channels */
+    }
     forget_holding(pb);
 }
 
