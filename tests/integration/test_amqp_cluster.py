@@ -181,3 +181,38 @@ def test_consumer_resumes_on_another_node(healthy, make_ferryd):
         got.add(body)
     consumer.amqp.cancel(sub)
     consumer.close()
+
+
+def test_classic_queue_is_out_of_reach_while_its_node_is_down(healthy, make_ferryd):
+    f = start_ferryd(make_ferryd, healthy.urls())
+    home = node_of(f, healthy)
+    q = uid("classic")
+    kept = [b"kept-%d" % i for i in range(5)]
+    with f.client() as c:
+        c.amqp.declare_queue(q, durable=True)  # a classic queue: it lives on home only
+        for body in kept:
+            assert c.amqp.publish("", q, body, persistent=True) == {"confirmed": True}
+    home.kill()
+    wait_until(lambda: moved(f, healthy, home), timeout=60, what="ferryd on another node")
+    with f.client() as c:
+        # Confirmed, and dropped: the broker routes to a queue that is down.
+        assert c.amqp.publish("", q, b"lost", persistent=True, deadline=10000) == {"confirmed": True}
+        # With mandatory the client learns it.
+        with pytest.raises(ferry.FerryError) as e:
+            c.amqp.publish("", q, b"lost", persistent=True, mandatory=True, deadline=10000)
+        assert e.value.code == "unroutable" and "NO_ROUTE" in e.value.message
+        for call in (lambda: c.amqp.declare_queue(q, durable=True, deadline=10000),
+                     lambda: c.amqp.get(q, deadline=10000)):
+            with pytest.raises(ferry.FerryError) as e:
+                call()
+            assert e.value.code == "backend_error"
+            assert "404" in e.value.message and "is down or inaccessible" in e.value.message
+
+    home.restart()
+    healthy.await_members(3)
+    # Back with its node: the persistent messages from before, not the one
+    # published meanwhile.
+    with f.client() as c:
+        assert c.amqp.declare_queue(q, durable=True, deadline=10000)["message_count"] == len(kept)
+        assert [c.amqp.get(q)["body"] for _ in kept] == kept
+        c.amqp.delete_queue(q)
