@@ -69,6 +69,7 @@ void mq_publish_init(struct mq_publisher *pb, struct mq_conn *conn, struct mq_to
     pb->holding = NULL;
     pb->nholding = 0;
     pb->moved_at = 0;
+    pb->nparked = 0;
 }
 
 static void group_done(struct mq_publisher *pb, struct mq_publish_group *g)
@@ -120,6 +121,10 @@ static void resolve(struct mq_publisher *pb, struct mq_publish_msg *p, int code,
     if (p->resolved)
         return;
     p->resolved = true;
+    if (p->parked) {
+        p->parked = false;
+        pb->nparked--;
+    }
     p->code = code;
     snprintf(p->text, sizeof(p->text), "%.190s", text ? text : "");
     dlist_remove(&p->node);
@@ -168,6 +173,7 @@ void mq_publish_on_confirm(struct mq_publisher *pb, amqp_channel_t ch, uint64_t 
         if (!ack && ++p->nacks <= MQ_PUB_NACK_RETRIES) {
             p->parked = true;
             p->tag = 0;
+            pb->nparked++;
             parked++;
         } else if (!ack) {
             atomic_fetch_add(&pb->conn->counters.nacks, 1);
@@ -188,6 +194,8 @@ void mq_publish_on_confirm(struct mq_publisher *pb, amqp_channel_t ch, uint64_t 
 void mq_publish_retry(struct mq_publisher *pb, uint64_t now)
 {
     struct mq_conn *c = pb->conn;
+    if (!pb->nparked)
+        return;
     size_t parked = 0;
     struct dlist *pos, *tmp;
     dlist_foreach_safe(pos, tmp, &pb->pubs) {
@@ -279,6 +287,7 @@ void mq_publish_resend(struct mq_publisher *pb)
             atomic_fetch_add(&pb->conn->counters.republished, 1);
         }
     }
+    pb->nparked = 0;
     mq_publish_flush(pb);
 }
 
@@ -314,6 +323,7 @@ void mq_publish_on_lost(struct mq_publisher *pb)
         p->tag = 0;
         p->parked = false; /* a new connection brings new channels */
     }
+    pb->nparked = 0;
     forget_holding(pb);
 }
 

@@ -20,6 +20,7 @@ struct mq_publisher {
     struct dlist pubs;         /* struct mq_publish_msg, in publish order (owned by their groups) */
     char **holding;            /* owns: delay queues declared on this connection */
     size_t nholding;
+    size_t nparked;            /* messages nacked and waiting for a fresh channel */
     uint64_t moved_at;         /* mq_now_ms() when publishing last moved to a fresh channel */
 };
 

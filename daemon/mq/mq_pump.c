@@ -101,7 +101,7 @@ static int on_channel_close(struct mq_pump *p, amqp_channel_t ch, void *decoded)
         p->conn->pub_closing = false;
         return 0;
     }
-    if (ch > MQ_CH_RPC) {
+    if (ch > MQ_CH_RPC && ch != MQ_CH_PUB_ALT) {
         mq_consume_on_channel_close(p->cons, ch);
         return p->conn->state ? 0 : -1;
     }
