@@ -99,12 +99,13 @@ def test_quorum_queue_keeps_every_confirmed_message(healthy, make_ferryd):
 
     acked, outcomes, stop = [], {}, threading.Event()
     slowest = [0.0]
+    lock = threading.Lock()
 
-    def publisher():
+    def publisher(n):
         with f.client() as c:
             i = 0
             while not stop.is_set():
-                body = b"msg-%06d" % i
+                body = b"p%d-%06d" % (n, i)
                 t = time.monotonic()
                 try:
                     c.amqp.publish("", q, body, persistent=True, deadline=15000)
@@ -112,24 +113,29 @@ def test_quorum_queue_keeps_every_confirmed_message(healthy, make_ferryd):
                     code = "ok"
                 except ferry.FerryError as e:
                     code = e.code
-                slowest[0] = max(slowest[0], time.monotonic() - t)
-                outcomes[code] = outcomes.get(code, 0) + 1
+                with lock:
+                    slowest[0] = max(slowest[0], time.monotonic() - t)
+                    outcomes[code] = outcomes.get(code, 0) + 1
                 i += 1
 
-    t = threading.Thread(target=publisher)
-    t.start()
+    # Three clients publishing at once: messages from several are in
+    # flight when the node dies.
+    threads = [threading.Thread(target=publisher, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
     try:
-        wait_until(lambda: len(acked) >= 50, timeout=30, what="publishes to flow")
+        wait_until(lambda: len(acked) >= 150, timeout=30, what="publishes to flow")
         first.kill()
         killed_at = time.monotonic()
         wait_until(lambda: moved(f, healthy, first), timeout=60, what="ferryd on another node")
         moved_after = time.monotonic() - killed_at
         before = len(acked)
-        wait_until(lambda: len(acked) >= before + 50, timeout=60, what="publishes to flow again")
+        wait_until(lambda: len(acked) >= before + 150, timeout=60, what="publishes to flow again")
         flowing_after = time.monotonic() - killed_at
     finally:
         stop.set()
-        t.join(60)
+        for t in threads:
+            t.join(60)
 
     assert set(outcomes) <= {"ok", "unavailable", "unconfirmed"}, outcomes
     st = f.stats()["backends"]["amqp"]
