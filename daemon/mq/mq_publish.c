@@ -284,6 +284,7 @@ void mq_publish_resend(struct mq_publisher *pb)
         p->parked = false;
         if (p->tag) {
             p->tag = 0;
+            p->code = 0; /* a return from the channel given up says nothing of the next try */
             atomic_fetch_add(&pb->conn->counters.republished, 1);
         }
     }
@@ -321,6 +322,7 @@ void mq_publish_on_lost(struct mq_publisher *pb)
     dlist_foreach(pos, &pb->pubs) {
         struct mq_publish_msg *p = container_of(pos, struct mq_publish_msg, node);
         p->tag = 0;
+        p->code = 0;       /* a return on the old connection says nothing of the next try */
         p->parked = false; /* a new connection brings new channels */
     }
     pb->nparked = 0;
