@@ -223,3 +223,29 @@ def test_classic_queue_is_out_of_reach_while_its_node_is_down(healthy, make_ferr
         assert c.amqp.declare_queue(q, durable=True, deadline=10000)["message_count"] == len(kept)
         assert [c.amqp.get(q)["body"] for _ in kept] == kept
         c.amqp.delete_queue(q)
+
+
+def test_a_queue_that_keeps_nacking_is_still_answered_nacked(healthy, make_ferryd):
+    # The retry on a fresh channel (for quorum queues mid-election) must not
+    # hide a real refusal, nor lose what else was in flight on the channel.
+    f = start_ferryd(make_ferryd, healthy.urls())
+    full, other = uid("full"), uid("other")
+    with f.client() as c:
+        # Classic: a quorum queue applies the limit a little late.
+        c.amqp.declare_queue(full, durable=True, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+        c.amqp.declare_queue(other, durable=True, arguments=QUORUM)
+        assert c.amqp.publish("", full, b"fits", persistent=True) == {"confirmed": True}
+        refused = c.amqp.send_publish("", full, b"refused", persistent=True, deadline=10000)
+        fine = [c.amqp.send_publish("", other, b"fine-%d" % i, persistent=True, deadline=10000)
+                for i in range(20)]
+        with pytest.raises(ferry.FerryError) as e:
+            c.wait(refused)
+        assert e.value.code == "nacked"
+        for id in fine:
+            assert c.wait(id) == {"confirmed": True}
+    st = f.stats()["backends"]["amqp"]
+    assert st["nacks"] == 1 and st["republished"] >= 2    # the refused one, twice
+    seen = drain(f, other, QUORUM)
+    assert set(seen) == {b"fine-%d" % i for i in range(20)}
+    print("\nnacking queue: %d republished, %d duplicates among the other queue's 20" %
+          (st["republished"], len(seen) - len(set(seen))))
