@@ -10,7 +10,8 @@
  *
  * A nack parks the message, and publishing moves to a fresh confirm
  * channel (MQ_CH_PUB and MQ_CH_PUB_ALT take turns), where the parked
- * messages are sent again with whatever was in flight. The reason is
+ * messages are sent again; the old channel is closed once what was in
+ * flight on it has its confirms. The reason is
  * RabbitMQ 3.10's quorum queues: a channel that published to one while its
  * leader was being elected (as right after its node died and ferryd moved
  * to another) goes on nacking every message for that queue, while a new
@@ -18,7 +19,7 @@
  * reason (a full queue with x-overflow reject-publish) comes again; the
  * third nack of a message, or its deadline, answers it 'nacked'. Moves
  * are at most one per MQ_PUB_MOVE_MS, so a queue that keeps nacking costs
- * one channel, and a few duplicates of the messages in flight, a second. */
+ * one channel a second. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,7 @@ struct mq_publish_msg {
     amqp_bytes_t exchange;         /* where it is really published (delayed: "") */
     amqp_bytes_t routing_key;
     uint64_t tag;                  /* broker delivery tag; 0 while unsent */
+    amqp_channel_t ch;             /* the confirm channel it was sent on, while tag != 0 */
     bool resolved;
     unsigned nacks;                /* how often the broker nacked it */
     bool parked;                   /* nacked, and waits unsent for a fresh channel */
@@ -70,6 +72,7 @@ void mq_publish_init(struct mq_publisher *pb, struct mq_conn *conn, struct mq_to
     pb->nholding = 0;
     pb->moved_at = 0;
     pb->nparked = 0;
+    pb->draining = 0;
 }
 
 static void group_done(struct mq_publisher *pb, struct mq_publish_group *g)
@@ -152,23 +155,22 @@ static int send_one(struct mq_publisher *pb, struct mq_publish_msg *p)
         return FE_UNAVAILABLE;
     }
     p->tag = pb->conn->next_tag++;
+    p->ch = pb->conn->pub_ch;
     return 0;
 }
 
-static bool covers(const struct mq_publish_msg *p, uint64_t tag, bool multiple)
+static bool covers(const struct mq_publish_msg *p, amqp_channel_t ch, uint64_t tag, bool multiple)
 {
-    return p->tag != 0 && (multiple ? p->tag <= tag : p->tag == tag);
+    return p->tag != 0 && p->ch == ch && (multiple ? p->tag <= tag : p->tag == tag);
 }
 
 void mq_publish_on_confirm(struct mq_publisher *pb, amqp_channel_t ch, uint64_t tag, bool multiple, bool ack)
 {
-    if (ch != pb->conn->pub_ch)
-        return; /* from a confirm channel given up: its messages were sent again */
     size_t parked = 0;
     struct dlist *pos, *tmp;
     dlist_foreach_safe(pos, tmp, &pb->pubs) {
         struct mq_publish_msg *p = container_of(pos, struct mq_publish_msg, node);
-        if (!covers(p, tag, multiple))
+        if (!covers(p, ch, tag, multiple))
             continue;
         if (!ack && ++p->nacks <= MQ_PUB_NACK_RETRIES) {
             p->parked = true;
@@ -191,9 +193,31 @@ void mq_publish_on_confirm(struct mq_publisher *pb, amqp_channel_t ch, uint64_t 
         mq_publish_retry(pb, mq_now_ms());
 }
 
+/* Closes the confirm channel given up once nothing sent on it awaits its
+ * confirm; its number serves again after the close-ok (mq_pump.c). */
+static void finish_draining(struct mq_publisher *pb)
+{
+    struct dlist *pos;
+    dlist_foreach(pos, &pb->pubs) {
+        struct mq_publish_msg *p = container_of(pos, struct mq_publish_msg, node);
+        if (p->tag && p->ch == pb->draining)
+            return;
+    }
+    amqp_channel_close_t cl = {.reply_code = AMQP_REPLY_SUCCESS, .reply_text = amqp_cstring_bytes("moved on")};
+    amqp_channel_t ch = pb->draining;
+    pb->draining = 0;
+    if (amqp_send_method(pb->conn->state, ch, AMQP_CHANNEL_CLOSE_METHOD, &cl) != AMQP_STATUS_OK) {
+        mq_conn_lost(pb->conn, "send channel.close failed");
+        return;
+    }
+    pb->conn->pub_closing = true;
+}
+
 void mq_publish_retry(struct mq_publisher *pb, uint64_t now)
 {
     struct mq_conn *c = pb->conn;
+    if (pb->draining && c->state)
+        finish_draining(pb);
     if (!pb->nparked)
         return;
     size_t parked = 0;
@@ -206,28 +230,49 @@ void mq_publish_retry(struct mq_publisher *pb, uint64_t now)
             /* The broker's last word was a nack: that is the answer. */
             atomic_fetch_add(&c->counters.nacks, 1);
             resolve(pb, p, FE_NACKED, "the broker nacked the message, and the deadline passed before it was sent again");
-        } else
+        } else {
             parked++;
+        }
     }
-    if (!parked || !c->state || c->blocked || c->pub_closing ||
+    if (!parked || !c->state || c->blocked || c->pub_closing || pb->draining ||
         (pb->moved_at && now - pb->moved_at < MQ_PUB_MOVE_MS))
         return;
     pb->moved_at = now;
     amqp_channel_t old = c->pub_ch, next = old == MQ_CH_PUB ? MQ_CH_PUB_ALT : MQ_CH_PUB;
     log_info("amqp: the broker nacked %zu messages; sending them again on a fresh channel (%u)", parked, next);
-    /* The old channel is closed without waiting for its close-ok: what it
-     * still says is ignored, and its number serves again once the
-     * close-ok has come (mq_pump.c). */
-    amqp_channel_close_t cl = {.reply_code = AMQP_REPLY_SUCCESS, .reply_text = amqp_cstring_bytes("moving on")};
-    if (mq_conn_open_channel(c, next) != 0 || amqp_send_method(c->state, old, AMQP_CHANNEL_CLOSE_METHOD, &cl) != 0) {
+    if (mq_conn_open_channel(c, next) != 0) {
         /* Whatever waits is sent again after reconnecting. */
         mq_conn_lost(c, "could not open a fresh confirm channel");
         return;
     }
+    /* The old channel stays open until what is in flight on it has its
+     * confirms: sending those again would duplicate every one. */
     c->pub_ch = next;
-    c->pub_closing = true;
+    pb->draining = old;
+    dlist_foreach(pos, &pb->pubs)
+        container_of(pos, struct mq_publish_msg, node)->parked = false;
+    pb->nparked = 0;
     atomic_fetch_add(&c->counters.republished, parked);
-    mq_publish_resend(pb);
+    mq_publish_flush(pb);
+    if (pb->draining && c->state)
+        finish_draining(pb);
+}
+
+void mq_publish_on_channel_closed(struct mq_publisher *pb, amqp_channel_t ch)
+{
+    if (ch != pb->draining)
+        return;
+    pb->draining = 0;
+    struct dlist *pos;
+    dlist_foreach(pos, &pb->pubs) {
+        struct mq_publish_msg *p = container_of(pos, struct mq_publish_msg, node);
+        if (p->tag && p->ch == ch) {
+            p->tag = 0;
+            p->code = 0;
+            atomic_fetch_add(&pb->conn->counters.republished, 1);
+        }
+    }
+    mq_publish_flush(pb);
 }
 
 /* The return names no delivery tag; it precedes the message's ack, so it
@@ -236,13 +281,11 @@ void mq_publish_retry(struct mq_publisher *pb, uint64_t now)
 void mq_publish_on_return(struct mq_publisher *pb, amqp_channel_t ch, const amqp_basic_return_t *ret,
                           const amqp_message_t *m)
 {
-    if ((ch == MQ_CH_PUB || ch == MQ_CH_PUB_ALT) && ch != pb->conn->pub_ch)
-        return;
     atomic_fetch_add(&pb->conn->counters.returns, 1);
     struct dlist *pos;
     dlist_foreach(pos, &pb->pubs) {
         struct mq_publish_msg *p = container_of(pos, struct mq_publish_msg, node);
-        if (p->tag == 0 || !p->msg->mandatory || p->code == FE_UNROUTABLE)
+        if (p->tag == 0 || p->ch != ch || !p->msg->mandatory || p->code == FE_UNROUTABLE)
             continue;
         if (bytes_eq(p->exchange, ret->exchange) && bytes_eq(p->routing_key, ret->routing_key) &&
             bytes_eq(p->msg->body, m->body)) {
@@ -282,9 +325,9 @@ void mq_publish_resend(struct mq_publisher *pb)
     dlist_foreach(pos, &pb->pubs) {
         struct mq_publish_msg *p = container_of(pos, struct mq_publish_msg, node);
         p->parked = false;
-        if (p->tag) {
+        if (p->tag && p->ch == pb->conn->pub_ch) {
             p->tag = 0;
-            p->code = 0; /* a return from the channel given up says nothing of the next try */
+            p->code = 0; /* a return from the closed channel says nothing of the next try */
             atomic_fetch_add(&pb->conn->counters.republished, 1);
         }
     }
@@ -326,6 +369,7 @@ void mq_publish_on_lost(struct mq_publisher *pb)
         p->parked = false; /* a new connection brings new channels */
     }
     pb->nparked = 0;
+    pb->draining = 0;
     forget_holding(pb);
 }
 

@@ -97,9 +97,10 @@ static int on_channel_close(struct mq_pump *p, amqp_channel_t ch, void *decoded)
         return -1;
     }
     if ((ch == MQ_CH_PUB || ch == MQ_CH_PUB_ALT) && ch != p->conn->pub_ch) {
-        /* The confirm channel given up, which the broker closed as we did. */
+        /* The confirm channel given up (mq_publish.c), draining or closing. */
         p->conn->pub_closing = false;
-        return 0;
+        mq_publish_on_channel_closed(p->pub, ch);
+        return p->conn->state ? 0 : -1;
     }
     if (ch > MQ_CH_RPC && ch != MQ_CH_PUB_ALT) {
         mq_consume_on_channel_close(p->cons, ch);
