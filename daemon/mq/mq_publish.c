@@ -306,14 +306,12 @@ void mq_publish_flush(struct mq_publisher *pb)
         struct mq_publish_msg *p = container_of(pos, struct mq_publish_msg, node);
         if (!pb->conn->state || pb->conn->blocked)
             return;
-        if (p->tag)
+        if (p->tag || p->parked) /* parked: mq_publish_retry answers it at its deadline */
             continue;
         if (p->g->cmd->deadline <= mq_now_ms()) {
             resolve(pb, p, FE_UNCONFIRMED, "the deadline passed before the broker confirmed");
             continue;
         }
-        if (p->parked)
-            continue;
         if (send_one(pb, p) == FE_UNAVAILABLE)
             return;
     }
