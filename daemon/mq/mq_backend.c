@@ -51,6 +51,7 @@ struct mq_backend {
     enum { MB_CONNECTING, MB_UP, MB_DOWN } state;
     bool blocked;
     char last_error[256];
+    size_t addr;             /* the URL connected to, or tried next (stats) */
     struct reqring pending;  /* requests awaiting the worker */
     struct dlist subs;       /* struct mq_backend_sub */
     uint64_t next_consumer;
@@ -75,7 +76,7 @@ static struct mq_backend *mb_of(struct backend *b) { return container_of(b, stru
 
 static const struct url_amqp *server_addr(const struct mq_backend *mb)
 {
-    return mb->naddrs ? &mb->addrs[0] : NULL;
+    return mb->naddrs ? &mb->addrs[mb->addr] : NULL;
 }
 
 struct sub_lookup {
@@ -354,6 +355,8 @@ static void handle_event(struct mq_backend *mb, struct mq_event *e)
     case ME_STATE:
         mb->state = e->up ? MB_UP : MB_DOWN;
         mb->blocked = e->blocked;
+        if (e->addr < mb->naddrs)
+            mb->addr = e->addr;
         snprintf(mb->last_error, sizeof(mb->last_error), "%s", e->message);
         backend_changed(&mb->base);
         break;
@@ -438,7 +441,7 @@ static void mb_stats(struct backend *b, struct cbuf *o)
         nsubs++;
     cbuf_map(o, 15);
     cbuf_str(o, "url");
-    cbuf_str(o, mb->naddrs ? mb->addrs[0].redacted : "");
+    cbuf_str(o, mb->naddrs ? mb->addrs[mb->addr].redacted : "");
     cbuf_str(o, "state");
     cbuf_str(o, !mb->enabled ? "disabled" : mb->state == MB_UP ? "up" : mb->state == MB_DOWN ? "down" : "connecting");
     cbuf_str(o, "blocked");

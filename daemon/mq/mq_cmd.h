@@ -90,6 +90,7 @@ struct mq_event {
     struct cbuf data;          /* owns: CBOR result, or push data */
     uint64_t consumer;         /* ME_PUSH */
     bool up, blocked;          /* ME_STATE */
+    size_t addr;               /* ME_STATE: the URL connected to, or tried next */
     /* ME_PUSH deliveries: what the CONSUMER span needs. */
     char traceparent[64];      /* from the message's headers, or "" */
     char tracestate[512];

@@ -228,6 +228,7 @@ struct mq_event *mq_conn_event_new(struct mq_conn *c, enum mq_event_kind kind)
         e->data.len = 0;
         e->consumer = 0;
         e->up = e->blocked = false;
+        e->addr = 0;
         e->traceparent[0] = e->tracestate[0] = e->routing_key[0] = e->message_id[0] = '\0';
         e->delivery_tag = 0;
         e->body_size = 0;
@@ -280,6 +281,7 @@ void mq_conn_post_state(struct mq_conn *c)
     struct mq_event *e = mq_conn_event_new(c, ME_STATE);
     e->up = c->state != NULL;
     e->blocked = c->blocked;
+    e->addr = c->addr_next;
     snprintf(e->message, sizeof(e->message), "%s", c->last_error);
     mq_conn_post(c, e);
 }
@@ -343,7 +345,7 @@ int mq_conn_open_channel(struct mq_conn *c, amqp_channel_t ch)
     amqp_channel_open(c->state, ch);
     if (amqp_get_rpc_reply(c->state).reply_type != AMQP_RESPONSE_NORMAL)
         return -1;
-    if (ch == MQ_CH_PUB) {
+    if (ch == MQ_CH_PUB || ch == MQ_CH_PUB_ALT) {
         amqp_confirm_select(c->state, ch);
         c->next_tag = 1;
     } else if (ch == MQ_CH_TX) {
@@ -371,6 +373,10 @@ void mq_conn_lost(struct mq_conn *c, const char *why)
     c->blocked = false;
     atomic_fetch_add(&c->counters.drops, 1);
     c->failures = 1;
+    /* The next attempt starts with the URL after this one: in a cluster
+     * the node that dropped us is the one most likely down, and each
+     * attempt on a dead host can cost amqp_connect_timeout_ms. */
+    c->addr_next = (c->addr_next + 1) % c->naddrs;
     c->retry_at = mq_now_ms() + backoff_ms(&c->rng, c->failures, c->backoff_min_ms, c->backoff_max_ms);
     if (c->on_lost)
         c->on_lost(c->on_lost_ctx, why);
@@ -453,6 +459,8 @@ static int try_connect(struct mq_conn *c, const struct url_amqp *a)
             return -1;
         }
     }
+    c->pub_ch = MQ_CH_PUB;
+    c->pub_closing = false;
     atomic_store(&c->sockfd, amqp_get_sockfd(conn));
     return 0;
 }

@@ -33,6 +33,9 @@ enum {
     MQ_CH_TOPO = 2,             /* topology RPCs, passive checks and basic.get */
     MQ_CH_TX = 3,               /* transactional batches */
     MQ_CH_RPC = 4,              /* requests over direct reply-to */
+    /* The confirm channel's stand-in: publishing moves between it and
+     * MQ_CH_PUB when the broker nacks (mq_publish.c says why). */
+    MQ_CH_PUB_ALT = 5,
     MQ_CH_FIRST_CONSUMER = 10,
 };
 
@@ -77,8 +80,10 @@ struct mq_conn {
     /* OpenSSL's reason for refusing the broker's certificate, written
      * during a TLS handshake (mq_tls.h). */
     char tls_verdict[MQ_TLS_VERDICT];
-    size_t addr_next;          /* which URL to try next */
-    uint64_t next_tag;         /* the next publish's tag on MQ_CH_PUB: 1 when it opens */
+    size_t addr_next;          /* which URL is connected, or to try next */
+    uint64_t next_tag;         /* the next publish's tag on pub_ch: 1 when it opens */
+    amqp_channel_t pub_ch;     /* the confirm channel in use: MQ_CH_PUB or MQ_CH_PUB_ALT */
+    bool pub_closing;          /* the other one was closed and its close-ok has not come yet */
     /* Events made while the pump reads a run of frames, posted to the
      * loop together when it ends: one lock and one wake-up for a burst of
      * deliveries, not one each. */
@@ -113,8 +118,10 @@ void mq_conn_recycle(struct mq_conn *c, struct dlist *done);
 bool mq_conn_take_cmds(struct mq_conn *c, struct dlist *out);
 /* Waits up to timeout_ms for the loop or the broker. */
 void mq_conn_wait(struct mq_conn *c, int timeout_ms);
-/* Connects to the first URL that answers, from the one that last worked.
- * Returns 0, or -1 with the next attempt scheduled. */
+/* Connects to the first URL that answers, in the order of amqp_url, from
+ * the one that last worked, or after a lost connection from the one after
+ * it (wrapping around). One pass over the list per attempt; attempts are
+ * spaced by the backoff. Returns 0, or -1 with the next attempt scheduled. */
 int mq_conn_connect(struct mq_conn *c);
 /* Closes the connection politely (shutdown). */
 void mq_conn_close(struct mq_conn *c);

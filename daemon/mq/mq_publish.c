@@ -6,7 +6,20 @@
  * drops, sent messages go back to unsent and are published again after
  * reconnecting, while their deadline allows; so a message the client saw
  * confirmed was confirmed by the broker, and one it did not see may arrive
- * twice. */
+ * twice.
+ *
+ * A nack parks the message, and publishing moves to a fresh confirm
+ * channel (MQ_CH_PUB and MQ_CH_PUB_ALT take turns), where the parked
+ * messages are sent again; the old channel is closed once what was in
+ * flight on it has its confirms. The reason is
+ * RabbitMQ 3.10's quorum queues: a channel that published to one while its
+ * leader was being elected (as right after its node died and ferryd moved
+ * to another) goes on nacking every message for that queue, while a new
+ * channel on the same connection is confirmed at once. A nack for a real
+ * reason (a full queue with x-overflow reject-publish) comes again; the
+ * third nack of a message, or its deadline, answers it 'nacked'. Moves
+ * are at most one per MQ_PUB_MOVE_MS, so a queue that keeps nacking costs
+ * one channel a second. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +30,11 @@
 
 struct mq_publish_group;
 
+/* The shortest time between two moves to a fresh confirm channel, and
+ * how many nacks of one message are answered by sending it again. */
+#define MQ_PUB_MOVE_MS 1000
+#define MQ_PUB_NACK_RETRIES 2
+
 /* One message awaiting the broker's confirm. */
 struct mq_publish_msg {
     struct dlist node;             /* in pb->pubs, in publish order */
@@ -25,7 +43,10 @@ struct mq_publish_msg {
     amqp_bytes_t exchange;         /* where it is really published (delayed: "") */
     amqp_bytes_t routing_key;
     uint64_t tag;                  /* broker delivery tag; 0 while unsent */
+    amqp_channel_t ch;             /* the confirm channel it was sent on, while tag != 0 */
     bool resolved;
+    unsigned nacks;                /* how often the broker nacked it */
+    bool parked;                   /* nacked, and waits unsent for a fresh channel */
     int code;                      /* outcome once resolved */
     char text[200];
 };
@@ -49,6 +70,9 @@ void mq_publish_init(struct mq_publisher *pb, struct mq_conn *conn, struct mq_to
     dlist_init(&pb->pubs);
     pb->holding = NULL;
     pb->nholding = 0;
+    pb->moved_at = 0;
+    pb->nparked = 0;
+    pb->draining = 0;
 }
 
 static void group_done(struct mq_publisher *pb, struct mq_publish_group *g)
@@ -100,6 +124,10 @@ static void resolve(struct mq_publisher *pb, struct mq_publish_msg *p, int code,
     if (p->resolved)
         return;
     p->resolved = true;
+    if (p->parked) {
+        p->parked = false;
+        pb->nparked--;
+    }
     p->code = code;
     snprintf(p->text, sizeof(p->text), "%.190s", text ? text : "");
     dlist_remove(&p->node);
@@ -120,26 +148,36 @@ static int send_one(struct mq_publisher *pb, struct mq_publish_msg *p)
         resolve(pb, p, FE_BACKEND_ERROR, err);
         return rc;
     }
-    int s = amqp_basic_publish(pb->conn->state, MQ_CH_PUB, p->exchange, p->routing_key, p->msg->mandatory, 0,
+    int s = amqp_basic_publish(pb->conn->state, pb->conn->pub_ch, p->exchange, p->routing_key, p->msg->mandatory, 0,
                                &p->msg->props, p->msg->body);
     if (s != AMQP_STATUS_OK) {
         mq_conn_lost(pb->conn, amqp_error_string2(s));
         return FE_UNAVAILABLE;
     }
     p->tag = pb->conn->next_tag++;
+    p->ch = pb->conn->pub_ch;
     return 0;
 }
 
-void mq_publish_on_confirm(struct mq_publisher *pb, uint64_t tag, bool multiple, bool ack)
+static bool covers(const struct mq_publish_msg *p, amqp_channel_t ch, uint64_t tag, bool multiple)
 {
+    return p->tag != 0 && p->ch == ch && (multiple ? p->tag <= tag : p->tag == tag);
+}
+
+void mq_publish_on_confirm(struct mq_publisher *pb, amqp_channel_t ch, uint64_t tag, bool multiple, bool ack)
+{
+    size_t parked = 0;
     struct dlist *pos, *tmp;
     dlist_foreach_safe(pos, tmp, &pb->pubs) {
         struct mq_publish_msg *p = container_of(pos, struct mq_publish_msg, node);
-        if (p->tag == 0 || p->tag > tag)
+        if (!covers(p, ch, tag, multiple))
             continue;
-        if (!multiple && p->tag != tag)
-            continue;
-        if (!ack) {
+        if (!ack && ++p->nacks <= MQ_PUB_NACK_RETRIES) {
+            p->parked = true;
+            p->tag = 0;
+            pb->nparked++;
+            parked++;
+        } else if (!ack) {
             atomic_fetch_add(&pb->conn->counters.nacks, 1);
             resolve(pb, p, FE_NACKED, "the broker nacked the message");
         } else if (p->text[0] && p->code == FE_UNROUTABLE) {
@@ -151,18 +189,103 @@ void mq_publish_on_confirm(struct mq_publisher *pb, uint64_t tag, bool multiple,
             resolve(pb, p, 0, NULL);
         }
     }
+    if (parked)
+        mq_publish_retry(pb, mq_now_ms());
+}
+
+/* Closes the confirm channel given up once nothing sent on it awaits its
+ * confirm; its number serves again after the close-ok (mq_pump.c). */
+static void finish_draining(struct mq_publisher *pb)
+{
+    struct dlist *pos;
+    dlist_foreach(pos, &pb->pubs) {
+        struct mq_publish_msg *p = container_of(pos, struct mq_publish_msg, node);
+        if (p->tag && p->ch == pb->draining)
+            return;
+    }
+    amqp_channel_close_t cl = {.reply_code = AMQP_REPLY_SUCCESS, .reply_text = amqp_cstring_bytes("moved on")};
+    amqp_channel_t ch = pb->draining;
+    pb->draining = 0;
+    if (amqp_send_method(pb->conn->state, ch, AMQP_CHANNEL_CLOSE_METHOD, &cl) != AMQP_STATUS_OK) {
+        mq_conn_lost(pb->conn, "send channel.close failed");
+        return;
+    }
+    pb->conn->pub_closing = true;
+}
+
+void mq_publish_retry(struct mq_publisher *pb, uint64_t now)
+{
+    struct mq_conn *c = pb->conn;
+    if (pb->draining && c->state)
+        finish_draining(pb);
+    if (!pb->nparked)
+        return;
+    size_t parked = 0;
+    struct dlist *pos, *tmp;
+    dlist_foreach_safe(pos, tmp, &pb->pubs) {
+        struct mq_publish_msg *p = container_of(pos, struct mq_publish_msg, node);
+        if (!p->parked)
+            continue;
+        if (p->g->cmd->deadline <= now) {
+            /* The broker's last word was a nack: that is the answer. */
+            atomic_fetch_add(&c->counters.nacks, 1);
+            resolve(pb, p, FE_NACKED, "the broker nacked the message, and the deadline passed before it was sent again");
+        } else {
+            parked++;
+        }
+    }
+    if (!parked || !c->state || c->blocked || c->pub_closing || pb->draining ||
+        (pb->moved_at && now - pb->moved_at < MQ_PUB_MOVE_MS))
+        return;
+    pb->moved_at = now;
+    amqp_channel_t old = c->pub_ch, next = old == MQ_CH_PUB ? MQ_CH_PUB_ALT : MQ_CH_PUB;
+    log_info("amqp: the broker nacked %zu messages; sending them again on a fresh channel (%u)", parked, next);
+    if (mq_conn_open_channel(c, next) != 0) {
+        /* Whatever waits is sent again after reconnecting. */
+        mq_conn_lost(c, "could not open a fresh confirm channel");
+        return;
+    }
+    /* The old channel stays open until what is in flight on it has its
+     * confirms: sending those again would duplicate every one. */
+    c->pub_ch = next;
+    pb->draining = old;
+    dlist_foreach(pos, &pb->pubs)
+        container_of(pos, struct mq_publish_msg, node)->parked = false;
+    pb->nparked = 0;
+    atomic_fetch_add(&c->counters.republished, parked);
+    mq_publish_flush(pb);
+    if (pb->draining && c->state)
+        finish_draining(pb);
+}
+
+void mq_publish_on_channel_closed(struct mq_publisher *pb, amqp_channel_t ch)
+{
+    if (ch != pb->draining)
+        return;
+    pb->draining = 0;
+    struct dlist *pos;
+    dlist_foreach(pos, &pb->pubs) {
+        struct mq_publish_msg *p = container_of(pos, struct mq_publish_msg, node);
+        if (p->tag && p->ch == ch) {
+            p->tag = 0;
+            p->code = 0;
+            atomic_fetch_add(&pb->conn->counters.republished, 1);
+        }
+    }
+    mq_publish_flush(pb);
 }
 
 /* The return names no delivery tag; it precedes the message's ack, so it
  * belongs to the oldest unconfirmed mandatory message with the same
  * exchange, key and body. */
-void mq_publish_on_return(struct mq_publisher *pb, const amqp_basic_return_t *ret, const amqp_message_t *m)
+void mq_publish_on_return(struct mq_publisher *pb, amqp_channel_t ch, const amqp_basic_return_t *ret,
+                          const amqp_message_t *m)
 {
     atomic_fetch_add(&pb->conn->counters.returns, 1);
     struct dlist *pos;
     dlist_foreach(pos, &pb->pubs) {
         struct mq_publish_msg *p = container_of(pos, struct mq_publish_msg, node);
-        if (p->tag == 0 || !p->msg->mandatory || p->code == FE_UNROUTABLE)
+        if (p->tag == 0 || p->ch != ch || !p->msg->mandatory || p->code == FE_UNROUTABLE)
             continue;
         if (bytes_eq(p->exchange, ret->exchange) && bytes_eq(p->routing_key, ret->routing_key) &&
             bytes_eq(p->msg->body, m->body)) {
@@ -183,7 +306,7 @@ void mq_publish_flush(struct mq_publisher *pb)
         struct mq_publish_msg *p = container_of(pos, struct mq_publish_msg, node);
         if (!pb->conn->state || pb->conn->blocked)
             return;
-        if (p->tag)
+        if (p->tag || p->parked) /* parked: mq_publish_retry answers it at its deadline */
             continue;
         if (p->g->cmd->deadline <= mq_now_ms()) {
             resolve(pb, p, FE_UNCONFIRMED, "the deadline passed before the broker confirmed");
@@ -199,11 +322,14 @@ void mq_publish_resend(struct mq_publisher *pb)
     struct dlist *pos;
     dlist_foreach(pos, &pb->pubs) {
         struct mq_publish_msg *p = container_of(pos, struct mq_publish_msg, node);
-        if (p->tag) {
+        p->parked = false;
+        if (p->tag && p->ch == pb->conn->pub_ch) {
             p->tag = 0;
+            p->code = 0; /* a return from the closed channel says nothing of the next try */
             atomic_fetch_add(&pb->conn->counters.republished, 1);
         }
     }
+    pb->nparked = 0;
     mq_publish_flush(pb);
 }
 
@@ -234,8 +360,14 @@ void mq_publish_on_lost(struct mq_publisher *pb)
     /* Sent-but-unconfirmed messages go back to unsent, to be published
      * again after reconnecting while their deadline allows. */
     struct dlist *pos;
-    dlist_foreach(pos, &pb->pubs)
-        container_of(pos, struct mq_publish_msg, node)->tag = 0;
+    dlist_foreach(pos, &pb->pubs) {
+        struct mq_publish_msg *p = container_of(pos, struct mq_publish_msg, node);
+        p->tag = 0;
+        p->code = 0;       /* a return on the old connection says nothing of the next try */
+        p->parked = false; /* a new connection brings new channels */
+    }
+    pb->nparked = 0;
+    pb->draining = 0;
     forget_holding(pb);
 }
 

@@ -40,17 +40,15 @@ static int on_deliver(struct mq_pump *p, amqp_channel_t ch, void *decoded)
 
 static int on_ack(struct mq_pump *p, amqp_channel_t ch, void *decoded)
 {
-    (void)ch;
     amqp_basic_ack_t *a = decoded;
-    mq_publish_on_confirm(p->pub, a->delivery_tag, a->multiple, true);
+    mq_publish_on_confirm(p->pub, ch, a->delivery_tag, a->multiple, true);
     return 0;
 }
 
 static int on_nack(struct mq_pump *p, amqp_channel_t ch, void *decoded)
 {
-    (void)ch;
     amqp_basic_nack_t *a = decoded;
-    mq_publish_on_confirm(p->pub, a->delivery_tag, a->multiple, false);
+    mq_publish_on_confirm(p->pub, ch, a->delivery_tag, a->multiple, false);
     return 0;
 }
 
@@ -66,7 +64,7 @@ static int on_return(struct mq_pump *p, amqp_channel_t ch, void *decoded)
         if (ch == MQ_CH_RPC)
             mq_consume_on_rpc_return(p->cons, &ret, &m);
         else
-            mq_publish_on_return(p->pub, &ret, &m);
+            mq_publish_on_return(p->pub, ch, &ret, &m);
         amqp_destroy_message(&m);
     }
     amqp_bytes_free(ret.reply_text);
@@ -98,7 +96,13 @@ static int on_channel_close(struct mq_pump *p, amqp_channel_t ch, void *decoded)
         mq_conn_lost(p->conn, "send channel.close-ok failed");
         return -1;
     }
-    if (ch > MQ_CH_RPC) {
+    if ((ch == MQ_CH_PUB || ch == MQ_CH_PUB_ALT) && ch != p->conn->pub_ch) {
+        /* The confirm channel given up (mq_publish.c), draining or closing. */
+        p->conn->pub_closing = false;
+        mq_publish_on_channel_closed(p->pub, ch);
+        return p->conn->state ? 0 : -1;
+    }
+    if (ch > MQ_CH_RPC && ch != MQ_CH_PUB_ALT) {
         mq_consume_on_channel_close(p->cons, ch);
         return p->conn->state ? 0 : -1;
     }
@@ -106,12 +110,21 @@ static int on_channel_close(struct mq_pump *p, amqp_channel_t ch, void *decoded)
         mq_conn_lost(p->conn, "could not reopen a channel");
         return -1;
     }
-    if (ch == MQ_CH_PUB) {
+    if (ch == p->conn->pub_ch) {
         /* The exchange that closed it is checked again first. */
         mq_topology_forget_exchanges(p->topo);
         mq_publish_resend(p->pub);
     }
     return p->conn->state ? 0 : -1;
+}
+
+/* The close-ok of a confirm channel given up: its number may serve again. */
+static int on_channel_close_ok(struct mq_pump *p, amqp_channel_t ch, void *decoded)
+{
+    (void)decoded;
+    if ((ch == MQ_CH_PUB || ch == MQ_CH_PUB_ALT) && ch != p->conn->pub_ch)
+        p->conn->pub_closing = false;
+    return 0;
 }
 
 static int on_connection_close(struct mq_pump *p, amqp_channel_t ch, void *decoded)
@@ -159,6 +172,7 @@ static const struct {
     {AMQP_BASIC_RETURN_METHOD, on_return},
     {AMQP_BASIC_CANCEL_METHOD, on_cancel},
     {AMQP_CHANNEL_CLOSE_METHOD, on_channel_close},
+    {AMQP_CHANNEL_CLOSE_OK_METHOD, on_channel_close_ok},
     {AMQP_CONNECTION_CLOSE_METHOD, on_connection_close},
     {AMQP_CONNECTION_BLOCKED_METHOD, on_blocked},
     {AMQP_CONNECTION_UNBLOCKED_METHOD, on_unblocked},

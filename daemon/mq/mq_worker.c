@@ -140,6 +140,7 @@ static void *worker_main(void *arg)
         uint64_t now = mq_now_ms();
         mq_consume_expire(&wk->cons, now);
         mq_publish_expire(&wk->pub, now);
+        mq_publish_retry(&wk->pub, now);
         if (conn->state && (amqp_frames_enqueued(conn->state) || amqp_data_in_buffer(conn->state)))
             continue;
         mq_conn_wait(conn, poll_timeout(wk));
