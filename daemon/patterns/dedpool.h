@@ -27,6 +27,10 @@ struct rds_conn;
 /* An idle connection (ready or connecting), or a new one while fewer
  * than redis_blocking_pool exist; NULL when all are taken. */
 struct rds_conn *dedpool_take(struct rds_backend *rb);
+/* The same for a command on slot's keys: on a cluster, a connection to
+ * the primary serving slot (slot < 0: any primary); elsewhere slot is
+ * ignored. */
+struct rds_conn *dedpool_take_for(struct rds_backend *rb, int slot);
 /* Why dedpool_take returned NULL, for the request's answer: FE_OVERLOADED
  * when every connection is taken, FE_UNAVAILABLE when the idle ones
  * cannot reach Redis. Writes the message to msg. */

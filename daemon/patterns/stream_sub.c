@@ -10,6 +10,7 @@
 #include "errors.h"
 #include "log.h"
 #include "rds_backend.h"
+#include "rds_slots.h"
 #include "rds_conn.h"
 #include "request.h"
 #include "stream_entry.h"
@@ -406,7 +407,7 @@ static char *copy_into(char **p, const char *src, size_t n)
 
 int stream_sub_start(struct stream_subs *m, struct request *r, const struct stream_sub_args *a)
 {
-    struct rds_conn *c = dedpool_take(m->rb);
+    struct rds_conn *c = dedpool_take_for(m->rb, m->rb->cluster ? rds_slots_of(a->stream, a->stream_len) : -1);
     if (!c)
         return FE_OVERLOADED;
     struct stream_sub *s = xcalloc(1, sizeof(*s));

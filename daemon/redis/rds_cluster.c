@@ -303,6 +303,62 @@ struct rds_target *rds_cluster_any_target(struct rds_cluster *cl)
     return n ? &n->t : cl->nnodes ? &cl->node[0]->t : NULL;
 }
 
+int rds_cluster_keys_slot(struct rds_cluster *cl, int argc, const char *const *argv, const size_t *lens,
+                          int *first)
+{
+    const struct rds_cmd *cmd = rds_commands_find(cl->h.commands, argc, argv, lens);
+    int small[16], *pos = small;
+    int nk = cmd ? rds_commands_keys(cmd, argc, argv, lens, pos, 16) : 0;
+    if (nk > 16) {
+        pos = xmalloc((size_t)nk * sizeof(*pos));
+        nk = rds_commands_keys(cmd, argc, argv, lens, pos, nk);
+    }
+    int slot = RDS_CLUSTER_KEYLESS;
+    *first = nk > 0 ? pos[0] : 0;
+    for (int i = 0; i < nk; i++) {
+        int s = rds_slots_of(argv[pos[i]], lens[pos[i]]);
+        if (slot >= 0 && s != slot) {
+            slot = RDS_CLUSTER_CROSSSLOT;
+            break;
+        }
+        slot = s;
+    }
+    if (pos != small)
+        free(pos);
+    return slot;
+}
+
+struct rds_target *rds_cluster_slot_target(struct rds_cluster *cl, int slot)
+{
+    if (slot >= 0 && slot < RDS_SLOTS && cl->owner[slot])
+        return &cl->node[cl->owner[slot] - 1]->t;
+    return rds_cluster_any_target(cl);
+}
+
+struct rds_conn *rds_cluster_slot_conn(struct rds_cluster *cl, int slot)
+{
+    struct clu_node *n = rds_cluster_route(cl, slot >= 0 && slot < RDS_SLOTS ? slot : -1, false);
+    return n && n->conn && rds_conn_usable(n->conn) ? n->conn : NULL;
+}
+
+bool rds_cluster_redirected(struct rds_cluster *cl, const redisReply *reply)
+{
+    if (!reply || reply->type != REDIS_REPLY_ERROR)
+        return false;
+    int slot, port;
+    char host[256];
+    if (rds_slots_redirect(reply->str, reply->len, &slot, host, sizeof(host), &port) != RDS_REDIRECT_MOVED ||
+        slot < 0 || slot >= RDS_SLOTS || !host[0])
+        return false;
+    struct clu_node *n = rds_cluster_node(cl, host, port, true);
+    if (!n)
+        return false;
+    rds_cluster_connect(n);
+    cl->moved++;
+    rds_cluster_moved(cl, slot, n);
+    return true;
+}
+
 enum backend_health rds_cluster_health(struct rds_cluster *cl, char *why, size_t len)
 {
     size_t ready = 0, usable = 0, primaries = 0;
