@@ -1,0 +1,226 @@
+"""The Redis patterns on a Redis Cluster (3 primaries, 3 replicas), through
+one ferryd: locks, cache, rate limits, scripts, streams, blocking commands,
+redis.multi, redis.pipeline and pub/sub, with keys spread over the
+primaries; what a cluster cannot do (keys in several slots) is refused."""
+
+import os
+import socket
+import sys
+import threading
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+import ferry  # noqa: E402
+from redis_cluster import Cluster  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    c = Cluster().start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def f(make_ferryd, cluster):
+    seed = cluster.nodes[0].port
+    return make_ferryd(["--set", "redis_cluster=" + cluster.seeds, "--set", "redis_blocking_pool=6"],
+                       redis_url="redis://127.0.0.1:%d/0" % seed)
+
+
+def spread(cluster, fmt, n=3, start=0):
+    """n names fmt % i, each of whose key lands on a different primary."""
+    out, owners = [], set()
+    i = start
+    while len(out) < n:
+        name = fmt % i
+        port = cluster.owner_of(name if "%" not in fmt else name)
+        if port not in owners:
+            owners.add(port)
+            out.append(name)
+        i += 1
+    return out
+
+
+def on_distinct_primaries(cluster, keys):
+    return len({cluster.owner_of(k) for k in keys}) == len(keys)
+
+
+def test_locks_on_every_primary(f, cluster):
+    names = []
+    owners = set()
+    i = 0
+    while len(names) < 3:
+        name = "job%d" % i
+        port = cluster.owner_of("lock:{%s}" % name)
+        if port not in owners:
+            owners.add(port)
+            names.append(name)
+        i += 1
+    with f.client() as c:
+        for name in names:
+            got = c.locks.acquire(name, 10000)
+            assert got["acquired"] is True
+            node = cluster.node(cluster.owner_of("lock:{%s}" % name))
+            assert node.cli("GET", "lock:{%s}" % name) == got["token"]
+            assert c.locks.acquire(name, 10000) == {"acquired": False}
+            assert c.locks.extend(name, got["token"], 90000) == {"ttl_ms": 90000}
+            assert int(node.cli("PTTL", "lock:{%s}" % name)) > 10000
+            assert c.locks.release(name, got["token"]) == {"released": True}
+            assert node.cli("EXISTS", "lock:{%s}" % name) == "0"
+            with pytest.raises(ferry.FerryError) as e:
+                c.locks.release(name, got["token"])
+            assert e.value.code == "not_held"
+
+
+def test_cache_and_ratelimit(f, cluster):
+    keys = spread(cluster, "ck:%d")
+    with f.client() as c:
+        for k in keys:
+            miss = c.cache.get(k, lease_ms=5000)
+            assert miss.get("hit") is not True and "lease" in miss, miss
+            c.cache.fill(k, b"value of " + k.encode(), 60000, lease=miss["lease"])
+            hit = c.cache.get(k)
+            assert hit.get("hit") is True and hit["value"] == b"value of " + k.encode(), hit
+        names = spread(cluster, "api:%d")
+        for name in names:
+            got = [c.ratelimit(name, 0.5, 3)["allowed"] for _ in range(4)]
+            assert got == [True, True, True, False]
+
+
+def test_scripts_with_keys_in_one_slot(f, cluster):
+    with f.client() as c:
+        c.scripts.load("swap", "local a = redis.call('GET', KEYS[1]); redis.call('SET', KEYS[1], ARGV[1]);"
+                               "redis.call('SET', KEYS[2], a or ''); return a")
+        for tag in spread(cluster, "t%d"):
+            k1, k2 = "{%s}:a" % tag, "{%s}:b" % tag
+            assert c.scripts.call("swap", [k1, k2], ["one"]) is None
+            assert c.scripts.call("swap", [k1, k2], ["two"]) == b"one"
+            node = cluster.node(cluster.owner_of(tag))
+            assert node.cli("GET", k1) == "two" and node.cli("GET", k2) == "one"
+        # Keys in two slots: the cluster refuses the script.
+        a, b = spread(cluster, "s%d", n=2)
+        with pytest.raises(ferry.FerryError) as e:
+            c.scripts.call("swap", [a, b], ["x"])
+        assert "CROSSSLOT" in e.value.message or e.value.code == "bad_request", e.value
+
+
+def entry(st, sub, timeout=20):
+    while True:
+        kind, data = st.next_entry(sub, timeout)
+        if kind == "entry":
+            return data
+
+
+def test_streams_on_two_primaries(f, cluster):
+    streams = spread(cluster, "orders%d", n=2)
+    with f.client() as c:
+        st = c.streams
+        subs = {}
+        for s in streams:
+            assert st.create_group(s, "g", mkstream=True) is True
+            subs[s] = st.consume(s, "g", "c1")
+        ids = {s: [st.add(s, {"n": str(i)}) for i in range(3)] for s in streams}
+        got = {s: [] for s in streams}
+        for _ in range(6):
+            frame = c.next_push(20)
+            assert frame["kind"] == "entry", frame
+            got[frame["data"]["stream"]].append(frame["data"]["id"])
+            assert frame["sub"] == subs[frame["data"]["stream"]]
+        for s in streams:
+            assert got[s] == ids[s]
+            assert st.ack(ids[s], sub=subs[s]) == 3
+            node = cluster.node(cluster.owner_of(s))
+            assert node.cli("XPENDING", s, "g").splitlines()[0] == "0"
+        for s in streams:
+            st.cancel(subs[s])
+
+
+def test_blocking_on_keys_of_different_primaries(f, cluster):
+    keys = spread(cluster, "q%d")
+    results = {}
+
+    def waiter(k):
+        with f.client() as w:
+            results[k] = w.blocking("BLPOP", k, "0", deadline=30000)
+
+    threads = [threading.Thread(target=waiter, args=(k,)) for k in keys]
+    for t in threads:
+        t.start()
+    with f.client() as c:
+        # Each BLPOP waits on its key's node: a push there wakes it.
+        from harness import wait_until
+        wait_until(lambda: f.stats()["backends"]["redis"]["dedicated"]["in_use"] == 3, timeout=20,
+                   what="3 BLPOPs blocked")
+        for k in keys:
+            assert c.redis("RPUSH", k, "item-" + k) == 1
+        for t in threads:
+            t.join(30)
+        assert results == {k: [k.encode(), ("item-" + k).encode()] for k in keys}
+        # A timeout on an empty key: nil, not MOVED.
+        assert c.blocking("BLPOP", keys[0], "0.1") is None
+        # Keys in two slots cannot be waited on together.
+        with pytest.raises(ferry.FerryError) as e:
+            c.blocking("BLPOP", keys[0], keys[1], "1")
+        assert e.value.code == "bad_request" and "CROSSSLOT" in e.value.message
+
+
+def test_multi_with_and_without_watch(f, cluster):
+    tags = spread(cluster, "m%d")
+    with f.client() as c:
+        for tag in tags:
+            k1, k2 = "{%s}:x" % tag, "{%s}:y" % tag
+            assert c.multi([["SET", k1, "1"], ["INCR", k1], ["SET", k2, "b"]]) == ["OK", 2, "OK"]
+            assert c.multi([["GET", k1]], watch=[k1, k2]) == [b"2"]
+            assert c.multi([["INCR", k1]], expect={k1: "2"}) == [3]
+            assert c.multi([["INCR", k1]], expect={k1: "2"}) == {"aborted": True, "reason": "expect",
+                                                                   "key": k1.encode()}
+            node = cluster.node(cluster.owner_of(tag))
+            assert node.cli("GET", k1) == "3"
+        a, b = spread(cluster, "n%d", n=2)
+        for call in (lambda: c.multi([["SET", a, "1"], ["SET", b, "1"]]),
+                     lambda: c.multi([["SET", a, "1"]], watch=[b])):
+            with pytest.raises(ferry.FerryError) as e:
+                call()
+            assert e.value.code == "bad_request" and "CROSSSLOT" in e.value.message
+
+
+def test_pipeline_spread_over_the_nodes(f, cluster):
+    keys = ["p:%d" % i for i in range(30)]
+    assert len({cluster.owner_of(k) for k in keys}) == 3
+    with f.client() as c:
+        cmds = []
+        for i, k in enumerate(keys):
+            cmds += [["SET", k, str(i)], ["INCR", k], ["GET", k]]
+        cmds.append(["PING"])
+        got = c.pipeline(cmds)
+        want = []
+        for i in range(len(keys)):
+            want += ["OK", i + 1, str(i + 1).encode()]
+        assert got == want + ["PONG"]
+        for k in keys[:5]:
+            assert cluster.node(cluster.owner_of(k)).cli("GET", k) == str(keys.index(k) + 1)
+        # A command whose keys span slots gets Redis's error in its place.
+        got = c.pipeline([["SET", keys[0], "z"], ["MGET"] + keys[:10], ["GET", keys[0]]])
+        assert got[0] == "OK" and got[2] == b"z"
+        assert isinstance(got[1], dict) and "CROSSSLOT" in got[1]["error"], got[1]
+
+
+def test_pubsub(f, cluster):
+    with f.client() as s, f.client() as p:
+        sub = s.pubsub.subscribe("news", "alerts")
+        for ch in ("news", "alerts"):
+            assert p.pubsub.publish(ch, "hello " + ch) >= 1
+            frame = s.next_push(20)
+            assert frame["sub"] == sub and frame["kind"] == "message"
+            assert frame["data"]["channel"] == ch.encode() or frame["data"]["channel"] == ch
+            assert frame["data"]["payload"] == ("hello " + ch).encode()
+        try:
+            s.next_push(0.3)
+            extra = True
+        except socket.timeout:
+            extra = False
+        assert not extra
