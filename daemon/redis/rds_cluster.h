@@ -95,6 +95,12 @@ struct rds_cluster {
     size_t rr;                 /* round-robin start for keyless commands */
     uint64_t moved, asks, tryagain, crossslot, split, unavailable, replica_reads;
     uint64_t refreshes, refresh_failures;
+    /* The address of the connections that may go to any node (a pub/sub
+     * subscriber's): a copy of a ready primary's target, moved to another
+     * one when that node fails or stops being a primary, so that such a
+     * connection reconnects to a live node (rds_cluster_floating_target). */
+    struct rds_target floating;
+    struct clu_node *floating_node; /* refers: the node floating copies; NULL until first used */
 };
 
 /* NULL with err when redis_cluster does not parse. */
@@ -136,6 +142,9 @@ struct rds_conn *rds_cluster_slot_conn(struct rds_cluster *cl, int slot);
  * by rds_cljob.c): a MOVED moves its slot in the map, so that the next
  * command for it goes to the right node. Returns whether it was one. */
 bool rds_cluster_redirected(struct rds_cluster *cl, const redisReply *reply);
+/* The target of connections that may go to any node and must survive
+ * that node's failure (rds_cluster.h, floating). */
+struct rds_target *rds_cluster_floating_target(struct rds_cluster *cl);
 enum backend_health rds_cluster_health(struct rds_cluster *cl, char *why, size_t len);
 /* Appends one map: nodes, map age and version, counters. */
 void rds_cluster_stats(struct rds_cluster *cl, struct cbuf *o);
