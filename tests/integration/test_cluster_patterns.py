@@ -225,6 +225,35 @@ def test_pubsub(f, cluster):
         assert not extra
 
 
+def test_stream_dead_letters_in_the_stream_slot(f, cluster):
+    """The claim script touches the stream and its dead-letter stream: on a
+    cluster the default dead-letter stream is "{<stream>}:dead"."""
+    s = "poison"
+    assert cluster.keyslot(s + ":dead") != cluster.keyslot(s)
+    with f.client() as c:
+        st = c.streams
+        st.create_group(s, "g", mkstream=True)
+        bad = st.add(s, {"body": "poison"})
+        sub = st.consume(s, "g", "w", claim_idle_ms=100, max_deliveries=2)
+        counts = []
+        while len(counts) < 2:
+            e = entry(st, sub)
+            assert e["id"] == bad
+            counts.append(e["deliveries"])
+        dead = "{%s}:dead" % s
+        node = cluster.node(cluster.owner_of(s))
+        wait_until(lambda: node.cli("XLEN", dead) == "1", timeout=20, what="a dead letter")
+        assert f.stats()["backends"]["redis"]["streams"]["dead_lettered"] == 1
+        st.cancel(sub)
+        # A dead-letter stream of one's own must share the stream's slot.
+        with pytest.raises(ferry.FerryError) as e:
+            st.consume(s, "g", "w2", dead_letter="elsewhere")
+        assert e.value.code == "bad_request" and "CROSSSLOT" in e.value.message
+        st.create_group("{t}in", "g", mkstream=True)
+        sub = st.consume("{t}in", "g", "w", dead_letter="{t}dlq")
+        st.cancel(sub)
+
+
 def test_subscriber_moves_when_its_node_dies(f, cluster):
     """Last in the file: it kills a primary of this file's cluster."""
     with f.client() as s, f.client() as p:
@@ -257,3 +286,4 @@ def test_subscriber_moves_when_its_node_dies(f, cluster):
         assert seen[-1] == b"after"
         n = holder()
         assert n is not None and n is not node
+
