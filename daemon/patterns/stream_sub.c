@@ -10,6 +10,7 @@
 #include "errors.h"
 #include "log.h"
 #include "rds_backend.h"
+#include "rds_cluster.h"
 #include "rds_slots.h"
 #include "rds_conn.h"
 #include "request.h"
@@ -216,6 +217,17 @@ static void read_failed(struct stream_sub *s, const redisReply *reply)
     if (reply->len >= 7 && !memcmp(reply->str, "NOGROUP", 7)) {
         recreate_group(s);
         return;
+    }
+    /* On a cluster, a MOVED (the stream's slot was resharded): the map
+     * learns it, and the next read goes on a connection to the new node
+     * (kept on this one while the pool has none to give). */
+    struct rds_backend *rb = s->m->rb;
+    if (rb->cluster && rds_cluster_redirected(rb->cluster, reply)) {
+        struct rds_conn *c = dedpool_take_for(rb, rds_slots_of(s->stream, s->stream_len));
+        if (c) {
+            dedpool_give(rb, s->conn, false);
+            s->conn = c;
+        }
     }
     note_error(s, "XREADGROUP", reply);
 }
