@@ -1,7 +1,7 @@
 /* blocking.c: the redis.blocking op (blocking.h).
  *
  *   submit: parse, find the timeout, check the policy
- *      │  dedpool_take (none free: overloaded)
+ *      │  dedpool_take_for the keys' slot (none free: overloaded)
  *      ▼
  *   the command, its timeout capped, on the taken connection
  *      │                                   │ request gone (client left,

@@ -113,7 +113,8 @@ struct rds_conn *dedpool_take(struct rds_backend *rb) { return dedpool_take_for(
 struct rds_conn *dedpool_take_for(struct rds_backend *rb, int slot)
 {
     struct dedpool *p = pool_of(rb);
-    struct rds_target *t = rb->cluster ? rds_cluster_slot_target(rb->cluster, slot) : NULL;
+    /* A keyless command (slot < 0) may take any idle connection. */
+    struct rds_target *t = rb->cluster && slot >= 0 ? rds_cluster_slot_target(rb->cluster, slot) : NULL;
     struct dslot *best = NULL, *other = NULL;
     p->just_moved = false;
     for (size_t i = 0; i < p->n; i++) {

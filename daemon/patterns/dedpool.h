@@ -1,7 +1,9 @@
 /* dedpool.h: the bounded pool of dedicated Redis connections: one
  * connection per blocking command (redis.blocking), per stream consumer
  * (stream.consume) and per WATCH transaction (redis.multi with watch),
- * never shared while in use, at most redis_blocking_pool of them.
+ * never shared while in use, at most redis_blocking_pool of them. On a
+ * Redis Cluster each connection serves one node (dedpool_take_for): the
+ * bound holds over all nodes together.
  *
  * A connection taken is the taker's until it gives it back; the taker
  * sends on it with rds_conn_send or rds_conn_call, and leaves c->hooks
