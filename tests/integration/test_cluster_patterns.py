@@ -254,6 +254,55 @@ def test_stream_dead_letters_in_the_stream_slot(f, cluster):
         st.cancel(sub)
 
 
+def test_one_dedicated_connection_moves_between_nodes(make_ferryd, cluster):
+    """redis_blocking_pool = 1: the one connection serves the node of the
+    latest key; a key on another node moves it (that request is refused
+    with overloaded, a retry is served)."""
+    seed = cluster.nodes[0].port
+    f1 = make_ferryd(["--set", "redis_cluster=" + cluster.seeds, "--set", "redis_blocking_pool=1"],
+                     redis_url="redis://127.0.0.1:%d/0" % seed)
+    a, b = spread(cluster, "one%d", n=2)
+    with f1.client() as c:
+        assert c.blocking("BLPOP", a, "0.05") is None
+        with pytest.raises(ferry.FerryError) as e:
+            c.blocking("BLPOP", b, "0.05")
+        assert e.value.code == "overloaded" and "moving" in e.value.message
+        c.redis("RPUSH", b, "x")
+        wait_until(lambda: _try_blpop(c, b) == [b.encode(), b"x"], timeout=20, what="BLPOP on the moved connection")
+        d = f1.stats()["backends"]["redis"]["dedicated"]
+        assert d["open"] == 1 and d["moved"] == 1
+
+
+def _try_blpop(c, key):
+    try:
+        return c.blocking("BLPOP", key, "0.05")
+    except ferry.FerryError as e:
+        assert e.code == "overloaded", e
+        return None
+
+
+def test_blocking_after_a_reshard(f, cluster):
+    """A slot moves under an idle dedicated connection: the next command
+    on it gets the MOVED (or, if the map was refreshed meanwhile, none),
+    and the one after goes to the new owner."""
+    key = "resharded"
+    src = cluster.node(cluster.owner_of(key))
+    dst = next(cluster.node(p) for p in cluster.primaries_now() if p != src.port)
+    slot = cluster.keyslot(key)
+    with f.client() as c:
+        assert c.blocking("BLPOP", key, "0.05") is None
+        did = dst.cli("CLUSTER", "MYID")
+        for n in [dst, src] + [cluster.node(p) for p in cluster.primaries_now() if p not in (dst.port, src.port)]:
+            assert n.cli("CLUSTER", "SETSLOT", slot, "NODE", did) == "OK"
+        wait_until(lambda: cluster.owner_of(key) == dst.port, timeout=20, what="the slot on its new node")
+        try:
+            assert c.blocking("BLPOP", key, "0.05") is None
+        except ferry.FerryError as e:
+            assert e.code == "backend_error" and e.message.startswith("MOVED"), e
+        dst.cli("RPUSH", key, "moved")
+        assert c.blocking("BLPOP", key, "1") == [key.encode(), b"moved"]
+
+
 def test_subscriber_moves_when_its_node_dies(f, cluster):
     """Last in the file: it kills a primary of this file's cluster."""
     with f.client() as s, f.client() as p:
