@@ -32,6 +32,7 @@ struct dedpool {
     size_t n, cap;
     bool started;               /* the loop runs: new connections may start */
     bool just_moved;            /* the latest take moved an idle connection (for dedpool_refusal) */
+    struct rds_conn *unusable;  /* refers: the latest take's idle connection to its node that cannot serve now */
     uint64_t taken, refused, unblocks;
     uint64_t moved;             /* idle connections moved to another cluster node */
 };
@@ -115,7 +116,7 @@ struct rds_conn *dedpool_take_for(struct rds_backend *rb, int slot)
     struct dedpool *p = pool_of(rb);
     /* A keyless command (slot < 0) may take any idle connection. */
     struct rds_target *t = rb->cluster && slot >= 0 ? rds_cluster_slot_target(rb->cluster, slot) : NULL;
-    struct dslot *best = NULL, *other = NULL;
+    struct dslot *best = NULL, *other = NULL, *same = NULL;
     p->just_moved = false;
     for (size_t i = 0; i < p->n; i++) {
         struct dslot *s = &p->slots[i];
@@ -125,11 +126,14 @@ struct rds_conn *dedpool_take_for(struct rds_backend *rb, int slot)
             other = other ? other : s;
             continue;
         }
-        if (!rds_conn_usable(s->c))
+        if (!rds_conn_usable(s->c)) {
+            same = same ? same : s;
             continue;
+        }
         if (!best || (s->c->state == RC_READY && best->c->state != RC_READY))
             best = s;
     }
+    p->unusable = same ? same->c : NULL;
     if (!best && p->n < (size_t)rb->t.rc->blocking_pool) {
         if (p->n == p->cap) {
             p->cap = p->cap ? p->cap * 2 : 4;
@@ -144,7 +148,9 @@ struct rds_conn *dedpool_take_for(struct rds_backend *rb, int slot)
         if (p->started)
             rds_conn_start(c);
     }
-    if (!best && other && p->started) {
+    /* Not while an idle one to that node is (re)connecting: a burst of
+     * retries would move one connection each. */
+    if (!best && !same && other && p->started) {
         log_info("redis: a dedicated connection moves from %s to %s", other->c->t->url_redacted, t->url_redacted);
         other->c->t = t;
         other->c->client_id = 0;
@@ -172,6 +178,11 @@ int dedpool_refusal(struct rds_backend *rb, char *msg, size_t len)
         snprintf(msg, len, "all %ld dedicated connections (redis_blocking_pool) are in use or serve other cluster "
                  "nodes; an idle one is moving to the key's node: retry", (long)rb->t.rc->blocking_pool);
         return FE_OVERLOADED;
+    }
+    if (p->unusable) {
+        const struct rds_conn *c = p->unusable;
+        snprintf(msg, len, "redis is unreachable (%s)", c->last_error[0] ? c->last_error : "reconnecting");
+        return FE_UNAVAILABLE;
     }
     for (size_t i = 0; i < p->n; i++)
         if (p->slots[i].st == DS_FREE) {

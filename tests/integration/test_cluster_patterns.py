@@ -277,7 +277,8 @@ def _try_blpop(c, key):
     try:
         return c.blocking("BLPOP", key, "0.05")
     except ferry.FerryError as e:
-        assert e.code == "overloaded", e
+        # overloaded while another node's is moving, unavailable while it reconnects
+        assert e.code in ("overloaded", "unavailable"), e
         return None
 
 
