@@ -102,7 +102,7 @@ def test_scripts_with_keys_in_one_slot(f, cluster):
         a, b = spread(cluster, "s%d", n=2)
         with pytest.raises(ferry.FerryError) as e:
             c.scripts.call("swap", [a, b], ["x"])
-        assert "CROSSSLOT" in e.value.message or e.value.code == "bad_request", e.value
+        assert e.value.code == "backend_error" and "CROSSSLOT" in e.value.message, e.value
 
 
 def entry(st, sub, timeout=20):
