@@ -304,6 +304,41 @@ def test_blocking_after_a_reshard(f, cluster):
         assert c.blocking("BLPOP", key, "1") == [key.encode(), b"moved"]
 
 
+def _move_slot(cluster, slot, src, dst):
+    """Moves slot (with its keys) from src to dst as redis-cli reshard does."""
+    sid, did = src.cli("CLUSTER", "MYID"), dst.cli("CLUSTER", "MYID")
+    assert dst.cli("CLUSTER", "SETSLOT", slot, "IMPORTING", sid) == "OK"
+    assert src.cli("CLUSTER", "SETSLOT", slot, "MIGRATING", did) == "OK"
+    while True:
+        keys = src.cli("CLUSTER", "GETKEYSINSLOT", slot, 10).split()
+        if not keys:
+            break
+        assert src.cli("MIGRATE", "127.0.0.1", dst.port, "", 0, 5000, "KEYS", *keys) in ("OK", "NOKEY")
+    for n in [dst, src] + [cluster.node(p) for p in cluster.primaries_now() if p not in (dst.port, src.port)]:
+        assert n.cli("CLUSTER", "SETSLOT", slot, "NODE", did) == "OK"
+
+
+def test_stream_consume_follows_a_reshard(f, cluster):
+    s = "moving-stream"
+    src = cluster.node(cluster.owner_of(s))
+    dst = next(cluster.node(p) for p in cluster.primaries_now() if p != src.port)
+    with f.client() as c:
+        st = c.streams
+        st.create_group(s, "g", mkstream=True)
+        sub = st.consume(s, "g", "c1")
+        id1 = st.add(s, {"n": "1"})
+        assert entry(st, sub)["id"] == id1
+        assert st.ack(id1, sub=sub) == 1
+        # The blocked read on the old node is answered MOVED when the slot goes.
+        _move_slot(cluster, cluster.keyslot(s), src, dst)
+        wait_until(lambda: cluster.owner_of(s) == dst.port, timeout=20, what="the stream on its new node")
+        id2 = st.add(s, {"n": "2"})
+        assert entry(st, sub)["id"] == id2
+        assert st.ack(id2, sub=sub) == 1
+        assert dst.cli("XPENDING", s, "g").splitlines()[0] == "0"
+        st.cancel(sub)
+
+
 def test_subscriber_moves_when_its_node_dies(f, cluster):
     """Last in the file: it kills a primary of this file's cluster."""
     with f.client() as s, f.client() as p:
