@@ -354,12 +354,12 @@ static void pipeline_routed(struct txn_job *j)
                                     slot == RDS_CLUSTER_KEYLESS ? 0 : lens[first], j->cmds.argc[i], argv, lens,
                                     on_routed_reply, &j->parts[i]);
         if (code) {
-            if (!j->send_code) {
-                j->send_code = code;
-                snprintf(j->err, sizeof(j->err), "command %d could not be sent (%s); the commands before it "
-                         "may have run", i + 1, fe_name(code));
-            }
-            j->awaited--;
+            /* Those after it are not sent either. */
+            j->send_code = code;
+            snprintf(j->err, sizeof(j->err), "command %d could not be sent (%s); the commands before it "
+                     "may have run, the others did not", i + 1, fe_name(code));
+            j->awaited -= (size_t)(j->cmds.n - i);
+            break;
         }
     }
     routed_release(j);
