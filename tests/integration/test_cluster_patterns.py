@@ -71,6 +71,20 @@ def test_locks_on_every_primary(f, cluster):
             with pytest.raises(ferry.FerryError) as e:
                 c.locks.release(name, got["token"])
             assert e.value.code == "not_held"
+        # A waiting acquire gets the lock once its holder releases it.
+        got = c.locks.acquire(names[0], 10000)
+        result = {}
+
+        def waiter():
+            with f.client() as w:
+                result["got"] = w.locks.acquire(names[0], 10000, wait_ms=15000, deadline=20000)
+        t = threading.Thread(target=waiter)
+        t.start()
+        wait_until(lambda: f.stats()["backends"]["redis"]["locks"]["waiting"] == 1, timeout=10,
+                   what="the acquire to wait")
+        assert c.locks.release(names[0], got["token"]) == {"released": True}
+        t.join(30)
+        assert result["got"]["acquired"] is True and result["got"]["fence"] > got["fence"]
 
 
 def test_cache_and_ratelimit(f, cluster):
