@@ -1,7 +1,7 @@
 /* blocking.c: the redis.blocking op (blocking.h).
  *
  *   submit: parse, find the timeout, check the policy
- *      │  dedpool_take (none free: overloaded)
+ *      │  dedpool_take_for the keys' slot (none free: overloaded)
  *      ▼
  *   the command, its timeout capped, on the taken connection
  *      │                                   │ request gone (client left,
@@ -20,6 +20,7 @@
 #include "errors.h"
 #include "log.h"
 #include "rds_backend.h"
+#include "rds_cluster.h"
 #include "rds_command.h"
 #include "rds_config.h"
 #include "rds_conn.h"
@@ -54,6 +55,10 @@ static void on_reply(void *arg, const redisReply *reply)
     if (!j->given)
         dedpool_give(j->rb, j->c, false);
     struct request *r = j->job.r;
+    /* A MOVED (a reshard) answers the request as it is; the map learns
+     * it, so that a retry goes to the right node. */
+    if (j->rb->cluster)
+        (void)rds_cluster_redirected(j->rb->cluster, reply);
     if (r) {
         if (!reply || reply->type == REDIS_REPLY_ERROR) {
             rds_backend_fail_reply(r, reply);
@@ -103,7 +108,15 @@ static int submit(struct rds_backend *rb, struct request *r)
         code = 0;
         goto done;
     }
-    struct rds_conn *c = dedpool_take(rb);
+    /* On a cluster the command goes to its keys' node; keys in several
+     * slots would be refused there with CROSSSLOT anyway. */
+    int first, slot = rb->cluster ? rds_cluster_keys_slot(rb->cluster, argc, argv, lens, &first) : -1;
+    if (slot == RDS_CLUSTER_CROSSSLOT) {
+        request_fail(r, FE_BAD_REQUEST, "CROSSSLOT: on a cluster, the keys of one command must be in one slot "
+                                        "(give them a common {hash tag})");
+        goto done;
+    }
+    struct rds_conn *c = dedpool_take_for(rb, slot);
     if (!c) {
         code = dedpool_refusal(rb, msg, sizeof(msg));
         request_fail(r, code, msg);

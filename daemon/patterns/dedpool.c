@@ -8,6 +8,7 @@
 #include "errors.h"
 #include "log.h"
 #include "rds_backend.h"
+#include "rds_cluster.h"
 #include "rds_config.h"
 #include "rds_conn.h"
 
@@ -30,7 +31,10 @@ struct dedpool {
     struct dslot *slots;        /* owns: every dedicated connection made */
     size_t n, cap;
     bool started;               /* the loop runs: new connections may start */
+    bool just_moved;            /* the latest take moved an idle connection (for dedpool_refusal) */
+    struct rds_conn *unusable;  /* refers: the latest take's idle connection to its node that cannot serve now */
     uint64_t taken, refused, unblocks;
+    uint64_t moved;             /* idle connections moved to another cluster node */
 };
 
 /* A CLIENT UNBLOCK that finds its target not blocked is sent again this
@@ -99,23 +103,43 @@ static void on_lost(struct rds_conn *c, void *arg)
     c->client_id = 0;
 }
 
-struct rds_conn *dedpool_take(struct rds_backend *rb)
+struct rds_conn *dedpool_take(struct rds_backend *rb) { return dedpool_take_for(rb, -1); }
+
+/* On a cluster, a connection belongs to one node (its target, which
+ * the node owns): one for slot is taken among the connections to the
+ * slot's primary. When the pool is full and none of those is idle, an
+ * idle one to another node is moved there (it reconnects) and this
+ * request is refused with overloaded: the pool stays bounded over all
+ * the nodes, and a retry finds the moved one. */
+struct rds_conn *dedpool_take_for(struct rds_backend *rb, int slot)
 {
     struct dedpool *p = pool_of(rb);
-    struct dslot *best = NULL;
+    /* A keyless command (slot < 0) may take any idle connection. */
+    struct rds_target *t = rb->cluster && slot >= 0 ? rds_cluster_slot_target(rb->cluster, slot) : NULL;
+    struct dslot *best = NULL, *other = NULL, *same = NULL;
+    p->just_moved = false;
     for (size_t i = 0; i < p->n; i++) {
         struct dslot *s = &p->slots[i];
-        if (s->st != DS_FREE || !rds_conn_usable(s->c))
+        if (s->st != DS_FREE)
             continue;
+        if (t && s->c->t != t) {
+            other = other ? other : s;
+            continue;
+        }
+        if (!rds_conn_usable(s->c)) {
+            same = same ? same : s;
+            continue;
+        }
         if (!best || (s->c->state == RC_READY && best->c->state != RC_READY))
             best = s;
     }
+    p->unusable = same ? same->c : NULL;
     if (!best && p->n < (size_t)rb->t.rc->blocking_pool) {
         if (p->n == p->cap) {
             p->cap = p->cap ? p->cap * 2 : 4;
             p->slots = xrealloc(p->slots, p->cap * sizeof(*p->slots));
         }
-        struct rds_conn *c = rds_backend_dedicated(rb);
+        struct rds_conn *c = t ? rds_backend_dedicated_to(rb, t) : rds_backend_dedicated(rb);
         c->hooks.ready = on_ready;
         c->hooks.lost = on_lost;
         c->hooks.arg = p;
@@ -124,11 +148,21 @@ struct rds_conn *dedpool_take(struct rds_backend *rb)
         if (p->started)
             rds_conn_start(c);
     }
+    /* Not while an idle one to that node is (re)connecting: a burst of
+     * retries would move one connection each. */
+    if (!best && !same && other && p->started) {
+        log_info("redis: a dedicated connection moves from %s to %s", other->c->t->url_redacted, t->url_redacted);
+        other->c->t = t;
+        other->c->client_id = 0;
+        p->moved++;
+        p->just_moved = true;
+        rds_conn_reconnect(other->c, "moved to another cluster node");
+    }
     if (!best) {
         bool all_taken = true;
         for (size_t i = 0; i < p->n; i++)
             all_taken &= p->slots[i].st != DS_FREE;
-        p->refused += all_taken;
+        p->refused += all_taken || other;
         return NULL;
     }
     best->st = DS_TAKEN;
@@ -140,6 +174,16 @@ struct rds_conn *dedpool_take(struct rds_backend *rb)
 int dedpool_refusal(struct rds_backend *rb, char *msg, size_t len)
 {
     struct dedpool *p = pool_of(rb);
+    if (p->just_moved) {
+        snprintf(msg, len, "all %ld dedicated connections (redis_blocking_pool) are in use or serve other cluster "
+                 "nodes; an idle one is moving to the key's node: retry", (long)rb->t.rc->blocking_pool);
+        return FE_OVERLOADED;
+    }
+    if (p->unusable) {
+        const struct rds_conn *c = p->unusable;
+        snprintf(msg, len, "redis is unreachable (%s)", c->last_error[0] ? c->last_error : "reconnecting");
+        return FE_UNAVAILABLE;
+    }
     for (size_t i = 0; i < p->n; i++)
         if (p->slots[i].st == DS_FREE) {
             const struct rds_conn *c = p->slots[i].c;
@@ -254,7 +298,7 @@ static void dp_stats(struct rds_backend *rb, void *state, struct cbuf *o)
         busy += p->slots[i].st != DS_FREE;
         ready += p->slots[i].c->state == RC_READY;
     }
-    cbuf_map(o, 7);
+    cbuf_map(o, 8);
     cbuf_str(o, "size");
     cbuf_uint(o, (uint64_t)rb->t.rc->blocking_pool);
     cbuf_str(o, "open");
@@ -269,6 +313,8 @@ static void dp_stats(struct rds_backend *rb, void *state, struct cbuf *o)
     cbuf_uint(o, p->refused);
     cbuf_str(o, "unblocks");
     cbuf_uint(o, p->unblocks);
+    cbuf_str(o, "moved");
+    cbuf_uint(o, p->moved);
 }
 
 static void dp_close(struct rds_backend *rb, void *state)

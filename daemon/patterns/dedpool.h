@@ -1,7 +1,9 @@
 /* dedpool.h: the bounded pool of dedicated Redis connections: one
  * connection per blocking command (redis.blocking), per stream consumer
  * (stream.consume) and per WATCH transaction (redis.multi with watch),
- * never shared while in use, at most redis_blocking_pool of them.
+ * never shared while in use, at most redis_blocking_pool of them. On a
+ * Redis Cluster each connection serves one node (dedpool_take_for): the
+ * bound holds over all nodes together.
  *
  * A connection taken is the taker's until it gives it back; the taker
  * sends on it with rds_conn_send or rds_conn_call, and leaves c->hooks
@@ -27,6 +29,10 @@ struct rds_conn;
 /* An idle connection (ready or connecting), or a new one while fewer
  * than redis_blocking_pool exist; NULL when all are taken. */
 struct rds_conn *dedpool_take(struct rds_backend *rb);
+/* The same for a command on slot's keys: on a cluster, a connection to
+ * the primary serving slot (slot < 0: any primary); elsewhere slot is
+ * ignored. */
+struct rds_conn *dedpool_take_for(struct rds_backend *rb, int slot);
 /* Why dedpool_take returned NULL, for the request's answer: FE_OVERLOADED
  * when every connection is taken, FE_UNAVAILABLE when the idle ones
  * cannot reach Redis. Writes the message to msg. */

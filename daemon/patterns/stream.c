@@ -10,6 +10,7 @@
 #include "pargs.h"
 #include "rds_backend.h"
 #include "rds_config.h"
+#include "rds_slots.h"
 #include "request.h"
 #include "stream.h"
 #include "stream_entry.h"
@@ -289,6 +290,19 @@ static int op_consume(struct rds_backend *rb, struct request *r)
         memcpy(dead + a[0].n, ":dead", 5);
         sa.dead = dead;
         sa.dead_len = a[0].n + 5;
+    }
+    /* On a cluster, the claim script touches both streams: they must be
+     * in one slot. The default follows the stream's slot there. */
+    if (rb->cluster && rds_slots_of(sa.dead, sa.dead_len) != rds_slots_of(sa.stream, sa.stream_len)) {
+        if (a[6].present)
+            return bad(r, "CROSSSLOT: on a cluster, 'dead_letter' must be in the stream's slot "
+                          "(give both a common {hash tag})");
+        dead[0] = '{';
+        memcpy(dead + 1, a[0].p, a[0].n);
+        memcpy(dead + 1 + a[0].n, "}:dead", 6);
+        sa.dead_len = a[0].n + 7;
+        if (rds_slots_of(sa.dead, sa.dead_len) != rds_slots_of(sa.stream, sa.stream_len))
+            return bad(r, "CROSSSLOT: on a cluster, this stream needs a 'dead_letter' in its slot");
     }
     if (sa.dead_len == sa.stream_len && !memcmp(sa.dead, sa.stream, sa.stream_len))
         return bad(r, "'dead_letter' must be another stream than 'stream'");

@@ -10,6 +10,8 @@
 #include "errors.h"
 #include "log.h"
 #include "rds_backend.h"
+#include "rds_cluster.h"
+#include "rds_slots.h"
 #include "rds_conn.h"
 #include "request.h"
 #include "stream_entry.h"
@@ -216,6 +218,17 @@ static void read_failed(struct stream_sub *s, const redisReply *reply)
         recreate_group(s);
         return;
     }
+    /* On a cluster, a MOVED (the stream's slot was resharded): the map
+     * learns it, and the next read goes on a connection to the new node
+     * (kept on this one while the pool has none to give). */
+    struct rds_backend *rb = s->m->rb;
+    if (rb->cluster && rds_cluster_redirected(rb->cluster, reply)) {
+        struct rds_conn *c = dedpool_take_for(rb, rds_slots_of(s->stream, s->stream_len));
+        if (c) {
+            dedpool_give(rb, s->conn, false);
+            s->conn = c;
+        }
+    }
     note_error(s, "XREADGROUP", reply);
 }
 
@@ -406,7 +419,7 @@ static char *copy_into(char **p, const char *src, size_t n)
 
 int stream_sub_start(struct stream_subs *m, struct request *r, const struct stream_sub_args *a)
 {
-    struct rds_conn *c = dedpool_take(m->rb);
+    struct rds_conn *c = dedpool_take_for(m->rb, m->rb->cluster ? rds_slots_of(a->stream, a->stream_len) : -1);
     if (!c)
         return FE_OVERLOADED;
     struct stream_sub *s = xcalloc(1, sizeof(*s));

@@ -26,6 +26,8 @@
 #include "errors.h"
 #include "pargs.h"
 #include "rds_backend.h"
+#include "rds_cluster.h"
+#include "rds_slots.h"
 #include "rds_config.h"
 #include "rds_conn.h"
 #include "rds_reply.h"
@@ -75,6 +77,15 @@ struct txn_job {
     bool aborted;               /* EXEC answered nil: a watched key changed */
     long mismatch;              /* the expected value that differed, or -1 */
     char err[512];              /* the first error reply, with where it came from */
+    int send_code;              /* a routed pipeline's command could not be sent: the request fails with it */
+    struct txn_part *parts;     /* owns: a routed pipeline's replies, one per command (cluster) */
+};
+
+/* On a cluster, a pipeline's commands go to their keys' nodes and their
+ * replies come back in any order: each is kept here until all are in. */
+struct txn_part {
+    struct txn_job *j;          /* refers */
+    struct cbuf out;            /* owns: the reply, encoded */
 };
 
 static void cmds_free(struct txn_cmds *c)
@@ -194,6 +205,11 @@ static void job_free(struct txn_job *j)
 {
     if (j->dedicated)
         dedpool_give(j->rb, j->c, false);
+    if (j->parts) {
+        for (int i = 0; i < j->cmds.n; i++)
+            cbuf_free(&j->parts[i].out);
+        free(j->parts);
+    }
     cmds_free(&j->cmds);
     free(j->expect);
     free(j->wargv);
@@ -205,6 +221,10 @@ static void job_free(struct txn_job *j)
 /* Keeps the first error reply, saying where it came from. */
 static void note_error(struct txn_job *j, const char *where, long n, const redisReply *reply)
 {
+    /* A MOVED on a multi's node (a reshard): the map learns it, so that a
+     * retry goes to the right node. */
+    if (j->rb->cluster)
+        (void)rds_cluster_redirected(j->rb->cluster, reply);
     if (j->err[0])
         return;
     int l = (int)(reply->len > 400 ? 400 : reply->len);
@@ -230,7 +250,9 @@ static void answer(struct txn_job *j)
     if (!r)
         return;
     j->job.r = NULL;
-    if (j->lost) {
+    if (j->send_code) {
+        request_fail(r, j->send_code, j->err);
+    } else if (j->lost) {
         request_fail(r, FE_UNAVAILABLE,
                      "the connection to redis was lost; the commands may or may not have run");
     } else if (j->err[0]) {
@@ -288,6 +310,61 @@ static int send_all(struct txn_job *j, void (*fn)(void *, const redisReply *))
     return 0;
 }
 
+/* A routed pipeline's reply: kept in its command's place; the last one
+ * puts them together in order and answers. */
+static void routed_release(struct txn_job *j)
+{
+    if (--j->awaited)
+        return;
+    for (int i = 0; i < j->cmds.n && !j->too_large; i++) {
+        cbuf_put(&j->out, j->parts[i].out.data, j->parts[i].out.len);
+        j->too_large = j->out.len > (size_t)j->rb->t.cfg->max_frame;
+    }
+    answer(j);
+    job_free(j);
+}
+
+static void on_routed_reply(void *arg, const redisReply *reply)
+{
+    struct txn_part *part = arg;
+    struct txn_job *j = part->j;
+    if (!reply)
+        j->lost = true;
+    else if (!j->too_large)
+        rds_reply_encode(reply, &part->out);
+    routed_release(j);
+}
+
+/* redis.pipeline on a cluster: each command through the cluster's
+ * routing (its first key's slot, MOVED and ASK followed), as the redis
+ * op sends it; commands for one slot keep their order. A command whose
+ * keys span slots is not split (the redis op splits MGET and the like):
+ * Redis's CROSSSLOT error takes its place. */
+static void pipeline_routed(struct txn_job *j)
+{
+    j->parts = xcalloc((size_t)j->cmds.n, sizeof(*j->parts));
+    j->awaited = (size_t)j->cmds.n + 1; /* + 1: none completes while sending */
+    for (int i = 0; i < j->cmds.n; i++) {
+        const char *const *argv = j->cmds.argv + j->cmds.first[i];
+        const size_t *lens = j->cmds.lens + j->cmds.first[i];
+        int first, slot = rds_cluster_keys_slot(j->rb->cluster, j->cmds.argc[i], argv, lens, &first);
+        j->parts[i].j = j;
+        cbuf_init(&j->parts[i].out);
+        int code = rds_backend_call(j->rb, slot == RDS_CLUSTER_KEYLESS ? NULL : argv[first],
+                                    slot == RDS_CLUSTER_KEYLESS ? 0 : lens[first], j->cmds.argc[i], argv, lens,
+                                    on_routed_reply, &j->parts[i]);
+        if (code) {
+            /* Those after it are not sent either. */
+            j->send_code = code;
+            snprintf(j->err, sizeof(j->err), "command %d could not be sent (%s); the commands before it "
+                     "may have run, the others did not", i + 1, fe_name(code));
+            j->awaited -= (size_t)(j->cmds.n - i);
+            break;
+        }
+    }
+    routed_release(j);
+}
+
 static int pipeline_submit(struct rds_backend *rb, struct request *r)
 {
     struct parg spec[] = {{.name = "commands", .type = PA_ARRAY, .required = true}};
@@ -305,6 +382,13 @@ static int pipeline_submit(struct rds_backend *rb, struct request *r)
     if (code) {
         request_fail(r, code, msg);
         job_free(j);
+        return 0;
+    }
+    if (rb->cluster) {
+        j->stage = TS_PIPELINE;
+        cbuf_array(&j->out, (size_t)j->cmds.n);
+        rds_backend_hold(r, &j->job);
+        pipeline_routed(j);
         return 0;
     }
     j->c = pick(rb);
@@ -473,6 +557,29 @@ static int watch_read(struct rds_backend *rb, struct request *r, struct txn_job 
     return code;
 }
 
+/* On a cluster, the slot a multi runs in: its commands' keys and the
+ * watched ones must all be in one (a transaction runs on one node).
+ * Returns it (RDS_CLUSTER_KEYLESS: no key at all), or
+ * RDS_CLUSTER_CROSSSLOT. */
+static int multi_slot(struct rds_backend *rb, const struct txn_job *j)
+{
+    int slot = RDS_CLUSTER_KEYLESS;
+    for (int i = 0; i < j->cmds.n + (int)j->nwatch; i++) {
+        int first, s;
+        if (i < j->cmds.n)
+            s = rds_cluster_keys_slot(rb->cluster, j->cmds.argc[i], j->cmds.argv + j->cmds.first[i],
+                                      j->cmds.lens + j->cmds.first[i], &first);
+        else
+            s = rds_slots_of(j->wargv[1 + i - j->cmds.n], j->wlens[1 + i - j->cmds.n]);
+        if (s == RDS_CLUSTER_KEYLESS)
+            continue;
+        if (s == RDS_CLUSTER_CROSSSLOT || (slot >= 0 && s != slot))
+            return RDS_CLUSTER_CROSSSLOT;
+        slot = s;
+    }
+    return slot;
+}
+
 static int multi_submit(struct rds_backend *rb, struct request *r)
 {
     struct parg spec[] = {
@@ -502,8 +609,18 @@ static int multi_submit(struct rds_backend *rb, struct request *r)
         job_free(j);
         return 0;
     }
+    int slot = rb->cluster ? multi_slot(rb, j) : RDS_CLUSTER_KEYLESS;
+    if (slot == RDS_CLUSTER_CROSSSLOT) {
+        request_fail(r, FE_BAD_REQUEST, "CROSSSLOT: on a cluster, every key of a redis.multi (its commands' and "
+                                        "the watched ones) must be in one slot: give them a common {hash tag}");
+        job_free(j);
+        return 0;
+    }
     if (!watching) {
-        j->c = pick(rb);
+        /* On a cluster: the shared connection of the slot's node. A MOVED
+         * (a reshard meanwhile) refuses the commands, and EXEC answers
+         * EXECABORT with it: the request fails, nothing ran. */
+        j->c = rb->cluster ? rds_cluster_slot_conn(rb->cluster, slot) : pick(rb);
         if (!j->c || !room(j->c, (size_t)j->cmds.n + 2)) {
             code = j->c ? FE_OVERLOADED : FE_UNAVAILABLE;
             job_free(j);
@@ -513,7 +630,7 @@ static int multi_submit(struct rds_backend *rb, struct request *r)
         send_exec(j);
         return 0;
     }
-    j->c = dedpool_take(rb);
+    j->c = dedpool_take_for(rb, slot);
     if (!j->c) {
         request_fail(r, dedpool_refusal(rb, msg, sizeof(msg)), msg);
         job_free(j);

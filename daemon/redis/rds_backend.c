@@ -751,9 +751,13 @@ void rds_backend_fail_reply(struct request *r, const redisReply *reply)
 
 struct rds_conn *rds_backend_dedicated(struct rds_backend *rb)
 {
-    /* On a cluster: a ready primary's (blocking commands are not routed
-     * by key there yet; docs/scale-out.md). */
-    struct rds_target *t = rb->cluster ? rds_cluster_any_target(rb->cluster) : &rb->t;
+    /* On a cluster: any node's, and another's when that one fails (a
+     * subscriber); dedpool.c asks for the key's node instead. */
+    return rds_backend_dedicated_to(rb, rb->cluster ? rds_cluster_floating_target(rb->cluster) : &rb->t);
+}
+
+struct rds_conn *rds_backend_dedicated_to(struct rds_backend *rb, struct rds_target *t)
+{
     struct rds_conn *c = rds_conn_new(t ? t : &rb->t, (unsigned)(rb->nconns + 1 + rb->dedicated++));
     c->quiet = true;
     return c;

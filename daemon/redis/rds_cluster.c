@@ -32,6 +32,8 @@ static const char *role_name(enum clu_role r)
 
 static struct clu_node *node_of(struct rds_target *t) { return container_of(t, struct clu_node, t); }
 
+static void floating_follow(struct rds_cluster *cl);
+
 static void on_node_changed(struct rds_target *t)
 {
     struct clu_node *n = node_of(t);
@@ -45,6 +47,7 @@ static void on_node_changed(struct rds_target *t)
          * map timer asks every tick from now on. */
         cl->refresh_wanted = true;
     }
+    floating_follow(cl);
     cl->h.changed(cl->h.arg);
 }
 
@@ -187,6 +190,7 @@ static void on_slots(void *arg, const redisReply *reply)
     cl->map_known = true;
     cl->refresh_wanted = false;
     rds_slots_free(&m);
+    floating_follow(cl);
     cl->h.changed(cl->h.arg);
 }
 
@@ -262,6 +266,7 @@ void rds_cluster_start(struct rds_cluster *cl)
         if (cl->node[i]->conn)
             rds_conn_start(cl->node[i]->conn);
     }
+    cl->floating.loop = loop;
     uv_timer_init(loop, &cl->map_timer);
     uv_timer_init(loop, &cl->retry_timer);
     uv_timer_start(&cl->map_timer, on_map_tick, REFRESH_TICK_MS, REFRESH_TICK_MS);
@@ -301,6 +306,102 @@ struct rds_target *rds_cluster_any_target(struct rds_cluster *cl)
 {
     struct clu_node *n = rds_cluster_any(cl);
     return n ? &n->t : cl->nnodes ? &cl->node[0]->t : NULL;
+}
+
+int rds_cluster_keys_slot(struct rds_cluster *cl, int argc, const char *const *argv, const size_t *lens,
+                          int *first)
+{
+    const struct rds_cmd *cmd = rds_commands_find(cl->h.commands, argc, argv, lens);
+    int small[16], *pos = small;
+    int nk = cmd ? rds_commands_keys(cmd, argc, argv, lens, pos, 16) : 0;
+    if (nk > 16) {
+        pos = xmalloc((size_t)nk * sizeof(*pos));
+        nk = rds_commands_keys(cmd, argc, argv, lens, pos, nk);
+    }
+    int slot = RDS_CLUSTER_KEYLESS;
+    *first = nk > 0 ? pos[0] : 0;
+    for (int i = 0; i < nk; i++) {
+        int s = rds_slots_of(argv[pos[i]], lens[pos[i]]);
+        if (slot >= 0 && s != slot) {
+            slot = RDS_CLUSTER_CROSSSLOT;
+            break;
+        }
+        slot = s;
+    }
+    if (pos != small)
+        free(pos);
+    return slot;
+}
+
+struct rds_target *rds_cluster_slot_target(struct rds_cluster *cl, int slot)
+{
+    if (slot >= 0 && slot < RDS_SLOTS && cl->owner[slot])
+        return &cl->node[cl->owner[slot] - 1]->t;
+    return rds_cluster_any_target(cl);
+}
+
+struct rds_conn *rds_cluster_slot_conn(struct rds_cluster *cl, int slot)
+{
+    struct clu_node *n = rds_cluster_route(cl, slot >= 0 && slot < RDS_SLOTS ? slot : -1, false);
+    return n && n->conn && rds_conn_usable(n->conn) ? n->conn : NULL;
+}
+
+bool rds_cluster_redirected(struct rds_cluster *cl, const redisReply *reply)
+{
+    if (!reply || reply->type != REDIS_REPLY_ERROR)
+        return false;
+    int slot, port;
+    char host[256];
+    if (rds_slots_redirect(reply->str, reply->len, &slot, host, sizeof(host), &port) != RDS_REDIRECT_MOVED ||
+        slot < 0 || slot >= RDS_SLOTS || !host[0])
+        return false;
+    struct clu_node *n = rds_cluster_node(cl, host, port, true);
+    if (!n)
+        return false;
+    rds_cluster_connect(n);
+    cl->moved++;
+    rds_cluster_moved(cl, slot, n);
+    return true;
+}
+
+static void floating_changed(struct rds_target *t) { (void)t; }
+
+/* Points floating at n: the node's address and settings; the strings
+ * stay n's (nodes live as long as the cluster). */
+static void floating_set(struct rds_cluster *cl, struct clu_node *n)
+{
+    cl->floating = n->t;
+    cl->floating.changed = floating_changed;
+    cl->floating.control_ready = NULL;
+    snprintf(cl->floating.url_redacted, sizeof(cl->floating.url_redacted), "redis://%s:%d (cluster node, any)",
+             n->t.addr.host, n->t.addr.port);
+    cl->floating_node = n;
+}
+
+/* Once used, floating leaves a node that is not a ready primary for one
+ * that is: a connection on it reconnects there at its next attempt. */
+static void floating_follow(struct rds_cluster *cl)
+{
+    struct clu_node *cur = cl->floating_node;
+    if (!cur || (cur->conn && cur->conn->state == RC_READY && cur->role != ROLE_REPLICA))
+        return;
+    struct clu_node *n = rds_cluster_any(cl);
+    if (!n || n == cur || !n->conn || n->conn->state != RC_READY)
+        return;
+    log_info("redis cluster: connections to any node move from %s:%d to %s:%d", cur->t.addr.host, cur->t.addr.port,
+             n->t.addr.host, n->t.addr.port);
+    floating_set(cl, n);
+}
+
+struct rds_target *rds_cluster_floating_target(struct rds_cluster *cl)
+{
+    if (!cl->floating_node) {
+        struct clu_node *n = rds_cluster_any(cl);
+        if (!n && !cl->nnodes)
+            return NULL;
+        floating_set(cl, n ? n : cl->node[0]);
+    }
+    return &cl->floating;
 }
 
 enum backend_health rds_cluster_health(struct rds_cluster *cl, char *why, size_t len)

@@ -95,6 +95,12 @@ struct rds_cluster {
     size_t rr;                 /* round-robin start for keyless commands */
     uint64_t moved, asks, tryagain, crossslot, split, unavailable, replica_reads;
     uint64_t refreshes, refresh_failures;
+    /* The address of the connections that may go to any node (a pub/sub
+     * subscriber's): a copy of a ready primary's target, moved to another
+     * one when that node fails or stops being a primary, so that such a
+     * connection reconnects to a live node (rds_cluster_floating_target). */
+    struct rds_target floating;
+    struct clu_node *floating_node; /* refers: the node floating copies; NULL until first used */
 };
 
 /* NULL with err when redis_cluster does not parse. */
@@ -118,6 +124,27 @@ struct clu_node *rds_cluster_any(struct rds_cluster *cl);
 /* A node's target, for dedicated connections (blocking commands): a
  * ready primary's, else the first seed's. */
 struct rds_target *rds_cluster_any_target(struct rds_cluster *cl);
+/* For the patterns' own connections (dedicated ones, redis.multi):
+ * the slot of argv's keys (RDS_CLUSTER_KEYLESS: none, or the command is
+ * unknown; RDS_CLUSTER_CROSSSLOT: they span slots), with the position of
+ * the first key in *first (0 when keyless). */
+#define RDS_CLUSTER_KEYLESS (-1)
+#define RDS_CLUSTER_CROSSSLOT (-2)
+int rds_cluster_keys_slot(struct rds_cluster *cl, int argc, const char *const *argv, const size_t *lens,
+                          int *first);
+/* The target of the primary serving slot (slot < 0, or no owner known:
+ * a ready primary's, as rds_cluster_any_target). */
+struct rds_target *rds_cluster_slot_target(struct rds_cluster *cl, int slot);
+/* The shared connection of slot's primary (slot < 0: any primary's), or
+ * NULL when it cannot take a command now. */
+struct rds_conn *rds_cluster_slot_conn(struct rds_cluster *cl, int slot);
+/* An error reply read on a connection of the patterns' own (not routed
+ * by rds_cljob.c): a MOVED moves its slot in the map, so that the next
+ * command for it goes to the right node. Returns whether it was one. */
+bool rds_cluster_redirected(struct rds_cluster *cl, const redisReply *reply);
+/* The target of connections that may go to any node and must survive
+ * that node's failure (rds_cluster.h, floating). */
+struct rds_target *rds_cluster_floating_target(struct rds_cluster *cl);
 enum backend_health rds_cluster_health(struct rds_cluster *cl, char *why, size_t len);
 /* Appends one map: nodes, map age and version, counters. */
 void rds_cluster_stats(struct rds_cluster *cl, struct cbuf *o);

@@ -108,6 +108,10 @@ void rds_backend_fail_reply(struct request *r, const redisReply *reply);
  * commands, subscriptions, WATCH): not pooled, not counted in health.
  * The caller sets c->hooks, starts it with rds_conn_start and owns it. */
 struct rds_conn *rds_backend_dedicated(struct rds_backend *rb);
+/* The same, to t's address (a cluster node's, rds_cluster_slot_target;
+ * NULL: the backend's). */
+struct rds_target;
+struct rds_conn *rds_backend_dedicated_to(struct rds_backend *rb, struct rds_target *t);
 /* Module m's state, as its create() set it. */
 void *rds_backend_state(struct rds_backend *rb, const struct rds_module *m);
 
