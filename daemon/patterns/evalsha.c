@@ -1,7 +1,13 @@
 /* evalsha.c: built-in scripts run by digest, loaded again on NOSCRIPT. */
 #include <stdlib.h>
 #include <string.h>
-#include <openssl/evp.h>
+/* SHA1_Init and friends are deprecated in OpenSSL 3 in favour of EVP (as
+ * SHA1() now is a wrapper of), but EVP's first fetch loads the default
+ * provider and its algorithm tables, which left 3.4 MiB of libcrypto
+ * resident in an idle ferryd that uses no TLS; the low-level calls run
+ * the digest directly. */
+#define OPENSSL_SUPPRESS_DEPRECATED
+#include <openssl/sha.h>
 
 #include "cbuf.h"
 #include "evalsha.h"
@@ -11,9 +17,9 @@ unsigned long long evalsha_reloads;
 
 void evalsha_init(struct evalsha_script *s)
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-    if (!EVP_Digest(s->body, strlen(s->body), md, &n, EVP_sha1(), NULL) || n != 20)
+    unsigned char md[SHA_DIGEST_LENGTH];
+    SHA_CTX ctx;
+    if (!SHA1_Init(&ctx) || !SHA1_Update(&ctx, s->body, strlen(s->body)) || !SHA1_Final(md, &ctx))
         abort();
     for (unsigned i = 0; i < 20; i++) {
         static const char hex[] = "0123456789abcdef";
