@@ -499,6 +499,12 @@ static void rb_metrics(struct backend *b, const struct metric_emit *e)
         rds_cluster_metrics(rb->cluster, e);
         return;
     }
+    if (e->node) {
+        bool up = false;
+        for (size_t i = 0; i < rb->nconns; i++)
+            up |= rb->conns[i]->state == RC_READY;
+        e->node(e->ctx, "redis", rb->t.url_redacted, "primary", up);
+    }
     if (e->connections) {
         uint64_t by_state[RC_STOPPED + 1] = {0};
         for (size_t i = 0; i < rb->nconns; i++)

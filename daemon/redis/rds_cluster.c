@@ -105,6 +105,7 @@ struct clu_node *rds_cluster_node(struct rds_cluster *cl, const char *host, int 
     snprintf(n->t.addr.host, sizeof(n->t.addr.host), "%s", host);
     n->t.addr.port = port;
     snprintf(n->t.url_redacted, sizeof(n->t.url_redacted), "redis://%s:%d (cluster node)", host, port);
+    snprintf(n->hostport, sizeof(n->hostport), "%s:%d", host, port);
     n->t.rng = tm->rng ^ (uint32_t)(cl->nnodes * 2654435761u);
     n->t.changed = on_node_changed;
     n->t.control_ready = NULL;
@@ -479,6 +480,12 @@ void rds_cluster_stats(struct rds_cluster *cl, struct cbuf *o)
 
 void rds_cluster_metrics(struct rds_cluster *cl, const struct metric_emit *e)
 {
+    if (e->node)
+        for (size_t i = 0; i < cl->nnodes; i++) {
+            const struct clu_node *n = cl->node[i];
+            e->node(e->ctx, "redis", n->hostport, role_name(n->role),
+                    n->conn && n->conn->state == RC_READY);
+        }
     if (e->connections) {
         uint64_t by_state[RC_STOPPED + 1] = {0};
         for (size_t i = 0; i < cl->nnodes; i++)

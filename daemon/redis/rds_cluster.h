@@ -55,6 +55,7 @@ struct clu_node {
     bool in_map;               /* named by the latest map */
     unsigned slots;            /* slots it serves as primary, per the latest map */
     char id[48];
+    char hostport[300];        /* host:port, for stats and the metrics */
 };
 
 struct clu_part;

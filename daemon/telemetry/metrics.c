@@ -153,6 +153,18 @@ static void emit_connections(void *ctx, const char *backend, const char *state, 
     }
 }
 
+static void emit_node(void *ctx, const char *backend, const char *address, const char *role, bool up)
+{
+    struct otlp_point *p = add_point(ctx);
+    if (p) {
+        p->attrs[0] = (struct otlp_kv){"backend", backend, 0};
+        p->attrs[1] = (struct otlp_kv){"server.address", address, 0};
+        p->attrs[2] = (struct otlp_kv){"role", role, 0};
+        p->nattrs = 3;
+        p->value = up;
+    }
+}
+
 static void emit_outcome(void *ctx, const char *op, const char *outcome, uint64_t n)
 {
     struct otlp_point *p = add_point(ctx);
@@ -201,6 +213,9 @@ static void collect(struct metrics *t, struct metric_sink *k, uint64_t spans_dro
         p->value = (int64_t)s->clients(s->ctx);
     add_metric(k, "ferry.backend.connections", "Backend connections by state", "{connection}", OM_GAUGE, false);
     s->backends(s->ctx, &(struct metric_emit){.ctx = k, .connections = emit_connections});
+    add_metric(k, "ferry.backend.node.up", "1 while the connection to a backend's server is ready", "1", OM_GAUGE,
+               false);
+    s->backends(s->ctx, &(struct metric_emit){.ctx = k, .node = emit_node});
     ncounter_rows = 0;
     s->backends(s->ctx, &(struct metric_emit){.ctx = k, .counter = emit_counter});
     add_counters(k);

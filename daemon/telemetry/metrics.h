@@ -23,6 +23,11 @@ struct metric_emit {
     /* A cumulative counter, e.g. ferry.backend.reconnects; NULL when not
      * collecting this family. */
     void (*counter)(void *ctx, const char *backend, const char *name, uint64_t v);
+    /* ferry.backend.node.up: one server of a backend (a cluster's node,
+     * Sentinel's primary, the one Redis), 1 while ferryd's connection to it
+     * is ready. address (redacted) and role must live until the export;
+     * NULL when not collecting this family. */
+    void (*node)(void *ctx, const char *backend, const char *address, const char *role, bool up);
 };
 
 struct otlp_http;

@@ -115,6 +115,11 @@ def test_keyless_commands_go_to_any_node(cf):
 
 
 def test_stats_show_the_nodes(cf, cluster):
+    # Ready means one node answers; the others' connections may still be
+    # coming up when this test runs first, on a cluster just made.
+    wait_until(lambda: all(n["state"] == "ready" for n in cstats(cf)["nodes"] if n["role"] == "primary")
+               and len([n for n in cstats(cf)["nodes"] if n["role"] == "primary"]) == 3,
+               timeout=15, what="three ready primaries")
     st = cstats(cf)
     primaries = [n for n in st["nodes"] if n["role"] == "primary"]
     assert len(primaries) == 3
@@ -178,6 +183,34 @@ def test_spans_name_the_node(make_ferryd, cluster):
         ports = sorted(s["attributes"]["server.port"] for s in col.spans() if s["name"] == "INCR")
         assert ports == sorted(cluster.owner_of(k) for k in keys)
         assert len(set(ports)) > 1
+    finally:
+        col.stop()
+
+
+def test_metrics_give_each_nodes_state(make_ferryd, cluster):
+    """ferry.backend.node.up: a point per node, by address and role, 1 for
+    the primaries ferryd is connected to."""
+    from otlp_collector import Collector
+    col = Collector().start()
+    try:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": col.endpoint, "OTEL_TRACES_EXPORTER": "none",
+               "OTEL_METRICS_EXPORTER": "otlp", "OTEL_METRIC_EXPORT_INTERVAL": "200"}
+        f = make_ferryd(["--set", "redis_cluster=" + cluster.seeds], env=env,
+                        redis_url="redis://127.0.0.1:%d/0" % cluster.nodes[0].port, name="metrics.sock")
+        with f.client() as c:
+            for i in range(12):
+                c.redis("SET", "m:%d" % i, "v")
+
+        def primaries_up():
+            m = col.metrics().get("ferry.backend.node.up")
+            if not m:
+                return None
+            up = {a["server.address"] for a, v in m["points"] if a["role"] == "primary" and v == 1}
+            return up if len(up) == 3 else None
+        wait_until(primaries_up, timeout=15, what="three primaries up in the metrics")
+        up = primaries_up()
+        owners = {"127.0.0.1:%d" % cluster.owner_of("m:%d" % i) for i in range(12)}
+        assert owners <= up
     finally:
         col.stop()
 

@@ -324,6 +324,8 @@ def test_metrics_match_requests(traced, collector):
     assert m["ferry.clients"]["points"][0][1] >= 1
     conns = {(a["backend"], a["state"]): v for a, v in m["ferry.backend.connections"]["points"]}
     assert conns[("redis", "ready")] == 1
+    nodes = [(a["backend"], a["role"], v) for a, v in m["ferry.backend.node.up"]["points"]]
+    assert nodes == [("redis", "primary", 1)]
     assert {a["backend"]: v for a, v in m["ferry.backend.reconnects"]["points"]}["redis"] == 0
     assert "ferry.telemetry.spans.dropped" in m and "ferry.telemetry.export.failures" in m
 
