@@ -115,11 +115,16 @@ def test_keyless_commands_go_to_any_node(cf):
 
 
 def test_stats_show_the_nodes(cf, cluster):
-    # Ready means one node answers; the others' connections may still be
-    # coming up when this test runs first, on a cluster just made.
-    wait_until(lambda: all(n["state"] == "ready" for n in cstats(cf)["nodes"] if n["role"] == "primary")
-               and len([n for n in cstats(cf)["nodes"] if n["role"] == "primary"]) == 3,
-               timeout=15, what="three ready primaries")
+    # Ready means one node answers; when this test runs first, on a cluster
+    # just made, the other connections may still be coming up, and the
+    # replicas join CLUSTER SLOTS once they are attached (the map is read
+    # again every 10 s).
+    def settled():
+        nodes = cstats(cf)["nodes"]
+        prim = [n for n in nodes if n["role"] == "primary"]
+        return (len(prim) == 3 and all(n["state"] == "ready" for n in prim)
+                and len([n for n in nodes if n["role"] == "replica"]) == 3)
+    wait_until(settled, timeout=30, what="three ready primaries and three replicas")
     st = cstats(cf)
     primaries = [n for n in st["nodes"] if n["role"] == "primary"]
     assert len(primaries) == 3
