@@ -107,6 +107,15 @@ int rds_policy_check(struct rds_policy *rp, const struct rds_commands *t, const 
                      (int)(lens[pos[i]] > 64 ? 64 : lens[pos[i]]), argv[pos[i]]);
             return FE_DENIED;
         }
+    /* Redis names no keys in PUBLISH and SPUBLISH (a channel is no key to
+     * its command table), yet security.md treats channels as keys, as the
+     * pub/sub ops do: the channel is held to redis_keys too. */
+    if (argc >= 2 && (!strcasecmp(c->name, "publish") || !strcasecmp(c->name, "spublish")) &&
+        !policy_allows_name(p, PL_REDIS_KEYS, argv[1], lens[1])) {
+        snprintf(msg, len, "policy '%s' does not allow channel '%.*s' (redis_keys)", p->name,
+                 (int)(lens[1] > 64 ? 64 : lens[1]), argv[1]);
+        return FE_DENIED;
+    }
     return 0;
 }
 

@@ -336,6 +336,13 @@ def test_policy_holds_channels_to_redis_keys(make_ferryd, tmp, redis):
         sub = c.pubsub.subscribe("app:*", pattern=True)
         c.pubsub.publish("app:2", "ok")
         assert c.next_push(timeout=5)["sub"] == sub
+        # The redis op's PUBLISH is held to the same rule: Redis names no
+        # key in it, ferryd checks the channel.
+        with pytest.raises(ferry.FerryError) as e:
+            c.redis("PUBLISH", "secret", "x")
+        assert e.value.code == "denied" and "channel 'secret'" in e.value.message
+        assert c.redis("PUBLISH", "app:3", "ok") == 1
+        assert c.next_push(timeout=5)["data"]["channel"] == "app:3"
 
 
 def test_deadline_while_redis_is_frozen(ferryd, redis):
