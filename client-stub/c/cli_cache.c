@@ -3,6 +3,7 @@
  *
  * Values are printed as their bytes, with no newline added, so that
  * get-or-run prints the same whether it ran the command or not. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,18 +106,6 @@ static int call(ferry_t *f, const char *op, cbor_item_t *args, const struct cli_
     return st;
 }
 
-static const cbor_item_t *field(const cbor_item_t *map, const char *key)
-{
-    if (!map || !cbor_isa_map(map))
-        return NULL;
-    struct cbor_pair *p = cbor_map_handle((cbor_item_t *)map);
-    for (size_t i = 0; i < cbor_map_size(map); i++)
-        if (cbor_isa_string(p[i].key) && cbor_string_length(p[i].key) == strlen(key) &&
-            !memcmp(cbor_string_handle(p[i].key), key, strlen(key)))
-            return p[i].value;
-    return NULL;
-}
-
 static void print_bytes(const cbor_item_t *v)
 {
     if (v && cbor_isa_bytestring(v) && cbor_bytestring_is_definite(v))
@@ -156,19 +145,27 @@ static int fill(ferry_t *f, const char *key, const uint8_t *v, size_t n, long lo
     return st;
 }
 
+/* On a hit, prints the value and returns true. */
+static bool print_hit(const ferry_msg_t *m)
+{
+    const cbor_item_t *hit = cli_map_get(m->result, "hit");
+    if (!hit || !cbor_is_bool(hit) || !cbor_get_bool(hit))
+        return false;
+    print_bytes(cli_map_get(m->result, "value"));
+    return true;
+}
+
 static int cmd_get(ferry_t *f, const struct cache_opts *o, const struct cli_ctx *ctx)
 {
     ferry_msg_t *m = NULL;
     int st = get(f, o->pos[0], o, ctx, &m);
     if (st)
         return st;
-    const cbor_item_t *hit = field(m->result, "hit");
-    if (hit && cbor_is_bool(hit) && cbor_get_bool(hit)) {
-        print_bytes(field(m->result, "value"));
+    if (print_hit(m)) {
         ferry_msg_free(m);
         return 0;
     }
-    const cbor_item_t *lease = field(m->result, "lease");
+    const cbor_item_t *lease = cli_map_get(m->result, "lease");
     if (lease && cbor_isa_string(lease))
         fprintf(stderr, "(miss) the lease is yours: %.*s\n(fill it with: ferry cache fill %s VALUE --ttl S --lease %.*s,"
                         " or others wait until it expires)\n",
@@ -188,13 +185,11 @@ static int cmd_get_or_run(ferry_t *f, const struct cache_opts *o, const struct c
     int st = get(f, o->pos[0], o, ctx, &m);
     if (st)
         return st;
-    const cbor_item_t *hit = field(m->result, "hit");
-    if (hit && cbor_is_bool(hit) && cbor_get_bool(hit)) {
-        print_bytes(field(m->result, "value"));
+    if (print_hit(m)) {
         ferry_msg_free(m);
         return 0;
     }
-    const cbor_item_t *lease = field(m->result, "lease");
+    const cbor_item_t *lease = cli_map_get(m->result, "lease");
     char token[64] = "";
     if (lease && cbor_isa_string(lease) && cbor_string_length(lease) < sizeof(token))
         memcpy(token, cbor_string_handle(lease), cbor_string_length(lease));
@@ -241,7 +236,7 @@ static int run(ferry_t *f, int n, char **w, const struct cli_ctx *ctx)
         ferry_msg_t *m = NULL;
         st = call(f, "cache.invalidate", a, ctx, &m);
         if (!st) {
-            const cbor_item_t *d = field(m->result, "deleted");
+            const cbor_item_t *d = cli_map_get(m->result, "deleted");
             puts(d && cbor_is_bool(d) && cbor_get_bool(d) ? "deleted" : "absent");
         }
         ferry_msg_free(m);

@@ -100,16 +100,6 @@ static int call(ferry_t *f, const char *op, const struct lock_opts *o, uint32_t 
     return st;
 }
 
-static const cbor_item_t *get(const cbor_item_t *map, const char *key)
-{
-    struct cbor_pair *p = cbor_map_handle((cbor_item_t *)map);
-    for (size_t i = 0; cbor_isa_map(map) && i < cbor_map_size(map); i++)
-        if (cbor_isa_string(p[i].key) && cbor_string_length(p[i].key) == strlen(key) &&
-            !memcmp(cbor_string_handle(p[i].key), key, strlen(key)))
-            return p[i].value;
-    return NULL;
-}
-
 /* Acquires o's lock, waiting --wait ms at most; on success copies the
  * token into token[33]. Returns 0, or the exit status (1: not acquired). */
 static int acquire(ferry_t *f, const struct lock_opts *o, const struct cli_ctx *ctx, char token[33], int print)
@@ -122,8 +112,8 @@ static int acquire(ferry_t *f, const struct lock_opts *o, const struct cli_ctx *
     int st = call(f, "lock.acquire", o, deadline, (int)deadline + 1000, &m);
     if (st)
         return st;
-    const cbor_item_t *ok = get(m->result, "acquired");
-    const cbor_item_t *tok = get(m->result, "token");
+    const cbor_item_t *ok = cli_map_get(m->result, "acquired");
+    const cbor_item_t *tok = cli_map_get(m->result, "token");
     if (!ok || !cbor_is_bool(ok) || !cbor_get_bool(ok) || !tok || !cbor_isa_string(tok) ||
         cbor_string_length(tok) != 32) {
         fprintf(stderr, "ferry: lock %s not acquired: another holds it\n", o->name);

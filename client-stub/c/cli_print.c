@@ -97,3 +97,16 @@ void cli_map_put(cbor_item_t *map, const char *key, cbor_item_t *value)
     cbor_map_add(map, (struct cbor_pair){.key = cbor_move(cbor_build_string(key)), .value = cbor_move(value)});
 }
 
+
+const cbor_item_t *cli_map_get(const cbor_item_t *m, const char *key)
+{
+    if (!m || !cbor_isa_map(m))
+        return NULL;
+    size_t n = strlen(key);
+    struct cbor_pair *p = cbor_map_handle(m);
+    for (size_t i = 0; i < cbor_map_size(m); i++)
+        if (cbor_isa_string(p[i].key) && cbor_string_length(p[i].key) == n &&
+            !memcmp(cbor_string_handle(p[i].key), key, n))
+            return p[i].value;
+    return NULL;
+}

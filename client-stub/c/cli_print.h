@@ -14,6 +14,8 @@ void cli_print_flat(const char *prefix, const cbor_item_t *it);
 /* 0 when m is a result; else prints the error and returns the exit
  * status: 2 for a connection failure (rc), 1 for an error answer. */
 int cli_check_result(ferry_msg_t *m, int rc);
+/* The value of text key in map m, or NULL (also when m is no map). */
+const cbor_item_t *cli_map_get(const cbor_item_t *m, const char *key);
 /* map[key] = value (moved in). */
 void cli_map_put(cbor_item_t *map, const char *key, cbor_item_t *value);
 

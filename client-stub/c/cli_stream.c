@@ -7,6 +7,7 @@
 
 #include "cli_cmds.h"
 #include "cli_print.h"
+#include "cli_sub.h"
 
 #define CLI_STREAM_USAGE \
     "  stream add STREAM FIELD VALUE [FIELD VALUE...] [--maxlen N]\n" \
@@ -33,19 +34,6 @@ static long cli_stream_number(const char *s)
     return errno || *end || end == s || v <= 0 ? -1 : v;
 }
 
-/* The value of key in map m, or NULL. */
-static const cbor_item_t *cli_stream_get(const cbor_item_t *m, const char *key)
-{
-    if (!m || !cbor_isa_map(m))
-        return NULL;
-    struct cbor_pair *p = cbor_map_handle(m);
-    for (size_t i = 0; i < cbor_map_size(m); i++)
-        if (cbor_isa_string(p[i].key) && cbor_string_length(p[i].key) == strlen(key) &&
-            !memcmp(cbor_string_handle(p[i].key), key, strlen(key)))
-            return p[i].value;
-    return NULL;
-}
-
 /* Calls op and prints its result raw (or the error). Takes args. */
 static int cli_stream_call(ferry_t *f, const char *op, cbor_item_t *args, const struct cli_ctx *ctx,
                            const char *key)
@@ -55,7 +43,7 @@ static int cli_stream_call(ferry_t *f, const char *op, cbor_item_t *args, const 
     cbor_decref(&args);
     int status = cli_check_result(m, rc);
     if (!status) {
-        const cbor_item_t *v = key ? cli_stream_get(m->result, key) : m->result;
+        const cbor_item_t *v = key ? cli_map_get(m->result, key) : m->result;
         if (v)
             cli_print_raw(v);
     }
@@ -127,9 +115,9 @@ static void cli_stream_put_str(const cbor_item_t *s)
  * when it was delivered before). */
 static void cli_stream_print(const cbor_item_t *d)
 {
-    cli_stream_put_str(cli_stream_get(d, "id"));
+    cli_stream_put_str(cli_map_get(d, "id"));
     putchar('\n');
-    const cbor_item_t *f = cli_stream_get(d, "fields");
+    const cbor_item_t *f = cli_map_get(d, "fields");
     if (f && cbor_isa_map(f)) {
         struct cbor_pair *p = cbor_map_handle(f);
         for (size_t i = 0; i < cbor_map_size(f); i++) {
@@ -147,7 +135,7 @@ static void cli_stream_print(const cbor_item_t *d)
             putchar('\n');
         }
     }
-    const cbor_item_t *n = cli_stream_get(d, "deliveries");
+    const cbor_item_t *n = cli_map_get(d, "deliveries");
     if (n && cbor_isa_uint(n) && cbor_get_int(n) > 1)
         printf("deliveries: %llu\n", (unsigned long long)cbor_get_int(n));
 }
@@ -189,30 +177,19 @@ static int cli_stream_consume(ferry_t *f, int n, char **w, const struct cli_ctx 
     cli_map_put(a, "consumer", cbor_build_string(pos[2]));
     if (count && count <= 1000)
         cli_map_put(a, "prefetch", cbor_build_uint16((uint16_t)count));
-    m = NULL;
-    rc = ferry_call(f, "stream.consume", a, ctx->deadline, &m, ctx->wait_ms);
+    uint64_t sub = 0;
+    status = cli_sub_open(f, "stream.consume", a, ctx->deadline, ctx->wait_ms, &sub);
     cbor_decref(&a);
-    status = cli_check_result(m, rc);
-    uint64_t sub = m ? m->id : 0;
-    ferry_msg_free(m);
     if (status)
         return status;
     for (long got = 0; !count || got < count;) {
-        rc = ferry_recv(f, &m, (int)ctx->deadline);
-        if (rc == FERRY_ETIMEDOUT) {
+        status = cli_sub_next(f, sub, (int)ctx->deadline, &m);
+        if (status == 3)
             fprintf(stderr, "ferry: no entry within %u ms (--timeout); %ld received\n", ctx->deadline, got);
-            return 3;
-        }
-        if (rc) {
-            fprintf(stderr, "ferry: %s\n", ferry_strerror(rc));
-            return 2;
-        }
-        if (m->kind != FERRY_PUSH || m->sub != sub) {
-            ferry_msg_free(m);
-            continue;
-        }
+        if (status)
+            return status;
         if (strcmp(m->push_kind, "entry") != 0) {
-            const cbor_item_t *why = cli_stream_get(m->data, "reason");
+            const cbor_item_t *why = cli_map_get(m->data, "reason");
             fprintf(stderr, "ferry: %s: ", m->push_kind);
             if (why && cbor_isa_string(why))
                 fwrite(cbor_string_handle(why), 1, cbor_string_length(why), stderr);
@@ -224,7 +201,7 @@ static int cli_stream_consume(ferry_t *f, int n, char **w, const struct cli_ctx 
         fflush(stdout);
         cbor_item_t *ack = cbor_new_definite_map(2);
         cli_map_put(ack, "sub", cbor_build_uint64(sub));
-        const cbor_item_t *id = cli_stream_get(m->data, "id");
+        const cbor_item_t *id = cli_map_get(m->data, "id");
         cli_map_put(ack, "id", id ? cbor_incref((cbor_item_t *)id) : cbor_build_string(""));
         ferry_msg_free(m);
         m = NULL;

@@ -9,6 +9,7 @@
 
 #include "cli_cmds.h"
 #include "cli_print.h"
+#include "cli_sub.h"
 
 struct sub_opts {
     int pattern, follow;
@@ -64,32 +65,10 @@ static int cli_subscribe_open(ferry_t *f, const struct sub_opts *o, const struct
             abort();
     cbor_item_t *a = cbor_new_definite_map(1);
     cli_map_put(a, o->pattern ? "patterns" : "channels", names);
-    ferry_msg_t *m = NULL;
-    int rc = ferry_send(f, o->pattern ? "pubsub.psubscribe" : "pubsub.subscribe", a, ctx->deadline, sub);
+    int status = cli_sub_open(f, o->pattern ? "pubsub.psubscribe" : "pubsub.subscribe", a, ctx->deadline,
+                              ctx->wait_ms, sub);
     cbor_decref(&a);
-    while (rc == 0) {
-        rc = ferry_recv(f, &m, ctx->wait_ms);
-        if (rc || m->kind == FERRY_RESPONSE)
-            break;
-        ferry_msg_free(m);
-        m = NULL;
-    }
-    int status = cli_check_result(m, rc);
-    ferry_msg_free(m);
     return status;
-}
-
-static const cbor_item_t *cli_subscribe_get(const cbor_item_t *m, const char *key)
-{
-    if (!m || !cbor_isa_map(m))
-        return NULL;
-    size_t n = strlen(key);
-    struct cbor_pair *p = cbor_map_handle(m);
-    for (size_t i = 0; i < cbor_map_size(m); i++)
-        if (cbor_isa_string(p[i].key) && cbor_string_length(p[i].key) == n &&
-            !memcmp(cbor_string_handle(p[i].key), key, n))
-            return p[i].value;
-    return NULL;
 }
 
 /* One push of the subscription: a message is printed (0 returned), a
@@ -98,19 +77,19 @@ static int cli_subscribe_show(const ferry_msg_t *m, int verbose)
 {
     if (!strcmp(m->push_kind, "message")) {
         if (verbose) {
-            cli_print_flat("channel", cli_subscribe_get(m->data, "channel"));
-            const cbor_item_t *pat = cli_subscribe_get(m->data, "pattern");
+            cli_print_flat("channel", cli_map_get(m->data, "channel"));
+            const cbor_item_t *pat = cli_map_get(m->data, "pattern");
             if (pat && !cbor_is_null(pat))
                 cli_print_flat("pattern", pat);
         }
-        const cbor_item_t *payload = cli_subscribe_get(m->data, "payload");
+        const cbor_item_t *payload = cli_map_get(m->data, "payload");
         if (payload)
             cli_print_raw(payload);
         fflush(stdout);
         return 0;
     }
     if (!strcmp(m->push_kind, "dropped")) {
-        const cbor_item_t *n = cli_subscribe_get(m->data, "count");
+        const cbor_item_t *n = cli_map_get(m->data, "count");
         fprintf(stderr, "ferry: %llu messages dropped: this subscriber fell behind (redis_pubsub_buffer)\n",
                 n && cbor_isa_uint(n) ? (unsigned long long)cbor_get_int(n) : 0ULL);
     } else if (!strcmp(m->push_kind, "gap")) {
@@ -128,18 +107,12 @@ static int cli_subscribe_run(ferry_t *f, int nwords, char **words, const struct 
         status = cli_subscribe_open(f, &o, ctx, &sub);
     for (long n = 0; !status && (!o.count || n < o.count);) {
         ferry_msg_t *m;
-        int rc = ferry_recv(f, &m, o.follow ? -1 : (int)ctx->deadline);
-        if (rc == FERRY_ETIMEDOUT) {
+        status = cli_sub_next(f, sub, o.follow ? -1 : (int)ctx->deadline, &m);
+        if (status == 3)
             fprintf(stderr, "ferry: no message within %u ms (--timeout); %ld received\n", ctx->deadline, n);
-            status = 3;
+        if (status)
             break;
-        }
-        if (rc) {
-            fprintf(stderr, "ferry: %s\n", ferry_strerror(rc));
-            status = 2;
-            break;
-        }
-        if (m->kind == FERRY_PUSH && m->sub == sub && cli_subscribe_show(m, ctx->verbose) == 0)
+        if (cli_subscribe_show(m, ctx->verbose) == 0)
             n++;
         ferry_msg_free(m);
     }

@@ -23,6 +23,7 @@
 #include "cli_cmds.h"
 #include "cli_print.h"
 #include "cli_run.h"
+#include "cli_sub.h"
 #include "ferry.h"
 
 static void usage(FILE *f)
@@ -200,20 +201,6 @@ static cbor_item_t *message_args(char **pos, struct broker_opts *o)
     return m;
 }
 
-/* The value of key in a CBOR map, or NULL. */
-static const cbor_item_t *map_get(const cbor_item_t *m, const char *key)
-{
-    if (!m || !cbor_isa_map(m))
-        return NULL;
-    size_t n = strlen(key);
-    struct cbor_pair *p = cbor_map_handle((cbor_item_t *)m);
-    for (size_t i = 0; i < cbor_map_size(m); i++)
-        if (cbor_isa_string(p[i].key) && cbor_string_length(p[i].key) == n &&
-            !memcmp(cbor_string_handle(p[i].key), key, n))
-            return p[i].value;
-    return NULL;
-}
-
 /* Sends consume and waits for its answer. Returns 0 with *sub set, or an
  * exit status. */
 static int subscribe(ferry_t *f, const char *queue, long prefetch, int no_ack, uint32_t deadline, int wait_ms,
@@ -224,22 +211,8 @@ static int subscribe(ferry_t *f, const char *queue, long prefetch, int no_ack, u
     cli_map_put(a, "no_ack", cbor_build_bool(no_ack));
     if (prefetch > 0 && prefetch <= 65535)
         cli_map_put(a, "prefetch", cbor_build_uint16((uint16_t)prefetch));
-    ferry_msg_t *m = NULL;
-    int rc = ferry_send(f, "consume", a, deadline, sub);
+    int status = cli_sub_open(f, "consume", a, deadline, wait_ms, sub);
     cbor_decref(&a);
-    if (rc == 0) {
-        /* ferryd answers the consume before it pushes any delivery, so
-         * the first response is the consume's own. */
-        for (;;) {
-            rc = ferry_recv(f, &m, wait_ms);
-            if (rc || m->kind == FERRY_RESPONSE)
-                break;
-            ferry_msg_free(m);
-            m = NULL;
-        }
-    }
-    int status = cli_check_result(m, rc);
-    ferry_msg_free(m);
     return status;
 }
 
@@ -248,32 +221,22 @@ static int subscribe(ferry_t *f, const char *queue, long prefetch, int no_ack, u
  * with the reason printed. */
 static int next_delivery(ferry_t *f, uint64_t sub, int wait_ms, ferry_msg_t **out)
 {
-    for (;;) {
-        ferry_msg_t *m;
-        int rc = ferry_recv(f, &m, wait_ms);
-        if (rc == FERRY_ETIMEDOUT)
-            return 3;
-        if (rc) {
-            fprintf(stderr, "ferry: %s\n", ferry_strerror(rc));
-            return 2;
-        }
-        if (m->kind != FERRY_PUSH || m->sub != sub) {
-            ferry_msg_free(m);
-            continue;
-        }
-        if (strcmp(m->push_kind, "delivery") != 0) {
-            fprintf(stderr, "(error) subscription ended: %s\n", m->push_kind);
-            ferry_msg_free(m);
-            return 1;
-        }
-        *out = m;
-        return 0;
+    ferry_msg_t *m;
+    int status = cli_sub_next(f, sub, wait_ms, &m);
+    if (status)
+        return status;
+    if (strcmp(m->push_kind, "delivery") != 0) {
+        fprintf(stderr, "(error) subscription ended: %s\n", m->push_kind);
+        ferry_msg_free(m);
+        return 1;
     }
+    *out = m;
+    return 0;
 }
 
 static int settle(ferry_t *f, uint64_t sub, const cbor_item_t *delivery, uint32_t deadline, int wait_ms)
 {
-    const cbor_item_t *tag = map_get(delivery, "delivery_tag");
+    const cbor_item_t *tag = cli_map_get(delivery, "delivery_tag");
     cbor_item_t *ack = cbor_new_definite_map(2);
     cli_map_put(ack, "sub", cbor_build_uint64(sub));
     cli_map_put(ack, "delivery_tag", cbor_build_uint64(tag && cbor_isa_uint(tag) ? cbor_get_int(tag) : 0));
@@ -324,8 +287,8 @@ static int consume(ferry_t *f, const char *queue, struct broker_opts *o, uint32_
  * Returns 0, or an exit status when ferryd failed us. */
 static int serve_one(ferry_t *f, const cbor_item_t *d, struct broker_opts *o, uint32_t deadline, int wait_ms)
 {
-    const cbor_item_t *body = map_get(d, "body"), *props = map_get(d, "properties");
-    const cbor_item_t *reply_to = map_get(props, "reply_to"), *corr = map_get(props, "correlation_id");
+    const cbor_item_t *body = cli_map_get(d, "body"), *props = cli_map_get(d, "properties");
+    const cbor_item_t *reply_to = cli_map_get(props, "reply_to"), *corr = cli_map_get(props, "correlation_id");
     const uint8_t *in = body && cbor_isa_bytestring(body) ? cbor_bytestring_handle(body) : NULL;
     size_t inlen = in ? cbor_bytestring_length(body) : 0;
     uint8_t *out;
@@ -524,9 +487,9 @@ static int health(ferry_t *f, bool live, uint32_t timeout)
     } else if (m->err_code) {
         fprintf(stderr, "(error) %s: %s\n", m->err_code, m->err_message);
     } else {
-        const cbor_item_t *ready = map_get(m->result, "ready");
-        const cbor_item_t *backends = map_get(m->result, "backends");
-        const cbor_item_t *errors = map_get(m->result, "errors");
+        const cbor_item_t *ready = cli_map_get(m->result, "ready");
+        const cbor_item_t *backends = cli_map_get(m->result, "backends");
+        const cbor_item_t *errors = cli_map_get(m->result, "errors");
         /* The width first: libcbor 0.8's cbor_is_bool() asserts on floats. */
         status = ready && cbor_isa_float_ctrl(ready) && cbor_float_get_width(ready) == CBOR_FLOAT_0 &&
                  cbor_is_bool(ready) && cbor_get_bool(ready) ? 0 : 1;
@@ -541,7 +504,7 @@ static int health(ferry_t *f, bool live, uint32_t timeout)
                    (const char *)cbor_string_handle(p[i].value));
             char key[64];
             snprintf(key, sizeof(key), "%.*s", kn, k);
-            const cbor_item_t *why = map_get(errors, key);
+            const cbor_item_t *why = cli_map_get(errors, key);
             if (why && cbor_isa_string(why) && cbor_string_length(why))
                 printf(" (%.*s)", (int)cbor_string_length(why), (const char *)cbor_string_handle(why));
             putchar('\n');
